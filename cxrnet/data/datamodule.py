@@ -1,0 +1,273 @@
+"""The LightningDataModule: folders (or a manifest) to decoded images to loaders."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from lightning import LightningDataModule
+from torch.utils.data import DataLoader, WeightedRandomSampler
+
+from cxrnet.data.cache import load_images
+from cxrnet.data.dataset import XRayDataset
+from cxrnet.data.decode import DecodeParams
+from cxrnet.data.discovery import discover_folders
+from cxrnet.data.duplicates import DuplicateReport, check_duplicates
+from cxrnet.data.errors import DataError
+from cxrnet.data.manifest import combine_records, read_manifest
+from cxrnet.data.records import CLASS_NAMES, SUBTYPE_NAMES, Record, check_subtypes
+from cxrnet.data.splits import (
+    SplitConfig,
+    SplitName,
+    count_table,
+    format_count_table,
+    make_splits,
+    write_split_csv,
+)
+from cxrnet.data.transforms import build_train_transform
+
+log = logging.getLogger(__name__)
+
+Imbalance = Literal["class_weight", "sampler", "none"]
+Task = Literal["binary", "subtype"]
+
+
+def balanced_class_weights(labels: np.ndarray, num_classes: int) -> list[float]:
+    """sklearn's 'balanced' weights, n / (k * n_c): 1.94 / 0.67 on the real training split."""
+    counts = np.bincount(labels, minlength=num_classes)
+    missing = [i for i, count in enumerate(counts) if count == 0]
+    if missing:
+        raise DataError(f"training split has no images of class index {missing}; cannot weight")
+    return [float(len(labels) / (num_classes * count)) for count in counts]
+
+
+class ChestXRayDataModule(LightningDataModule):
+    """Train/val/test loaders for ``root/{train,val,test}/{NORMAL,PNEUMONIA}`` or a CSV manifest.
+
+    ``root`` is a folder (nested layouts too), a CSV manifest, or a list of either, combined.
+    Every image is decoded once into a uint8 array (cached on disk under ``cache_dir``);
+    augmentation runs per epoch on the training split only. ``report_dir`` receives the counts,
+    the split file and every skipped or ignored file with its reason.
+    """
+
+    def __init__(
+        self,
+        root: str | Path | list[str | Path],
+        image_size: int = 150,
+        resize: Literal["squash", "letterbox"] = "squash",
+        equalize: bool = False,
+        interpolation: Literal["area", "bilinear"] = "area",
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        pin_memory: bool = False,
+        imbalance: Imbalance = "class_weight",
+        augment: Mapping[str, Any] | None = None,
+        task: Task = "binary",
+        split: SplitName = "official",
+        val_fraction: float = 0.2,
+        num_folds: int = 5,
+        fold: int = 0,
+        holdout_fraction: float = 0.0,
+        split_seed: int = 0,
+        allow_cross_split_duplicates: bool = False,
+        cache_dir: str | Path | None = None,
+        decode_workers: int = 0,
+        on_bad_image: Literal["error", "skip"] = "error",
+        report_dir: str | Path | None = None,
+    ) -> None:
+        super().__init__()
+        if imbalance not in ("class_weight", "sampler", "none"):
+            raise ValueError(
+                f"imbalance must be 'class_weight', 'sampler' or 'none', got {imbalance!r}"
+            )
+        if task not in ("binary", "subtype"):
+            raise ValueError(f"task must be 'binary' or 'subtype', got {task!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.save_hyperparameters(ignore=["report_dir"])
+        sources = list(root) if isinstance(root, (list, tuple)) else [root]
+        self.sources = [Path(source).expanduser() for source in sources]
+        self.root = self.sources[0]
+        self.split_config = SplitConfig(
+            split, val_fraction, num_folds, fold, holdout_fraction, split_seed
+        )
+        self.allow_cross_split_duplicates = allow_cross_split_duplicates
+        self.decode_params = DecodeParams(image_size, resize, equalize, interpolation)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.imbalance = imbalance
+        self.augment = dict(augment or {})
+        self.task = task
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.decode_workers = decode_workers
+        self.on_bad_image = on_bad_image
+        self.report_dir = Path(report_dir) if report_dir else None
+        self.split_records: dict[str, list[Record]] = {}
+        self.datasets: dict[str, XRayDataset] = {}
+        self.skipped: list[tuple[Record, str]] = []
+        self.ignored: list[tuple[Path, str]] = []
+        self.duplicates = DuplicateReport()
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return CLASS_NAMES if self.task == "binary" else SUBTYPE_NAMES
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def has_test(self) -> bool:
+        self._require_setup()
+        return "test" in self.datasets
+
+    @property
+    def class_weights(self) -> list[float] | None:
+        """Loss weights per class when ``imbalance='class_weight'``, else None."""
+        if self.imbalance != "class_weight":
+            return None
+        return balanced_class_weights(self._labels("train"), self.num_classes)
+
+    def label_of(self, record: Record) -> int:
+        return record.label if self.task == "binary" else SUBTYPE_NAMES.index(record.subtype)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        found = self._find_records()
+        if self.task == "subtype":
+            check_subtypes([record for records in found.values() for record in records])
+        self.duplicates = check_duplicates(
+            found, allow_cross_split=self.allow_cross_split_duplicates
+        )
+        splits = make_splits(found, self.split_config, duplicates=self.duplicates.all_groups)
+        ordered = [record for records in splits.values() for record in records]
+        loaded = load_images(
+            ordered,
+            self.decode_params,
+            cache_dir=self.cache_dir,
+            num_workers=self.decode_workers,
+            on_bad_image=self.on_bad_image,
+        )
+        self.skipped = loaded.skipped
+        position = {record.path: i for i, record in enumerate(loaded.records)}
+        train_transform = build_train_transform(**self.augment)
+        for split, records in splits.items():
+            kept = [record for record in records if record.path in position]
+            if not kept:
+                raise DataError(f"every image of split {split!r} from {self.root} was skipped")
+            self.split_records[split] = kept
+            self.datasets[split] = XRayDataset(
+                loaded.images,
+                [self.label_of(record) for record in kept],
+                [position[record.path] for record in kept],
+                transform=train_transform if split == "train" else None,
+            )
+        if "test" not in self.datasets:
+            log.warning("no test folder under %s: testing will be skipped", self.root)
+        self._report()
+
+    def _find_records(self) -> dict[str, list[Record]]:
+        parts = []
+        for source in self.sources:
+            if source.suffix.lower() == ".csv":
+                parts.append(read_manifest(source))
+                continue
+            result = discover_folders(source)
+            parts.append(result.records)
+            self.ignored.extend(result.ignored)
+        return combine_records(*parts)
+
+    def _require_setup(self) -> None:
+        if not self.datasets:
+            raise RuntimeError("call setup() before asking the data module for data")
+
+    def _labels(self, split: str) -> np.ndarray:
+        self._require_setup()
+        return self.datasets[split].labels.numpy()
+
+    def counts(self) -> list[dict[str, Any]]:
+        """Images and patients per split, class and subtype: the table printed at setup."""
+        return count_table(self.split_records)
+
+    def _report(self) -> None:
+        log.info("images per split:\n%s", format_count_table(self.counts()))
+        log.info("%s", self.duplicates.summary())
+        for path, reason in self.ignored:
+            log.warning("ignored %s: %s", path, reason)
+        for record, reason in self.skipped:
+            log.warning("skipped %s: %s", record.path, reason)
+        if self.report_dir is None:
+            return
+        self.report_dir.mkdir(parents=True, exist_ok=True)
+        _write_csv(self.report_dir / "counts.csv", self.counts())
+        write_split_csv(self.report_dir / "split.csv", self.split_records)
+        _write_csv(
+            self.report_dir / "duplicates.csv",
+            [
+                {"group": number, "split": split, "file": str(record.path)}
+                for split, groups in self.duplicates.within.items()
+                for number, group in enumerate(groups)
+                for record in group
+            ],
+        )
+        _write_csv(
+            self.report_dir / "skipped.csv",
+            [{"file": str(r.path), "reason": reason} for r, reason in self.skipped],
+        )
+        _write_csv(
+            self.report_dir / "ignored.csv",
+            [{"file": str(path), "reason": reason} for path, reason in self.ignored],
+        )
+
+    def _loader(self, split: str, train: bool = False) -> DataLoader:
+        self._require_setup()
+        if split not in self.datasets:
+            raise DataError(f"no {split} split under {self.root}")
+        dataset = self.datasets[split]
+        sampler = None
+        if train and self.imbalance == "sampler":
+            labels = self._labels(split)
+            weights = balanced_class_weights(labels, self.num_classes)
+            sampler = WeightedRandomSampler(
+                torch.as_tensor([weights[label] for label in labels], dtype=torch.double),
+                num_samples=len(labels),
+                replacement=True,
+            )
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train and sampler is None,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write ``rows``; an empty report is not written, so a file's presence means findings."""
+    if not rows:
+        return
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

@@ -1,0 +1,40 @@
+"""A Dataset over decoded uint8 images: augmentation per epoch, scaling to [0, 1]."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+
+class XRayDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Rows of ``images`` (N, S, S) uint8 selected by ``indices``, with their integer labels.
+
+    The images array is shared between splits (and may be a memory map); only indices differ.
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: Sequence[int],
+        indices: Sequence[int] | None = None,
+        transform: Callable[..., dict[str, np.ndarray]] | None = None,
+    ) -> None:
+        self.images = images
+        self.indices = np.arange(len(images)) if indices is None else np.asarray(indices)
+        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        if len(self.labels) != len(self.indices):
+            raise ValueError(f"{len(self.labels)} labels for {len(self.indices)} images")
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = self.images[self.indices[item]]
+        if self.transform is not None:
+            image = self.transform(image=np.asarray(image))["image"]
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).unsqueeze(0).float().div_(255.0)
+        return tensor, self.labels[item]

@@ -1,0 +1,191 @@
+"""Finding images in the pre-split folder layout ``root/{train,val,test}/{NORMAL,PNEUMONIA}``.
+
+The layout is found as people download it: nested (the Kaggle zip holds
+``chest_xray/chest_xray/train/...``), with ``__MACOSX`` folders and ``.DS_Store`` files, and with
+folder names in any case. Nothing inside a class or split folder is dropped silently: every file
+that is not used comes back in ``DiscoveryResult.ignored`` with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cxrnet.data.errors import DataError
+from cxrnet.data.records import CLASS_NAMES, IMAGE_SUFFIXES, SPLIT_NAMES, Record, make_record
+
+log = logging.getLogger(__name__)
+
+# The Kaggle zip nests the layout (chest_xray/chest_xray/train/...); look a few levels down.
+_MAX_NESTING = 3
+_SUFFIXES_TEXT = ", ".join(sorted(IMAGE_SUFFIXES))
+_LAYOUT = "root/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg (val and test optional)"
+
+
+@dataclass
+class DiscoveryResult:
+    """Records per split folder found, and every file seen but not used, with the reason."""
+
+    root: Path  # the folder that holds train/ (after following any nesting)
+    records: dict[str, list[Record]]
+    ignored: list[tuple[Path, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{split} {len(items)}" for split, items in self.records.items())
+        text = f"{self.root}: {counts} images"
+        if self.ignored:
+            text += f"; {len(self.ignored)} file(s) ignored (first: {self.ignored[0][0]}: "
+            text += f"{self.ignored[0][1]})"
+        return text
+
+
+def _is_hidden(path: Path) -> bool:
+    return path.name.startswith(".") or path.name == "__MACOSX"
+
+
+def _child_dir(folder: Path, name: str) -> Path | None:
+    """``folder/name`` as a folder, matching the name in any case ("Train", "normal")."""
+    exact = folder / name
+    if exact.is_dir():
+        return exact
+    for child in sorted(folder.iterdir()):
+        if child.name.lower() == name.lower() and child.is_dir() and not _is_hidden(child):
+            return child
+    return None
+
+
+def _has_any_image(folder: Path) -> bool:
+    return any(
+        path.suffix.lower() in IMAGE_SUFFIXES and not _is_hidden(path) for path in folder.rglob("*")
+    )
+
+
+def find_split_root(root: Path) -> Path:
+    """The folder under ``root`` (itself or nested) that holds a ``train`` folder."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(
+            f"data root {root} does not exist or is not a folder; set data.root to the folder "
+            f"that holds the split folders ({_LAYOUT})"
+        )
+    frontier = [root]
+    for _ in range(_MAX_NESTING + 1):
+        found = [folder for folder in frontier if _child_dir(folder, "train") is not None]
+        if len(found) > 1:
+            # Picking one by name order would silently train on the wrong data set.
+            raise DataError(
+                f"{root} holds several data sets at the same depth ("
+                f"{', '.join(str(f) for f in found)}); set data.root to the one to use"
+            )
+        if found:
+            return found[0]
+        frontier = [
+            child
+            for folder in frontier
+            for child in sorted(folder.iterdir())
+            if child.is_dir() and not _is_hidden(child)
+        ]
+    if not _has_any_image(root):
+        raise DataError(
+            f"data root {root} holds no images (no files ending in {_SUFFIXES_TEXT}); "
+            f"expected {_LAYOUT}"
+        )
+    raise DataError(
+        f"no train/ folder found in {root} (searched {_MAX_NESTING} levels down) although it "
+        f"holds images; expected {_LAYOUT}, or list the images in a CSV manifest"
+    )
+
+
+def scan_folder(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Image files under ``folder`` (recursively, sorted) and the other files with the reason.
+
+    Hidden files (``.DS_Store``, AppleDouble ``._x.jpeg``) and ``__MACOSX`` content are never
+    images, but they are reported so a user can see what was left out.
+    """
+    images: list[Path] = []
+    ignored: list[tuple[Path, str]] = []
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file():
+            continue
+        relative = path.relative_to(folder)
+        if any(_is_hidden(Path(part)) for part in relative.parts):
+            ignored.append((path, "hidden file or __MACOSX content"))
+        elif path.suffix.lower() in IMAGE_SUFFIXES:
+            images.append(path)
+        else:
+            ignored.append((path, f"not an image (expected a name ending in {_SUFFIXES_TEXT})"))
+    return images, ignored
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files in ``folder`` (recursively), sorted, without hidden files or ``__MACOSX``."""
+    return scan_folder(folder)[0]
+
+
+def _scan_split(split_dir: Path, split: str) -> tuple[list[Record], list[tuple[Path, str]]]:
+    records: list[Record] = []
+    ignored: list[tuple[Path, str]] = []
+    class_dirs: list[Path] = []
+    for label, class_name in enumerate(CLASS_NAMES):
+        class_dir = _child_dir(split_dir, class_name)
+        if class_dir is None:
+            raise DataError(
+                f"missing class folder {split_dir / class_name}; every split folder needs "
+                f"{' and '.join(CLASS_NAMES)} subfolders ({_LAYOUT})"
+            )
+        images, skipped = scan_folder(class_dir)
+        if not images:
+            raise DataError(
+                f"class folder {class_dir} holds no images; expected files ending in "
+                f"{_SUFFIXES_TEXT}"
+            )
+        class_dirs.append(class_dir)
+        records.extend(make_record(path, label, split) for path in images)
+        ignored.extend(skipped)
+    # Anything beside the class folders (a third class, stray files) is outside the layout.
+    for child in sorted(split_dir.iterdir()):
+        if child in class_dirs:
+            continue
+        if _is_hidden(child):
+            reason = "hidden file or __MACOSX content"
+        elif child.is_dir():
+            reason = f"folder outside the layout (a split holds only {' and '.join(CLASS_NAMES)})"
+        else:
+            reason = "file outside a class folder"
+        ignored.append((child, reason))
+    return records, ignored
+
+
+def discover_split(split_dir: Path, split: str) -> list[Record]:
+    """Records of one split folder (``split_dir/{NORMAL,PNEUMONIA}``)."""
+    return _scan_split(Path(split_dir), split)[0]
+
+
+def discover_folders(root: Path) -> DiscoveryResult:
+    """Records per split folder present under ``root`` and the files left out.
+
+    ``train`` is required; ``val`` and ``test`` are optional (a missing one has no key).
+    """
+    split_root = find_split_root(Path(root))
+    result = DiscoveryResult(root=split_root, records={})
+    for split in SPLIT_NAMES:
+        split_dir = _child_dir(split_root, split)
+        if split_dir is None:
+            continue
+        records, ignored = _scan_split(split_dir, split)
+        result.records[split] = records
+        result.ignored.extend(ignored)
+    return result
+
+
+def discover(root: Path) -> dict[str, list[Record]]:
+    """Records per split folder under ``root``; ignored files are logged as a warning."""
+    result = discover_folders(root)
+    if result.ignored:
+        shown = "; ".join(f"{path} ({reason})" for path, reason in result.ignored[:5])
+        more = f" and {len(result.ignored) - 5} more" if len(result.ignored) > 5 else ""
+        log.warning(
+            "ignored %d file(s) under %s: %s%s", len(result.ignored), result.root, shown, more
+        )
+    return result.records

@@ -1,0 +1,119 @@
+"""Byte-identical files: reported within a split, an error across train/val/test.
+
+Files are grouped by size first, so only files that share a size are read and hashed (blake2b);
+on the Kermany training split that is a small fraction of the files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cxrnet.data.errors import DataError
+from cxrnet.data.records import Record
+
+_CHUNK = 1 << 20
+
+
+def file_digest(path: Path) -> str:
+    """blake2b hex digest of the file's bytes, read in chunks so large films stay cheap."""
+    digest = hashlib.blake2b()
+    try:
+        with Path(path).open("rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+    except OSError as error:
+        raise DataError(f"cannot read {path} to look for duplicates: {error}") from error
+    return digest.hexdigest()
+
+
+def _size(path: Path) -> int:
+    try:
+        return Path(path).stat().st_size
+    except OSError as error:
+        raise DataError(f"cannot read {path} to look for duplicates: {error}") from error
+
+
+def find_duplicates(records: Iterable[Record]) -> list[list[Record]]:
+    """Groups of two or more records whose files have identical bytes.
+
+    Each group is sorted by path and the groups by their first path. The same file listed
+    twice (say in two manifests) is a group of its own: it is the same picture twice.
+    """
+    by_size: dict[int, list[Record]] = defaultdict(list)
+    for record in records:
+        by_size[_size(record.path)].append(record)
+    digests: dict[str, str] = {}  # path -> digest, so a file listed twice is read once
+    by_digest: dict[str, list[Record]] = defaultdict(list)
+    for same_size in by_size.values():
+        if len(same_size) < 2:
+            continue
+        for record in same_size:
+            key = str(record.path)
+            if key not in digests:
+                digests[key] = file_digest(record.path)
+            by_digest[digests[key]].append(record)
+    groups = [sorted(g, key=lambda r: str(r.path)) for g in by_digest.values() if len(g) > 1]
+    return sorted(groups, key=lambda g: str(g[0].path))
+
+
+@dataclass
+class DuplicateReport:
+    """Duplicate groups split into those inside one split and those spanning splits."""
+
+    within: dict[str, list[list[Record]]] = field(default_factory=dict)
+    across: list[list[tuple[str, Record]]] = field(default_factory=list)
+
+    @property
+    def all_groups(self) -> list[list[Record]]:
+        groups = [g for groups in self.within.values() for g in groups]
+        groups += [[record for _, record in g] for g in self.across]
+        return groups
+
+    def summary(self) -> str:
+        parts = [f"{len(groups)} group(s) in {split}" for split, groups in self.within.items()]
+        parts.append(f"{len(self.across)} group(s) across splits")
+        return "byte-identical duplicates: " + ", ".join(parts)
+
+
+def _describe_across(groups: Sequence[Sequence[tuple[str, Record]]], limit: int) -> str:
+    lines = [
+        " = ".join(f"{record.path} ({split})" for split, record in group)
+        for group in groups[:limit]
+    ]
+    if len(groups) > limit:
+        lines.append(f"... and {len(groups) - limit} more group(s)")
+    return "\n  ".join(lines)
+
+
+def check_duplicates(
+    splits: Mapping[str, Sequence[Record]],
+    allow_cross_split: bool = False,
+    limit: int = 20,
+) -> DuplicateReport:
+    """Find duplicates in ``splits``; raise a DataError when a group spans two splits.
+
+    A copy of one picture in train and in val or test lets the model be scored on what it
+    trained on, so that is an error unless ``allow_cross_split`` says the user accepts it.
+    """
+    split_of = {id(record): split for split, items in splits.items() for record in items}
+    everything = [record for items in splits.values() for record in items]
+    report = DuplicateReport()
+    for group in find_duplicates(everything):
+        tagged = [(split_of[id(record)], record) for record in group]
+        names = {split for split, _ in tagged}
+        if len(names) == 1:
+            report.within.setdefault(tagged[0][0], []).append(group)
+        else:
+            report.across.append(tagged)
+    if report.across and not allow_cross_split:
+        raise DataError(
+            f"{len(report.across)} group(s) of byte-identical files span splits, so the same "
+            f"picture would be trained on and evaluated:\n  "
+            f"{_describe_across(report.across, limit)}\n"
+            "Delete the extra copies, or pass allow_cross_split=True to accept the overlap."
+        )
+    return report

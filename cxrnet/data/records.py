@@ -1,0 +1,136 @@
+"""What one image is: file, label, pneumonia subtype and patient, derived from the real naming."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cxrnet.data.errors import DataError
+
+CLASS_NAMES: tuple[str, str] = ("NORMAL", "PNEUMONIA")
+SUBTYPE_NAMES: tuple[str, str, str] = ("normal", "bacteria", "virus")
+UNKNOWN_SUBTYPE = "unknown"
+SPLIT_NAMES: tuple[str, str, str] = ("train", "val", "test")
+IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpeg", ".jpg", ".png"})
+
+# Normal films: "IM-0115-0001", "IM-0429-0001-0002" and "NORMAL2-IM-1427-0001". The prefix is
+# part of the key because each prefix numbers its own series (IM-0395 and NORMAL2-IM-0395 are
+# different children).
+_NORMAL_PATIENT = re.compile(r"^(?P<patient>(?:NORMAL\d*-)?IM-\d+)(?:-\d+)*(?:[_ ].*)?$", re.I)
+# Pneumonia films: "person1_bacteria_1", "person447_virus_921_1". The person number runs
+# separately per kind, so person1_bacteria and person1_virus are two different children.
+_PNEUMONIA_PATIENT = re.compile(
+    r"^(?P<patient>person\d+_(?P<kind>bacteria|virus))(?=[_\-. ]|$)", re.IGNORECASE
+)
+# "person12.jpeg" without a kind: the number alone is the best key there is.
+_PERSON_ONLY = re.compile(r"^(?P<patient>person\d+)(?=[_\-. ]|$)", re.IGNORECASE)
+# A kind anywhere in a foreign name, as a whole word ("covid_virus_3.png", "bacteria-17.jpg").
+_KIND_WORD = re.compile(r"(?:^|[_\-. ])(?P<kind>bacteria|virus)(?=[_\-. ]|$)", re.IGNORECASE)
+
+_KNOWN_SUBTYPES = frozenset((*SUBTYPE_NAMES, UNKNOWN_SUBTYPE))
+
+
+@dataclass(frozen=True)
+class Record:
+    """One image file and what is known about it."""
+
+    path: Path
+    label: int  # index into CLASS_NAMES: 0 normal, 1 pneumonia
+    subtype: str  # one of SUBTYPE_NAMES; "unknown" for pneumonia files without a kind
+    patient: str
+    source_split: str  # folder (or manifest split) it came from, before any re-splitting
+
+    def __post_init__(self) -> None:
+        # Records are built from user files and CSVs; a bad one must fail here, not as a
+        # shape error deep inside a training step.
+        if self.label not in (0, 1):
+            raise DataError(
+                f"{self.path}: label must be 0 (NORMAL) or 1 (PNEUMONIA), got {self.label!r}"
+            )
+        if self.subtype not in _KNOWN_SUBTYPES:
+            raise DataError(
+                f"{self.path}: subtype must be one of {sorted(_KNOWN_SUBTYPES)}, "
+                f"got {self.subtype!r}"
+            )
+        if (self.label == 0) != (self.subtype == "normal"):
+            raise DataError(
+                f"{self.path}: subtype {self.subtype!r} contradicts label "
+                f"{CLASS_NAMES[self.label]}; only NORMAL images have subtype 'normal'"
+            )
+
+    @property
+    def class_name(self) -> str:
+        return CLASS_NAMES[self.label]
+
+
+def subtype_from_name(filename: str, label: int) -> str:
+    """``normal`` for label 0; ``bacteria``/``virus`` from the name, else ``unknown``."""
+    if label == 0:
+        return "normal"
+    stem = Path(filename).stem
+    match = _PNEUMONIA_PATIENT.match(stem) or _KIND_WORD.search(stem)
+    return match.group("kind").lower() if match else UNKNOWN_SUBTYPE
+
+
+def patient_from_name(filename: str) -> str:
+    """Patient key from a Kermany file name; an unknown naming falls back to the file stem.
+
+    The fallback makes every such file its own patient: grouping then does nothing for it,
+    which is the honest result when the name says nothing about the patient.
+    """
+    stem = Path(filename).stem
+    for pattern in (_NORMAL_PATIENT, _PNEUMONIA_PATIENT, _PERSON_ONLY):
+        match = pattern.match(stem)
+        if match:
+            return match.group("patient").lower()
+    return stem.lower()
+
+
+def make_record(
+    path: Path,
+    label: int,
+    source_split: str,
+    patient: str | None = None,
+    subtype: str | None = None,
+) -> Record:
+    """A Record with subtype and patient taken from the file name unless given."""
+    path = Path(path)
+    return Record(
+        path=path,
+        label=label,
+        subtype=subtype if subtype else subtype_from_name(path.name, label),
+        patient=patient if patient else patient_from_name(path.name),
+        source_split=source_split,
+    )
+
+
+def subtype_counts(records: Iterable[Record]) -> dict[str, int]:
+    """Images per subtype: every name in SUBTYPE_NAMES (zeros included), ``unknown`` if any."""
+    counts = Counter(record.subtype for record in records)
+    result = {name: counts.get(name, 0) for name in SUBTYPE_NAMES}
+    if counts.get(UNKNOWN_SUBTYPE):
+        result[UNKNOWN_SUBTYPE] = counts[UNKNOWN_SUBTYPE]
+    return result
+
+
+def check_subtypes(records: Iterable[Record], limit: int = 20) -> None:
+    """Raise a DataError listing PNEUMONIA files whose kind (bacteria/virus) is unknown.
+
+    The three-class task needs a kind for every pneumonia image; guessing one would teach the
+    model a wrong label, so the files are named for the user to fix.
+    """
+    unknown = sorted(str(record.path) for record in records if record.subtype == UNKNOWN_SUBTYPE)
+    if not unknown:
+        return
+    listed = "\n  ".join(unknown[:limit])
+    more = f"\n  ... and {len(unknown) - limit} more" if len(unknown) > limit else ""
+    raise DataError(
+        f"{len(unknown)} PNEUMONIA image(s) have no subtype (bacteria or virus) in their name:\n"
+        f"  {listed}{more}\n"
+        "The three-class task needs one for each: rename them to include '_bacteria_' or "
+        "'_virus_' (as in person1_virus_6.jpeg), give a subtype column in a CSV manifest, or "
+        "leave them out."
+    )

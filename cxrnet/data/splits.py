@@ -1,0 +1,382 @@
+"""Turning discovered records into train/val/test: official folders, re-splits, k-fold, holdout.
+
+Every re-split works on *groups* that must stay on one side: a patient's films (``patient``,
+``kfold`` and the holdout) or a single file (``stratified``), joined with any byte-identical
+copies passed as ``duplicates`` so the same picture never sits in train and val. Groups are
+stratified by their (class, subtype), so bacterial and viral pneumonia keep their ratio too.
+
+The test folder is never re-split. A holdout is carved from train+val first, from its own random
+stream, so it is the same for every split method, fold and val_fraction with one ``split_seed``.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+import numpy as np
+
+from cxrnet.data.errors import DataError
+from cxrnet.data.records import (
+    CLASS_NAMES,
+    SPLIT_NAMES,
+    SUBTYPE_NAMES,
+    UNKNOWN_SUBTYPE,
+    Record,
+)
+
+SplitName = Literal["official", "stratified", "patient", "kfold"]
+SPLIT_METHODS: tuple[str, ...] = get_args(SplitName)
+SPLIT_CSV_COLUMNS: tuple[str, ...] = (
+    "file",
+    "split",
+    "label",
+    "subtype",
+    "patient",
+    "source_split",
+)
+
+# Separate random streams: changing val_fraction or the fold must not move the holdout.
+_STREAM_HOLDOUT = 1
+_STREAM_VAL = 2
+_STREAM_FOLDS = 3
+
+Stratum = tuple[int, str]
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """How to turn the discovered splits into train/val(/test); mirrors the ``data.*`` keys."""
+
+    split: SplitName = "official"
+    val_fraction: float = 0.2
+    num_folds: int = 5
+    fold: int = 0
+    holdout_fraction: float = 0.0
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLIT_METHODS:
+            raise DataError(f"split must be one of {', '.join(SPLIT_METHODS)}, got {self.split!r}")
+        if not _is_number(self.val_fraction) or not 0 < self.val_fraction <= 0.5:
+            raise DataError(f"val_fraction must be in (0, 0.5], got {self.val_fraction!r}")
+        if not _is_int(self.num_folds) or self.num_folds < 2:
+            raise DataError(f"num_folds must be an integer >= 2, got {self.num_folds!r}")
+        if not _is_int(self.fold) or not 0 <= self.fold < self.num_folds:
+            raise DataError(
+                f"fold must be an integer in [0, num_folds) = [0, {self.num_folds}), "
+                f"got {self.fold!r}"
+            )
+        if not _is_number(self.holdout_fraction) or not 0 <= self.holdout_fraction < 0.5:
+            raise DataError(f"holdout_fraction must be in [0, 0.5), got {self.holdout_fraction!r}")
+        if not _is_int(self.split_seed) or self.split_seed < 0:
+            raise DataError(f"split_seed must be a non-negative integer, got {self.split_seed!r}")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _rng(seed: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed), stream])
+
+
+def _path_key(record: Record) -> str:
+    return str(record.path)
+
+
+# --- grouping ---------------------------------------------------------------------------------
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, node: str) -> str:
+        self.parent.setdefault(node, node)
+        root = node
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[node] != root:  # path compression
+            self.parent[node], node = root, self.parent[node]
+        return root
+
+    def union(self, first: str, second: str) -> None:
+        a, b = self.find(first), self.find(second)
+        if a != b:
+            # The smaller name wins so the result does not depend on the order of unions.
+            self.parent[max(a, b)] = min(a, b)
+
+
+def build_groups(
+    records: Sequence[Record],
+    by_patient: bool,
+    duplicates: Iterable[Sequence[Record]] = (),
+) -> list[list[Record]]:
+    """Records joined into units that must stay on one side of a split, in a fixed order.
+
+    A unit is one patient (``by_patient``) or one file, merged with every byte-identical copy
+    from ``duplicates``; the same path listed twice is always one unit.
+    """
+    node_of_path: dict[str, str] = {}
+    union = _UnionFind()
+    for record in records:
+        path = _path_key(record)
+        node = f"patient:{record.patient}" if by_patient else f"file:{path}"
+        if path in node_of_path:
+            union.union(node_of_path[path], node)
+        else:
+            node_of_path[path] = node
+        union.find(node)
+    for group in duplicates:
+        nodes = [node_of_path[_path_key(r)] for r in group if _path_key(r) in node_of_path]
+        for node in nodes[1:]:
+            union.union(nodes[0], node)
+    members: dict[str, list[Record]] = defaultdict(list)
+    for record in records:
+        members[union.find(node_of_path[_path_key(record)])].append(record)
+    groups = [sorted(group, key=_path_key) for group in members.values()]
+    return sorted(groups, key=lambda group: _path_key(group[0]))
+
+
+def _stratum(group: Sequence[Record]) -> Stratum:
+    counts = Counter((record.label, record.subtype) for record in group)
+    # Majority (class, subtype); ties go to the smallest key so the choice is reproducible.
+    return min(counts, key=lambda key: (-counts[key], key))
+
+
+def _by_stratum(groups: Sequence[Sequence[Record]]) -> dict[Stratum, list[int]]:
+    strata: dict[Stratum, list[int]] = defaultdict(list)
+    for index, group in enumerate(groups):
+        strata[_stratum(group)].append(index)
+    return dict(sorted(strata.items()))
+
+
+def select_fraction(
+    groups: Sequence[Sequence[Record]], fraction: float, rng: np.random.Generator
+) -> set[int]:
+    """Indices of groups holding about ``fraction`` of the images of every stratum."""
+    chosen: set[int] = set()
+    for indices in _by_stratum(groups).values():
+        target = fraction * sum(len(groups[i]) for i in indices)
+        taken = 0
+        for position in rng.permutation(len(indices)):
+            index = indices[position]
+            size = len(groups[index])
+            # Take a group whenever it brings the count closer to the target; keep scanning so
+            # smaller groups later in the order can fill the gap a big one left.
+            if abs(taken + size - target) < abs(taken - target):
+                chosen.add(index)
+                taken += size
+    return chosen
+
+
+def assign_folds(
+    groups: Sequence[Sequence[Record]], num_folds: int, rng: np.random.Generator
+) -> list[int]:
+    """A fold in ``[0, num_folds)`` for every group, balancing each stratum across folds."""
+    if len(groups) < num_folds:
+        raise DataError(
+            f"num_folds={num_folds} but train+val has only {len(groups)} patient group(s); "
+            "lower num_folds or add data"
+        )
+    fold_of = [-1] * len(groups)
+    totals = np.zeros(num_folds, dtype=np.int64)
+    strata = _by_stratum(groups)
+    # Big strata first, then the small ones fill whichever folds are still light overall.
+    order = sorted(strata, key=lambda key: (-sum(len(groups[i]) for i in strata[key]), key))
+    for key in order:
+        indices = [strata[key][p] for p in rng.permutation(len(strata[key]))]
+        # Largest groups first (stable, so equal sizes keep their random order): the greedy
+        # fill then ends with small groups that even out the counts.
+        indices.sort(key=lambda i: -len(groups[i]))
+        in_stratum = np.zeros(num_folds, dtype=np.int64)
+        priority = rng.permutation(num_folds)  # no fold is always first on ties
+        for index in indices:
+            fold = min(range(num_folds), key=lambda f: (in_stratum[f], totals[f], priority[f]))
+            fold_of[index] = fold
+            in_stratum[fold] += len(groups[index])
+            totals[fold] += len(groups[index])
+    return fold_of
+
+
+# --- splitting --------------------------------------------------------------------------------
+
+
+def _check_input(records: Mapping[str, Sequence[Record]]) -> None:
+    unknown = sorted(set(records) - set(SPLIT_NAMES))
+    if unknown:
+        raise DataError(f"unknown split name(s) {unknown}; expected keys among {SPLIT_NAMES}")
+    if not records.get("train"):
+        raise DataError(
+            "no training images: the data needs a train folder or manifest rows with split=train"
+        )
+
+
+def _check_output(splits: Mapping[str, Sequence[Record]], config: SplitConfig) -> None:
+    for split, items in splits.items():
+        if split == "test" and config.holdout_fraction == 0:
+            continue  # the user's own test set is reported as it is, never judged here
+        present = {record.label for record in items}
+        for label, class_name in enumerate(CLASS_NAMES):
+            if label not in present:
+                raise DataError(
+                    f"the {split} split has no {class_name} images after data.split="
+                    f"{config.split} (fold {config.fold}, val_fraction {config.val_fraction}, "
+                    f"holdout_fraction {config.holdout_fraction}); there are too few images or "
+                    "patients of that class: add data, raise the fraction or lower num_folds"
+                )
+
+
+def _take(groups: Sequence[Sequence[Record]], indices: Iterable[int]) -> list[Record]:
+    return sorted((record for i in indices for record in groups[i]), key=_path_key)
+
+
+def _carve_holdout(
+    pool: list[Record], config: SplitConfig, duplicates: Sequence[Sequence[Record]]
+) -> tuple[list[Record], list[Record]]:
+    """(remaining pool, holdout): patient-grouped, stratified, from its own random stream."""
+    groups = build_groups(pool, by_patient=True, duplicates=duplicates)
+    chosen = select_fraction(
+        groups, config.holdout_fraction, _rng(config.split_seed, _STREAM_HOLDOUT)
+    )
+    held = {id(record) for i in chosen for record in groups[i]}
+    return [r for r in pool if id(r) not in held], _take(groups, chosen)
+
+
+def make_splits(
+    records: Mapping[str, Sequence[Record]],
+    config: SplitConfig | None = None,
+    duplicates: Sequence[Sequence[Record]] = (),
+) -> dict[str, list[Record]]:
+    """``train``, ``val`` and (when there is a test folder or a holdout) ``test`` records.
+
+    ``duplicates`` are groups of byte-identical files (from ``find_duplicates``); passing them
+    keeps each group on one side of every re-split.
+    """
+    config = config or SplitConfig()
+    _check_input(records)
+    test = list(records.get("test", []))
+    if config.holdout_fraction > 0 and test:
+        raise DataError(
+            f"holdout_fraction={config.holdout_fraction} carves a test set from train+val, but "
+            f"a test set already exists ({len(test)} images); choose one: set "
+            "holdout_fraction=0 to use the test folder, or remove the test folder/rows"
+        )
+    pool = [*records.get("train", []), *records.get("val", [])]
+    if config.holdout_fraction > 0:
+        pool, test = _carve_holdout(pool, config, duplicates)
+
+    if config.split == "official":
+        if not records.get("val"):
+            raise DataError(
+                "data.split=official needs a val folder (or manifest rows with split=val) and "
+                "there is none; choose data.split=stratified, patient or kfold to carve one "
+                "from train"
+            )
+        # Folders as given, less whatever the holdout took.
+        kept = {id(record) for record in pool}
+        train = [r for r in records["train"] if id(r) in kept]
+        val = [r for r in records["val"] if id(r) in kept]
+    elif config.split == "kfold":
+        groups = build_groups(pool, by_patient=True, duplicates=duplicates)
+        folds = assign_folds(groups, config.num_folds, _rng(config.split_seed, _STREAM_FOLDS))
+        val = _take(groups, (i for i, f in enumerate(folds) if f == config.fold))
+        train = _take(groups, (i for i, f in enumerate(folds) if f != config.fold))
+    else:
+        groups = build_groups(pool, by_patient=config.split == "patient", duplicates=duplicates)
+        chosen = select_fraction(groups, config.val_fraction, _rng(config.split_seed, _STREAM_VAL))
+        val = _take(groups, chosen)
+        train = _take(groups, (i for i in range(len(groups)) if i not in chosen))
+
+    splits = {"train": train, "val": val}
+    if test:
+        splits["test"] = test
+    _check_output(splits, config)
+    return splits
+
+
+# --- reporting --------------------------------------------------------------------------------
+
+
+def patient_overlap(splits: Mapping[str, Sequence[Record]]) -> dict[tuple[str, str], list[str]]:
+    """Patients found in two splits, per pair of splits that share any (sorted)."""
+    patients = {split: {r.patient for r in items} for split, items in splits.items()}
+    names = list(splits)
+    overlap: dict[tuple[str, str], list[str]] = {}
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            shared = patients[first] & patients[second]
+            if shared:
+                overlap[(first, second)] = sorted(shared)
+    return overlap
+
+
+def _ordered(splits: Mapping[str, Sequence[Record]]) -> list[str]:
+    known = [s for s in SPLIT_NAMES if s in splits]
+    return known + sorted(s for s in splits if s not in SPLIT_NAMES)
+
+
+def count_table(splits: Mapping[str, Sequence[Record]]) -> list[dict[str, str | int]]:
+    """One row per split: images, patients, images per class and per subtype."""
+    with_unknown = any(r.subtype == UNKNOWN_SUBTYPE for items in splits.values() for r in items)
+    subtypes = (*SUBTYPE_NAMES, UNKNOWN_SUBTYPE) if with_unknown else SUBTYPE_NAMES
+    rows: list[dict[str, str | int]] = []
+    for split in _ordered(splits):
+        items = splits[split]
+        labels = Counter(r.label for r in items)
+        kinds = Counter(r.subtype for r in items)
+        row: dict[str, str | int] = {
+            "split": split,
+            "images": len(items),
+            "patients": len({r.patient for r in items}),
+        }
+        row.update({name: labels.get(label, 0) for label, name in enumerate(CLASS_NAMES)})
+        row.update({name: kinds.get(name, 0) for name in subtypes})
+        rows.append(row)
+    return rows
+
+
+def format_count_table(rows: Sequence[Mapping[str, str | int]]) -> str:
+    """``count_table`` rows as an aligned plain-text table."""
+    if not rows:
+        return "(no splits)"
+    columns = list(rows[0])
+    cells = [[str(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(line, widths, strict=True)) for line in cells]
+    return "\n".join(lines)
+
+
+def write_split_csv(path: Path, splits: Mapping[str, Sequence[Record]]) -> None:
+    """One row per image: file, split, label, subtype, patient, source_split.
+
+    Paths are written absolute, so ``read_manifest`` reads the file back as the same splits
+    (pin a split for a later run with ``data.split=official`` on that manifest).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(SPLIT_CSV_COLUMNS)
+        for split in _ordered(splits):
+            for record in splits[split]:
+                writer.writerow(
+                    [
+                        str(record.path.absolute()),
+                        split,
+                        record.class_name,
+                        record.subtype,
+                        record.patient,
+                        record.source_split,
+                    ]
+                )

@@ -1,0 +1,88 @@
+"""``cxrnet-eval ckpt_path=...``: recompute a checkpoint's metrics on its validation/test data."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from cxrnet.data.datamodule import ChestXRayDataModule
+from cxrnet.hydra_support import (
+    CONFIG_PATH,
+    HYDRA_VERSION,
+    register_resolvers,
+    save_resolved_config,
+    write_metrics,
+)
+from cxrnet.models.module import ClassifierModule
+
+log = logging.getLogger(__name__)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; pass ckpt_path=<file>.ckpt")
+    # Our checkpoints hold the partial optimizer/scheduler factories, which need full unpickling.
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def datamodule_for(cfg: DictConfig, checkpoint: dict[str, Any]) -> ChestXRayDataModule:
+    """The data the checkpoint was trained with, unless the config names other data."""
+    if cfg.get("data"):
+        return instantiate(cfg.data)
+    hparams = checkpoint.get("datamodule_hyper_parameters")
+    if not hparams:
+        raise ValueError(
+            f"checkpoint {cfg.ckpt_path} does not record its data settings; pass data=chest_xray "
+            "data.root=<folder>"
+        )
+    return ChestXRayDataModule(**hparams)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    ckpt_path = Path(cfg.ckpt_path).expanduser()
+    checkpoint = load_checkpoint(ckpt_path)
+    model = ClassifierModule(**checkpoint["hyper_parameters"])
+    model.load_state_dict(checkpoint["state_dict"])
+    datamodule = datamodule_for(cfg, checkpoint)
+    datamodule.setup("test")
+    trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
+    metrics: dict[str, float] = {}
+    for stage in cfg.stages:
+        if stage == "val":
+            results = trainer.validate(model, datamodule=datamodule)
+        elif stage == "test":
+            if not datamodule.has_test:
+                log.warning("no test split in %s: skipped", datamodule.root)
+                continue
+            results = trainer.test(model, datamodule=datamodule)
+        else:
+            raise ValueError(f"stages may hold 'val' and 'test', got {stage!r}")
+        metrics |= {key: float(value) for result in results for key, value in result.items()}
+    return {"status": "completed", "ckpt_path": str(ckpt_path), "metrics": metrics}
+
+
+@hydra.main(version_base=HYDRA_VERSION, config_path=CONFIG_PATH, config_name="eval")
+def _hydra_main(cfg: DictConfig) -> None:
+    output_dir = Path(cfg.paths.output_dir)
+    save_resolved_config(cfg, output_dir)
+    result = evaluate(cfg)
+    result["run_dir"] = str(output_dir)
+    write_metrics(output_dir / "metrics.json", result)
+    for key, value in sorted(result["metrics"].items()):
+        print(f"{key}: {value:.4f}")
+    print(f"run folder: {output_dir}")
+
+
+def main() -> None:
+    register_resolvers()
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

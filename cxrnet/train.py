@@ -1,0 +1,146 @@
+"""``cxrnet-train``: fit, pick the best checkpoint on validation, test it, write metrics.json."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from cxrnet.data.synthetic import SyntheticSpec, ensure_synthetic
+from cxrnet.hydra_support import (
+    CONFIG_PATH,
+    HYDRA_VERSION,
+    instantiate_group,
+    register_resolvers,
+    save_resolved_config,
+    write_metrics,
+)
+
+log = logging.getLogger(__name__)
+
+
+def resolve_data_root(cfg: DictConfig) -> Path:
+    """The configured data root, or the built-in synthetic dataset generated once."""
+    if cfg.data.get("root"):
+        return Path(cfg.data.root).expanduser()
+    spec = SyntheticSpec(**OmegaConf.to_container(cfg.synthetic, resolve=True))
+    root = ensure_synthetic(Path(cfg.paths.cache_dir) / "synthetic", spec)
+    log.info("data.root not set: training on the built-in synthetic dataset at %s", root)
+    return root
+
+
+def _metric_values(results: list[dict[str, float]]) -> dict[str, float]:
+    return {key: float(value) for result in results for key, value in result.items()}
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run one training job from a composed config; returns what metrics.json holds."""
+    output_dir = Path(cfg.paths.output_dir)
+    save_resolved_config(cfg, output_dir)
+    L.seed_everything(cfg.seed, workers=True)
+
+    root = resolve_data_root(cfg)
+    datamodule = instantiate(cfg.data, root=str(root), report_dir=str(output_dir))
+    datamodule.setup("fit")
+    model = instantiate(
+        cfg.model,
+        class_names=list(datamodule.class_names),
+        class_weights=datamodule.class_weights,
+    )
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    # Checkpoints hold the optimizer/scheduler factories, so they need full unpickling; they
+    # are this project's own files (or the user's, when resuming).
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=False)
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    ckpt = best or None
+    if ckpt is None:
+        log.warning("no best checkpoint was saved; reporting the last weights")
+    metrics = _metric_values(
+        trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+    )
+    if cfg.get("test") and datamodule.has_test:
+        metrics |= _metric_values(
+            trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+        )
+    elif cfg.get("test"):
+        log.warning("no test split under %s: skipped testing", root)
+    return {
+        "status": "completed",
+        "monitor": cfg.monitor,
+        "best_model_path": best,
+        "data_root": str(root),
+        "metrics": metrics,
+    }
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """``train`` plus bookkeeping that must happen even when it fails: metrics.json and W&B."""
+    output_dir = Path(cfg.paths.output_dir)
+    started = time.time()
+    try:
+        result = train(cfg)
+    except BaseException as error:
+        write_metrics(
+            output_dir / "metrics.json",
+            {
+                "status": "failed",
+                "error": f"{type(error).__name__}: {error}",
+                "run_dir": str(output_dir),
+                "duration_s": round(time.time() - started, 1),
+            },
+        )
+        raise
+    finally:
+        _finish_wandb()
+    result |= {"run_dir": str(output_dir), "duration_s": round(time.time() - started, 1)}
+    write_metrics(output_dir / "metrics.json", result)
+    _print_summary(result)
+    return result
+
+
+def _finish_wandb() -> None:
+    """Close the W&B run so the next multirun job starts its own, also after a failure."""
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
+
+
+def _print_summary(result: dict[str, Any]) -> None:
+    metrics = result["metrics"]
+    for stage in ("val", "test"):
+        values = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith(f"{stage}/")}
+        if values:
+            line = "  ".join(f"{name}={value:.4f}" for name, value in sorted(values.items()))
+            print(f"{stage}: {line}")
+    print(f"best checkpoint: {result['best_model_path']}")
+    print(f"run folder: {result['run_dir']}")
+
+
+@hydra.main(version_base=HYDRA_VERSION, config_path=CONFIG_PATH, config_name="train")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    result = run(cfg)
+    # Sweepers minimise or maximise what the app returns: the monitored validation metric.
+    value = result["metrics"].get(cfg.monitor)
+    return None if value is None else float(value)
+
+
+def main() -> None:
+    register_resolvers()
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Shared fixtures: a tiny synthetic dataset, composed configs, the real images where present."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from cxrnet.data.synthetic import SyntheticSpec, generate_synthetic
+from cxrnet.hydra_support import register_resolvers
+
+# ../shared beside the checkout; a user's clone has none, and those tests skip.
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REAL_224 = SHARED_DATA / "chest_xray_224"
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+TINY_SPEC = SyntheticSpec(n_train=48, n_val=16, n_test=16, min_size=48, max_size=72, seed=3)
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic dataset in the real layout; read-only by convention."""
+    return generate_synthetic(tmp_path_factory.mktemp("synthetic") / "data", TINY_SPEC)
+
+
+@pytest.fixture
+def synthetic_copy(synthetic_root: Path, tmp_path: Path) -> Path:
+    """A private copy of the synthetic dataset that a test may damage."""
+    return Path(shutil.copytree(synthetic_root, tmp_path / "data"))
+
+
+@pytest.fixture
+def real_224() -> Path:
+    if not REAL_224.is_dir():
+        pytest.skip(f"real images not found at {REAL_224} (only the project's workspace has them)")
+    return REAL_224
+
+
+ComposeFn = Callable[..., DictConfig]
+
+
+@pytest.fixture
+def compose_cfg(tmp_path: Path) -> ComposeFn:
+    """Compose a cxrnet config as the entry point would, outputs and caches under tmp_path."""
+    register_resolvers()
+
+    def _compose(config_name: str = "train", overrides: list[str] | None = None) -> DictConfig:
+        GlobalHydra.instance().clear()
+        with initialize_config_module("cxrnet.conf", version_base="1.3"):
+            cfg = compose(config_name, overrides=overrides or [], return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / "run")
+            cfg.paths.cache_dir = str(tmp_path / "cache")
+            cfg.paths.log_dir = str(tmp_path / "logs")
+            del cfg.hydra
+        return cfg
+
+    yield _compose
+    GlobalHydra.instance().clear()

@@ -1,0 +1,71 @@
+"""Every shipped configuration composes and builds its objects without Hydra's app machinery."""
+
+from __future__ import annotations
+
+import importlib.resources
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+
+from cxrnet.models.module import ClassifierModule
+
+CONF = importlib.resources.files("cxrnet.conf")
+
+
+def _options(group: str) -> list[str]:
+    return sorted(Path(str(p)).stem for p in CONF.joinpath(group).iterdir() if p.name.endswith(".yaml"))
+
+
+@pytest.mark.parametrize("experiment", _options("experiment"))
+def test_every_experiment_composes(compose_cfg, experiment: str) -> None:
+    cfg = compose_cfg("train", [f"experiment={experiment}"])
+    assert cfg.data._target_.endswith("ChestXRayDataModule")
+    assert cfg.monitor.startswith("val/"), "model selection must use validation data"
+
+
+@pytest.mark.parametrize(
+    ("group", "option"),
+    [(g, o) for g in ("data", "model", "trainer", "callbacks", "logger", "debug") for o in _options(g)],
+)
+def test_every_group_option_composes(compose_cfg, group: str, option: str) -> None:
+    cfg = compose_cfg("train", [f"{group}={option}"])
+    assert cfg.seed == 42
+
+
+def test_seed_baseline_is_the_seed_recipe(compose_cfg) -> None:
+    cfg = compose_cfg("train", ["experiment=seed_baseline"])
+    assert cfg.data.image_size == 150
+    assert cfg.data.batch_size == 32
+    assert cfg.data.imbalance == "class_weight"
+    assert dict(cfg.data.augment) == {
+        "rotate": 20,
+        "zoom": 0.2,
+        "shift": 0.1,
+        "hflip": True,
+        "strength": 1.0,
+    }
+    assert cfg.trainer.max_epochs == 6
+    assert cfg.model.optimizer.lr == 1e-3
+    assert (cfg.model.scheduler.factor, cfg.model.scheduler.patience) == (0.3, 2)
+    assert cfg.model.scheduler.min_lr == 1e-6
+
+
+def test_model_config_instantiates_with_exact_parameter_count(compose_cfg) -> None:
+    cfg = compose_cfg("train", ["experiment=seed_baseline"])
+    module = instantiate(cfg.model, class_names=["NORMAL", "PNEUMONIA"], class_weights=[1.94, 0.67])
+    assert isinstance(module, ClassifierModule)
+    assert sum(p.numel() for p in module.net.parameters() if p.requires_grad) == 844_737
+
+
+def test_any_value_can_be_overridden(compose_cfg) -> None:
+    cfg = compose_cfg("train", ["data.image_size=64", "model.net.dropout=0.5", "seed=7"])
+    assert cfg.model.net.image_size == 64  # follows the data size
+    assert cfg.model.net.dropout == 0.5
+    assert cfg.seed == 7
+
+
+def test_eval_config_requires_a_checkpoint(compose_cfg) -> None:
+    cfg = compose_cfg("eval", [])
+    assert cfg.stages == ["test"]
+    assert cfg.get("data") is None

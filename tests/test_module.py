@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torchmetrics.classification import BinaryAUROC
+
+from cxrnet.models.module import ClassifierModule
+
+NET = {"name": "seed_cnn", "image_size": 32, "widths": [4, 4, 8, 8], "hidden": 8}
+
+
+def make_module(**kwargs) -> ClassifierModule:
+    return ClassifierModule(
+        net=NET, optimizer=functools.partial(torch.optim.Adam, lr=1e-3), **kwargs
+    )
+
+
+def test_class_weights_weight_each_sample_by_its_true_class() -> None:
+    module = make_module(class_weights=[2.0, 0.5])
+    logits = torch.tensor([[0.3], [-1.2], [2.0]])
+    targets = torch.tensor([0, 1, 1])
+    plain = F.binary_cross_entropy_with_logits(
+        logits.squeeze(-1), targets.float(), reduction="none"
+    )
+    expected = (plain * torch.tensor([2.0, 0.5, 0.5])).mean()
+    assert torch.isclose(module.loss(logits, targets), expected)
+
+
+def test_unweighted_loss_is_plain_bce() -> None:
+    module = make_module()
+    logits = torch.randn(5, 1)
+    targets = torch.tensor([0, 1, 1, 0, 1])
+    assert torch.isclose(
+        module.loss(logits, targets),
+        F.binary_cross_entropy_with_logits(logits.squeeze(-1), targets.float()),
+    )
+
+
+def test_epoch_metrics_cover_every_sample_not_a_batch_average() -> None:
+    module = make_module()
+    module.eval()
+    torch.manual_seed(0)
+    batches = [(torch.rand(n, 1, 32, 32), torch.randint(0, 2, (n,))) for n in (7, 3, 11)]
+    batches[0][1][:2] = torch.tensor([0, 1])  # both classes present
+    probabilities, targets = [], []
+    with torch.no_grad():
+        for images, labels in batches:
+            module._step((images, labels), "val")
+            probabilities.append(module.probabilities(module(images)))
+            targets.append(labels)
+    values = module.compute_epoch_metrics("val")
+    expected = BinaryAUROC()(torch.cat(probabilities), torch.cat(targets))
+    assert values["val/auroc"] == pytest.approx(float(expected), abs=1e-6)
+    assert set(values) == {
+        "val/loss",
+        "val/accuracy",
+        "val/precision",
+        "val/recall",
+        "val/specificity",
+        "val/f1",
+        "val/auroc",
+    }
+
+
+def test_three_class_head_logs_macro_and_per_class_recall() -> None:
+    module = make_module(class_names=("normal", "bacteria", "virus"), class_weights=[1, 2, 3])
+    images = torch.rand(6, 1, 32, 32)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    assert module(images).shape == (6, 3)
+    module._step((images, labels), "test")
+    values = module.compute_epoch_metrics("test")
+    assert {"test/recall_normal", "test/recall_bacteria", "test/recall_virus"} <= set(values)
+
+
+def test_rejects_mismatched_class_weights() -> None:
+    with pytest.raises(ValueError, match="class_weights has 3 entries for 2 classes"):
+        make_module(class_weights=[1.0, 1.0, 1.0])
+
+
+def test_optimizer_and_plateau_scheduler_from_partials() -> None:
+    module = make_module(
+        scheduler=functools.partial(
+            torch.optim.lr_scheduler.ReduceLROnPlateau, factor=0.3, patience=2, min_lr=1e-6
+        )
+    )
+    config = module.configure_optimizers()
+    assert isinstance(config["optimizer"], torch.optim.Adam)
+    assert config["optimizer"].param_groups[0]["lr"] == 1e-3
+    assert config["lr_scheduler"]["monitor"] == "val/loss"
+    assert config["lr_scheduler"]["scheduler"].factor == 0.3

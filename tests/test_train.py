@@ -1,0 +1,95 @@
+"""End to end: cxrnet-train on synthetic data, then cxrnet-eval on its checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import open_dict
+
+from cxrnet.evaluate import evaluate
+from cxrnet.train import run
+
+FAST = ["debug=fast", "trainer.limit_train_batches=null", "trainer.limit_val_batches=null",
+        "trainer.limit_test_batches=null"]
+
+
+@pytest.fixture
+def trained(compose_cfg, synthetic_root: Path, tmp_path: Path):
+    cfg = compose_cfg(
+        "train",
+        [*FAST, f"data.root={synthetic_root}", "trainer.max_epochs=4", "data.batch_size=8",
+         "model.net.widths=[8,8,16,16]", "model.net.hidden=32"],
+    )
+    return cfg, run(cfg)
+
+
+def test_training_beats_chance_and_writes_its_run_folder(trained, tmp_path: Path) -> None:
+    cfg, result = trained
+    run_dir = Path(result["run_dir"])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed"
+    assert metrics["metrics"]["val/auroc"] > 0.6
+    assert metrics["metrics"]["test/auroc"] > 0.6
+    for stage in ("val", "test"):
+        for name in ("accuracy", "precision", "recall", "specificity", "f1", "auroc", "loss"):
+            assert f"{stage}/{name}" in metrics["metrics"]
+    assert Path(metrics["best_model_path"]).is_file()
+    assert Path(metrics["best_model_path"]).parent == run_dir / "checkpoints"
+    resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert resolved["data"]["image_size"] == 32
+    assert "${" not in (run_dir / "config.yaml").read_text()
+    assert (run_dir / "csv" / "metrics.csv").is_file()
+
+
+def test_eval_reproduces_the_test_metrics_from_the_checkpoint(trained, compose_cfg) -> None:
+    _, result = trained
+    cfg = compose_cfg("eval", [f"ckpt_path={result['best_model_path']}", "stages=[val,test]"])
+    evaluated = evaluate(cfg)["metrics"]
+    for key in ("test/auroc", "test/f1", "test/accuracy", "test/loss", "val/auroc"):
+        assert evaluated[key] == pytest.approx(result["metrics"][key], abs=1e-6), key
+
+
+def test_a_failing_run_writes_a_failed_metrics_file(compose_cfg, tmp_path: Path) -> None:
+    cfg = compose_cfg("train", [*FAST, f"data.root={tmp_path / 'missing'}"])
+    with pytest.raises(ValueError, match="does not exist"):
+        run(cfg)
+    metrics = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    assert metrics["status"] == "failed"
+    assert "does not exist" in metrics["error"]
+
+
+def test_no_test_folder_trains_and_skips_testing(compose_cfg, synthetic_copy: Path) -> None:
+    import shutil
+
+    shutil.rmtree(synthetic_copy / "test")
+    cfg = compose_cfg("train", [*FAST, f"data.root={synthetic_copy}", "trainer.max_epochs=1"])
+    result = run(cfg)
+    assert "val/auroc" in result["metrics"]
+    assert not any(key.startswith("test/") for key in result["metrics"])
+
+
+def test_console_script_runs_from_any_directory_on_generated_synthetic_data(tmp_path: Path):
+    """The installed `cxrnet-train`, no data root: generates synthetic data into the cache."""
+    script = Path(sys.executable).with_name("cxrnet-train")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "cxrnet.train"]
+    env = os.environ | {"CXRNET_CACHE_DIR": str(tmp_path / "cache"), "WANDB_MODE": "offline"}
+    done = subprocess.run(
+        [*command, "debug=fast", f"paths.log_dir={tmp_path / 'logs'}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "val: " in done.stdout and "test: " in done.stdout
+    assert "run folder: " in done.stdout
+    run_dir = Path(done.stdout.split("run folder: ")[1].split()[0])
+    assert (run_dir / "metrics.json").is_file()
+    assert list((tmp_path / "cache" / "synthetic").glob("synthetic-*"))
