@@ -21,9 +21,7 @@ HYDRA_VERSION = "1.3"
 def register_resolvers() -> None:
     # Cached, so one process names one folder even though Hydra resolves the path several times.
     if not OmegaConf.has_resolver("cxrnet_uid"):
-        OmegaConf.register_new_resolver(
-            "cxrnet_uid", lambda: uuid.uuid4().hex[:6], use_cache=True
-        )
+        OmegaConf.register_new_resolver("cxrnet_uid", lambda: uuid.uuid4().hex[:6], use_cache=True)
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from cxrnet.data.synthetic import SyntheticSpec, ensure_synthetic
@@ -39,8 +41,11 @@ def _metric_values(results: list[dict[str, float]]) -> dict[str, float]:
     return {key: float(value) for result in results for key, value in result.items()}
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run one training job from a composed config; returns what metrics.json holds."""
+def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+    """Run one training job from a composed config; returns what metrics.json holds.
+
+    ``extra_callbacks`` come from code rather than config, e.g. a search's pruning callback.
+    """
     output_dir = Path(cfg.paths.output_dir)
     save_resolved_config(cfg, output_dir)
     L.seed_everything(cfg.seed, workers=True)
@@ -53,7 +58,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         class_names=list(datamodule.class_names),
         class_weights=datamodule.class_weights,
     )
-    callbacks = instantiate_group(cfg.get("callbacks"))
+    callbacks = [*instantiate_group(cfg.get("callbacks")), *extra_callbacks]
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
@@ -84,12 +89,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
     """``train`` plus bookkeeping that must happen even when it fails: metrics.json and W&B."""
     output_dir = Path(cfg.paths.output_dir)
     started = time.time()
     try:
-        result = train(cfg)
+        result = train(cfg, extra_callbacks)
     except BaseException as error:
         write_metrics(
             output_dir / "metrics.json",

@@ -14,7 +14,9 @@ CONF = importlib.resources.files("cxrnet.conf")
 
 
 def _options(group: str) -> list[str]:
-    return sorted(Path(str(p)).stem for p in CONF.joinpath(group).iterdir() if p.name.endswith(".yaml"))
+    return sorted(
+        Path(str(p)).stem for p in CONF.joinpath(group).iterdir() if p.name.endswith(".yaml")
+    )
 
 
 @pytest.mark.parametrize("experiment", _options("experiment"))
@@ -26,7 +28,11 @@ def test_every_experiment_composes(compose_cfg, experiment: str) -> None:
 
 @pytest.mark.parametrize(
     ("group", "option"),
-    [(g, o) for g in ("data", "model", "trainer", "callbacks", "logger", "debug") for o in _options(g)],
+    [
+        (g, o)
+        for g in ("data", "model", "trainer", "callbacks", "logger", "debug")
+        for o in _options(g)
+    ],
 )
 def test_every_group_option_composes(compose_cfg, group: str, option: str) -> None:
     cfg = compose_cfg("train", [f"{group}={option}"])

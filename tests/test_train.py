@@ -15,16 +15,26 @@ from omegaconf import open_dict
 from cxrnet.evaluate import evaluate
 from cxrnet.train import run
 
-FAST = ["debug=fast", "trainer.limit_train_batches=null", "trainer.limit_val_batches=null",
-        "trainer.limit_test_batches=null"]
+FAST = [
+    "debug=fast",
+    "trainer.limit_train_batches=null",
+    "trainer.limit_val_batches=null",
+    "trainer.limit_test_batches=null",
+]
 
 
 @pytest.fixture
 def trained(compose_cfg, synthetic_root: Path, tmp_path: Path):
     cfg = compose_cfg(
         "train",
-        [*FAST, f"data.root={synthetic_root}", "trainer.max_epochs=4", "data.batch_size=8",
-         "model.net.widths=[8,8,16,16]", "model.net.hidden=32"],
+        [
+            *FAST,
+            f"data.root={synthetic_root}",
+            "trainer.max_epochs=4",
+            "data.batch_size=8",
+            "model.net.widths=[8,8,16,16]",
+            "model.net.hidden=32",
+        ],
     )
     return cfg, run(cfg)
 

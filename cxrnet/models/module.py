@@ -55,8 +55,10 @@ class ClassifierModule(LightningModule):
             raise ValueError(
                 f"class_weights has {len(class_weights)} entries for {self.num_classes} classes"
             )
-        weights = torch.ones(self.num_classes) if class_weights is None else torch.tensor(
-            [float(w) for w in class_weights]
+        weights = (
+            torch.ones(self.num_classes)
+            if class_weights is None
+            else torch.tensor([float(w) for w in class_weights])
         )
         self.register_buffer("class_weights", weights)
         # Keyed "<stage>_": a bare "train" would clash with nn.Module.train.
@@ -135,7 +137,9 @@ class ClassifierModule(LightningModule):
             return
         monitor = self.hparams.monitor
         if monitor not in values:
-            raise KeyError(f"monitor {monitor!r} is not a logged metric; choose from {sorted(values)}")
+            raise KeyError(
+                f"monitor {monitor!r} is not a logged metric; choose from {sorted(values)}"
+            )
         self.best_val.update(torch.tensor(values[monitor]))
         self.log(f"{monitor}_best", self.best_val.compute(), sync_dist=False)
 
