@@ -149,7 +149,11 @@ class ChestXRayDataModule(LightningDataModule):
             found, allow_cross_split=self.allow_cross_split_duplicates
         )
         splits = make_splits(found, self.split_config, duplicates=self.duplicates.all_groups)
-        ordered = [record for records in splits.values() for record in records]
+        # One canonical order, so every re-split (each k-fold fold, each seed) shares one cache.
+        ordered = sorted(
+            (record for records in splits.values() for record in records),
+            key=lambda record: str(record.path),
+        )
         loaded = load_images(
             ordered,
             self.decode_params,
