@@ -40,7 +40,7 @@ def test_batches_are_single_channel_in_unit_range(synthetic_root: Path) -> None:
     images, labels = next(iter(dm.val_dataloader()))
     assert images.shape[1:] == (1, 32, 32)
     assert images.dtype == torch.float32
-    assert 0.0 <= images.min() and images.max() <= 1.0
+    assert images.min() >= 0.0 and images.max() <= 1.0
     assert set(labels.tolist()) <= {0, 1}
 
 
@@ -151,3 +151,79 @@ def test_subtype_task_has_three_classes(synthetic_root: Path) -> None:
 def test_bad_settings_are_rejected_up_front(tmp_path: Path, kwargs, message) -> None:
     with pytest.raises(ValueError, match=message):
         make_dm(tmp_path, **kwargs)
+
+
+def test_kfold_validation_sets_partition_train_and_val(synthetic_root: Path) -> None:
+    val_sets = []
+    for fold in range(3):
+        dm = make_dm(synthetic_root, split="kfold", num_folds=3, fold=fold)
+        dm.setup("fit")
+        train = {r.path for r in dm.split_records["train"]}
+        val = {r.path for r in dm.split_records["val"]}
+        assert not train & val
+        assert not {r.patient for r in dm.split_records["train"]} & {
+            r.patient for r in dm.split_records["val"]
+        }
+        val_sets.append(val)
+    everything = {r.path for s in ("train", "val") for r in dm.split_records[s]}
+    assert set().union(*val_sets) == everything
+    assert sum(len(v) for v in val_sets) == len(everything)
+
+
+def test_holdout_stands_in_for_a_missing_test_folder(synthetic_copy: Path, tmp_path) -> None:
+    shutil.rmtree(synthetic_copy / "test")
+    dm = make_dm(synthetic_copy, split="patient", holdout_fraction=0.2, report_dir=tmp_path / "run")
+    dm.setup("fit")
+    assert dm.has_test
+    patients = {s: {r.patient for r in dm.split_records[s]} for s in ("train", "val", "test")}
+    assert not patients["test"] & (patients["train"] | patients["val"])
+    rows = (tmp_path / "run" / "split.csv").read_text().splitlines()
+    assert rows[0].split(",")[:5] == ["file", "split", "label", "subtype", "patient"]
+
+
+def test_a_csv_manifest_works_like_folders(synthetic_root: Path, tmp_path: Path) -> None:
+    lines = ["path,label,split"]
+    for split in ("train", "val"):
+        for cls in ("NORMAL", "PNEUMONIA"):
+            folder = synthetic_root / split / cls
+            lines += [f"{p},{cls},{split}" for p in sorted(folder.iterdir())]
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("\n".join(lines) + "\n")
+    dm = make_dm(manifest)
+    dm.setup("fit")
+    assert len(dm.datasets["train"]) == sum(
+        files_in(synthetic_root, "train", c) for c in ("NORMAL", "PNEUMONIA")
+    )
+    assert not dm.has_test
+
+
+def test_bad_image_stops_with_every_bad_file_listed(synthetic_copy: Path) -> None:
+    bad = sorted((synthetic_copy / "train" / "PNEUMONIA").iterdir())[:2]
+    for path in bad:
+        path.write_bytes(b"not a jpeg")
+    with pytest.raises(DataError) as raised:
+        make_dm(synthetic_copy).setup("fit")
+    for path in bad:
+        assert str(path) in str(raised.value)
+
+
+def test_skip_mode_goes_on_and_reports_each_skipped_file(synthetic_copy: Path, tmp_path) -> None:
+    bad = sorted((synthetic_copy / "val" / "PNEUMONIA").iterdir())[0]
+    bad.write_bytes(bad.read_bytes()[:100])  # truncated
+    notes = synthetic_copy / "train" / "NORMAL" / "notes.txt"
+    notes.write_text("not an image")
+    dm = make_dm(synthetic_copy, on_bad_image="skip", report_dir=tmp_path / "run")
+    dm.setup("fit")
+    assert bad not in {r.path for r in dm.split_records["val"]}
+    assert str(bad) in (tmp_path / "run" / "skipped.csv").read_text()
+    assert str(notes) in (tmp_path / "run" / "ignored.csv").read_text()
+
+
+def test_cross_split_duplicate_is_an_error_unless_allowed(synthetic_copy: Path) -> None:
+    source = sorted((synthetic_copy / "train" / "NORMAL").iterdir())[0]
+    shutil.copy(source, synthetic_copy / "val" / "NORMAL" / "IM-9999-0001.jpeg")
+    with pytest.raises(DataError, match="span splits"):
+        make_dm(synthetic_copy).setup("fit")
+    dm = make_dm(synthetic_copy, allow_cross_split_duplicates=True)
+    dm.setup("fit")
+    assert len(dm.duplicates.across) == 1
