@@ -10,9 +10,11 @@ from typing import Any
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cxrnet.data.synthetic import SyntheticSpec, ensure_synthetic
 from cxrnet.hydra_support import (
@@ -23,6 +25,7 @@ from cxrnet.hydra_support import (
     save_resolved_config,
     write_metrics,
 )
+from cxrnet.tracking import finish_wandb_run, wandb_run_defaults
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str
     ``extra_callbacks`` come from code rather than config, e.g. a search's pruning callback.
     """
     output_dir = Path(cfg.paths.output_dir)
+    _fill_wandb_run_defaults(cfg)
     save_resolved_config(cfg, output_dir)
     L.seed_everything(cfg.seed, workers=True)
 
@@ -105,22 +109,34 @@ def run(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str, 
                 "duration_s": round(time.time() - started, 1),
             },
         )
+        finish_wandb_run(exit_code=1)  # marks the W&B run failed; the finally finds none open
         raise
     finally:
-        _finish_wandb()
+        # Also after a failure: the next multirun job must start its own W&B run.
+        finish_wandb_run()
     result |= {"run_dir": str(output_dir), "duration_s": round(time.time() - started, 1)}
     write_metrics(output_dir / "metrics.json", result)
     _print_summary(result)
     return result
 
 
-def _finish_wandb() -> None:
-    """Close the W&B run so the next multirun job starts its own, also after a failure."""
-    import sys
-
-    wandb = sys.modules.get("wandb")
-    if wandb is not None and getattr(wandb, "run", None) is not None:
-        wandb.finish()
+def _fill_wandb_run_defaults(cfg: DictConfig) -> None:
+    """Unset W&B group/name/id: a multirun job is grouped by its sweep folder and named by its
+    overrides; a run resumed from ``ckpt_path`` continues the W&B run stored in the checkpoint."""
+    wandb_cfg = (cfg.get("logger") or {}).get("wandb")
+    if not wandb_cfg:
+        return
+    hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
+    multirun = hydra_cfg is not None and hydra_cfg.mode == RunMode.MULTIRUN
+    defaults = wandb_run_defaults(
+        sweep_dir=hydra_cfg.sweep.dir if multirun else None,
+        overrides=list(hydra_cfg.overrides.task) if multirun else (),
+        ckpt_path=cfg.get("ckpt_path"),
+    )
+    with open_dict(wandb_cfg):
+        for key, value in defaults.items():
+            if wandb_cfg.get(key) is None:
+                wandb_cfg[key] = value
 
 
 def _print_summary(result: dict[str, Any]) -> None:

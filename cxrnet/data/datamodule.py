@@ -90,7 +90,7 @@ class ChestXRayDataModule(LightningDataModule):
             raise ValueError(f"task must be 'binary' or 'subtype', got {task!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.save_hyperparameters(ignore=["report_dir"])
+        self.save_hyperparameters(ignore=["report_dir"], logger=False)
         sources = list(root) if isinstance(root, (list, tuple)) else [root]
         self.sources = [Path(source).expanduser() for source in sources]
         self.root = self.sources[0]
