@@ -14,9 +14,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cxrnet.data.synthetic import SyntheticSpec, ensure_synthetic
+from cxrnet.evaluation.operating_point import operating_point
 from cxrnet.hydra_support import (
     CONFIG_PATH,
     HYDRA_VERSION,
@@ -84,6 +86,15 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str
         )
     elif cfg.get("test"):
         log.warning("no test split under %s: skipped testing", root)
+    if datamodule.num_classes == 2 and cfg.get("threshold") and trainer.is_global_zero:
+        metrics |= operating_point(
+            model,
+            datamodule,
+            output_dir,
+            criterion=cfg.threshold.criterion,
+            min_sensitivity=cfg.threshold.min_sensitivity,
+            include_test=bool(cfg.get("test")),
+        )
     return {
         "status": "completed",
         "monitor": cfg.monitor,
@@ -115,8 +126,9 @@ def run(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str, 
         # Also after a failure: the next multirun job must start its own W&B run.
         finish_wandb_run()
     result |= {"run_dir": str(output_dir), "duration_s": round(time.time() - started, 1)}
-    write_metrics(output_dir / "metrics.json", result)
-    _print_summary(result)
+    if rank_zero_only.rank == 0:  # under DDP every rank gets here; one writes and prints
+        write_metrics(output_dir / "metrics.json", result)
+        _print_summary(result)
     return result
 
 

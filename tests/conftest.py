@@ -23,7 +23,18 @@ REAL_224 = SHARED_DATA / "chest_xray_224"
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
-TINY_SPEC = SyntheticSpec(n_train=48, n_val=16, n_test=16, min_size=48, max_size=72, seed=3)
+# Small and deliberately easy (strong opacities, little noise): tests check the pipeline learns,
+# not how hard the default synthetic task is.
+TINY_SPEC = SyntheticSpec(
+    n_train=64,
+    n_val=24,
+    n_test=24,
+    min_size=48,
+    max_size=72,
+    seed=3,
+    opacity_scale=3.0,
+    noise_scale=0.5,
+)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from omegaconf import open_dict
 
 from cxrnet.evaluate import evaluate
 from cxrnet.train import run
@@ -30,17 +29,16 @@ def trained(compose_cfg, synthetic_root: Path, tmp_path: Path):
         [
             *FAST,
             f"data.root={synthetic_root}",
-            "trainer.max_epochs=4",
+            "trainer.max_epochs=5",
             "data.batch_size=8",
-            "model.net.widths=[8,8,16,16]",
-            "model.net.hidden=32",
+            "model.optimizer.lr=3e-3",
         ],
     )
     return cfg, run(cfg)
 
 
 def test_training_beats_chance_and_writes_its_run_folder(trained, tmp_path: Path) -> None:
-    cfg, result = trained
+    _, result = trained
     run_dir = Path(result["run_dir"])
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "completed"
@@ -55,6 +53,27 @@ def test_training_beats_chance_and_writes_its_run_folder(trained, tmp_path: Path
     assert resolved["data"]["image_size"] == 32
     assert "${" not in (run_dir / "config.yaml").read_text()
     assert (run_dir / "csv" / "metrics.csv").is_file()
+
+
+def test_threshold_is_chosen_on_validation_and_applied_to_test(trained) -> None:
+    import csv
+
+    import numpy as np
+
+    from cxrnet.evaluation.thresholds import binary_metrics_at, choose_threshold
+
+    _, result = trained
+    run_dir = Path(result["run_dir"])
+    tables = {}
+    for split in ("val", "test"):
+        with (run_dir / f"predictions_{split}.csv").open() as handle:
+            tables[split] = list(csv.DictReader(handle))
+    labels = {s: np.array([r["label"] == "PNEUMONIA" for r in t], int) for s, t in tables.items()}
+    probs = {s: np.array([float(r["probability"]) for r in t]) for s, t in tables.items()}
+    threshold = result["metrics"]["val/threshold"]
+    assert threshold == pytest.approx(choose_threshold(probs["val"], labels["val"]), abs=1e-6)
+    expected = binary_metrics_at(probs["test"], labels["test"], threshold)
+    assert result["metrics"]["test/f1_at_threshold"] == pytest.approx(expected["f1"], abs=1e-6)
 
 
 def test_eval_reproduces_the_test_metrics_from_the_checkpoint(trained, compose_cfg) -> None:

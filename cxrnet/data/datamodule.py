@@ -266,6 +266,10 @@ class ChestXRayDataModule(LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")
 
+    def eval_dataloader(self, split: str) -> DataLoader:
+        """Any split in its stored order, without augmentation: for per-image predictions."""
+        return self._loader(split)
+
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     """Write ``rows``; an empty report is not written, so a file's presence means findings."""

@@ -1,0 +1,83 @@
+"""Per-image predictions and a validation-chosen threshold applied to the test split."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cxrnet.data.datamodule import ChestXRayDataModule
+from cxrnet.evaluation.thresholds import Criterion, binary_metrics_at, choose_threshold
+from cxrnet.models.module import ClassifierModule
+
+
+@torch.no_grad()
+def predict_split(
+    model: ClassifierModule, datamodule: ChestXRayDataModule, split: str
+) -> np.ndarray:
+    """Pneumonia probabilities for ``split``, in the order of ``datamodule.split_records``.
+
+    A plain loop rather than ``trainer.predict``: under DDP that would give each rank a shard,
+    while a threshold needs every prediction in one place (this runs on rank 0 only).
+    """
+    was_training = model.training
+    model.eval()
+    batches = [
+        model.probabilities(model(images.to(model.device))).float().cpu()
+        for images, _ in datamodule.eval_dataloader(split)
+    ]
+    model.train(was_training)
+    return torch.cat(batches).numpy()
+
+
+def write_predictions(
+    path: Path, datamodule: ChestXRayDataModule, split: str, probabilities: np.ndarray
+) -> None:
+    records = datamodule.split_records[split]
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "label", "subtype", "patient", "probability"])
+        for record, probability in zip(records, probabilities, strict=True):
+            writer.writerow(
+                [
+                    record.path,
+                    record.class_name,
+                    record.subtype,
+                    record.patient,
+                    f"{probability:.6f}",
+                ]
+            )
+
+
+def operating_point(
+    model: ClassifierModule,
+    datamodule: ChestXRayDataModule,
+    output_dir: Path,
+    criterion: Criterion = "youden",
+    min_sensitivity: float = 0.95,
+    include_test: bool = True,
+) -> dict[str, float]:
+    """Choose the threshold on validation, then report both splits at it.
+
+    Keys: ``val/threshold`` and ``<split>/<metric>_at_threshold``. The test split never
+    influences the threshold; its predictions are only scored.
+    """
+    output_dir.mkdir(parents=True, exist_ok=True)
+    values: dict[str, float] = {}
+    probabilities: dict[str, np.ndarray] = {}
+    for split in ("val", "test") if include_test else ("val",):
+        if split in datamodule.datasets:
+            probabilities[split] = predict_split(model, datamodule, split)
+            write_predictions(
+                output_dir / f"predictions_{split}.csv", datamodule, split, probabilities[split]
+            )
+    val_labels = datamodule.datasets["val"].labels.numpy()
+    threshold = choose_threshold(probabilities["val"], val_labels, criterion, min_sensitivity)
+    values["val/threshold"] = threshold
+    for split, split_probabilities in probabilities.items():
+        labels = datamodule.datasets[split].labels.numpy()
+        for name, value in binary_metrics_at(split_probabilities, labels, threshold).items():
+            values[f"{split}/{name}_at_threshold"] = value
+    return values
