@@ -152,13 +152,17 @@ def _fill_wandb_run_defaults(cfg: DictConfig) -> None:
 
 
 def _print_summary(result: dict[str, Any]) -> None:
+    """A metric-by-split table of the best checkpoint, then where everything went."""
     metrics = result["metrics"]
-    for stage in ("val", "test"):
-        values = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith(f"{stage}/")}
-        if values:
-            line = "  ".join(f"{name}={value:.4f}" for name, value in sorted(values.items()))
-            print(f"{stage}: {line}")
-    print(f"best checkpoint: {result['best_model_path']}")
+    splits = [s for s in ("val", "test") if any(k.startswith(f"{s}/") for k in metrics)]
+    names = sorted({key.split("/", 1)[1] for key in metrics if key.split("/", 1)[0] in splits})
+    width = max(len(name) for name in names)
+    print(f"\n{'metric':<{width}}  " + "  ".join(f"{split:>8}" for split in splits))
+    for name in names:
+        cells = [metrics.get(f"{split}/{name}") for split in splits]
+        row = "  ".join("       -" if c is None else f"{c:8.4f}" for c in cells)
+        print(f"{name:<{width}}  {row}")
+    print(f"\nbest checkpoint: {result['best_model_path']}")
     print(f"run folder: {result['run_dir']}")
 
 

@@ -117,7 +117,9 @@ def test_console_script_runs_from_any_directory_on_generated_synthetic_data(tmp_
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "val: " in done.stdout and "test: " in done.stdout
+    header = next(line for line in done.stdout.splitlines() if line.startswith("metric "))
+    assert header.split()[1:] == ["val", "test"]
+    assert any(line.split()[0] == "auroc" for line in done.stdout.splitlines() if line.strip())
     assert "run folder: " in done.stdout
     run_dir = Path(done.stdout.split("run folder: ")[1].split()[0])
     assert (run_dir / "metrics.json").is_file()

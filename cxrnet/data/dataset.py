@@ -36,5 +36,6 @@ class XRayDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         image = self.images[self.indices[item]]
         if self.transform is not None:
             image = self.transform(image=np.asarray(image))["image"]
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).unsqueeze(0).float().div_(255.0)
+        # A copy: cached images are read-only memory maps, which torch will not wrap.
+        tensor = torch.from_numpy(np.array(image, dtype=np.uint8)).unsqueeze(0).float().div_(255.0)
         return tensor, self.labels[item]
