@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -97,6 +98,47 @@ def test_worker_processes_give_the_same_pixels(tmp_path: Path, cached: bool) -> 
     parallel = load_images(records, PARAMS, cache_dir=cache_dir, num_workers=2, progress=False)
     assert np.array_equal(parallel.images, expected(records))
     assert parallel.records == records
+
+
+def test_opencv_threads_are_restored_after_a_parallel_build(tmp_path: Path) -> None:
+    records = make_records(tmp_path / "data", count=4)
+    before = cv2.getNumThreads()
+    load_images(records, PARAMS, cache_dir=None, num_workers=2, progress=False)
+    assert cv2.getNumThreads() == before
+
+
+_BUSY_OPENCV_THEN_WORKERS = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    import cv2, numpy as np
+    from cxrnet.data.cache import load_images
+    from cxrnet.data.decode import DecodeParams
+    from cxrnet.data.records import make_record
+
+    if __name__ == "__main__":
+        big = np.random.default_rng(0).integers(0, 255, (1700, 2100), dtype=np.uint8)
+        records = [make_record(p, 0, "train") for p in sorted(Path(sys.argv[1]).rglob("*.jpeg"))]
+        for _ in range(5):
+            for _ in range(10):  # leaves OpenCV's thread pool busy right before the fork
+                cv2.resize(big, (150, 151), interpolation=cv2.INTER_AREA)
+            load_images(records, DecodeParams(32), cache_dir=None, num_workers=2, progress=False)
+        print("done")
+    """
+)
+
+
+def test_workers_forked_after_opencv_ran_threads_do_not_hang(tmp_path: Path) -> None:
+    # A forked worker once deadlocked inside OpenCV after the parent had resized large images.
+    make_records(tmp_path / "data", count=8)
+    finished = subprocess.run(
+        [sys.executable, "-c", _BUSY_OPENCV_THEN_WORKERS, str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.strip() == "done"
 
 
 def test_no_records_give_an_empty_array(tmp_path: Path) -> None:

@@ -74,6 +74,20 @@ def test_threshold_is_chosen_on_validation_and_applied_to_test(trained) -> None:
     assert threshold == pytest.approx(choose_threshold(probs["val"], labels["val"]), abs=1e-6)
     expected = binary_metrics_at(probs["test"], labels["test"], threshold)
     assert result["metrics"]["test/f1_at_threshold"] == pytest.approx(expected["f1"], abs=1e-6)
+    viral = np.array([r["subtype"] == "virus" for r in tables["test"]])
+    caught = np.mean(probs["test"][viral] >= threshold)
+    assert result["metrics"]["test/recall_virus_at_threshold"] == pytest.approx(caught)
+
+
+def test_subtype_task_trains_a_three_class_head(compose_cfg, synthetic_root: Path) -> None:
+    cfg = compose_cfg(
+        "train", [*FAST, f"data.root={synthetic_root}", "data.task=subtype", "trainer.max_epochs=1"]
+    )
+    result = run(cfg)
+    metrics = result["metrics"]
+    for name in ("recall_normal", "recall_bacteria", "recall_virus", "auroc", "f1"):
+        assert 0.0 <= metrics[f"test/{name}"] <= 1.0
+    assert "val/threshold" not in metrics  # a threshold is a binary notion
 
 
 def test_eval_reproduces_the_test_metrics_from_the_checkpoint(trained, compose_cfg) -> None:

@@ -24,12 +24,13 @@ import logging
 import multiprocessing
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Literal
 
@@ -111,24 +112,38 @@ def cache_key(records: Sequence[Record], params: DecodeParams) -> str:
 # ---------------------------------------------------------------------------------- decoding
 
 
-def _init_worker() -> None:
+def _init_spawned_worker() -> None:
     # One process per core already; OpenCV's own threads would only fight over the same cores.
     cv2.setNumThreads(1)
 
 
-def _pool_context() -> BaseContext:
-    """A start method that never forks the caller.
+@contextmanager
+def _opencv_threads_parked() -> Iterator[None]:
+    """OpenCV without worker threads while the pool forks, restored afterwards.
 
-    A forked child inherits OpenCV's thread pool in whatever state the parent left it, and its
-    first cv2 call can deadlock (seen here with OpenCV 5.0 after the parent had resized large
-    images). A fork server is a clean process that never ran cv2, so its forks are safe, and it
-    imports the caller's main module once rather than in every worker.
+    A forked child inherits OpenCV's thread pool in whatever state the parent left it: after the
+    parent had resized large images, a child's ``cv2.setNumThreads`` hung for good on a condition
+    variable whose waiters did not survive the fork (OpenCV 5.0). Forked with zero threads, the
+    children run OpenCV serially and never touch the pool.
     """
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["__main__", __name__])
-        return context
-    return multiprocessing.get_context("spawn")
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(0)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(previous)
+
+
+def _start_pool(workers: int) -> ProcessPoolExecutor:
+    if "fork" in multiprocessing.get_all_start_methods() and sys.platform == "linux":
+        # fork starts workers in milliseconds and, unlike spawn, needs no __main__ guard and
+        # does not re-import the caller's script (with torch and Lightning) in every worker.
+        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    return ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_spawned_worker,
+    )
 
 
 def _decode_or_reason(path: str, params: DecodeParams) -> tuple[np.ndarray | None, str | None]:
@@ -149,9 +164,12 @@ def _decode_stream(
         return
     # Chunks amortize inter-process overhead yet stay small enough to keep the bar moving.
     chunksize = max(1, min(16, len(paths) // (workers * 8)))
-    pool = ProcessPoolExecutor(workers, mp_context=_pool_context(), initializer=_init_worker)
+    with _opencv_threads_parked():
+        pool = _start_pool(workers)
+        # Submitting starts every forked worker now, while OpenCV's threads are parked.
+        results = pool.map(work, paths, chunksize=chunksize)
     try:
-        yield from pool.map(work, paths, chunksize=chunksize)
+        yield from results
     finally:
         # On an error or interrupt, drop the queued work instead of decoding it all first.
         pool.shutdown(wait=True, cancel_futures=True)
@@ -342,9 +360,9 @@ def load_images(
     """Decode ``records`` to a ``(N, S, S)`` uint8 array, reusing the cache when it matches.
 
     ``cache_dir`` None decodes in memory and writes nothing. ``num_workers`` processes decode in
-    parallel (0: in this process); they are started without fork (see ``_pool_context``), so a
-    script that calls this with workers needs the usual ``if __name__ == "__main__":`` guard,
-    as with a spawn-started DataLoader. A bad file raises ``DataError`` listing every bad file once
+    parallel (0: in this process); on Linux they are forked (see ``_opencv_threads_parked``),
+    elsewhere spawned, which needs the usual ``if __name__ == "__main__":`` guard in scripts.
+    A bad file raises ``DataError`` listing every bad file once
     all were tried (``on_bad_image="error"``) or is left out and reported in ``skipped``
     (``"skip"``); a reused cache reports the same files.
     """

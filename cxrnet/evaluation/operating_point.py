@@ -80,4 +80,11 @@ def operating_point(
         labels = datamodule.datasets[split].labels.numpy()
         for name, value in binary_metrics_at(split_probabilities, labels, threshold).items():
             values[f"{split}/{name}_at_threshold"] = value
+        # Sensitivity per pneumonia subtype: a model that misses viral cases should show it.
+        subtypes = np.array([record.subtype for record in datamodule.split_records[split]])
+        for subtype in ("bacteria", "virus"):
+            chosen = subtypes == subtype
+            if chosen.any():
+                caught = float(np.mean(split_probabilities[chosen] >= threshold))
+                values[f"{split}/recall_{subtype}_at_threshold"] = caught
     return values
