@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +21,23 @@ CONFIG_PATH = "pkg://cxrnet.conf"
 HYDRA_VERSION = "1.3"
 
 
+def run_stamp(environ: Mapping[str, str] | None = None) -> str:
+    """The unique part of a run folder's name.
+
+    Normally the start time plus a random suffix, so two jobs started in the same second differ.
+    Under ``srun`` with several tasks (multi-GPU SLURM jobs), every task runs this same command
+    and must land in the same folder: the job and step ids name it instead.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("SLURM_JOB_ID") and env.get("SLURM_STEP_ID") and int(env.get("SLURM_NTASKS", 1)) > 1:
+        return f"slurm-{env['SLURM_JOB_ID']}-step{env['SLURM_STEP_ID']}"
+    return f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{uuid.uuid4().hex[:6]}"
+
+
 def register_resolvers() -> None:
     # Cached, so one process names one folder even though Hydra resolves the path several times.
+    if not OmegaConf.has_resolver("cxrnet_stamp"):
+        OmegaConf.register_new_resolver("cxrnet_stamp", run_stamp, use_cache=True)
     if not OmegaConf.has_resolver("cxrnet_uid"):
         OmegaConf.register_new_resolver("cxrnet_uid", lambda: uuid.uuid4().hex[:6], use_cache=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -28,6 +29,15 @@ def test_every_subpackage_is_listed_in_pyproject() -> None:
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("setuptools", minversion="69", reason="the test extra installs setuptools")
+    # Build from a clean copy: setuptools reuses an in-tree build/ folder, stale files and all.
+    source = tmp_path_factory.mktemp("source") / "cxrnet"
+    shutil.copytree(
+        REPO,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".venv", ".git", "build", "dist", "logs", "*.egg-info", "__pycache__", "wandb"
+        ),
+    )
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
         [
@@ -39,7 +49,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--no-build-isolation",
             "-w",
             out,
-            REPO,
+            source,
         ],
         check=True,
         capture_output=True,

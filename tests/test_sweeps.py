@@ -146,3 +146,16 @@ def test_run_and_sweep_folders_carry_a_random_suffix(compose_cfg, config_name: s
     assert sweep != str(second.hydra.sweep.dir)  # another process, another folder
     if config_name == "train":
         assert str(first.hydra.run.dir) != str(second.hydra.run.dir)
+
+
+def test_every_rank_of_a_multi_task_srun_shares_one_run_folder() -> None:
+    from cxrnet.hydra_support import run_stamp
+
+    rank = {"SLURM_JOB_ID": "4242", "SLURM_STEP_ID": "0", "SLURM_NTASKS": "8"}
+    assert run_stamp(rank | {"SLURM_PROCID": "0"}) == run_stamp(rank | {"SLURM_PROCID": "7"})
+    assert run_stamp(rank) == "slurm-4242-step0"
+    assert run_stamp(rank | {"SLURM_STEP_ID": "1"}) != run_stamp(rank)
+    # One task (a batch script running jobs one after another): time and random suffix.
+    single = {"SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1"}
+    assert run_stamp(single) != run_stamp(single)
+    assert run_stamp({}) != run_stamp({})
