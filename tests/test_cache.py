@@ -112,16 +112,25 @@ _BUSY_OPENCV_THEN_WORKERS = textwrap.dedent(
     import sys
     from pathlib import Path
     import cv2, numpy as np
+    from PIL import Image
     from cxrnet.data.cache import load_images
-    from cxrnet.data.decode import DecodeParams
+    from cxrnet.data.decode import DecodeParams, decode, fit_to_square
     from cxrnet.data.records import make_record
 
     if __name__ == "__main__":
-        big = np.random.default_rng(0).integers(0, 255, (1700, 2100), dtype=np.uint8)
-        records = [make_record(p, 0, "train") for p in sorted(Path(sys.argv[1]).rglob("*.jpeg"))]
-        for _ in range(5):
-            for _ in range(10):  # leaves OpenCV's thread pool busy right before the fork
-                cv2.resize(big, (150, 151), interpolation=cv2.INTER_AREA)
+        folder = Path(sys.argv[1])
+        records = [make_record(p, 0, "train") for p in sorted(folder.rglob("*.jpeg"))]
+        rng = np.random.default_rng(0)
+        film = cv2.resize(rng.normal(120, 40, (45, 55)).astype(np.float32), (2100, 1700))
+        big = folder / "big.jpeg"
+        Image.fromarray(np.clip(film, 0, 255).astype(np.uint8)).save(big, quality=90)
+        full = np.asarray(Image.open(big))
+        for _ in range(6):
+            # Large resizes leave OpenCV's pool threads asleep on its condition variables...
+            for params in (DecodeParams(150), DecodeParams(150, "letterbox"), DecodeParams(64)):
+                fit_to_square(full, params)
+                decode(big, params)
+            # ...which is the state a fork used to copy into workers that then hung.
             load_images(records, DecodeParams(32), cache_dir=None, num_workers=2, progress=False)
         print("done")
     """
@@ -129,7 +138,7 @@ _BUSY_OPENCV_THEN_WORKERS = textwrap.dedent(
 
 
 def test_workers_forked_after_opencv_ran_threads_do_not_hang(tmp_path: Path) -> None:
-    # A forked worker once deadlocked inside OpenCV after the parent had resized large images.
+    # Before the fix this hung in about half of the runs; a timeout turns a hang into a failure.
     make_records(tmp_path / "data", count=8)
     finished = subprocess.run(
         [sys.executable, "-c", _BUSY_OPENCV_THEN_WORKERS, str(tmp_path / "data")],
