@@ -164,15 +164,17 @@ def _decode_stream(
         return
     # Chunks amortize inter-process overhead yet stay small enough to keep the bar moving.
     chunksize = max(1, min(16, len(paths) // (workers * 8)))
-    with _opencv_threads_parked():
-        pool = _start_pool(workers)
-        # Submitting starts every forked worker now, while OpenCV's threads are parked.
-        results = pool.map(work, paths, chunksize=chunksize)
+    pool = None
     try:
+        with _opencv_threads_parked():
+            pool = _start_pool(workers)
+            # Submitting starts every forked worker now, while OpenCV's threads are parked.
+            results = pool.map(work, paths, chunksize=chunksize)
         yield from results
     finally:
-        # On an error or interrupt, drop the queued work instead of decoding it all first.
-        pool.shutdown(wait=True, cancel_futures=True)
+        if pool is not None:
+            # On an error or interrupt, drop the queued work instead of decoding it all first.
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _decode_into(
