@@ -270,9 +270,15 @@ def test_large_jpeg_is_decoded_reduced_and_stays_faithful(tmp_path: Path) -> Non
 
 
 def _originals() -> list[Path]:
-    if not ORIGINALS.is_dir():
+    originals = sorted(ORIGINALS.rglob("*.jpeg")) if ORIGINALS.is_dir() else []
+    if not originals:
         pytest.skip(f"real originals not found at {ORIGINALS}")
-    return sorted(p for p in ORIGINALS.rglob("*.jpeg"))
+    return originals
+
+
+def _size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        return image.size
 
 
 @pytest.mark.real_data
@@ -283,7 +289,6 @@ def _originals() -> list[Path]:
 )
 def test_real_originals_within_one_grey_level_of_a_full_decode(params: DecodeParams) -> None:
     originals = _originals()
-    assert len(originals) == 41
     worst = 0.0
     for path in originals:
         with Image.open(path) as image:
@@ -299,10 +304,9 @@ def test_real_originals_within_one_grey_level_of_a_full_decode(params: DecodePar
 
 @pytest.mark.real_data
 def test_real_originals_are_never_fully_decoded_for_a_small_target() -> None:
-    big = [p for p in _originals() if min(Image.open(p).size) >= 600]
+    big = [p for p in _originals() if min(_size(p)) >= 600]
     assert big
     for path in big:
-        with Image.open(path) as image:
-            width, height = image.size
+        width, height = _size(path)
         rows, cols = read_gray(path, target=150).shape
         assert rows <= -(-height // 2) and cols <= -(-width // 2)  # at most half each way

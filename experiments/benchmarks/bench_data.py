@@ -213,6 +213,67 @@ def faithfulness(records: Sequence[Record], size: int) -> dict:
     }
 
 
+def headroom_sweep(records: Sequence[Record], rounds: int) -> list[dict]:
+    """Per-core decode rate (CPU time) and worst faithfulness for each DCT reduction limit."""
+    import cxrnet.data.decode as decode_module
+
+    fulls = {}
+    for record in records:
+        with Image.open(record.path) as image:
+            fulls[record.path] = np.asarray(ImageOps.exif_transpose(image).convert("L"))
+    settings = [
+        DecodeParams(size, resize) for size in (64, 150, 224) for resize in ("squash", "letterbox")
+    ]
+    original = decode_module.DCT_HEADROOM
+    params = DecodeParams(SIZE)
+
+    def decode_all() -> None:
+        for record in records:
+            decode(record.path, params)
+
+    rows = []
+    try:
+        for headroom in (1.0, 1.25, 1.5, 2.0, 2.5, 1e9):
+            decode_module.DCT_HEADROOM = headroom
+            worst = max(
+                float(
+                    np.abs(
+                        decode(r.path, p).astype(np.int16) - fit_to_square(fulls[r.path], p)
+                    ).mean()
+                )
+                for p in settings
+                for r in records
+            )
+            cpu = min(timed(decode_all)[1] for _ in range(rounds))
+            rows.append(
+                {"headroom": headroom, "images_per_cpu_s": len(records) / cpu, "worst_mad": worst}
+            )
+    finally:
+        decode_module.DCT_HEADROOM = original
+    seed_cpu = min(timed(lambda: seed_way(records))[1] for _ in range(rounds))
+    rows.append(
+        {"headroom": "seed", "images_per_cpu_s": len(records) / seed_cpu, "worst_mad": None}
+    )
+    return rows
+
+
+def sweep_table(rows: list[dict]) -> str:
+    lines = [
+        "| decode, 1 process | img per CPU-second | worst mean abs. diff (64/150/224 px, both "
+        "resize modes) |",
+        "| --- | ---: | ---: |",
+    ]
+    for row in rows:
+        if row["headroom"] == "seed":
+            name, worst = "seed: full decode + linear resize", "-"
+        elif row["headroom"] > 100:
+            name, worst = "full decode + area resize (no reduction)", f"{row['worst_mad']:.2f}"
+        else:
+            name, worst = f"DCT headroom {row['headroom']:g}", f"{row['worst_mad']:.2f}"
+        lines.append(f"| {name} | {row['images_per_cpu_s']:.0f} | {worst} |")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------ (b) loaders
 
 
@@ -419,6 +480,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--batches", type=int, default=60, help="loader batches timed")
     parser.add_argument("--steps", type=int, default=15, help="model steps timed")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
+    parser.add_argument(
+        "--sweep-headroom",
+        action="store_true",
+        help="also time and check every DCT reduction limit on the originals (about 1 minute)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.repeat, args.rounds, args.batches, args.steps = 2, 1, 5, 2
@@ -446,6 +512,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         results["build"] = bench_build(full_res, work, args.workers, args.rounds)
         originals = full_res[: len(full_res) // args.repeat]
         results["faithfulness"] = faithfulness(originals, SIZE)
+        if args.sweep_headroom:
+            results["headroom_sweep"] = headroom_sweep(originals, args.rounds)
         results["loaders"] = bench_loaders(
             args.data, work, full_res, args.workers, args.batches, args.rounds
         )
@@ -453,6 +521,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         results["machine"]["load_average_at_end"] = os.getloadavg()[0]
 
     report = table(results)
+    if "headroom_sweep" in results:
+        report += "\n\nDCT reduction limit (decode.DCT_HEADROOM), 1 process:\n\n"
+        report += sweep_table(results["headroom_sweep"])
     print(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
