@@ -57,18 +57,18 @@ def save_resolved_config(cfg: DictConfig, output_dir: Path) -> None:
 def write_metrics(path: Path, payload: dict[str, Any]) -> None:
     """Write ``metrics.json`` whole or not at all: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    clean = json.loads(json.dumps(payload, default=str), parse_constant=lambda _: None)
+    text = json.dumps(json_safe(payload), indent=2, sort_keys=True, default=str, allow_nan=False)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_finite(clean), indent=2, sort_keys=True) + "\n")
+    tmp.write_text(text + "\n")
     tmp.replace(path)
 
 
-def _finite(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """NaN and infinity are not JSON; write them as null rather than an invalid file."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
+        return {key: json_safe(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_finite(item) for item in value]
+        return [json_safe(item) for item in value]
     return value

@@ -138,3 +138,14 @@ def test_console_script_runs_from_any_directory_on_generated_synthetic_data(tmp_
     run_dir = Path(done.stdout.split("run folder: ")[1].split()[0])
     assert (run_dir / "metrics.json").is_file()
     assert list((tmp_path / "cache" / "synthetic").glob("synthetic-*"))
+
+
+def test_metrics_file_is_valid_json_even_with_nan(tmp_path: Path) -> None:
+    from cxrnet.hydra_support import write_metrics
+
+    write_metrics(tmp_path / "metrics.json", {"metrics": {"val/auroc": float("nan"), "x": 1.0}})
+    assert json.loads((tmp_path / "metrics.json").read_text())["metrics"] == {
+        "val/auroc": None,
+        "x": 1.0,
+    }
+    assert not (tmp_path / "metrics.json.tmp").exists()

@@ -26,6 +26,7 @@ import numpy as np
 
 from cxrnet.compare import RunResult, collect_runs
 from cxrnet.evaluation.thresholds import binary_metrics_at, choose_threshold
+from cxrnet.hydra_support import json_safe
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -542,19 +543,8 @@ def write_analysis(study_dir: Path | str) -> dict[str, object]:
         ),
         "problems": [{"run": str(p.path), "status": p.status, "error": p.error} for p in problems],
     }
-    (study_dir / JSON_NAME).write_text(json.dumps(_finite(result), indent=2) + "\n")
+    (study_dir / JSON_NAME).write_text(json.dumps(json_safe(result), indent=2) + "\n")
     return result
-
-
-def _finite(value: object) -> object:
-    """NaN is not JSON: written as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_finite(item) for item in value]
-    return value
 
 
 def _test_files(row: RunRow) -> tuple[str, ...]:
