@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from cxrnet.data.datamodule import ChestXRayDataModule
+from cxrnet.evaluation.operating_point import operating_point
 from cxrnet.hydra_support import (
     CONFIG_PATH,
     HYDRA_VERSION,
@@ -64,6 +65,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         else:
             raise ValueError(f"stages may hold 'val' and 'test', got {stage!r}")
         metrics |= {key: float(value) for result in results for key, value in result.items()}
+    if model.num_classes == 2 and cfg.get("threshold"):
+        # As in training: the threshold comes from the validation split, whatever is scored.
+        metrics |= operating_point(
+            model,
+            datamodule,
+            Path(cfg.paths.output_dir),
+            criterion=cfg.threshold.criterion,
+            min_sensitivity=cfg.threshold.min_sensitivity,
+            include_test="test" in cfg.stages,
+        )
     return {"status": "completed", "ckpt_path": str(ckpt_path), "metrics": metrics}
 
 

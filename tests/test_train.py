@@ -94,7 +94,8 @@ def test_eval_reproduces_the_test_metrics_from_the_checkpoint(trained, compose_c
     _, result = trained
     cfg = compose_cfg("eval", [f"ckpt_path={result['best_model_path']}", "stages=[val,test]"])
     evaluated = evaluate(cfg)["metrics"]
-    for key in ("test/auroc", "test/f1", "test/accuracy", "test/loss", "val/auroc"):
+    keys = ("test/auroc", "test/f1", "test/accuracy", "test/loss", "val/auroc", "val/threshold")
+    for key in (*keys, "test/f1_at_threshold", "test/recall_virus_at_threshold"):
         assert evaluated[key] == pytest.approx(result["metrics"][key], abs=1e-6), key
 
 
