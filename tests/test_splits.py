@@ -193,6 +193,18 @@ def test_holdout_is_the_same_for_every_fold_fraction_and_method() -> None:
     assert paths(other["test"]) != paths(holdout)
 
 
+def test_holdout_seed_fixes_the_held_out_set_while_split_seed_varies() -> None:
+    records = synthetic()
+    base = SplitConfig(split="patient", holdout_fraction=0.2, holdout_seed=7)
+    results = [make_splits(records, replace(base, split_seed=seed)) for seed in (0, 1, 2)]
+    assert len({tuple(paths(r["test"])) for r in results}) == 1
+    assert len({tuple(paths(r["val"])) for r in results}) == 3
+    following = make_splits(records, replace(base, holdout_seed=None, split_seed=7))
+    assert paths(following["test"]) == paths(results[0]["test"])
+    with pytest.raises(DataError, match="holdout_seed must be null or a non-negative integer"):
+        SplitConfig(holdout_seed=-1)
+
+
 def test_kfold_with_holdout_covers_the_rest_once() -> None:
     records = synthetic()
     folds = [

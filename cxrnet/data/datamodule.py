@@ -75,6 +75,7 @@ class ChestXRayDataModule(LightningDataModule):
         fold: int = 0,
         holdout_fraction: float = 0.0,
         split_seed: int = 0,
+        holdout_seed: int | None = None,
         allow_cross_split_duplicates: bool = False,
         cache_dir: str | Path | None = None,
         decode_workers: int = 0,
@@ -95,7 +96,7 @@ class ChestXRayDataModule(LightningDataModule):
         self.sources = [Path(source).expanduser() for source in sources]
         self.root = self.sources[0]
         self.split_config = SplitConfig(
-            split, val_fraction, num_folds, fold, holdout_fraction, split_seed
+            split, val_fraction, num_folds, fold, holdout_fraction, split_seed, holdout_seed
         )
         self.allow_cross_split_duplicates = allow_cross_split_duplicates
         self.decode_params = DecodeParams(image_size, resize, equalize, interpolation)

@@ -58,6 +58,9 @@ class SplitConfig:
     fold: int = 0
     holdout_fraction: float = 0.0
     split_seed: int = 0
+    # None: the holdout follows split_seed. Set it to keep one held-out set while split_seed
+    # varies the validation split or the folds across repeats of a study.
+    holdout_seed: int | None = None
 
     def __post_init__(self) -> None:
         if self.split not in SPLIT_METHODS:
@@ -75,6 +78,12 @@ class SplitConfig:
             raise DataError(f"holdout_fraction must be in [0, 0.5), got {self.holdout_fraction!r}")
         if not _is_int(self.split_seed) or self.split_seed < 0:
             raise DataError(f"split_seed must be a non-negative integer, got {self.split_seed!r}")
+        if self.holdout_seed is not None and (
+            not _is_int(self.holdout_seed) or self.holdout_seed < 0
+        ):
+            raise DataError(
+                f"holdout_seed must be null or a non-negative integer, got {self.holdout_seed!r}"
+            )
 
 
 def _is_int(value: object) -> bool:
@@ -246,7 +255,12 @@ def _carve_holdout(
     """(remaining pool, holdout): patient-grouped, stratified, from its own random stream."""
     groups = build_groups(pool, by_patient=True, duplicates=duplicates)
     chosen = select_fraction(
-        groups, config.holdout_fraction, _rng(config.split_seed, _STREAM_HOLDOUT)
+        groups,
+        config.holdout_fraction,
+        _rng(
+            config.split_seed if config.holdout_seed is None else config.holdout_seed,
+            _STREAM_HOLDOUT,
+        ),
     )
     held = {id(record) for i in chosen for record in groups[i]}
     return [r for r in pool if id(r) not in held], _take(groups, chosen)
