@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from torchmetrics.functional.classification import binary_precision_recall_curve, binary_roc
 
+from cxrnet.evaluation.predictions import predict_probabilities
 from cxrnet.tracking import CHECKPOINT_KEY
 
 log = logging.getLogger(__name__)
@@ -34,26 +35,10 @@ def collect_probabilities(
     Binary modules predict the positive class only; the negative column is added here so that
     binary and multiclass tasks share the code below.
     """
-    was_training = module.training
-    module.eval()
-    probabilities, labels = [], []
-    try:
-        with torch.inference_mode():
-            for batch_idx, (images, targets) in enumerate(loader):
-                batch = (images.to(module.device), targets.to(module.device))
-                if forward_context is not None:
-                    with forward_context():
-                        probs = module.predict_step(batch, batch_idx)
-                else:
-                    probs = module.predict_step(batch, batch_idx)
-                probabilities.append(probs.float().cpu())
-                labels.append(targets.cpu())
-    finally:
-        module.train(was_training)
-    probs = torch.cat(probabilities)
+    probs, labels = predict_probabilities(module, loader, forward_context)
     if probs.ndim == 1:
         probs = torch.stack([1 - probs, probs], dim=1)
-    return probs, torch.cat(labels).long()
+    return probs, labels
 
 
 def predict_classes(probs: Tensor, threshold: float = 0.5) -> Tensor:

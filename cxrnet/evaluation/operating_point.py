@@ -6,30 +6,19 @@ import csv
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from cxrnet.data.datamodule import ChestXRayDataModule
+from cxrnet.evaluation.predictions import predict_probabilities
 from cxrnet.evaluation.thresholds import Criterion, binary_metrics_at, choose_threshold
 from cxrnet.models.module import ClassifierModule
 
 
-@torch.no_grad()
 def predict_split(
     model: ClassifierModule, datamodule: ChestXRayDataModule, split: str
 ) -> np.ndarray:
-    """Pneumonia probabilities for ``split``, in the order of ``datamodule.split_records``.
-
-    A plain loop rather than ``trainer.predict``: under DDP that would give each rank a shard,
-    while a threshold needs every prediction in one place (this runs on rank 0 only).
-    """
-    was_training = model.training
-    model.eval()
-    batches = [
-        model.probabilities(model(images.to(model.device))).float().cpu()
-        for images, _ in datamodule.eval_dataloader(split)
-    ]
-    model.train(was_training)
-    return torch.cat(batches).numpy()
+    """Pneumonia probabilities for ``split``, in the order of ``datamodule.split_records``."""
+    probabilities, _ = predict_probabilities(model, datamodule.eval_dataloader(split))
+    return probabilities.numpy()
 
 
 def write_predictions(
