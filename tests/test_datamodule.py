@@ -227,3 +227,17 @@ def test_cross_split_duplicate_is_an_error_unless_allowed(synthetic_copy: Path) 
     dm = make_dm(synthetic_copy, allow_cross_split_duplicates=True)
     dm.setup("fit")
     assert len(dm.duplicates.across) == 1
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_augmentation_is_reproducible_under_one_seed(synthetic_root: Path, num_workers) -> None:
+    from lightning import seed_everything
+
+    def first_batch(seed: int) -> torch.Tensor:
+        seed_everything(seed, workers=True)
+        dm = make_dm(synthetic_root, num_workers=num_workers, augment={"rotate": 20, "zoom": 0.2})
+        dm.setup("fit")
+        return next(iter(dm.train_dataloader()))[0]
+
+    assert torch.equal(first_batch(5), first_batch(5))
+    assert not torch.equal(first_batch(5), first_batch(6))

@@ -28,6 +28,7 @@ class XRayDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         if len(self.labels) != len(self.indices):
             raise ValueError(f"{len(self.labels)} labels for {len(self.indices)} images")
         self.transform = transform
+        self._seeded_with: int | None = None
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -35,7 +36,20 @@ class XRayDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = self.images[self.indices[item]]
         if self.transform is not None:
+            self._seed_transform()
             image = self.transform(image=np.asarray(image))["image"]
         # A copy: cached images are read-only memory maps, which torch will not wrap.
         tensor = torch.from_numpy(np.array(image, dtype=np.uint8)).unsqueeze(0).float().div_(255.0)
         return tensor, self.labels[item]
+
+    def _seed_transform(self) -> None:
+        """Tie albumentations' own generator to torch's seed, so seed_everything governs it.
+
+        albumentations >= 2 draws from a generator seeded from OS entropy, which no global seed
+        reaches. ``torch.initial_seed()`` is the run's seed in the main process and a distinct,
+        seeded value in each DataLoader worker, so workers still augment differently.
+        """
+        seed = torch.initial_seed()
+        if seed != self._seeded_with and hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed(seed % 2**32)
+            self._seeded_with = seed
