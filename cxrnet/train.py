@@ -15,7 +15,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from cxrnet.data.synthetic import SyntheticSpec, ensure_synthetic
 from cxrnet.evaluation.operating_point import operating_point
@@ -32,14 +32,16 @@ from cxrnet.tracking import finish_wandb_run, wandb_run_defaults
 log = logging.getLogger(__name__)
 
 
-def resolve_data_root(cfg: DictConfig) -> Path:
-    """The configured data root, or the built-in synthetic dataset generated once."""
-    if cfg.data.get("root"):
-        return Path(cfg.data.root).expanduser()
+def resolve_data_root(cfg: DictConfig) -> str | list[str]:
+    """The configured data root(s) as given (the data module reads folders, manifests and
+    lists of either), or the built-in synthetic dataset, generated once."""
+    root = cfg.data.get("root")
+    if root:
+        return OmegaConf.to_container(root) if isinstance(root, ListConfig) else str(root)
     spec = SyntheticSpec(**OmegaConf.to_container(cfg.synthetic, resolve=True))
-    root = ensure_synthetic(Path(cfg.paths.cache_dir) / "synthetic", spec)
-    log.info("data.root not set: training on the built-in synthetic dataset at %s", root)
-    return root
+    generated = ensure_synthetic(Path(cfg.paths.cache_dir) / "synthetic", spec)
+    log.info("data.root not set: training on the built-in synthetic dataset at %s", generated)
+    return str(generated)
 
 
 def _metric_values(results: list[dict[str, float]]) -> dict[str, float]:
@@ -57,7 +59,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str
     L.seed_everything(cfg.seed, workers=True)
 
     root = resolve_data_root(cfg)
-    datamodule = instantiate(cfg.data, root=str(root), report_dir=str(output_dir))
+    datamodule = instantiate(cfg.data, root=root, report_dir=str(output_dir))
     datamodule.setup("fit")
     model = instantiate(
         cfg.model,
@@ -99,7 +101,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str
         "status": "completed",
         "monitor": cfg.monitor,
         "best_model_path": best,
-        "data_root": str(root),
+        "data_root": root,
         "metrics": metrics,
     }
 

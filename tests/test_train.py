@@ -150,3 +150,19 @@ def test_metrics_file_is_valid_json_even_with_nan(tmp_path: Path) -> None:
         "x": 1.0,
     }
     assert not (tmp_path / "metrics.json.tmp").exists()
+
+
+def test_data_root_may_list_several_sources(compose_cfg, synthetic_root: Path, tmp_path: Path):
+    """A folder and a CSV manifest combined, as the README promises for data.root."""
+    extra = tmp_path / "extra.csv"
+    image = sorted((synthetic_root / "train" / "NORMAL").iterdir())[0]
+    copy = tmp_path / "IM-9000-0001.jpeg"
+    copy.write_bytes(image.read_bytes() + b"\0")  # same picture, not byte-identical
+    extra.write_text(f"path,label,split\n{copy},NORMAL,train\n")
+    cfg = compose_cfg(
+        "train", [*FAST, f"data.root=[{synthetic_root},{extra}]", "trainer.max_epochs=1"]
+    )
+    result = run(cfg)
+    assert result["data_root"] == [str(synthetic_root), str(extra)]
+    split = (Path(result["run_dir"]) / "split.csv").read_text()
+    assert str(copy) in split

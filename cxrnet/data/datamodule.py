@@ -92,7 +92,8 @@ class ChestXRayDataModule(LightningDataModule):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.save_hyperparameters(ignore=["report_dir"], logger=False)
-        sources = list(root) if isinstance(root, (list, tuple)) else [root]
+        # Any sequence of sources (a Hydra ListConfig too), or one folder or manifest.
+        sources = [root] if isinstance(root, (str, Path)) else list(root)
         self.sources = [Path(source).expanduser() for source in sources]
         self.root = self.sources[0]
         self.split_config = SplitConfig(
