@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cxrnet.compare import (
+from cxrnet.cli.compare import (
     CSV_NAME,
     MARKDOWN_NAME,
     PLOT_NAME,

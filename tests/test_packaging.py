@@ -79,7 +79,7 @@ def test_installed_wheel_trains_from_another_folder(wheel: Path, tmp_path: Path)
         "WANDB_MODE": "offline",
     }
     code = "import cxrnet, sys; print('cxrnet from', cxrnet.__file__); " + (
-        "sys.argv = ['cxrnet-train', 'debug=fast']; from cxrnet.train import main; main()"
+        "sys.argv = ['cxrnet-train', 'debug=fast']; from cxrnet.cli.train import main; main()"
     )
     done = subprocess.run(
         [sys.executable, "-c", code],

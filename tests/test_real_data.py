@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cxrnet.train import run
+from cxrnet.cli.train import run
 
 pytestmark = pytest.mark.real_data
 

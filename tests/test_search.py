@@ -18,9 +18,9 @@ from omegaconf import OmegaConf, open_dict
 
 optuna = pytest.importorskip("optuna")
 
-from cxrnet import search as search_module  # noqa: E402
-from cxrnet.compare import collect_runs  # noqa: E402
-from cxrnet.search import (  # noqa: E402
+from cxrnet.cli import search as search_module  # noqa: E402
+from cxrnet.cli.compare import collect_runs  # noqa: E402
+from cxrnet.cli.search import (  # noqa: E402
     SearchSettings,
     format_value,
     parse_space,
@@ -251,7 +251,7 @@ def test_cxrnet_search_command_writes_a_study_folder_named_by_the_study(tmp_path
     command = [
         sys.executable,
         "-m",
-        "cxrnet.search",
+        "cxrnet.cli.search",
         *TINY,
         "trainer.max_epochs=1",
         "hparams_search.n_trials=2",

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cxrnet.compare import collect_runs
+from cxrnet.cli.compare import collect_runs
 
 TINY = ["debug=fast", "model.net.widths=[8,8,16,16]", "model.net.hidden=16"]
 
 
 def _command(*overrides: str) -> list[str]:
-    return [sys.executable, "-m", "cxrnet.train", *overrides]
+    return [sys.executable, "-m", "cxrnet.cli.train", *overrides]
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -149,7 +149,7 @@ def test_run_and_sweep_folders_carry_a_random_suffix(compose_cfg, config_name: s
 
 
 def test_every_rank_of_a_multi_task_srun_shares_one_run_folder() -> None:
-    from cxrnet.hydra_support import run_stamp
+    from cxrnet.cli.hydra_support import run_stamp
 
     rank = {"SLURM_JOB_ID": "4242", "SLURM_STEP_ID": "0", "SLURM_NTASKS": "8"}
     assert run_stamp(rank | {"SLURM_PROCID": "0"}) == run_stamp(rank | {"SLURM_PROCID": "7"})

@@ -11,10 +11,11 @@ from pathlib import Path
 import cv2
 import pytest
 
+from cxrnet.cli.synthetic import main
 from cxrnet.data import synthetic
 from cxrnet.data.discovery import discover
 from cxrnet.data.records import CLASS_NAMES, SPLIT_NAMES, patient_from_name, subtype_from_name
-from cxrnet.data.synthetic import SyntheticSpec, ensure_synthetic, generate_synthetic, main
+from cxrnet.data.synthetic import SyntheticSpec, ensure_synthetic, generate_synthetic
 
 SMALL = SyntheticSpec(n_train=40, n_val=12, n_test=16, min_size=48, max_size=96, seed=3)
 

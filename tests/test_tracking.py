@@ -20,7 +20,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from cxrnet.hydra_support import register_resolvers
+from cxrnet.cli.hydra_support import register_resolvers
+from cxrnet.cli.train import run
 from cxrnet.tracking import (
     CHECKPOINT_KEY,
     finish_wandb_run,
@@ -31,7 +32,6 @@ from cxrnet.tracking import (
     wandb_run_id_from_checkpoint,
 )
 from cxrnet.tracking_callbacks import WandbReport, confidently_wrong, curve_rows, thumbnail
-from cxrnet.train import run
 
 FAST = [
     "debug=fast",
@@ -254,7 +254,7 @@ def test_two_multirun_jobs_are_two_runs_in_one_group_even_when_one_fails(
         [
             sys.executable,
             "-m",
-            "cxrnet.train",
+            "cxrnet.cli.train",
             "-m",
             "monitor=val/missing,val/auroc",
             "logger=wandb",
@@ -287,7 +287,7 @@ def test_under_ddp_only_rank_zero_makes_a_wandb_run(synthetic_root: Path, tmp_pa
         [
             sys.executable,
             "-m",
-            "cxrnet.train",
+            "cxrnet.cli.train",
             "logger=wandb",
             *FAST,
             "+trainer.strategy=ddp",

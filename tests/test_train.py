@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cxrnet.evaluate import evaluate
-from cxrnet.train import run
+from cxrnet.cli.evaluate import evaluate
+from cxrnet.cli.train import run
 
 FAST = [
     "debug=fast",
@@ -121,7 +121,7 @@ def test_no_test_folder_trains_and_skips_testing(compose_cfg, synthetic_copy: Pa
 def test_console_script_runs_from_any_directory_on_generated_synthetic_data(tmp_path: Path):
     """The installed `cxrnet-train`, no data root: generates synthetic data into the cache."""
     script = Path(sys.executable).with_name("cxrnet-train")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "cxrnet.train"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "cxrnet.cli.train"]
     env = os.environ | {"CXRNET_CACHE_DIR": str(tmp_path / "cache"), "WANDB_MODE": "offline"}
     done = subprocess.run(
         [*command, "debug=fast", f"paths.log_dir={tmp_path / 'logs'}"],
@@ -142,7 +142,7 @@ def test_console_script_runs_from_any_directory_on_generated_synthetic_data(tmp_
 
 
 def test_metrics_file_is_valid_json_even_with_nan(tmp_path: Path) -> None:
-    from cxrnet.hydra_support import write_metrics
+    from cxrnet.cli.hydra_support import write_metrics
 
     write_metrics(tmp_path / "metrics.json", {"metrics": {"val/auroc": float("nan"), "x": 1.0}})
     assert json.loads((tmp_path / "metrics.json").read_text())["metrics"] == {

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cxrnet.compare import RunResult, collect_runs
+from cxrnet.cli.compare import RunResult, collect_runs
+from cxrnet.cli.hydra_support import json_safe
 from cxrnet.evaluation.thresholds import binary_metrics_at, choose_threshold
-from cxrnet.hydra_support import json_safe
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -183,7 +183,7 @@ def sweep_command(
     return [
         sys.executable,
         "-m",
-        "cxrnet.train",
+        "cxrnet.cli.train",
         "-m",
         "experiment=val_rebalancing",
         f"data.root={manifest}",
@@ -349,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     compare = [
         sys.executable,
         "-m",
-        "cxrnet.compare",
+        "cxrnet.cli.compare",
         str(study / "runs"),
         "--out",
         str(study),

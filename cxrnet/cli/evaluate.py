@@ -11,15 +11,15 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from cxrnet.data.datamodule import ChestXRayDataModule
-from cxrnet.evaluation.operating_point import operating_point
-from cxrnet.hydra_support import (
+from cxrnet.cli.hydra_support import (
     CONFIG_PATH,
     HYDRA_VERSION,
     register_resolvers,
     save_resolved_config,
     write_metrics,
 )
+from cxrnet.data.datamodule import ChestXRayDataModule
+from cxrnet.evaluation.operating_point import operating_point
 from cxrnet.models.module import ClassifierModule
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@
 
 Each trial samples the keys declared in ``conf/hparams_search/<name>.yaml`` (a float, int or
 categorical distribution per train-config key), composes the train config from the user's
-overrides plus the sampled ones, and trains it with ``cxrnet.train.run`` into its own folder
+overrides plus the sampled ones, and trains it with ``cxrnet.cli.train.run`` into its own folder
 ``<study folder>/trials/<number>``, which holds ``.hydra/overrides.yaml`` and ``metrics.json`` like
 a multirun job, so ``cxrnet-compare <study folder>`` tabulates the study. The objective is the
 validation metric ``monitor`` of the best epoch; trials never test (``test=false``).
@@ -54,8 +54,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, TrialState
 
-from cxrnet.hydra_support import CONFIG_PATH, HYDRA_VERSION, register_resolvers, write_metrics
-from cxrnet.train import run as run_training
+from cxrnet.cli.hydra_support import CONFIG_PATH, HYDRA_VERSION, register_resolvers, write_metrics
+from cxrnet.cli.train import run as run_training
 
 if TYPE_CHECKING:
     import lightning as L

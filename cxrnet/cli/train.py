@@ -17,9 +17,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from cxrnet.data.synthetic import SyntheticSpec, ensure_synthetic
-from cxrnet.evaluation.operating_point import operating_point
-from cxrnet.hydra_support import (
+from cxrnet.cli.hydra_support import (
     CONFIG_PATH,
     HYDRA_VERSION,
     instantiate_group,
@@ -27,6 +25,8 @@ from cxrnet.hydra_support import (
     save_resolved_config,
     write_metrics,
 )
+from cxrnet.data.synthetic import SyntheticSpec, ensure_synthetic
+from cxrnet.evaluation.operating_point import operating_point
 from cxrnet.tracking import finish_wandb_run, wandb_run_defaults
 
 log = logging.getLogger(__name__)
