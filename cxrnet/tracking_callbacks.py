@@ -1,4 +1,4 @@
-"""What a W&B run gets beyond per-step metrics: the split, resumable checkpoints, a val report.
+"""What a W&B run gets beyond per-step metrics: the split, resumable checkpoints, the report.
 
 The callback is harmless with any logger set: without a ``WandbLogger`` every hook returns at
 once, and on ranks other than 0 it never touches W&B.
@@ -7,7 +7,7 @@ once, and on ranks other than 0 it never touches W&B.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,81 +16,17 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
-from torch.utils.data import DataLoader
-from torchmetrics.functional.classification import binary_precision_recall_curve, binary_roc
 
-from cxrnet.evaluation.predictions import predict_probabilities
+from cxrnet.evaluation.report import (
+    EvaluationReport,
+    confidently_wrong,
+    curve_rows,
+    predict_classes,
+)
 from cxrnet.tracking import CHECKPOINT_KEY
 
 log = logging.getLogger(__name__)
-
-
-def collect_probabilities(
-    module: L.LightningModule, loader: DataLoader, forward_context: Any = None
-) -> tuple[Tensor, Tensor]:
-    """Class probabilities (N, C) and labels (N,) for every batch of ``loader``, in order.
-
-    Binary modules predict the positive class only; the negative column is added here so that
-    binary and multiclass tasks share the code below.
-    """
-    probs, labels = predict_probabilities(module, loader, forward_context)
-    if probs.ndim == 1:
-        probs = torch.stack([1 - probs, probs], dim=1)
-    return probs, labels
-
-
-def predict_classes(probs: Tensor, threshold: float = 0.5) -> Tensor:
-    """Binary: pneumonia when its probability reaches ``threshold``; multiclass: the argmax."""
-    if probs.shape[1] == 2:
-        return (probs[:, 1] >= threshold).long()
-    return probs.argmax(dim=1)
-
-
-def confidently_wrong(probs: Tensor, labels: Tensor, preds: Tensor, k: int) -> list[int]:
-    """Indices of up to ``k`` wrong predictions, most confident (in the wrong class) first."""
-    wrong = (preds != labels).nonzero().flatten()
-    confidence = probs[wrong, preds[wrong]]
-    order = confidence.argsort(descending=True, stable=True)
-    return wrong[order][:k].tolist()
-
-
-def curve_rows(
-    probs: Tensor,
-    labels: Tensor,
-    class_names: Sequence[str],
-    kind: str,
-    max_points: int = 2000,
-) -> list[list[Any]]:
-    """Rows ``[class, x, y]`` of one-vs-rest ROC (``x=fpr``) or PR (``x=recall``) curves.
-
-    Binary tasks plot the positive class only (the other curve is its mirror image). Classes
-    with no positive or no negative image have no curve and are left out.
-    """
-    classes = [1] if probs.shape[1] == 2 else list(range(probs.shape[1]))
-    rows: list[list[Any]] = []
-    for index in classes:
-        target = (labels == index).long()
-        if target.sum() == 0 or target.sum() == len(target):
-            log.warning("no %s curve for %s: validation has one class only", kind, index)
-            continue
-        if kind == "roc":
-            x, y, _ = binary_roc(probs[:, index], target)
-        elif kind == "pr":
-            y, x, _ = binary_precision_recall_curve(probs[:, index], target)
-        else:
-            raise ValueError(f"curve kind must be 'roc' or 'pr', got {kind!r}")
-        keep = _thin(len(x), max_points)
-        rows += [[class_names[index], float(x[i]), float(y[i])] for i in keep]
-    return rows
-
-
-def _thin(n: int, max_points: int) -> list[int]:
-    """At most ``max_points`` evenly spaced indices with both ends kept: W&B tables are capped."""
-    if n <= max_points:
-        return list(range(n))
-    return torch.linspace(0, n - 1, max_points).round().long().unique().tolist()
 
 
 def thumbnail(image: Tensor, size: int) -> Any:
@@ -105,9 +41,9 @@ def thumbnail(image: Tensor, size: int) -> Any:
 class WandbReport(Callback):
     """Adds to the W&B run: the split file, the run id in checkpoints, and a validation report.
 
-    The report comes after every ``trainer.validate`` call (the entry point validates the best
-    checkpoint): a confusion matrix, ROC and precision-recall curves, and a table of the
-    ``top_k_wrong`` most confidently wrong validation images with thumbnails.
+    The report is a sink: the entry point's evaluation pass hands it its ``EvaluationReport``
+    (``log_report``): a confusion matrix at the chosen threshold, ROC and precision-recall
+    curves, and a table of the ``top_k_wrong`` most confidently wrong validation images.
     """
 
     def __init__(
@@ -158,105 +94,65 @@ class WandbReport(Callback):
             "project": getattr(run, "project", None),
         }
 
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Only a validate() call, where the entry point has loaded the best checkpoint; the
-        # per-epoch validation inside fit() is what the metrics already show.
-        if trainer.sanity_checking or trainer.state.fn != TrainerFn.VALIDATING:
-            return
-        logger = self._wandb_logger(trainer)
-        if logger is None:
-            return
-        loader = self._val_loader(trainer)
-        if loader is None:
-            log.warning("no validation loader: no W&B validation report")
-            return
-        forward_context = trainer.precision_plugin.forward_context
-        probs, labels = collect_probabilities(pl_module, loader, forward_context)
-        logger.experiment.log(self.report(trainer, pl_module, loader, probs, labels))
-
-    @staticmethod
-    def _val_loader(trainer: L.Trainer) -> DataLoader | None:
-        # The data module's own loader covers the whole set; the trainer's may be one DDP shard.
-        datamodule = trainer.datamodule
-        if datamodule is not None:
-            return datamodule.val_dataloader()
-        loaders = trainer.val_dataloaders
-        if isinstance(loaders, (list, tuple)):
-            return loaders[0] if loaders else None
-        return loaders
-
-    def report(
+    def log_report(
         self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        loader: DataLoader,
-        probs: Tensor,
-        labels: Tensor,
-    ) -> dict[str, Any]:
-        """The W&B charts and table for one validation pass."""
+        logger: WandbLogger,
+        report: EvaluationReport,
+        class_names: Sequence[str],
+        image_of: Callable[[str, int], Tensor],
+        split: str = "val",
+    ) -> None:
+        """Log what the evaluation pass computed for ``split``: nothing is re-predicted here,
+        and the confusion matrix uses the report's (validation-chosen) threshold."""
+        if split not in report.splits:
+            log.warning("no %s split in the report: no W&B report", split)
+            return
         import wandb
 
-        class_names = list(
-            getattr(pl_module, "class_names", None)
-            or [str(index) for index in range(probs.shape[1])]
-        )
-        threshold = float(getattr(pl_module.hparams, "threshold", 0.5))
-        preds = predict_classes(probs, threshold)
+        preds = report.splits[split].predictions
+        threshold = report.operating_point.threshold
+        labels = torch.as_tensor(preds.labels)
+        p = torch.as_tensor(preds.probabilities, dtype=torch.float32)
+        probs = torch.stack([1 - p, p], dim=1)
+        calls = predict_classes(probs, threshold)
         payload: dict[str, Any] = {
-            "val/confusion_matrix": wandb.plot.confusion_matrix(
+            f"{split}/confusion_matrix": wandb.plot.confusion_matrix(
                 y_true=labels.tolist(),
-                preds=preds.tolist(),
-                class_names=class_names,
-                title=f"Confusion matrix (validation, threshold {threshold:g})",
+                preds=calls.tolist(),
+                class_names=list(class_names),
+                title=f"Confusion matrix ({split}, threshold {threshold:.4g})",
             )
         }
         for kind, x_name, y_name, title in (
-            ("roc", "False positive rate", "True positive rate", "ROC curve (validation)"),
-            ("pr", "Recall", "Precision", "Precision-recall curve (validation)"),
+            ("roc", "False positive rate", "True positive rate", f"ROC curve ({split})"),
+            ("pr", "Recall", "Precision", f"Precision-recall curve ({split})"),
         ):
             rows = curve_rows(probs, labels, class_names, kind, self.max_curve_points)
             if rows:
-                payload[f"val/{kind}_curve"] = wandb.plot_table(
+                payload[f"{split}/{kind}_curve"] = wandb.plot_table(
                     "wandb/area-under-curve/v0",
                     wandb.Table(columns=["class", "x", "y"], data=rows),
                     {"x": "x", "y": "y", "class": "class"},
                     {"title": title, "x-axis-title": x_name, "y-axis-title": y_name},
                 )
-        payload["val/confidently_wrong"] = self._wrong_table(
-            trainer, loader, probs, labels, preds, class_names
-        )
-        return payload
-
-    def _wrong_table(
-        self,
-        trainer: L.Trainer,
-        loader: DataLoader,
-        probs: Tensor,
-        labels: Tensor,
-        preds: Tensor,
-        class_names: Sequence[str],
-    ) -> Any:
-        import wandb
-
-        records = getattr(trainer.datamodule, "split_records", {}).get("val")
-        if records is not None and len(records) != len(labels):
-            records = None  # not the loader's order, so the names would be wrong
         table = wandb.Table(
             columns=["image", "file", "label", "prediction", "p_prediction", "p_label"]
         )
-        for index in confidently_wrong(probs, labels, preds, self.top_k_wrong):
-            label, pred = int(labels[index]), int(preds[index])
-            file = str(records[index].path) if records is not None else f"val[{index}]"
+        for index in confidently_wrong(probs, labels, calls, self.top_k_wrong):
+            label, call = int(labels[index]), int(calls[index])
+            file = preds.files[index]
             image = wandb.Image(
-                thumbnail(loader.dataset[index][0], self.thumbnail_size),
-                caption=f"{Path(file).name}: {class_names[label]} as {class_names[pred]}",
+                thumbnail(image_of(split, index), self.thumbnail_size),
+                caption=f"{Path(file).name}: {class_names[label]} as {class_names[call]}",
             )
             table.add_data(
                 image,
                 file,
                 class_names[label],
-                class_names[pred],
-                round(float(probs[index, pred]), 4),
+                class_names[call],
+                round(float(probs[index, call]), 4),
                 round(float(probs[index, label]), 4),
             )
-        return table
+        payload[f"{split}/confidently_wrong"] = table
+        payload[f"{split}/threshold"] = threshold
+        logger.experiment.log(payload)

@@ -31,7 +31,8 @@ from cxrnet.tracking import (
     wandb_run_defaults,
     wandb_run_id_from_checkpoint,
 )
-from cxrnet.tracking_callbacks import WandbReport, confidently_wrong, curve_rows, thumbnail
+from cxrnet.evaluation.report import confidently_wrong, curve_rows
+from cxrnet.tracking_callbacks import WandbReport, thumbnail
 
 FAST = [
     "debug=fast",
@@ -165,7 +166,8 @@ def many_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory):
                 "trainer.log_every_n_steps=1",
                 # Threshold 0 calls every image pneumonia, so each NORMAL validation image is a
                 # confident error the report's table must show.
-                "model.threshold=0.0",
+                "threshold.criterion=fixed",
+                "threshold.value=0.0",
             ],
             root / "run",
             root / "cache",
@@ -183,7 +185,9 @@ def test_wandb_offline_run_holds_config_metrics_report_and_artifacts(many_run) -
     assert written["exit_code"] == 0
     assert written["job_type"] == "debug"
     assert written["config"]["data"]["image_size"] == 32
-    assert written["config"]["model"]["threshold"] == 0.0
+    assert written["config"]["threshold"]["value"] == 0.0
+    assert "val/threshold" in written["history"], "W&B gets the report's threshold"
+    assert "report/val/auroc_ci_low" in written["history"], "and its intervals"
     assert written["config"]["logger"]["wandb"]["mode"] == "auto"
     for key in ("train/loss_step", "train/loss", "val/auroc", "val/auroc_best", "epoch"):
         assert key in written["history"], key

@@ -1,4 +1,5 @@
-"""``cxrnet-eval ckpt_path=...``: recompute a checkpoint's metrics on its validation/test data."""
+"""``cxrnet-eval ckpt_path=...``: the evaluation pass and report for a checkpoint, on its own data
+or on any folder in the dataset layout (``data=chest_xray data.root=...``)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from cxrnet.cli.evaluation_pass import report_settings, run_evaluation_pass, threshold_rule
 from cxrnet.cli.hydra_support import (
     CONFIG_PATH,
     HYDRA_VERSION,
@@ -19,64 +21,114 @@ from cxrnet.cli.hydra_support import (
     save_resolved_config,
 )
 from cxrnet.data.datamodule import ChestXRayDataModule
-from cxrnet.evaluation.operating_point import operating_point
+from cxrnet.data.sources import resolve_data_root
+from cxrnet.models.inference import (
+    PREPROCESSING_KEYS,
+    load_checkpoint,
+    operating_point_of,
+    preprocessing_of,
+)
 from cxrnet.models.module import ClassifierModule
 from cxrnet.runs import RunRecorder
 
 log = logging.getLogger(__name__)
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; pass ckpt_path=<file>.ckpt")
-    # Our checkpoints hold the partial optimizer/scheduler factories, which need full unpickling.
-    return torch.load(path, map_location="cpu", weights_only=False)
+def _explicit_data_keys() -> set[str]:
+    """``data.<key>`` settings given on the command line, which win over the checkpoint's."""
+    if not HydraConfig.initialized():
+        return set()
+    keys = set()
+    for line in HydraConfig.get().overrides.task:
+        key = str(line).split("=", 1)[0].lstrip("+~")
+        if key.startswith("data."):
+            keys.add(key.removeprefix("data."))
+    return keys
 
 
 def datamodule_for(cfg: DictConfig, checkpoint: dict[str, Any]) -> ChestXRayDataModule:
-    """The data the checkpoint was trained with, unless the config names other data."""
-    if cfg.get("data"):
-        return instantiate(cfg.data)
-    hparams = checkpoint.get("datamodule_hyper_parameters")
-    if not hparams:
+    """The data the checkpoint was trained with, unless the config names other data.
+
+    Other data is decoded with the checkpoint's preprocessing unless the command line sets a
+    preprocessing key; a setting the network cannot take is an error before any decoding.
+    """
+    stored = preprocessing_of(checkpoint)
+    if not cfg.get("data"):
+        hparams = checkpoint.get("datamodule_hyper_parameters")
+        if not hparams:
+            raise ValueError(
+                f"checkpoint {cfg.ckpt_path} does not record its data settings; pass "
+                "data=chest_xray data.root=<folder>"
+            )
+        return ChestXRayDataModule(**hparams)
+    settings = OmegaConf.to_container(cfg.data, resolve=True)
+    settings.pop("_target_", None)
+    explicit = _explicit_data_keys()
+    for key in PREPROCESSING_KEYS:
+        if key not in explicit:
+            settings[key] = getattr(stored, key)
+        elif settings[key] != getattr(stored, key):
+            log.warning("data.%s=%s differs from the checkpoint's %s", key, settings[key], stored)
+    net = checkpoint["hyper_parameters"]["net"]
+    if "image_size" in net and settings["image_size"] != net["image_size"]:
         raise ValueError(
-            f"checkpoint {cfg.ckpt_path} does not record its data settings; pass data=chest_xray "
-            "data.root=<folder>"
+            f"checkpoint {cfg.ckpt_path}: its network ({net['name']}) was built for "
+            f"image_size {net['image_size']}, so data.image_size={settings['image_size']} cannot "
+            "work; drop data.image_size to use the checkpoint's preprocessing"
         )
-    return ChestXRayDataModule(**hparams)
+    settings["root"] = resolve_data_root(
+        settings.get("root"),
+        OmegaConf.to_container(cfg.synthetic, resolve=True) if cfg.get("synthetic") else None,
+        cfg.paths.cache_dir,
+    )
+    return ChestXRayDataModule(**settings)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """The checkpoint's metrics on each of ``cfg.stages``, plus the validation-chosen threshold."""
+    """The checkpoint's report on each of ``cfg.stages``.
+
+    Binary checkpoints use their stored operating point (``threshold.rechoose=true`` chooses it
+    again on this data's validation split); the subtype task uses the trainer's own passes.
+    """
     ckpt_path = Path(cfg.ckpt_path).expanduser()
     checkpoint = load_checkpoint(ckpt_path)
-    model = ClassifierModule(**checkpoint["hyper_parameters"])
+    hparams = dict(checkpoint["hyper_parameters"])
+    hparams.pop("threshold", None)  # written before the threshold moved to the operating point
+    model = ClassifierModule(**hparams)
     model.load_state_dict(checkpoint["state_dict"])
     datamodule = datamodule_for(cfg, checkpoint)
     datamodule.setup("test")
+    for stage in cfg.stages:
+        if stage not in ("val", "test"):
+            raise ValueError(f"stages may hold 'val' and 'test', got {stage!r}")
+    if model.num_classes == 2:
+        stored = operating_point_of(checkpoint)
+        threshold_cfg = cfg.get("threshold") or {}
+        rechoose = bool(threshold_cfg.get("rechoose")) or stored is None
+        if stored is None:
+            log.warning("checkpoint %s stores no operating point: choosing one on val", ckpt_path)
+        report = run_evaluation_pass(
+            model,
+            datamodule,
+            list(cfg.stages),
+            Path(cfg.paths.output_dir),
+            rule=threshold_rule(threshold_cfg),
+            operating_point=None if rechoose else stored,
+            settings=report_settings(cfg.get("report")),
+            checkpoint=str(ckpt_path),
+        )
+        return dict(report.metrics)
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
     metrics: dict[str, float] = {}
     for stage in cfg.stages:
         if stage == "val":
             results = trainer.validate(model, datamodule=datamodule)
-        elif stage == "test":
-            if not datamodule.has_test:
-                log.warning("no test split in %s: skipped", datamodule.root)
-                continue
-            results = trainer.test(model, datamodule=datamodule)
+        elif not datamodule.has_test:
+            log.warning("no test split in %s: skipped", datamodule.root)
+            continue
         else:
-            raise ValueError(f"stages may hold 'val' and 'test', got {stage!r}")
+            results = trainer.test(model, datamodule=datamodule)
         metrics |= {key: float(value) for result in results for key, value in result.items()}
-    if model.num_classes == 2 and cfg.get("threshold"):
-        # As in training: the threshold comes from the validation split, whatever is scored.
-        metrics |= operating_point(
-            model,
-            datamodule,
-            Path(cfg.paths.output_dir),
-            criterion=cfg.threshold.criterion,
-            min_sensitivity=cfg.threshold.min_sensitivity,
-            include_test="test" in cfg.stages,
-        )
     return metrics
 
 
@@ -88,8 +140,11 @@ def _hydra_main(cfg: DictConfig) -> None:
     with RunRecorder(output_dir, "cxrnet-eval", job_overrides()) as recorder:
         recorder.update(paths={"ckpt_path": ckpt_path})
         recorder.complete(evaluate(cfg))
-    for key, value in sorted(recorder.record.metrics.items()):
+    shown = {k: v for k, v in recorder.record.metrics.items() if "_ci_" not in k}
+    for key, value in sorted(shown.items()):
         print(f"{key}: {value:.4f}")
+    if (output_dir / "report.md").is_file():
+        print(f"report: {output_dir / 'report.md'}")
     print(f"run folder: {output_dir}")
 
 

@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
+from cxrnet.cli.evaluation_pass import report_settings, run_evaluation_pass, threshold_rule
 from cxrnet.cli.hydra_support import (
     CONFIG_PATH,
     HYDRA_VERSION,
@@ -24,24 +25,23 @@ from cxrnet.cli.hydra_support import (
     register_resolvers,
     save_resolved_config,
 )
-from cxrnet.data.synthetic import SyntheticSpec, ensure_synthetic
-from cxrnet.evaluation.operating_point import operating_point
+from cxrnet.data import sources as data_sources
+from cxrnet.models.inference import load_checkpoint, stamp_checkpoint
 from cxrnet.runs import RunRecord, RunRecorder
 from cxrnet.tracking import finish_wandb_run, wandb_run_defaults
+from cxrnet.tracking_callbacks import WandbReport
 
 log = logging.getLogger(__name__)
 
 
 def resolve_data_root(cfg: DictConfig) -> str | list[str]:
-    """The configured data root(s) as given (the data module reads folders, manifests and
-    lists of either), or the built-in synthetic dataset, generated once."""
+    """The configured data root(s), or the built-in synthetic dataset (see ``data.sources``)."""
     root = cfg.data.get("root")
-    if root:
-        return OmegaConf.to_container(root) if isinstance(root, ListConfig) else str(root)
-    spec = SyntheticSpec(**OmegaConf.to_container(cfg.synthetic, resolve=True))
-    generated = ensure_synthetic(Path(cfg.paths.cache_dir) / "synthetic", spec)
-    log.info("data.root not set: training on the built-in synthetic dataset at %s", generated)
-    return str(generated)
+    return data_sources.resolve_data_root(
+        OmegaConf.to_container(root) if isinstance(root, ListConfig) else root,
+        OmegaConf.to_container(cfg.synthetic, resolve=True),
+        cfg.paths.cache_dir,
+    )
 
 
 def _metric_values(results: list[dict[str, float]]) -> dict[str, float]:
@@ -79,6 +79,63 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str
     ckpt = best or None
     if ckpt is None:
         log.warning("no best checkpoint was saved; reporting the last weights")
+    if datamodule.num_classes == 2:
+        metrics = _evaluate_binary(cfg, trainer, model, datamodule, ckpt, loggers, callbacks)
+    else:
+        metrics = _evaluate_multiclass(cfg, trainer, model, datamodule, ckpt, root)
+    return {"metrics": metrics, "best_checkpoint": best, "data_root": root}
+
+
+def _evaluate_binary(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    model: Any,
+    datamodule: Any,
+    ckpt: str | None,
+    loggers: Sequence[Any],
+    callbacks: Sequence[Callback],
+) -> dict[str, float]:
+    """One evaluation pass over the best checkpoint on rank 0: each split predicted once, the
+    threshold chosen on validation and stored in the checkpoint with the preprocessing."""
+    if not trainer.is_global_zero:
+        return {}
+    if ckpt is not None:
+        model.load_state_dict(load_checkpoint(ckpt)["state_dict"])
+    splits = ["val"]
+    if cfg.get("test") and datamodule.has_test:
+        splits.append("test")
+    elif cfg.get("test"):
+        log.warning("no test split under %s: skipped testing", datamodule.root)
+    wandb_report = next((c for c in callbacks if isinstance(c, WandbReport)), None)
+    report = run_evaluation_pass(
+        model,
+        datamodule,
+        splits,
+        Path(cfg.paths.output_dir),
+        rule=threshold_rule(cfg.get("threshold")),
+        settings=report_settings(cfg.get("report")),
+        loggers=loggers,
+        wandb_report=wandb_report,
+        checkpoint=ckpt or "",
+    )
+    if ckpt is not None:
+        stamp_checkpoint(ckpt, report.operating_point, datamodule.decode_params)
+    metrics = dict(report.metrics)
+    best = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
+    if best is not None:
+        metrics[f"{cfg.monitor}_best"] = float(best)
+    return metrics
+
+
+def _evaluate_multiclass(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    model: Any,
+    datamodule: Any,
+    ckpt: str | None,
+    root: Any,
+) -> dict[str, float]:
+    """The subtype task has no threshold: the trainer's own validate and test passes."""
     metrics = _metric_values(
         trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
     )
@@ -88,16 +145,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str
         )
     elif cfg.get("test"):
         log.warning("no test split under %s: skipped testing", root)
-    if datamodule.num_classes == 2 and cfg.get("threshold") and trainer.is_global_zero:
-        metrics |= operating_point(
-            model,
-            datamodule,
-            output_dir,
-            criterion=cfg.threshold.criterion,
-            min_sensitivity=cfg.threshold.min_sensitivity,
-            include_test=bool(cfg.get("test")),
-        )
-    return {"metrics": metrics, "best_checkpoint": best, "data_root": root}
+    return metrics
 
 
 def run(

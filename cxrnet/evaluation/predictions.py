@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 
 import lightning as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
+
+from cxrnet.data.records import Record
+from cxrnet.evaluation.report import SplitPredictions
 
 
 def predict_probabilities(
@@ -39,3 +42,16 @@ def predict_probabilities(
     finally:
         module.train(was_training)
     return torch.cat(probabilities), torch.cat(labels).long()
+
+
+def predict_split(
+    module: L.LightningModule, loader: DataLoader, records: Sequence[Record]
+) -> SplitPredictions:
+    """One split's pneumonia probabilities with each film's file, subtype and patient.
+
+    ``records`` must be in the loader's order (a data module's ``split_records``).
+    """
+    probabilities, labels = predict_probabilities(module, loader)
+    if len(records) != len(labels):
+        raise ValueError(f"{len(records)} records for {len(labels)} predictions")
+    return SplitPredictions.from_records(probabilities.numpy(), labels.numpy(), records)

@@ -1,0 +1,120 @@
+"""The evaluation pass shared by ``cxrnet-train`` and ``cxrnet-eval``: predict each split once,
+then derive the report, its files and what the loggers get from those predictions."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers import Logger, WandbLogger
+
+from cxrnet.data.datamodule import ChestXRayDataModule
+from cxrnet.evaluation.figures import plot_split
+from cxrnet.evaluation.model_card import render_model_card
+from cxrnet.evaluation.predictions import predict_split
+from cxrnet.evaluation.report import (
+    EvaluationReport,
+    ReportSettings,
+    evaluate_predictions,
+    finite,
+    write_predictions,
+)
+from cxrnet.evaluation.thresholds import OperatingPoint, ThresholdRule
+from cxrnet.models.module import ClassifierModule
+from cxrnet.tracking_callbacks import WandbReport
+
+log = logging.getLogger(__name__)
+
+KNOWN_LIMITS = (
+    "The official validation split has 16 films; thresholds and intervals from it are too "
+    "uncertain to use. Use a patient-grouped split (data.split=patient) or a held-out set.",
+    "Single centre (Guangzhou), paediatric patients aged 1-5, anterior-posterior films: no "
+    "evidence about adults, other hospitals or other devices.",
+    "Normal and pneumonia films differ in original size and aspect ratio; squashing to a "
+    "square can leave a shortcut a network may learn (data.resize=letterbox avoids it).",
+    "Labels come from the dataset's folder names, graded by two physicians; no radiology "
+    "reports or follow-up.",
+)
+
+
+def threshold_rule(values: Mapping[str, Any] | None) -> ThresholdRule:
+    """The ``threshold`` config block as a rule (unknown keys such as ``rechoose`` ignored)."""
+    return ThresholdRule.from_mapping(values)
+
+
+def report_settings(values: Mapping[str, Any] | None) -> ReportSettings:
+    values = dict(values or {})
+    known = {key: values[key] for key in ReportSettings.__dataclass_fields__ if key in values}
+    return ReportSettings(**known)
+
+
+def run_evaluation_pass(
+    model: ClassifierModule,
+    datamodule: ChestXRayDataModule,
+    splits: Sequence[str],
+    output_dir: Path,
+    *,
+    rule: ThresholdRule,
+    operating_point: OperatingPoint | None = None,
+    settings: ReportSettings | None = None,
+    loggers: Sequence[Logger] = (),
+    wandb_report: WandbReport | None = None,
+    checkpoint: str = "",
+) -> EvaluationReport:
+    """Predict each of ``splits`` once and write predictions, figures and report.md.
+
+    ``operating_point`` None: chosen by ``rule`` on the validation split, which is then
+    predicted even if not listed. Splits the data has none of are skipped with a warning.
+    """
+    wanted = list(dict.fromkeys([*(["val"] if operating_point is None else []), *splits]))
+    predictions = {}
+    for split in wanted:
+        if split not in datamodule.datasets:
+            log.warning("no %s split under %s: not evaluated", split, datamodule.root)
+            continue
+        loader = datamodule.eval_dataloader(split)
+        predictions[split] = predict_split(model, loader, datamodule.split_records[split])
+    report = evaluate_predictions(
+        predictions, rule, operating_point, settings, model.hparams.get("class_weights")
+    )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    figures = {}
+    for split, preds in predictions.items():
+        threshold = report.operating_point.threshold
+        write_predictions(output_dir / f"predictions_{split}.csv", preds, threshold)
+        path = plot_split(report, split, output_dir / "figures" / f"{split}.png")
+        figures[split] = str(path.relative_to(output_dir))
+    card = render_model_card(
+        report,
+        checkpoint=checkpoint,
+        data_sources=[str(source) for source in datamodule.sources],
+        counts=datamodule.counts(),
+        preprocessing=datamodule.decode_params.as_dict(),
+        network=dict(model.hparams["net"]),
+        figures=figures,
+        limits=KNOWN_LIMITS,
+    )
+    (output_dir / "report.md").write_text(card)
+    _send_to_loggers(report, loggers, wandb_report or WandbReport(), datamodule, model)
+    return report
+
+
+def _send_to_loggers(
+    report: EvaluationReport,
+    loggers: Sequence[Logger],
+    wandb_report: WandbReport,
+    datamodule: ChestXRayDataModule,
+    model: ClassifierModule,
+) -> None:
+    scalars = {key: value for key, value in report.metrics.items() if finite(value)}
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+
+            def image_of(split: str, index: int) -> Any:
+                return datamodule.datasets[split][index][0]
+
+            wandb_report.log_report(logger, report, model.class_names, image_of)
+        logger.log_metrics({f"report/{key}": value for key, value in scalars.items()})
+        logger.save()

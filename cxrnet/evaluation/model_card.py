@@ -1,0 +1,123 @@
+"""``report.md``: the evaluation read as a model card, from an ``EvaluationReport`` and context."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from cxrnet.evaluation.report import THRESHOLD_METRICS, EvaluationReport, finite
+
+_LABELS = {
+    "accuracy": "accuracy",
+    "precision": "precision (PPV)",
+    "recall": "sensitivity",
+    "specificity": "specificity",
+    "f1": "F1",
+}
+
+
+def _cell(report: EvaluationReport, key: str) -> str:
+    value = report.metrics.get(key)
+    if not finite(value):
+        return "n/a"
+    interval = report.interval(key)
+    if interval is None or not all(finite(v) for v in interval):
+        return f"{value:.3f}"
+    return f"{value:.3f} ({interval[0]:.3f}-{interval[1]:.3f})"
+
+
+def render_model_card(
+    report: EvaluationReport,
+    *,
+    checkpoint: str,
+    data_sources: Sequence[str],
+    counts: Sequence[Mapping[str, Any]],
+    preprocessing: Mapping[str, Any],
+    network: Mapping[str, Any],
+    figures: Mapping[str, str],
+    limits: Sequence[str] = (),
+) -> str:
+    s = report.settings
+    op = report.operating_point
+    level = round(s.level * 100)
+    lines = [
+        "# Model card: pneumonia vs normal on paediatric chest films",
+        "",
+        f"Checkpoint: `{checkpoint}`",
+        "",
+        "## Data",
+        "",
+        "Sources: " + ", ".join(f"`{source}`" for source in data_sources),
+        "",
+    ]
+    if counts:
+        columns = list(counts[0])
+        lines += ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+        lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in counts]
+        lines.append("")
+    lines += [
+        "## Preprocessing and network",
+        "",
+        "Preprocessing (applied identically by training, evaluation, prediction and export): "
+        + ", ".join(f"{key}={value}" for key, value in preprocessing.items())
+        + "; one grey channel scaled to [0, 1].",
+        "",
+        "Network: " + ", ".join(f"{key}={value}" for key, value in network.items()),
+        "",
+        "## Decision threshold",
+        "",
+        f"Threshold {op.describe()}. A film is called PNEUMONIA when its probability is at least "
+        "the threshold. It is stored in the checkpoint and used unchanged on every other split.",
+        "",
+        "## Metrics",
+        "",
+        f"Point estimate ({level}% bootstrap interval: {s.resamples} resamples of patients, "
+        f"seed {s.seed}).",
+        "",
+    ]
+    splits = list(report.splits)
+    header = "| metric | " + " | ".join(splits) + " |"
+    lines += [header, "|" + " --- |" * (len(splits) + 1)]
+    for name in THRESHOLD_METRICS:
+        for suffix, where in (("_at_threshold", f"at {op.threshold:.3f}"), ("", "at 0.5")):
+            cells = [_cell(report, f"{split}/{name}{suffix}") for split in splits]
+            lines.append(f"| {_LABELS[name]} {where} | " + " | ".join(cells) + " |")
+    for name, label in (("auroc", "AUROC"), ("auprc", "AUPRC")):
+        cells = [_cell(report, f"{split}/{name}") for split in splits]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "### Sensitivity per pneumonia subtype (at the chosen threshold)", ""]
+    lines += ["| split | subtype | films | sensitivity |", "| --- | --- | --- | --- |"]
+    for split in splits:
+        for subtype in ("bacteria", "virus"):
+            key = f"{split}/recall_{subtype}_at_threshold"
+            if key in report.metrics:
+                n = int(report.metrics[f"{split}/n_{subtype}"])
+                lines.append(f"| {split} | {subtype} | {n} | {report.metrics[key]:.3f} |")
+    lines += ["", "### Confusion and calibration", ""]
+    lines += ["| split | TP | FP | FN | TN | ECE | ECE after temperature |"]
+    lines += ["| --- | --- | --- | --- | --- | --- | --- |"]
+    for split, part in report.splits.items():
+        c = part.confusion
+        calibrated = "-" if part.calibrated_ece is None else f"{part.calibrated_ece:.3f}"
+        lines.append(
+            f"| {split} | {c['tp']} | {c['fp']} | {c['fn']} | {c['tn']} | {part.ece:.3f} "
+            f"| {calibrated} |"
+        )
+    if report.temperature is not None:
+        lines += ["", f"Temperature {report.temperature:.3f}, fitted on validation only."]
+    if figures:
+        lines += ["", "## Figures", ""]
+        lines += [f"![{split}]({path})" for split, path in figures.items()]
+    lines += ["", "## Most confident errors", ""]
+    for split, part in report.splits.items():
+        preds = part.predictions
+        for index in part.wrong:
+            truth = "PNEUMONIA" if preds.labels[index] == 1 else "NORMAL"
+            lines.append(
+                f"- {split}: `{Path(preds.files[index]).name}` is {truth}, "
+                f"p(pneumonia)={preds.probabilities[index]:.3f}"
+            )
+    lines += ["", "## Known limits", ""]
+    lines += [f"- {limit}" for limit in limits]
+    return "\n".join(lines) + "\n"

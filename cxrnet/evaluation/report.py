@@ -1,0 +1,301 @@
+"""The evaluation pass: one set of predictions per split in, every number a report needs out.
+
+Plain arrays and records in (no data module, no trainer): the operating point, metrics at it and
+at 0.5 with patient-bootstrap intervals, sensitivity per subtype, calibration, curves, the most
+confident errors. Files (CSVs, figures, report.md) and logger payloads are all derived from the
+``EvaluationReport`` this returns, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torchmetrics.functional.classification import binary_precision_recall_curve, binary_roc
+
+from cxrnet.data.records import Record
+from cxrnet.evaluation.bootstrap import bootstrap_intervals
+from cxrnet.evaluation.calibration import apply_temperature, fit_temperature, reliability
+from cxrnet.evaluation.curves import auroc, average_precision
+from cxrnet.evaluation.thresholds import (
+    OperatingPoint,
+    ThresholdRule,
+    choose_operating_point,
+    metrics_from_confusion,
+)
+
+log = logging.getLogger(__name__)
+
+# Reported at the chosen threshold and at 0.5 (the name alone: what training logs per epoch).
+THRESHOLD_METRICS = ("accuracy", "precision", "recall", "specificity", "f1")
+SUBTYPES = ("bacteria", "virus")
+
+
+@dataclass(frozen=True)
+class SplitPredictions:
+    """Pneumonia probabilities of one split with what is known about each film."""
+
+    probabilities: np.ndarray
+    labels: np.ndarray
+    files: tuple[str, ...]
+    subtypes: tuple[str, ...]
+    patients: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.probabilities)
+        lengths = {len(self.labels), len(self.files), len(self.subtypes)}
+        if self.patients is not None:
+            lengths.add(len(self.patients))
+        if lengths != {n}:
+            raise ValueError(f"{n} probabilities but per-film fields of lengths {sorted(lengths)}")
+
+    @classmethod
+    def from_records(
+        cls, probabilities: np.ndarray, labels: np.ndarray, records: Sequence[Record]
+    ) -> SplitPredictions:
+        return cls(
+            np.asarray(probabilities, dtype=np.float64),
+            np.asarray(labels, dtype=np.int64),
+            tuple(str(record.path) for record in records),
+            tuple(record.subtype for record in records),
+            tuple(record.patient for record in records),
+        )
+
+    def __len__(self) -> int:
+        return len(self.probabilities)
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """Bootstrap and calibration settings; the seed makes intervals reproducible."""
+
+    resamples: int = 1000
+    seed: int = 0
+    level: float = 0.95
+    calibrate: bool = False
+    bins: int = 10
+    top_k_wrong: int = 8
+
+
+@dataclass
+class SplitReport:
+    predictions: SplitPredictions
+    confusion: dict[str, int]  # tp, fp, fn, tn at the chosen threshold
+    ece: float
+    reliability: Any
+    calibrated_ece: float | None = None
+    wrong: list[int] = field(default_factory=list)
+
+
+@dataclass
+class EvaluationReport:
+    operating_point: OperatingPoint
+    metrics: dict[str, float]
+    splits: dict[str, SplitReport]
+    settings: ReportSettings
+    temperature: float | None = None
+
+    def interval(self, key: str) -> tuple[float, float] | None:
+        low, high = self.metrics.get(f"{key}_ci_low"), self.metrics.get(f"{key}_ci_high")
+        return None if low is None or high is None else (low, high)
+
+
+def _scores(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
+    values: dict[str, float] = {}
+    positive = labels == 1
+    for suffix, t in (("_at_threshold", threshold), ("", 0.5)):
+        predicted = probabilities >= t
+        tp = float(np.sum(predicted & positive))
+        fp = float(np.sum(predicted & ~positive))
+        fn = float(np.sum(~predicted & positive))
+        tn = float(np.sum(~predicted & ~positive))
+        for name, value in metrics_from_confusion(tp, fp, fn, tn).items():
+            values[f"{name}{suffix}"] = value
+    values["auroc"] = auroc(probabilities, labels)
+    values["auprc"] = average_precision(probabilities, labels)
+    return values
+
+
+def weighted_log_loss(
+    probabilities: np.ndarray, labels: np.ndarray, class_weights: Sequence[float] | None
+) -> float:
+    """The training loss (class-weighted binary cross-entropy) from probabilities."""
+    p = np.clip(probabilities, 1e-7, 1 - 1e-7)
+    per_film = -(labels * np.log(p) + (1 - labels) * np.log1p(-p))
+    weights = np.ones(2) if class_weights is None else np.asarray(class_weights, dtype=np.float64)
+    return float(np.mean(per_film * weights[labels]))
+
+
+def confidently_wrong_indices(
+    probabilities: np.ndarray, labels: np.ndarray, threshold: float, k: int
+) -> list[int]:
+    """Up to ``k`` wrong calls, the most confident in the wrong class first."""
+    predicted = (probabilities >= threshold).astype(np.int64)
+    wrong = np.flatnonzero(predicted != labels)
+    confidence = np.where(predicted[wrong] == 1, probabilities[wrong], 1 - probabilities[wrong])
+    return wrong[np.argsort(-confidence, kind="stable")][:k].tolist()
+
+
+def evaluate_predictions(
+    predictions: Mapping[str, SplitPredictions],
+    rule: ThresholdRule | None = None,
+    operating_point: OperatingPoint | None = None,
+    settings: ReportSettings | None = None,
+    class_weights: Sequence[float] | None = None,
+) -> EvaluationReport:
+    """Every number of the report from one prediction per film per split.
+
+    The threshold is ``operating_point`` when given (e.g. the one stored in a checkpoint), else
+    chosen by ``rule`` on the ``val`` split. Temperature scaling, when asked for, is fitted on
+    ``val`` only and reported as calibration; decisions always use the model's own probabilities.
+    """
+    rule = rule or ThresholdRule()
+    settings = settings or ReportSettings()
+    if operating_point is None:
+        if "val" not in predictions:
+            raise ValueError("choosing a threshold needs validation predictions (split 'val')")
+        val = predictions["val"]
+        operating_point = choose_operating_point(val.probabilities, val.labels, rule)
+    threshold = operating_point.threshold
+    temperature = None
+    if settings.calibrate and "val" in predictions:
+        val = predictions["val"]
+        temperature = fit_temperature(val.probabilities, val.labels)
+    metrics: dict[str, float] = {"val/threshold": threshold}
+    if temperature is not None:
+        metrics["val/temperature"] = temperature
+    splits: dict[str, SplitReport] = {}
+    for split, preds in predictions.items():
+        probs, labels = preds.probabilities, preds.labels
+        point = _scores(probs, labels, threshold)
+        intervals = bootstrap_intervals(
+            lambda idx, probs=probs, labels=labels: _scores(probs[idx], labels[idx], threshold),
+            len(preds),
+            groups=preds.patients,
+            resamples=settings.resamples,
+            seed=settings.seed,
+            level=settings.level,
+        )
+        for name, value in point.items():
+            metrics[f"{split}/{name}"] = value
+            low, high = intervals[name]
+            metrics[f"{split}/{name}_ci_low"] = low
+            metrics[f"{split}/{name}_ci_high"] = high
+        metrics[f"{split}/loss"] = weighted_log_loss(probs, labels, class_weights)
+        subtypes = np.asarray(preds.subtypes)
+        for subtype in SUBTYPES:
+            chosen = subtypes == subtype
+            if chosen.any():
+                caught = float(np.mean(probs[chosen] >= threshold))
+                metrics[f"{split}/recall_{subtype}_at_threshold"] = caught
+                metrics[f"{split}/n_{subtype}"] = float(chosen.sum())
+        predicted = probs >= threshold
+        confusion = {
+            "tp": int(np.sum(predicted & (labels == 1))),
+            "fp": int(np.sum(predicted & (labels == 0))),
+            "fn": int(np.sum(~predicted & (labels == 1))),
+            "tn": int(np.sum(~predicted & (labels == 0))),
+        }
+        rel = reliability(probs, labels, settings.bins)
+        metrics[f"{split}/ece"] = rel.ece
+        report = SplitReport(preds, confusion, rel.ece, rel)
+        if temperature is not None:
+            calibrated = reliability(apply_temperature(probs, temperature), labels, settings.bins)
+            report.calibrated_ece = calibrated.ece
+            metrics[f"{split}/ece_calibrated"] = calibrated.ece
+        report.wrong = confidently_wrong_indices(probs, labels, threshold, settings.top_k_wrong)
+        splits[split] = report
+    return EvaluationReport(operating_point, metrics, splits, settings, temperature)
+
+
+def write_predictions(path: Path, predictions: SplitPredictions, threshold: float) -> None:
+    """Per film: file, label, subtype, patient, probability and the call at ``threshold``."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "label", "subtype", "patient", "probability", "prediction"])
+        patients = predictions.patients or ("",) * len(predictions)
+        for file, label, subtype, patient, probability in zip(
+            predictions.files,
+            predictions.labels,
+            predictions.subtypes,
+            patients,
+            predictions.probabilities,
+            strict=True,
+        ):
+            writer.writerow(
+                [
+                    file,
+                    "PNEUMONIA" if label == 1 else "NORMAL",
+                    subtype,
+                    patient,
+                    f"{probability:.6f}",
+                    "PNEUMONIA" if probability >= threshold else "NORMAL",
+                ]
+            )
+
+
+def finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+# Tensor helpers for the W&B sink (per-class curves also serve the multiclass task).
+
+
+def predict_classes(probs: Tensor, threshold: float = 0.5) -> Tensor:
+    """Binary: pneumonia when its probability reaches ``threshold``; multiclass: the argmax."""
+    if probs.shape[1] == 2:
+        return (probs[:, 1] >= threshold).long()
+    return probs.argmax(dim=1)
+
+
+def confidently_wrong(probs: Tensor, labels: Tensor, preds: Tensor, k: int) -> list[int]:
+    """Indices of up to ``k`` wrong predictions, most confident (in the wrong class) first."""
+    wrong = (preds != labels).nonzero().flatten()
+    confidence = probs[wrong, preds[wrong]]
+    order = confidence.argsort(descending=True, stable=True)
+    return wrong[order][:k].tolist()
+
+
+def curve_rows(
+    probs: Tensor,
+    labels: Tensor,
+    class_names: Sequence[str],
+    kind: str,
+    max_points: int = 2000,
+) -> list[list[Any]]:
+    """Rows ``[class, x, y]`` of one-vs-rest ROC (``x=fpr``) or PR (``x=recall``) curves.
+
+    Binary tasks plot the positive class only (the other curve is its mirror image). Classes
+    with no positive or no negative image have no curve and are left out.
+    """
+    classes = [1] if probs.shape[1] == 2 else list(range(probs.shape[1]))
+    rows: list[list[Any]] = []
+    for index in classes:
+        target = (labels == index).long()
+        if target.sum() == 0 or target.sum() == len(target):
+            log.warning("no %s curve for %s: the split has one class only", kind, index)
+            continue
+        if kind == "roc":
+            x, y, _ = binary_roc(probs[:, index], target)
+        elif kind == "pr":
+            y, x, _ = binary_precision_recall_curve(probs[:, index], target)
+        else:
+            raise ValueError(f"curve kind must be 'roc' or 'pr', got {kind!r}")
+        keep = _thin(len(x), max_points)
+        rows += [[class_names[index], float(x[i]), float(y[i])] for i in keep]
+    return rows
+
+
+def _thin(n: int, max_points: int) -> list[int]:
+    """At most ``max_points`` evenly spaced indices with both ends kept: W&B tables are capped."""
+    if n <= max_points:
+        return list(range(n))
+    return torch.linspace(0, n - 1, max_points).round().long().unique().tolist()
