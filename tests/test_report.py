@@ -62,9 +62,9 @@ def test_operating_point_records_its_criterion_and_floor_as_plain_values() -> No
     assert all(isinstance(v, (str, float)) for v in point.as_dict().values())
     fixed = choose_operating_point(PROBS, LABELS, ThresholdRule(criterion="fixed", value=0.3))
     assert fixed.threshold == 0.3
-    with pytest.raises(ValueError, match="threshold.criterion must be one of"):
+    with pytest.raises(ValueError, match=r"threshold\.criterion must be one of"):
         ThresholdRule(criterion="accuracy")
-    with pytest.raises(ValueError, match="threshold.value"):
+    with pytest.raises(ValueError, match=r"threshold\.value"):
         ThresholdRule(criterion="fixed")
 
 

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, open_dict
 
 from cxrnet.cli.hydra_support import register_resolvers
 from cxrnet.cli.train import run
+from cxrnet.evaluation.report import confidently_wrong, curve_rows
 from cxrnet.tracking import (
     CHECKPOINT_KEY,
     finish_wandb_run,
@@ -31,7 +32,6 @@ from cxrnet.tracking import (
     wandb_run_defaults,
     wandb_run_id_from_checkpoint,
 )
-from cxrnet.evaluation.report import confidently_wrong, curve_rows
 from cxrnet.tracking_callbacks import WandbReport, thumbnail
 
 FAST = [
