@@ -149,6 +149,19 @@ def overrides_as_dict(lines: Iterable[object]) -> dict[str, Value]:
     return parsed
 
 
+MISSING = object()
+
+
+def lookup(config: Mapping[str, Any], dotted: str) -> Any:
+    """``config["a"]["b"]`` for ``"a.b"``, or ``MISSING`` where a part is absent."""
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return MISSING
+        node = node[part]
+    return node
+
+
 _BARE_STRING = re.compile(r"[A-Za-z_][\w\-./]*")
 _HYDRA_WORDS = {"true", "false", "null", "nan", "inf"}
 

@@ -18,6 +18,8 @@ from urllib.parse import urlparse
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
+from cxrnet.runs import Override
+
 log = logging.getLogger(__name__)
 
 WandbMode = Literal["auto", "online", "offline", "disabled"]
@@ -166,13 +168,9 @@ def run_name_from_overrides(
 
     Keys under ``excluded`` (and their children, ``paths`` covers ``paths.log_dir``) are left out.
     """
-    kept = []
-    for override in overrides:
-        key = override.split("=", 1)[0].lstrip("+~")
-        if any(key == prefix or key.startswith(f"{prefix}.") for prefix in excluded):
-            continue
-        kept.append(override.lstrip("+~"))
-    return ",".join(sorted(kept)) or None
+    kept = [Override.parse(o) for o in overrides]
+    named = [str(o).lstrip("+~") for o in kept if not o.in_group(*excluded)]
+    return ",".join(sorted(named)) or None
 
 
 def wandb_run_defaults(
