@@ -198,14 +198,13 @@ def wandb_run_defaults(
 
 def wandb_run_id_from_checkpoint(path: str | Path) -> str | None:
     """The W&B run id a checkpoint was written under, or None (older or non-W&B checkpoints)."""
-    import torch
+    from cxrnet.models.checkpoint import load_checkpoint
 
     path = Path(path)
     if not path.is_file():
         return None
-    # mmap: only the small dictionaries are read, not every weight. The checkpoint is the user's
-    # own file (they asked to resume from it), and it holds pickled optimizer factories.
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    # mmap: only the small dictionaries are read, not every weight.
+    checkpoint = load_checkpoint(path, mmap=True)
     stored = checkpoint.get(CHECKPOINT_KEY) or {}
     return stored.get("run_id")
 
