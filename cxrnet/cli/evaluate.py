@@ -22,12 +22,8 @@ from cxrnet.cli.hydra_support import (
 )
 from cxrnet.data.datamodule import ChestXRayDataModule
 from cxrnet.data.sources import resolve_data_root
-from cxrnet.models.inference import (
-    PREPROCESSING_KEYS,
-    load_checkpoint,
-    operating_point_of,
-    preprocessing_of,
-)
+from cxrnet.models.checkpoint import load_checkpoint
+from cxrnet.models.inference import PREPROCESSING_KEYS, operating_point_of, preprocessing_of
 from cxrnet.models.module import ClassifierModule
 from cxrnet.runs import RunRecorder
 

@@ -26,7 +26,8 @@ from cxrnet.cli.hydra_support import (
     save_resolved_config,
 )
 from cxrnet.data import sources as data_sources
-from cxrnet.models.inference import load_checkpoint, stamp_checkpoint
+from cxrnet.models.checkpoint import load_checkpoint
+from cxrnet.models.inference import stamp_checkpoint
 from cxrnet.runs import RunRecord, RunRecorder
 from cxrnet.tracking import finish_wandb_run, wandb_run_defaults
 from cxrnet.tracking_callbacks import WandbReport
@@ -72,9 +73,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    # Checkpoints hold the optimizer/scheduler factories, so they need full unpickling; they
-    # are this project's own files (or the user's, when resuming).
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=False)
+    # Checkpoints hold plain data only (cxrnet.models.checkpoint): nothing loaded runs code.
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     ckpt = best or None
     if ckpt is None:
@@ -137,11 +137,11 @@ def _evaluate_multiclass(
 ) -> dict[str, float]:
     """The subtype task has no threshold: the trainer's own validate and test passes."""
     metrics = _metric_values(
-        trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+        trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     )
     if cfg.get("test") and datamodule.has_test:
         metrics |= _metric_values(
-            trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+            trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         )
     elif cfg.get("test"):
         log.warning("no test split under %s: skipped testing", root)

@@ -17,19 +17,12 @@ from torch import nn
 
 from cxrnet.data.decode import DecodeParams
 from cxrnet.evaluation.thresholds import OperatingPoint
+from cxrnet.models.checkpoint import load_checkpoint
 from cxrnet.models.registry import create_model
 
 # The checkpoint key holding {"operating_point": {...}, "preprocessing": {...}, ...}.
 INFERENCE_KEY = "cxrnet_inference"
 PREPROCESSING_KEYS = ("image_size", "resize", "equalize", "interpolation")
-
-
-def load_checkpoint(path: Path | str) -> dict[str, Any]:
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; pass ckpt_path=<file>.ckpt")
-    # Our checkpoints still hold the partial optimizer/scheduler factories (full unpickling).
-    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def preprocessing_of(checkpoint: Mapping[str, Any]) -> DecodeParams:
