@@ -1,0 +1,83 @@
+"""``cxrnet-predict ckpt_path=<.ckpt | .onnx> input=<folder | image | list.txt | manifest.csv>``:
+score unlabelled films at the model's stored threshold; unreadable files get an error row."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.utils import to_absolute_path
+from omegaconf import DictConfig
+
+from cxrnet.cli.hydra_support import (
+    CONFIG_PATH,
+    HYDRA_VERSION,
+    job_overrides,
+    register_resolvers,
+    save_resolved_config,
+)
+from cxrnet.inference.inputs import list_inputs
+from cxrnet.inference.predict import PredictionSummary, predict_files
+from cxrnet.inference.scorers import load_scorer
+from cxrnet.runs import RunRecorder
+
+log = logging.getLogger(__name__)
+
+# Some files could not be scored (their rows say why); the others were written.
+EXIT_SOME_FAILED = 3
+
+
+def predict(cfg: DictConfig) -> tuple[PredictionSummary, Path]:
+    scorer = load_scorer(to_absolute_path(str(cfg.ckpt_path)), cfg.device)
+    paths = list_inputs(to_absolute_path(str(cfg.input)))
+    output = Path(to_absolute_path(str(cfg.output)))
+    point = scorer.operating_point
+    log.info(
+        "%d films, %s backend, threshold %s",
+        len(paths),
+        scorer.backend,
+        "0.5 (none stored)" if point is None else point.describe(),
+    )
+    summary = predict_files(
+        paths, scorer, output, cfg.batch_size, cfg.num_workers, progress=cfg.progress
+    )
+    return summary, output
+
+
+@hydra.main(version_base=HYDRA_VERSION, config_path=CONFIG_PATH, config_name="predict")
+def _hydra_main(cfg: DictConfig) -> None:
+    output_dir = Path(cfg.paths.output_dir)
+    save_resolved_config(cfg, output_dir)
+    with RunRecorder(output_dir, "cxrnet-predict", job_overrides()) as recorder:
+        summary, output = predict(cfg)
+        scored = len(summary.rows) - summary.failed
+        recorder.complete(
+            {
+                "predict/films": float(len(summary.rows)),
+                "predict/failed": float(summary.failed),
+                "predict/images_per_second": summary.images_per_second,
+            },
+            paths={"predictions": str(output), "ckpt_path": str(cfg.ckpt_path)},
+        )
+    print(f"predictions: {output}")
+    print(
+        f"{scored} of {len(summary.rows)} films scored in {summary.seconds:.1f} s "
+        f"({summary.images_per_second:.1f} images/s, threshold {summary.threshold:.4f})"
+    )
+    if summary.failed:
+        print(
+            f"{summary.failed} files could not be read; their rows in {output} say why",
+            file=sys.stderr,
+        )
+        sys.exit(EXIT_SOME_FAILED)
+
+
+def main() -> None:
+    register_resolvers()
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

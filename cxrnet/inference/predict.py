@@ -1,0 +1,140 @@
+"""Score a list of film files in batches: every file gets a row, unreadable ones with their error.
+
+Files are decoded exactly as the training cache decodes them (``cxrnet.data.decode.decode``),
+then scaled to [0, 1] as the training dataset does, so a film scores the same either way.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from cxrnet.data.decode import BadImageError, DecodeParams, decode
+from cxrnet.inference.scorers import Scorer, threshold_of
+
+COLUMNS = ("path", "probability", "prediction", "threshold", "error")
+
+
+@dataclass(frozen=True)
+class PredictionRow:
+    path: str
+    probability: float | None
+    prediction: str
+    threshold: float
+    error: str
+
+    def as_row(self) -> list[str]:
+        probability = "" if self.probability is None else f"{self.probability:.6f}"
+        return [self.path, probability, self.prediction, f"{self.threshold:.6f}", self.error]
+
+
+def to_input(image: np.ndarray) -> np.ndarray:
+    """A decoded uint8 film as the network's (1, S, S) float32 input, as ``XRayDataset`` does."""
+    return (image.astype(np.float32) / 255.0)[None]
+
+
+class _Films(Dataset[tuple[int, np.ndarray | None, str]]):
+    def __init__(self, paths: Sequence[Path], params: DecodeParams) -> None:
+        self.paths = list(paths)
+        self.params = params
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, str]:
+        path = self.paths[index]
+        try:
+            return index, to_input(decode(path, self.params)), ""
+        except BadImageError as error:
+            return index, None, error.reason
+        except OSError as error:  # missing or unreadable listed file
+            return index, None, f"{type(error).__name__}: {error.strerror or error}"
+
+
+def _keep_as_list(batch: list[tuple[int, np.ndarray | None, str]]) -> list:
+    return batch
+
+
+@dataclass
+class PredictionSummary:
+    rows: list[PredictionRow]
+    seconds: float
+    threshold: float
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for row in self.rows if row.error)
+
+    @property
+    def images_per_second(self) -> float:
+        scored = len(self.rows) - self.failed
+        return scored / self.seconds if self.seconds > 0 else float("nan")
+
+
+def iter_predictions(
+    paths: Sequence[Path],
+    scorer: Scorer,
+    batch_size: int = 64,
+    num_workers: int = 0,
+) -> Iterator[list[PredictionRow]]:
+    """Rows batch by batch, in the order of ``paths``; decoding runs in ``num_workers``."""
+    threshold = threshold_of(scorer)
+    loader = DataLoader(
+        _Films(paths, scorer.preprocessing),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_keep_as_list,
+    )
+    for batch in loader:
+        good = [(i, image) for i, image, error in batch if image is not None]
+        probabilities: dict[int, float] = {}
+        if good:
+            images = np.stack([image for _, image in good]).astype(np.float32)
+            scores = scorer(images)
+            probabilities = {i: float(p) for (i, _), p in zip(good, scores, strict=True)}
+        rows = []
+        for index, _, error in batch:
+            path = str(paths[index])
+            if error:
+                rows.append(PredictionRow(path, None, "", threshold, error))
+                continue
+            p = probabilities[index]
+            call = "PNEUMONIA" if p >= threshold else "NORMAL"
+            rows.append(PredictionRow(path, p, call, threshold, ""))
+        yield rows
+
+
+def predict_files(
+    paths: Sequence[Path],
+    scorer: Scorer,
+    output: Path,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> PredictionSummary:
+    """Score ``paths`` and write ``output`` (CSV, ``COLUMNS``) as rows arrive."""
+    from tqdm import tqdm
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    rows: list[PredictionRow] = []
+    torch.set_grad_enabled(False)
+    start = time.perf_counter()
+    with (
+        output.open("w", newline="") as handle,
+        tqdm(total=len(paths), unit="film", disable=not progress, desc="predicting") as bar,
+    ):
+        writer = csv.writer(handle)
+        writer.writerow(COLUMNS)
+        for batch in iter_predictions(paths, scorer, batch_size, num_workers):
+            writer.writerows(row.as_row() for row in batch)
+            rows.extend(batch)
+            bar.update(len(batch))
+    return PredictionSummary(rows, time.perf_counter() - start, threshold_of(scorer))

@@ -1,0 +1,126 @@
+"""Scorers turn a batch of decoded films into pneumonia probabilities: the checkpoint's network
+in PyTorch, or an exported ONNX file through ONNX Runtime (no Lightning, no Hydra needed)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from cxrnet.data.decode import DecodeParams
+from cxrnet.evaluation.thresholds import OperatingPoint
+from cxrnet.models.checkpoint import load_checkpoint
+from cxrnet.models.inference import inference_model
+
+# The metadata key exported files keep their threshold and preprocessing under.
+METADATA_KEY = "cxrnet"
+
+
+class Scorer(Protocol):
+    preprocessing: DecodeParams
+    operating_point: OperatingPoint | None
+    backend: str
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """(N, 1, S, S) float32 in [0, 1] to (N,) pneumonia probabilities."""
+        ...
+
+
+def threshold_of(scorer: Scorer) -> float:
+    return 0.5 if scorer.operating_point is None else scorer.operating_point.threshold
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device} asked for, but no CUDA GPU is visible; use device=cpu")
+    return torch.device(device)
+
+
+@dataclass
+class TorchScorer:
+    net: torch.nn.Module
+    preprocessing: DecodeParams
+    operating_point: OperatingPoint | None
+    device: torch.device
+    backend: str = "pytorch"
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            batch = torch.from_numpy(images).to(self.device)
+            return torch.sigmoid(self.net(batch).squeeze(-1)).float().cpu().numpy()
+
+
+@dataclass
+class OnnxScorer:
+    session: Any
+    preprocessing: DecodeParams
+    operating_point: OperatingPoint | None
+    backend: str = "onnxruntime"
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        name = self.session.get_inputs()[0].name
+        (probabilities,) = self.session.run(None, {name: images.astype(np.float32)})
+        return np.asarray(probabilities, dtype=np.float32).reshape(-1)
+
+
+def export_metadata(preprocessing: DecodeParams, point: OperatingPoint | None) -> dict[str, Any]:
+    return {
+        "preprocessing": preprocessing.as_dict(),
+        "operating_point": None if point is None else point.as_dict(),
+        "input": "float32 (N, 1, S, S), one grey channel scaled to [0, 1]",
+        "output": "pneumonia probability (N,)",
+    }
+
+
+def _from_metadata(text: str, path: Path) -> tuple[DecodeParams, OperatingPoint | None]:
+    try:
+        meta = json.loads(text)
+        point = meta.get("operating_point")
+        return DecodeParams(**meta["preprocessing"]), (
+            None if point is None else OperatingPoint.from_dict(point)
+        )
+    except (ValueError, KeyError, TypeError) as error:
+        message = f"{path}: its '{METADATA_KEY}' metadata is unreadable ({error})"
+        raise ValueError(message) from error
+
+
+def onnx_scorer(path: Path, device: str = "cpu", threads: int | None = None) -> OnnxScorer:
+    try:
+        import onnxruntime as ort
+    except ImportError as error:
+        raise ImportError(
+            f"{path} is an ONNX file and needs onnxruntime: pip install 'cxrnet[onnx]'"
+        ) from error
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    providers = ["CPUExecutionProvider"]
+    if device != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    session = ort.InferenceSession(str(path), options, providers=providers)
+    meta = session.get_modelmeta().custom_metadata_map
+    if METADATA_KEY not in meta:
+        raise ValueError(
+            f"{path} has no '{METADATA_KEY}' metadata (threshold and preprocessing); export it "
+            "with cxrnet-export"
+        )
+    preprocessing, point = _from_metadata(meta[METADATA_KEY], path)
+    return OnnxScorer(session, preprocessing, point)
+
+
+def load_scorer(path: str | Path, device: str = "auto") -> Scorer:
+    """A checkpoint (``.ckpt``) or an exported ONNX file (``.onnx``) ready to score films."""
+    path = Path(path).expanduser()
+    if path.suffix.lower() == ".onnx":
+        if not path.is_file():
+            raise FileNotFoundError(f"ONNX file {path} does not exist")
+        return onnx_scorer(path, "cpu" if device == "auto" else device)
+    model = inference_model(load_checkpoint(path))
+    target = resolve_device(device)
+    return TorchScorer(model.net.to(target), model.preprocessing, model.operating_point, target)
