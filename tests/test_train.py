@@ -166,3 +166,52 @@ def test_data_root_may_list_several_sources(compose_cfg, synthetic_root: Path, t
     assert result.paths["data_root"] == [str(synthetic_root), str(extra)]
     split = (Path(result.run_dir) / "split.csv").read_text()
     assert str(copy) in split
+
+
+def test_a_training_run_predicts_each_split_once(
+    compose_cfg, synthetic_root: Path, monkeypatch
+) -> None:
+    """After fit: one prediction pass per split feeds metrics, CSVs, figures and loggers."""
+    import lightning as L
+
+    import cxrnet.cli.evaluation_pass as evaluation_pass
+
+    predicted: list[tuple[str, int]] = []
+    real_predict_split = evaluation_pass.predict_split
+
+    def spy(module, loader, records):
+        split = next(s for s, recs in datamodules[0].split_records.items() if recs is records)
+        predicted.append((split, len(records)))
+        return real_predict_split(module, loader, records)
+
+    datamodules = []
+    real_pass = evaluation_pass.run_evaluation_pass
+
+    def remember(model, datamodule, *args, **kwargs):
+        datamodules.append(datamodule)
+        return real_pass(model, datamodule, *args, **kwargs)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a second pass over the data after training")
+
+    monkeypatch.setattr(evaluation_pass, "predict_split", spy)
+    monkeypatch.setattr("cxrnet.cli.train.run_evaluation_pass", remember)
+    monkeypatch.setattr(L.Trainer, "validate", refuse)
+    monkeypatch.setattr(L.Trainer, "test", refuse)
+    cfg = compose_cfg(
+        "train",
+        [*FAST, f"data.root={synthetic_root}", "trainer.max_epochs=1", "logger=[csv,tensorboard]"],
+    )
+    result = run(cfg)
+    sizes = {split: len(recs) for split, recs in datamodules[0].split_records.items()}
+    assert predicted == [("val", sizes["val"]), ("test", sizes["test"])]
+    run_dir = Path(result.run_dir)
+    for split in ("val", "test"):
+        rows = (run_dir / f"predictions_{split}.csv").read_text().splitlines()
+        assert len(rows) == sizes[split] + 1
+        assert (run_dir / "figures" / f"{split}.png").is_file()
+    logged = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0]
+    assert "report/val/threshold" in logged and "report/test/auroc_ci_high" in logged
+    assert result.metrics["val/threshold"] == pytest.approx(
+        float(json.loads((run_dir / "metrics.json").read_text())["metrics"]["val/threshold"])
+    )
