@@ -92,6 +92,8 @@ def test_training_stores_the_operating_point_and_preprocessing_as_plain_data(tra
     run_dir = trained["run_dir"]
     card = (run_dir / "report.md").read_text()
     assert "## Decision threshold" in card and "bootstrap interval" in card
+    for link in card.split("[heatmap](")[1:]:
+        assert (run_dir / link.split(")")[0]).is_file()
     for split in ("val", "test"):
         assert (run_dir / "figures" / f"{split}.png").stat().st_size > 10_000
         low = trained["metrics"][f"{split}/auroc_ci_low"]
@@ -174,13 +176,16 @@ def test_cxrnet_predict_on_a_folder_with_a_corrupt_file(trained, synthetic_root)
     files = _folder_with_a_corrupt_film(synthetic_root, root / "films")
     output = root / "predictions.csv"
     args = [f"ckpt_path={trained['ckpt']}", "input=films", "output=predictions.csv"]
-    done = _run("cxrnet-predict", [*args, f"paths.log_dir={root / 'pred'}"], root, root / "c")
+    args += ["explain=true", f"paths.log_dir={root / 'pred'}"]
+    done = _run("cxrnet-predict", args, root, root / "c")
     assert done.returncode == 3, done.stderr[-3000:]
     assert "1 files could not be read" in done.stderr
     assert "images/s" in done.stdout
     rows = _read_csv(output)
     assert list(rows[0]) == ["path", "probability", "prediction", "threshold", "error"]
     assert [row["path"] for row in rows] == [str(f) for f in files], "sorted, every file"
+    heatmaps = sorted((root / "predictions_heatmaps").glob("*.png"))
+    assert len(heatmaps) == len(files) - 1, "one Grad-CAM overlay per scored film"
     (broken,) = [row for row in rows if row["error"]]
     assert broken["path"].endswith("broken.jpeg") and broken["probability"] == ""
     threshold = trained["metrics"]["val/threshold"]

@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from lightning.pytorch.loggers import Logger, WandbLogger
 
 from cxrnet.data.datamodule import ChestXRayDataModule
@@ -86,6 +88,7 @@ def run_evaluation_pass(
         write_predictions(output_dir / f"predictions_{split}.csv", preds, threshold)
         path = plot_split(report, split, output_dir / "figures" / f"{split}.png")
         figures[split] = str(path.relative_to(output_dir))
+    errors = _error_heatmaps(report, datamodule, model, output_dir)
     card = render_model_card(
         report,
         checkpoint=checkpoint,
@@ -95,10 +98,42 @@ def run_evaluation_pass(
         network=dict(model.hparams["net"]),
         figures=figures,
         limits=KNOWN_LIMITS,
+        error_figures=errors,
     )
     (output_dir / "report.md").write_text(card)
     _send_to_loggers(report, loggers, wandb_report or WandbReport(), datamodule, model)
     return report
+
+
+def _error_heatmaps(
+    report: EvaluationReport,
+    datamodule: ChestXRayDataModule,
+    model: ClassifierModule,
+    output_dir: Path,
+) -> dict[tuple[str, int], str]:
+    """Grad-CAM overlays of each split's most confident errors, as paths relative to the run."""
+    try:
+        from cxrnet.inference.explain import gradcam, save_overlay
+    except ImportError:  # pragma: no cover - captum is an optional extra
+        return {}
+    written: dict[tuple[str, int], str] = {}
+    for split, part in report.splits.items():
+        if not part.wrong:
+            continue
+        images = torch.stack([datamodule.datasets[split][i][0] for i in part.wrong])
+        try:
+            maps = gradcam(model.net, images.to(model.device))
+        except ImportError:
+            log.warning("captum is not installed: no heatmaps (pip install 'cxrnet[explain]')")
+            return written
+        for rank, (index, heatmap) in enumerate(zip(part.wrong, maps, strict=True)):
+            preds = part.predictions
+            film = (images[rank, 0].cpu().numpy() * 255).round().astype(np.uint8)
+            name = f"errors/{split}_{rank:02d}_{Path(preds.files[index]).stem}.png"
+            caption = f"p(pneumonia)={preds.probabilities[index]:.3f}"
+            save_overlay(film, heatmap, output_dir / "figures" / name, caption=caption)
+            written[(split, index)] = f"figures/{name}"
+    return written
 
 
 def _send_to_loggers(

@@ -40,9 +40,18 @@ def predict(cfg: DictConfig) -> tuple[PredictionSummary, Path]:
         scorer.backend,
         "0.5 (none stored)" if point is None else point.describe(),
     )
+    explain_dir = output.with_name(f"{output.stem}_heatmaps") if cfg.explain else None
     summary = predict_files(
-        paths, scorer, output, cfg.batch_size, cfg.num_workers, progress=cfg.progress
+        paths,
+        scorer,
+        output,
+        cfg.batch_size,
+        cfg.num_workers,
+        progress=cfg.progress,
+        explain_dir=explain_dir,
     )
+    if explain_dir is not None:
+        print(f"heatmaps: {explain_dir}")
     return summary, output
 
 

@@ -37,6 +37,7 @@ def render_model_card(
     network: Mapping[str, Any],
     figures: Mapping[str, str],
     limits: Sequence[str] = (),
+    error_figures: Mapping[tuple[str, int], str] | None = None,
 ) -> str:
     s = report.settings
     op = report.operating_point
@@ -110,14 +111,18 @@ def render_model_card(
         lines += ["", "## Figures", ""]
         lines += [f"![{split}]({path})" for split, path in figures.items()]
     lines += ["", "## Most confident errors", ""]
+    if error_figures:
+        lines += ["Each links a Grad-CAM heatmap: where the network saw evidence of pneumonia.", ""]
     for split, part in report.splits.items():
         preds = part.predictions
         for index in part.wrong:
             truth = "PNEUMONIA" if preds.labels[index] == 1 else "NORMAL"
-            lines.append(
+            line = (
                 f"- {split}: `{Path(preds.files[index]).name}` is {truth}, "
                 f"p(pneumonia)={preds.probabilities[index]:.3f}"
             )
+            figure = (error_figures or {}).get((split, index))
+            lines.append(f"{line} ([heatmap]({figure}))" if figure else line)
     lines += ["", "## Known limits", ""]
     lines += [f"- {limit}" for limit in limits]
     return "\n".join(lines) + "\n"

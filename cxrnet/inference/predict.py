@@ -78,13 +78,33 @@ class PredictionSummary:
         return scored / self.seconds if self.seconds > 0 else float("nan")
 
 
+def _explain(
+    scorer: Scorer, good: list[tuple[int, np.ndarray]], scores: np.ndarray, paths, folder: Path
+) -> None:
+    from cxrnet.inference.explain import gradcam, save_overlay
+
+    net = getattr(scorer, "net", None)
+    if net is None:
+        raise ValueError("explain=true needs a checkpoint (.ckpt), not an exported file")
+    images = torch.from_numpy(np.stack([image for _, image in good]))
+    maps = gradcam(net, images.to(next(net.parameters()).device))
+    for (index, image), heatmap, p in zip(good, maps, scores, strict=True):
+        film = (image[0] * 255).round().astype(np.uint8)
+        name = f"{index:06d}_{Path(paths[index]).stem}.png"
+        save_overlay(film, heatmap, folder / name, caption=f"p(pneumonia)={p:.3f}")
+
+
 def iter_predictions(
     paths: Sequence[Path],
     scorer: Scorer,
     batch_size: int = 64,
     num_workers: int = 0,
+    explain_dir: Path | None = None,
 ) -> Iterator[list[PredictionRow]]:
-    """Rows batch by batch, in the order of ``paths``; decoding runs in ``num_workers``."""
+    """Rows batch by batch, in the order of ``paths``; decoding runs in ``num_workers``.
+
+    ``explain_dir``: a Grad-CAM overlay per scored film is written there, numbered by position.
+    """
     threshold = threshold_of(scorer)
     loader = DataLoader(
         _Films(paths, scorer.preprocessing),
@@ -100,6 +120,8 @@ def iter_predictions(
             images = np.stack([image for _, image in good]).astype(np.float32)
             scores = scorer(images)
             probabilities = {i: float(p) for (i, _), p in zip(good, scores, strict=True)}
+            if explain_dir is not None:
+                _explain(scorer, good, scores, paths, explain_dir)
         rows = []
         for index, _, error in batch:
             path = str(paths[index])
@@ -119,6 +141,7 @@ def predict_files(
     batch_size: int = 64,
     num_workers: int = 0,
     progress: bool = True,
+    explain_dir: Path | None = None,
 ) -> PredictionSummary:
     """Score ``paths`` and write ``output`` (CSV, ``COLUMNS``) as rows arrive."""
     from tqdm import tqdm
@@ -133,7 +156,7 @@ def predict_files(
     ):
         writer = csv.writer(handle)
         writer.writerow(COLUMNS)
-        for batch in iter_predictions(paths, scorer, batch_size, num_workers):
+        for batch in iter_predictions(paths, scorer, batch_size, num_workers, explain_dir):
             writer.writerows(row.as_row() for row in batch)
             rows.extend(batch)
             bar.update(len(batch))
