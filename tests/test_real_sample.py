@@ -5,7 +5,6 @@ Unlike the ``real_data`` tests these never skip: the 32 files live in tests/data
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from cxrnet.data.decode import DecodeParams, decode, fit_to_square, read_gray
 from cxrnet.data.discovery import discover_folders
 from cxrnet.data.duplicates import check_duplicates
 from cxrnet.data.records import check_subtypes, subtype_counts
+from cxrnet.runs import RunStatus, read_record
 
 RGB_ORIGINAL = "train/PNEUMONIA/person1177_virus_1999.jpeg"
 FULL_RESOLUTION = (
@@ -137,13 +137,12 @@ def test_seed_recipe_trains_an_epoch_on_the_sample(compose_cfg, kermany_sample: 
             "data.decode_workers=0",
         ],
     )
-    result = run(cfg)
-    run_dir = Path(result["run_dir"])
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["status"] == "completed"
-    assert np.isfinite(metrics["metrics"]["val/loss"])
-    assert 0.0 <= metrics["metrics"]["val/auroc"] <= 1.0
-    assert Path(metrics["best_model_path"]).is_file()
+    record = read_record(run(cfg).run_dir)  # what the run wrote, read back as tools do
+    assert record is not None and record.status is RunStatus.COMPLETED
+    assert np.isfinite(record.metrics["val/loss"])
+    assert 0.0 <= record.metrics["val/auroc"] <= 1.0
+    assert Path(record.paths["best_checkpoint"]).is_file()
+    run_dir = Path(record.run_dir)
     counts = (run_dir / "counts.csv").read_text().splitlines()
     assert counts[1].startswith("train,24,")
     assert counts[2].startswith("val,8,")

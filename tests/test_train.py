@@ -182,7 +182,7 @@ def test_early_stopping_from_the_config_ends_training(compose_cfg, synthetic_roo
             "trainer.max_epochs=6",
         ],
     )
-    run_dir = Path(run(cfg)["run_dir"])
+    run_dir = Path(run(cfg).run_dir)
     with (run_dir / "csv" / "metrics.csv").open() as handle:
         epochs = {row["epoch"] for row in csv.DictReader(handle) if row.get("train/loss")}
     assert sorted(epochs, key=int) == ["0", "1"]  # trained 2 of the 6 epochs allowed
