@@ -72,19 +72,18 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    # Checkpoints hold the optimizer/scheduler factories, so they need full unpickling; they
-    # are this project's own files (or the user's, when resuming).
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=False)
+    # Checkpoints hold plain data only (cxrnet.models.checkpoint): nothing loaded runs code.
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     ckpt = best or None
     if ckpt is None:
         log.warning("no best checkpoint was saved; reporting the last weights")
     metrics = _metric_values(
-        trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+        trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     )
     if cfg.get("test") and datamodule.has_test:
         metrics |= _metric_values(
-            trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+            trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         )
     elif cfg.get("test"):
         log.warning("no test split under %s: skipped testing", root)
