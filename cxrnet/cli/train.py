@@ -207,7 +207,14 @@ def _print_summary(record: RunRecord) -> None:
     """A metric-by-split table of the best checkpoint, then where everything went."""
     metrics = record.metrics
     splits = [s for s in ("val", "test") if any(k.startswith(f"{s}/") for k in metrics)]
-    names = sorted({key.split("/", 1)[1] for key in metrics if key.split("/", 1)[0] in splits})
+    # Intervals and counts live in metrics.json and report.md; the table keeps point estimates.
+    names = sorted(
+        {
+            key.split("/", 1)[1]
+            for key in metrics
+            if key.split("/", 1)[0] in splits and "_ci_" not in key and "/n_" not in key
+        }
+    )
     if not names:
         print(f"\nrun folder: {record.run_dir}")
         return
