@@ -88,9 +88,11 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.n
 
 
 def save_overlay(
-    image: np.ndarray, heatmap: np.ndarray, path: Path, caption: str = "", scale: int = 2
+    image: np.ndarray, heatmap: np.ndarray, path: Path, caption: str = "", scale: int | None = None
 ) -> Path:
-    """Write the overlay beside the plain film, enlarged ``scale`` times, with a caption."""
+    """Write the overlay beside the plain film, with a caption; small films (64 px) are
+    enlarged to about 256 px so that a person can see the detail."""
+    scale = scale or max(1, round(256 / max(image.shape)))
     blended = overlay(image, heatmap)
     plain = cv2.cvtColor(np.asarray(image, dtype=np.uint8), cv2.COLOR_GRAY2BGR)
     panel = np.concatenate([plain, blended], axis=1)
