@@ -68,7 +68,7 @@ def plot_split(report: EvaluationReport, split: str, path: Path) -> Path:
     rel_ax.set(title=title, xlabel="predicted pneumonia probability", ylabel="observed rate")
     rel_ax.set_xlim(0, 1)
     rel_ax.set_ylim(0, 1.05)
-    rel_ax.legend(loc="upper left", fontsize=9)
+    rel_ax.legend(loc="lower right", fontsize=9)  # the bars crowd the top left
 
     c = part.confusion
     matrix = np.array([[c["tn"], c["fp"]], [c["fn"], c["tp"]]])
