@@ -88,9 +88,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """
     ckpt_path = Path(cfg.ckpt_path).expanduser()
     checkpoint = load_checkpoint(ckpt_path)
-    hparams = dict(checkpoint["hyper_parameters"])
-    hparams.pop("threshold", None)  # written before the threshold moved to the operating point
-    model = ClassifierModule(**hparams)
+    model = ClassifierModule(**checkpoint["hyper_parameters"])
     model.load_state_dict(checkpoint["state_dict"])
     datamodule = datamodule_for(cfg, checkpoint)
     datamodule.setup("test")

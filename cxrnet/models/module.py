@@ -85,6 +85,7 @@ class ClassifierModule(LightningModule):
         class_weights: Sequence[float] | None = None,
         monitor: str = "val/auroc",
         monitor_mode: str = "max",
+        threshold: float = 0.5,
     ) -> None:
         super().__init__()
         # Plain data before save_hyperparameters reads these arguments: the checkpoint then loads
@@ -113,10 +114,11 @@ class ClassifierModule(LightningModule):
             else torch.tensor([float(w) for w in class_weights])
         )
         self.register_buffer("class_weights", weights)
-        # Keyed "<stage>_": a bare "train" would clash with nn.Module.train. Epoch metrics call
-        # at 0.5; the decision threshold is chosen after training (the evaluation pass).
+        # Keyed "<stage>_": a bare "train" would clash with nn.Module.train. ``threshold`` is
+        # only where the per-epoch monitoring metrics call (0.5, not a config key); the decision
+        # threshold is the operating point the evaluation pass chooses and stores.
         self.metrics = torch.nn.ModuleDict(
-            {f"{s}_": classification_metrics(self.num_classes) for s in STAGES}
+            {f"{s}_": classification_metrics(self.num_classes, threshold) for s in STAGES}
         )
         self.losses = torch.nn.ModuleDict({f"{s}_": MeanMetric() for s in STAGES})
         if monitor_mode not in ("max", "min"):
