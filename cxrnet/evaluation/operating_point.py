@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from cxrnet.data.datamodule import ChestXRayDataModule
+from cxrnet.data.records import PATH_ERRORS
 from cxrnet.evaluation.predictions import predict_probabilities
 from cxrnet.evaluation.thresholds import Criterion, binary_metrics_at, choose_threshold
 from cxrnet.models.module import ClassifierModule
@@ -25,7 +26,7 @@ def write_predictions(
     path: Path, datamodule: ChestXRayDataModule, split: str, probabilities: np.ndarray
 ) -> None:
     records = datamodule.split_records[split]
-    with path.open("w", newline="") as handle:
+    with path.open("w", newline="", encoding="utf-8", errors=PATH_ERRORS) as handle:
         writer = csv.writer(handle)
         writer.writerow(["file", "label", "subtype", "patient", "probability"])
         for record, probability in zip(records, probabilities, strict=True):
