@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cxrnet.cli.compare import collect_runs
 from cxrnet.cli.train import run
 from cxrnet.errors import ConfigError
 from cxrnet.evaluation.metrics import monitor_mode_for
@@ -67,6 +68,9 @@ def test_a_diverging_run_fails_naming_epoch_step_and_learning_rate(
     record = _only_record(tmp_path)
     assert record.status.value == "failed" and "diverged" in record.error
     assert record.metrics == {} and not record.paths.get("best_checkpoint")
+    # cxrnet-compare lists it as failed, without a score to rank it by.
+    (listed,) = collect_runs([tmp_path / "logs"])
+    assert listed.status == "failed" and not listed.metrics
 
 
 def test_with_the_divergence_callback_off_nan_predictions_still_fail_the_run(
