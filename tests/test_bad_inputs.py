@@ -256,3 +256,43 @@ def test_kill_9_during_the_first_cache_build_leaves_no_worker_behind(tmp_path: P
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     assert left == []
+
+
+@pytest.mark.slow
+def test_cxrnet_eval_from_another_folder_reads_a_relative_manifest_run(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    """Row, end to end: train on ``data.root=data.csv`` (relative), evaluate from elsewhere."""
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir()
+    elsewhere.mkdir()
+    with (work / "data.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "split"])
+        for split in ("train", "val", "test"):
+            for label in ("NORMAL", "PNEUMONIA"):
+                for film in sorted((synthetic_root / split / label).glob("*.jpeg")):
+                    writer.writerow([film, label, split])
+    env = os.environ | {"CXRNET_CACHE_DIR": str(tmp_path / "cache"), "WANDB_MODE": "offline"}
+
+    def console(name: str, cwd: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
+        script = Path(sys.executable).with_name(name)
+        module = {"cxrnet-train": "cxrnet.cli.train", "cxrnet-eval": "cxrnet.cli.evaluate"}
+        command = [str(script)] if script.exists() else [sys.executable, "-m", module[name]]
+        return subprocess.run(
+            [*command, *overrides, f"paths.log_dir={tmp_path / 'logs'}"],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    trained = console(
+        "cxrnet-train", work, "debug=fast", "data.root=data.csv", "trainer.max_epochs=1"
+    )
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    (checkpoint,) = (tmp_path / "logs").glob("*/runs/*/checkpoints/epoch_*.ckpt")
+    evaluated = console("cxrnet-eval", elsewhere, f"ckpt_path={checkpoint}")
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert "test/auroc:" in evaluated.stdout

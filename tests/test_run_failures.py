@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -246,3 +247,21 @@ def test_a_user_error_in_a_sweep_fails_that_job_and_the_sweep_goes_on(
     (sweep,) = (tmp_path / "logs").glob("*/multiruns/*")
     statuses = [json.loads((sweep / n / "metrics.json").read_text())["status"] for n in "01"]
     assert statuses == ["failed", "completed"]
+
+
+def test_no_threshold_is_chosen_on_nan_predictions(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operating point (cxrnet-train and cxrnet-eval) reports nothing from NaN scores."""
+    from cxrnet.data.datamodule import ChestXRayDataModule
+    from cxrnet.evaluation import operating_point as op
+
+    dm = ChestXRayDataModule(root=synthetic_root, image_size=32, num_workers=0, cache_dir=None)
+    dm.setup("fit")
+    monkeypatch.setattr(
+        op,
+        "predict_split",
+        lambda model, datamodule, split: np.full(len(datamodule.split_records[split]), np.nan),
+    )
+    with pytest.raises(FloatingPointError, match=r"val predictions are NaN or infinite"):
+        op.operating_point(None, dm, tmp_path)  # type: ignore[arg-type]

@@ -2,10 +2,10 @@
 
 ``@brief_errors`` goes under ``@hydra.main``. A user error (``ConfigError``, ``DataError``:
 a wrong setting, a missing file, bad data) prints ``error: <message>`` and exits with status 2,
-the usual code for a usage error; a run that ended without a result (``TrainingDiverged``,
-``RunStopped``, e.g. no checkpoint saved) prints its one line and exits 1. Anything else is a
-fault in cxrnet or the machine and keeps its traceback. ``HYDRA_FULL_ERROR=1`` prints the
-traceback of user errors too.
+the usual code for a usage error; a run that ended without a result (``TrainingDiverged`` or
+other NaN results, ``RunStopped``, e.g. no checkpoint saved) prints its one line and exits 1.
+Anything else is a fault in cxrnet or the machine and keeps its traceback.
+``HYDRA_FULL_ERROR=1`` prints the traceback of user errors too.
 
 Hydra's own ``@hydra.main`` catches every ``Exception`` and exits 1 with a traceback, but lets
 ``SystemExit`` through, hence the exit from inside the task function. In a multirun sweep the
@@ -25,7 +25,6 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from cxrnet.callbacks import TrainingDiverged
 from cxrnet.data.errors import DataError
 from cxrnet.errors import ConfigError
 from cxrnet.runs import RunStopped
@@ -33,7 +32,8 @@ from cxrnet.runs import RunStopped
 USAGE_ERROR_EXIT = 2
 RUN_FAILED_EXIT = 1
 USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError)
-RUN_FAILURES: tuple[type[BaseException], ...] = (TrainingDiverged, RunStopped)
+# FloatingPointError: a diverged network (TrainingDiverged) or its NaN predictions.
+RUN_FAILURES: tuple[type[BaseException], ...] = (FloatingPointError, RunStopped)
 
 T = TypeVar("T")
 

@@ -60,6 +60,13 @@ def operating_point(
     for split in ("val", "test") if include_test else ("val",):
         if split in datamodule.datasets:
             probabilities[split] = predict_split(model, datamodule, split)
+            bad = int((~np.isfinite(probabilities[split])).sum())
+            if bad:
+                # A threshold on NaN scores would still give numbers; they would mean nothing.
+                raise FloatingPointError(
+                    f"{bad} of {len(probabilities[split])} {split} predictions are NaN or "
+                    "infinite (the network diverged): no threshold or metric can be reported"
+                )
             write_predictions(
                 output_dir / f"predictions_{split}.csv", datamodule, split, probabilities[split]
             )
