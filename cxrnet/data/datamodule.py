@@ -271,6 +271,10 @@ class ChestXRayDataModule(LightningDataModule):
         if split not in self.datasets:
             raise DataError(f"no {split} split under {self.root}")
         dataset = self.datasets[split]
+        if not train and dataset.transform is not None:
+            # Predictions on the training split (a report, a threshold) need the films as they
+            # are, not this epoch's augmented draw; the images array is shared, not copied.
+            dataset = XRayDataset(dataset.images, dataset.labels, dataset.indices)
         sampler = None
         if train and self.imbalance == "sampler":
             labels = self._labels(split)
