@@ -10,7 +10,7 @@ import os
 import uuid
 from pathlib import Path
 
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from cxrnet.data.records import CLASS_NAMES, SUBTYPE_NAMES
 from cxrnet.errors import ConfigError
@@ -44,7 +44,7 @@ def check_network(cfg: DictConfig) -> None:
 
 
 def resolve_monitor(cfg: DictConfig) -> None:
-    """``monitor`` is a validation metric the module logs; ``monitor_mode`` filled in from it."""
+    """``monitor`` is a validation metric the module logs; ``monitor_mode`` agrees with it."""
     class_names = SUBTYPE_NAMES if cfg.data.get("task") == "subtype" else CLASS_NAMES
     choices = epoch_metric_names("val", class_names)
     if cfg.monitor not in choices:
@@ -52,9 +52,7 @@ def resolve_monitor(cfg: DictConfig) -> None:
             f"monitor={cfg.monitor!r} is not a validation metric the model logs; choose one of "
             f"{choices}"
         )
-    mode = monitor_mode_for(str(cfg.monitor), cfg.get("monitor_mode"))
-    with open_dict(cfg):
-        cfg.monitor_mode = mode
+    monitor_mode_for(str(cfg.monitor), cfg.get("monitor_mode"))
 
 
 def check_epochs(cfg: DictConfig) -> None:
