@@ -157,7 +157,7 @@ def test_cxrnet_eval_refuses_an_image_size_the_network_cannot_take(trained, synt
         f"paths.log_dir={root / 'eval4'}",
     ]
     done = _run("cxrnet-eval", args, root, root / "cache4")
-    assert done.returncode != 0
+    assert done.returncode == 2, "a usage error"
     assert "was built for image_size 32, so data.image_size=64 cannot work" in done.stderr
     assert not (root / "cache4" / "images").exists(), "refused before decoding anything"
 

@@ -12,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from cxrnet.cli.errors import brief_errors
 from cxrnet.cli.evaluation_pass import report_settings, run_evaluation_pass, threshold_rule
 from cxrnet.cli.hydra_support import (
     CONFIG_PATH,
@@ -22,6 +23,7 @@ from cxrnet.cli.hydra_support import (
 )
 from cxrnet.data.datamodule import ChestXRayDataModule
 from cxrnet.data.sources import resolve_data_root
+from cxrnet.errors import ConfigError
 from cxrnet.models.checkpoint import load_checkpoint
 from cxrnet.models.inference import PREPROCESSING_KEYS, operating_point_of, preprocessing_of
 from cxrnet.models.module import ClassifierModule
@@ -52,7 +54,7 @@ def datamodule_for(cfg: DictConfig, checkpoint: dict[str, Any]) -> ChestXRayData
     if not cfg.get("data"):
         hparams = checkpoint.get("datamodule_hyper_parameters")
         if not hparams:
-            raise ValueError(
+            raise ConfigError(
                 f"checkpoint {cfg.ckpt_path} does not record its data settings; pass "
                 "data=chest_xray data.root=<folder>"
             )
@@ -67,7 +69,7 @@ def datamodule_for(cfg: DictConfig, checkpoint: dict[str, Any]) -> ChestXRayData
             log.warning("data.%s=%s differs from the checkpoint's %s", key, settings[key], stored)
     net = checkpoint["hyper_parameters"]["net"]
     if "image_size" in net and settings["image_size"] != net["image_size"]:
-        raise ValueError(
+        raise ConfigError(
             f"checkpoint {cfg.ckpt_path}: its network ({net['name']}) was built for "
             f"image_size {net['image_size']}, so data.image_size={settings['image_size']} cannot "
             "work; drop data.image_size to use the checkpoint's preprocessing"
@@ -94,7 +96,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     datamodule.setup("test")
     for stage in cfg.stages:
         if stage not in ("val", "test"):
-            raise ValueError(f"stages may hold 'val' and 'test', got {stage!r}")
+            raise ConfigError(f"stages may hold 'val' and 'test', got {stage!r}")
     if model.num_classes == 2:
         stored = operating_point_of(checkpoint)
         threshold_cfg = cfg.get("threshold") or {}
@@ -127,6 +129,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 
 @hydra.main(version_base=HYDRA_VERSION, config_path=CONFIG_PATH, config_name="eval")
+@brief_errors
 def _hydra_main(cfg: DictConfig) -> None:
     output_dir = Path(cfg.paths.output_dir)
     save_resolved_config(cfg, output_dir)

@@ -9,6 +9,7 @@ import hydra
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
+from cxrnet.cli.errors import brief_errors
 from cxrnet.cli.hydra_support import (
     CONFIG_PATH,
     HYDRA_VERSION,
@@ -21,6 +22,7 @@ from cxrnet.runs import RunRecorder
 
 
 @hydra.main(version_base=HYDRA_VERSION, config_path=CONFIG_PATH, config_name="export")
+@brief_errors
 def _hydra_main(cfg: DictConfig) -> None:
     output_dir = Path(cfg.paths.output_dir)
     save_resolved_config(cfg, output_dir)

@@ -11,6 +11,7 @@ import hydra
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
+from cxrnet.cli.errors import brief_errors
 from cxrnet.cli.hydra_support import (
     CONFIG_PATH,
     HYDRA_VERSION,
@@ -56,6 +57,7 @@ def predict(cfg: DictConfig) -> tuple[PredictionSummary, Path]:
 
 
 @hydra.main(version_base=HYDRA_VERSION, config_path=CONFIG_PATH, config_name="predict")
+@brief_errors
 def _hydra_main(cfg: DictConfig) -> None:
     output_dir = Path(cfg.paths.output_dir)
     save_resolved_config(cfg, output_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
+from cxrnet.callbacks import TrainingDiverged
+from cxrnet.cli.errors import brief_errors
 from cxrnet.cli.evaluation_pass import report_settings, run_evaluation_pass, threshold_rule
 from cxrnet.cli.hydra_support import (
     CONFIG_PATH,
@@ -25,10 +28,12 @@ from cxrnet.cli.hydra_support import (
     register_resolvers,
     save_resolved_config,
 )
+from cxrnet.cli.preflight import check_train_config
 from cxrnet.data import sources as data_sources
+from cxrnet.evaluation.report import NonFinitePredictions
 from cxrnet.models.checkpoint import load_checkpoint
 from cxrnet.models.inference import stamp_checkpoint
-from cxrnet.runs import RunRecord, RunRecorder
+from cxrnet.runs import RunRecord, RunRecorder, RunStopped
 from cxrnet.tracking import finish_wandb_run, wandb_run_defaults
 from cxrnet.tracking_callbacks import WandbReport
 
@@ -55,6 +60,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str
     ``extra_callbacks`` come from code rather than config, e.g. a search's pruning callback.
     """
     output_dir = Path(cfg.paths.output_dir)
+    check_train_config(cfg)  # before any data work: a typo costs seconds, not a decode
     _fill_wandb_run_defaults(cfg)
     save_resolved_config(cfg, output_dir)
     L.seed_everything(cfg.seed, workers=True)
@@ -76,9 +82,13 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str
     # Checkpoints hold plain data only (cxrnet.models.checkpoint): nothing loaded runs code.
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    ckpt = best or None
-    if ckpt is None:
-        log.warning("no best checkpoint was saved; reporting the last weights")
+    if not best:
+        # Metrics of weights nobody can load again are not a result.
+        raise RunStopped(
+            "no checkpoint was saved (no training epoch finished, or callbacks.model_checkpoint "
+            "is off), so the run has no result to report"
+        )
+    ckpt = best
     if datamodule.num_classes == 2:
         metrics = _evaluate_binary(cfg, trainer, model, datamodule, ckpt, loggers, callbacks)
     else:
@@ -91,7 +101,7 @@ def _evaluate_binary(
     trainer: L.Trainer,
     model: Any,
     datamodule: Any,
-    ckpt: str | None,
+    ckpt: str,
     loggers: Sequence[Any],
     callbacks: Sequence[Callback],
 ) -> dict[str, float]:
@@ -99,27 +109,30 @@ def _evaluate_binary(
     threshold chosen on validation and stored in the checkpoint with the preprocessing."""
     if not trainer.is_global_zero:
         return {}
-    if ckpt is not None:
-        model.load_state_dict(load_checkpoint(ckpt)["state_dict"])
+    model.load_state_dict(load_checkpoint(ckpt)["state_dict"])
     splits = ["val"]
     if cfg.get("test") and datamodule.has_test:
         splits.append("test")
     elif cfg.get("test"):
         log.warning("no test split under %s: skipped testing", datamodule.root)
     wandb_report = next((c for c in callbacks if isinstance(c, WandbReport)), None)
-    report = run_evaluation_pass(
-        model,
-        datamodule,
-        splits,
-        Path(cfg.paths.output_dir),
-        rule=threshold_rule(cfg.get("threshold")),
-        settings=report_settings(cfg.get("report")),
-        loggers=loggers,
-        wandb_report=wandb_report,
-        checkpoint=ckpt or "",
-    )
-    if ckpt is not None:
-        stamp_checkpoint(ckpt, report.operating_point, datamodule.decode_params)
+    try:
+        report = run_evaluation_pass(
+            model,
+            datamodule,
+            splits,
+            Path(cfg.paths.output_dir),
+            rule=threshold_rule(cfg.get("threshold")),
+            settings=report_settings(cfg.get("report")),
+            loggers=loggers,
+            wandb_report=wandb_report,
+            checkpoint=ckpt,
+        )
+    except NonFinitePredictions as error:
+        raise TrainingDiverged(
+            f"{cfg.monitor} of the best checkpoint {ckpt} is nan: {error}; lower model.optimizer.lr"
+        ) from error
+    stamp_checkpoint(ckpt, report.operating_point, datamodule.decode_params)
     metrics = dict(report.metrics)
     best = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
     if best is not None:
@@ -132,13 +145,18 @@ def _evaluate_multiclass(
     trainer: L.Trainer,
     model: Any,
     datamodule: Any,
-    ckpt: str | None,
+    ckpt: str,
     root: Any,
 ) -> dict[str, float]:
     """The subtype task has no threshold: the trainer's own validate and test passes."""
     metrics = _metric_values(
         trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     )
+    if not math.isfinite(metrics.get(cfg.monitor, math.nan)):
+        raise TrainingDiverged(
+            f"{cfg.monitor} of the best checkpoint {ckpt} is {metrics.get(cfg.monitor)}: its "
+            "predictions are not finite (training diverged); lower model.optimizer.lr"
+        )
     if cfg.get("test") and datamodule.has_test:
         metrics |= _metric_values(
             trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
@@ -229,6 +247,7 @@ def _print_summary(record: RunRecord) -> None:
 
 
 @hydra.main(version_base=HYDRA_VERSION, config_path=CONFIG_PATH, config_name="train")
+@brief_errors
 def _hydra_main(cfg: DictConfig) -> float | None:
     record = run(cfg)
     # Sweepers minimise or maximise what the app returns: the monitored validation metric.

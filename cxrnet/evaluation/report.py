@@ -73,6 +73,10 @@ class SplitPredictions:
         return len(self.probabilities)
 
 
+class NonFinitePredictions(FloatingPointError):
+    """NaN or infinite probabilities: a threshold or metric from them would mean nothing."""
+
+
 @dataclass(frozen=True)
 class ReportSettings:
     """Bootstrap and calibration settings; the seed makes intervals reproducible."""
@@ -159,6 +163,13 @@ def evaluate_predictions(
     """
     rule = rule or ThresholdRule()
     settings = settings or ReportSettings()
+    for split, preds in predictions.items():
+        bad = int((~np.isfinite(preds.probabilities)).sum())
+        if bad:
+            raise NonFinitePredictions(
+                f"{bad} of {len(preds)} {split} predictions are NaN or infinite (the network "
+                "diverged): no threshold or metric can be reported"
+            )
     if operating_point is None:
         if "val" not in predictions:
             raise ValueError("choosing a threshold needs validation predictions (split 'val')")
