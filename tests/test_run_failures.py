@@ -253,6 +253,8 @@ def test_no_threshold_is_chosen_on_nan_predictions(
     synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The evaluation pass (cxrnet-train and cxrnet-eval) reports nothing from NaN scores."""
+    from types import SimpleNamespace
+
     import cxrnet.cli.evaluation_pass as evaluation_pass
     from cxrnet.data.datamodule import ChestXRayDataModule
     from cxrnet.evaluation.report import SplitPredictions
