@@ -269,11 +269,6 @@ def test_no_threshold_is_chosen_on_nan_predictions(
 
     monkeypatch.setattr(evaluation_pass, "predict_split", nan_predictions)
     with pytest.raises(FloatingPointError, match=r"val predictions are NaN or infinite"):
-        evaluation_pass.run_evaluation_pass(
-            None,
-            dm,
-            ["val"],
-            tmp_path,
-            rule=ThresholdRule(),  # type: ignore[arg-type]
-        )
+        model = SimpleNamespace(hparams={})  # never called: the predictions are patched
+        evaluation_pass.run_evaluation_pass(model, dm, ["val"], tmp_path, rule=ThresholdRule())
     assert not (tmp_path / "predictions_val.csv").exists(), "nothing written from NaN scores"
