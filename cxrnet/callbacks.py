@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from lightning.fabric.utilities.seed import seed_everything
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 if TYPE_CHECKING:
     import lightning as L
@@ -49,3 +52,55 @@ class FailOnNonFinite(Callback):
                 f"{self.monitor} is {float(value)} after epoch {trainer.current_epoch}: "
                 "the search cannot rank this trial"
             )
+
+
+class CheckpointOnInterrupt(Callback):
+    """Save ``last.ckpt`` when a run is stopped by SIGTERM or Ctrl-C, and remember why.
+
+    Lightning stops at the end of the current batch on SIGTERM (the scheduler's "please stop")
+    but saves nothing and exits with code 0; on Ctrl-C it exits with code 1, which looks like
+    any failure. The checkpoint makes the run resumable (``ckpt_path=last``) and ``reason``
+    lets the entry point record the run as interrupted rather than failed.
+    """
+
+    def __init__(self, dirpath: str | Path) -> None:
+        self.dirpath = Path(dirpath)
+        self.reason: str | None = None
+        self.saved: Path | None = None
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        if isinstance(exception, SIGTERMException):
+            self.reason = "SIGTERM"
+        elif isinstance(exception, KeyboardInterrupt):
+            self.reason = "SIGINT"
+        else:
+            return
+        if trainer.state.fn != TrainerFn.FITTING:
+            return
+        self.saved = self.dirpath / "last.ckpt"
+        # Every rank takes part (the strategy gathers state); rank 0 writes the file.
+        trainer.save_checkpoint(self.saved)
+
+
+class EpochSeed(Callback):
+    """Reseed every random generator at the start of each training epoch from (seed, epoch).
+
+    The shuffle order, the augmentation and dropout of an epoch then depend on the seed and the
+    epoch number only, not on everything drawn before. A run resumed from an end-of-epoch
+    checkpoint therefore trains exactly as the uninterrupted run did (with
+    ``trainer.deterministic=true``); without this, a resume restarts the generators from the
+    seed and the remaining epochs draw different numbers.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        seed_everything(epoch_seed(self.seed, trainer.current_epoch), workers=True, verbose=False)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A distinct seed per (seed, epoch) within numpy's 32-bit range."""
+    return (seed * 1_000_003 + epoch) % 2**32

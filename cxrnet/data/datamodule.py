@@ -46,6 +46,21 @@ def balanced_class_weights(labels: np.ndarray, num_classes: int) -> list[float]:
     return [float(len(labels) / (num_classes * count)) for count in counts]
 
 
+def per_process_batch_size(global_batch: int, world_size: int, key: str = "data.batch_size") -> int:
+    """``data.batch_size`` is the global batch: each of ``world_size`` processes loads its share.
+
+    Changing the number of GPUs then leaves the optimisation (and the learning rate that suits
+    it) as it was; a batch that does not divide evenly is an error rather than a silent change.
+    """
+    if global_batch % world_size:
+        raise ValueError(
+            f"{key}={global_batch} is the global batch and must divide evenly over "
+            f"{world_size} processes (trainer.devices x trainer.num_nodes); use a multiple of "
+            f"{world_size}, e.g. {max(1, round(global_batch / world_size)) * world_size}"
+        )
+    return global_batch // world_size
+
+
 class ChestXRayDataModule(LightningDataModule):
     """Train/val/test loaders for ``root/{train,val,test}/{NORMAL,PNEUMONIA}`` or a CSV manifest.
 
@@ -239,7 +254,16 @@ class ChestXRayDataModule(LightningDataModule):
         if split not in self.datasets:
             raise DataError(f"no {split} split under {self.root}")
         dataset = self.datasets[split]
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        if train:
+            batch_size = per_process_batch_size(self.batch_size, world_size)
+        else:
+            batch_size = per_process_batch_size(
+                self.eval_batch_size, world_size, "data.eval_batch_size (or data.batch_size)"
+            )
         sampler = None
+        # Under DDP Lightning wraps this sampler so each process draws its share of the
+        # weighted sample; the weights come from the whole training split on every process.
         if train and self.imbalance == "sampler":
             labels = self._labels(split)
             weights = balanced_class_weights(labels, self.num_classes)
@@ -250,7 +274,7 @@ class ChestXRayDataModule(LightningDataModule):
             )
         return DataLoader(
             dataset,
-            batch_size=self.batch_size if train else self.eval_batch_size,
+            batch_size=batch_size,
             shuffle=train and sampler is None,
             sampler=sampler,
             num_workers=self.num_workers,

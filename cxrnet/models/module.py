@@ -19,6 +19,8 @@ OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], Optimizer]
 SchedulerFactory = Callable[[Optimizer], Any]
 
 STAGES = ("train", "val", "test")
+# Where a checkpoint keeps the best monitored validation score reached so far.
+BEST_VAL_KEY = "cxrnet_best_val"
 
 
 class ClassifierModule(LightningModule):
@@ -145,6 +147,17 @@ class ClassifierModule(LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # torchmetrics keeps metric states out of the state dict; a resumed run must still
+        # report the best score it reached before it was stopped.
+        if self.best_val.update_called:
+            checkpoint[BEST_VAL_KEY] = float(self.best_val.compute())
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if BEST_VAL_KEY in checkpoint:
+            self.best_val.reset()
+            self.best_val.update(torch.tensor(checkpoint[BEST_VAL_KEY]))
 
     def configure_optimizers(self) -> Any:
         optimizer = self.hparams.optimizer(params=self.parameters())
