@@ -13,6 +13,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -96,8 +97,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str
     # Checkpoints hold the optimizer/scheduler factories, so they need full unpickling; they
     # are this project's own files (or the user's, when resuming).
     try:
-        with _ddp_ranks_rejoin_this_job(output_dir):
-            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
     except SystemExit as error:
         # Lightning ends a run stopped by SIGTERM with SystemExit(None) (exit code 0) and one
         # stopped by Ctrl-C with SystemExit(1): both are interruptions, not successes or failures.
@@ -160,7 +160,7 @@ def run(
         extra=extra,
     )
     try:
-        with recorder:
+        with recorder, _local_ddp_job(output_dir):
             result = train(cfg, extra_callbacks)
             recorder.update(extra={**recorder.record.extra, "world_size": result.pop("world_size")})
             recorder.complete(result.pop("metrics"), paths=result)
@@ -219,32 +219,43 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     return None if value is None else float(value)
 
 
+# What Lightning sets in the environment of the process that starts DDP ranks itself.
+_LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", DDP_JOB_ENV)
+
+
 @contextlib.contextmanager
-def _ddp_ranks_rejoin_this_job(output_dir: Path) -> Iterator[None]:
-    """Tell the DDP ranks Lightning starts which job they belong to.
+def _local_ddp_job(output_dir: Path) -> Iterator[None]:
+    """One job's worth of DDP ranks started by Lightning, and nothing left over after it.
 
     Lightning starts ranks 1.. by running this process's command line again with
     ``hydra.run.dir`` added. Under ``-m`` that command is the whole sweep, and ``hydra.run.dir``
-    is not the job's folder, so every rank would start a sweep of its own in other folders.
-    The ranks read this job's overrides and folder from the environment instead (``main``).
+    is not the job's folder, so every rank would start a sweep of its own in other folders; the
+    ranks read this job's overrides and folder from the environment instead (``main``).
+    Lightning also leaves ``LOCAL_RANK`` and the process group behind, after which the next job
+    of a sweep would think its ranks already exist: both are undone when the job ends.
     """
-    previous = os.environ.get(DDP_JOB_ENV)
-    if "LOCAL_RANK" not in os.environ and HydraConfig.initialized():
-        os.environ[DDP_JOB_ENV] = json.dumps(
-            [
-                *job_overrides(),
-                f"hydra.run.dir={output_dir.resolve()}",
-                # Rank 0 wrote the job's .hydra/ folder; the other ranks add none.
-                "hydra.output_subdir=null",
-            ]
-        )
+    if "LOCAL_RANK" in os.environ or not HydraConfig.initialized():
+        yield  # a rank started by Lightning, srun or torchrun; or no Hydra app to rerun
+        return
+    previous = {key: os.environ.get(key) for key in _LAUNCHER_ENV}
+    os.environ[DDP_JOB_ENV] = json.dumps(
+        [
+            *job_overrides(),
+            f"hydra.run.dir={output_dir.resolve()}",
+            # Rank 0 wrote the job's .hydra/ folder; the other ranks add none.
+            "hydra.output_subdir=null",
+        ]
+    )
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop(DDP_JOB_ENV, None)
-        else:
-            os.environ[DDP_JOB_ENV] = previous
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def launch_arguments(argv: Sequence[str], environ: dict[str, str] | os._Environ[str]) -> list[str]:
