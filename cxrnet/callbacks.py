@@ -54,19 +54,22 @@ class FailOnNonFinite(Callback):
             )
 
 
-class CheckpointOnInterrupt(Callback):
+class LastCheckpoint(Callback):
     """Save ``last.ckpt`` when a run is stopped by SIGTERM or Ctrl-C, and remember why.
 
     Lightning stops at the end of the current batch on SIGTERM (the scheduler's "please stop")
     but saves nothing and exits with code 0; on Ctrl-C it exits with code 1, which looks like
-    any failure. The checkpoint makes the run resumable (``ckpt_path=last``) and ``reason``
-    lets the entry point record the run as interrupted rather than failed.
+    any failure. The checkpoint makes the run resumable (``ckpt_path=last``) and ``reason`` lets
+    the entry point record the run as interrupted. (Between signals ``last.ckpt`` is written by
+    ModelCheckpoint at the end of each validation: the point an exact resume starts from. One
+    written on a signal, mid-epoch, resumes but does not replay the rest of that epoch exactly.)
     """
 
+    FILENAME = "last.ckpt"
+
     def __init__(self, dirpath: str | Path) -> None:
-        self.dirpath = Path(dirpath)
+        self.path = Path(dirpath) / self.FILENAME
         self.reason: str | None = None
-        self.saved: Path | None = None
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
@@ -77,11 +80,9 @@ class CheckpointOnInterrupt(Callback):
             self.reason = "SIGINT"
         else:
             return
-        if trainer.state.fn != TrainerFn.FITTING:
-            return
-        self.saved = self.dirpath / "last.ckpt"
-        # Every rank takes part (the strategy gathers state); rank 0 writes the file.
-        trainer.save_checkpoint(self.saved)
+        if trainer.state.fn == TrainerFn.FITTING:
+            # Every rank takes part (the strategy gathers state); rank 0 writes the file.
+            trainer.save_checkpoint(self.path)
 
 
 class EpochSeed(Callback):
@@ -89,7 +90,7 @@ class EpochSeed(Callback):
 
     The shuffle order, the augmentation and dropout of an epoch then depend on the seed and the
     epoch number only, not on everything drawn before. A run resumed from an end-of-epoch
-    checkpoint therefore trains exactly as the uninterrupted run did (with
+    ``last.ckpt`` therefore trains exactly as the uninterrupted run did (with
     ``trainer.deterministic=true``); without this, a resume restarts the generators from the
     seed and the remaining epochs draw different numbers.
     """

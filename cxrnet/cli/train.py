@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from cxrnet.callbacks import CheckpointOnInterrupt, EpochSeed
+from cxrnet.callbacks import EpochSeed, LastCheckpoint
 from cxrnet.cli.hydra_support import (
     CONFIG_PATH,
     HYDRA_VERSION,
@@ -82,11 +82,11 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str
         class_names=list(datamodule.class_names),
         class_weights=datamodule.class_weights,
     )
-    interrupt = CheckpointOnInterrupt(output_dir / CHECKPOINT_DIR)
+    last = LastCheckpoint(output_dir / CHECKPOINT_DIR)
     callbacks = [
         *instantiate_group(cfg.get("callbacks")),
+        last,
         EpochSeed(cfg.seed),
-        interrupt,
         *extra_callbacks,
     ]
     loggers = instantiate_group(cfg.get("logger"))
@@ -101,12 +101,11 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str
     except SystemExit as error:
         # Lightning ends a run stopped by SIGTERM with SystemExit(None) (exit code 0) and one
         # stopped by Ctrl-C with SystemExit(1): both are interruptions, not successes or failures.
-        if interrupt.reason is None:
+        if last.reason is None:
             raise
         raise RunStopped(
-            f"stopped by {interrupt.reason} at epoch {trainer.current_epoch}, step "
-            f"{trainer.global_step}; resume with ckpt_path={interrupt.saved or 'last'} "
-            f"(checkpoint in {output_dir / CHECKPOINT_DIR})",
+            f"stopped by {last.reason} at epoch {trainer.current_epoch}, step "
+            f"{trainer.global_step}; resume with ckpt_path={last.path}",
             status=RunStatus.INTERRUPTED,
         ) from error
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""

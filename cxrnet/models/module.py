@@ -8,8 +8,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from lightning import LightningModule
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 from torch.optim import Optimizer
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchmetrics import MaxMetric, MeanMetric, MinMetric
 
 from cxrnet.evaluation.metrics import classification_metrics
@@ -126,6 +128,10 @@ class ClassifierModule(LightningModule):
         return values
 
     def _log_epoch(self, stage: str) -> dict[str, float]:
+        if not self.losses[f"{stage}_"].update_called:
+            # A run resumed at an epoch boundary finishes the epoch it stopped in without
+            # seeing a batch of it: there is nothing to report for that epoch.
+            return {}
         values = self.compute_epoch_metrics(stage)
         self.log_dict(values, prog_bar=stage == "val", sync_dist=False)
         return values
@@ -135,7 +141,7 @@ class ClassifierModule(LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         values = self._log_epoch("val")
-        if self.trainer.sanity_checking:
+        if self.trainer.sanity_checking or not values:
             return
         monitor = self.hparams.monitor
         if monitor not in values:
@@ -144,6 +150,33 @@ class ClassifierModule(LightningModule):
             )
         self.best_val.update(torch.tensor(values[monitor]))
         self.log(f"{monitor}_best", self.best_val.compute(), sync_dist=False)
+        self._step_plateau_schedulers(values)
+
+    def _step_plateau_schedulers(self, values: Mapping[str, float]) -> None:
+        """ReduceLROnPlateau steps here, at the end of validation, not at the end of the epoch.
+
+        The checkpoints of an epoch are written when validation ends; Lightning steps epoch
+        schedulers after that and skips the step when it resumes from such a checkpoint, so a
+        resumed run would lower its learning rate at other epochs than the uninterrupted one.
+        Stepped here, the checkpoint holds the stepped scheduler and a resume is exact.
+        """
+        if self.trainer.state.fn != TrainerFn.FITTING:
+            return
+        schedulers = self.lr_schedulers()
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            if isinstance(scheduler, ReduceLROnPlateau):
+                name = self.hparams.scheduler_monitor
+                if name not in values:
+                    raise KeyError(
+                        f"scheduler_monitor {name!r} is not a validation metric; choose from "
+                        f"{sorted(values)}"
+                    )
+                scheduler.step(values[name])
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        if isinstance(scheduler, ReduceLROnPlateau):
+            return  # stepped at the end of validation (see above)
+        super().lr_scheduler_step(scheduler, metric)
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
