@@ -30,7 +30,8 @@ def script_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         key: value
         for key, value in os.environ.items()
         # A test run under Slurm or inside another cxrnet job must not inherit its folder.
-        if not key.startswith(("SLURM_", "CXRNET_RUN_STAMP", "CXRNET_DDP_JOB"))
+        if key == "SLURM_CONF"
+        or not key.startswith(("SLURM_", "CXRNET_RUN_STAMP", "CXRNET_DDP_JOB"))
     }
     return env | {
         "CXRNET_CACHE_DIR": str(tmp_path / "cache"),
@@ -53,12 +54,12 @@ def start_train(args: Sequence[str], tmp_path: Path, **popen: object) -> subproc
 
 
 def run_train(
-    args: Sequence[str], tmp_path: Path, timeout: float = 300
+    args: Sequence[str], tmp_path: Path, timeout: float = 300, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*console_script("cxrnet-train"), *args],
         cwd=tmp_path,
-        env=script_env(tmp_path),
+        env=script_env(tmp_path) | (env or {}),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -149,6 +149,13 @@ def run(
     whatever happens, so the next multirun job starts its own run.
     """
     output_dir = Path(cfg.paths.output_dir)
+    if os.environ.get("SLURM_JOB_ID"):
+        # Which Slurm job ran it, and how often Slurm restarted (requeued) that job.
+        slurm = {
+            "slurm_job_id": os.environ["SLURM_JOB_ID"],
+            "slurm_restart_count": int(os.environ.get("SLURM_RESTART_COUNT", 0)),
+        }
+        extra = {**(extra or {}), **slurm}
     recorder = RunRecorder(
         output_dir,
         "cxrnet-train",
