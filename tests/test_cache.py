@@ -234,6 +234,17 @@ def _grow(records: list[Record]) -> list[Record]:
     return records
 
 
+def _rename(records: list[Record]) -> list[Record]:
+    # Same bytes, size and mtime under another name: the path alone must change the key, or a
+    # renamed (or relabelled-by-moving) file would be read back from the wrong row.
+    old = records[0].path
+    new = old.with_name(f"IM-9999-0001{old.suffix}")
+    stat = old.stat()
+    old.rename(new)
+    assert (new.stat().st_size, new.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    return [make_record(new, records[0].label, "train"), *records[1:]]
+
+
 def _add(records: list[Record]) -> list[Record]:
     return records + make_records(records[0].path.parents[1], count=1, start=len(records))
 
@@ -241,6 +252,7 @@ def _add(records: list[Record]) -> list[Record]:
 CHANGES: dict[str, tuple[Callable[[list[Record]], list[Record]], DecodeParams]] = {
     "file touched": (_touch, PARAMS),
     "file size": (_grow, PARAMS),
+    "file renamed": (_rename, PARAMS),
     "file added": (_add, PARAMS),
     "image size": (lambda r: r, DecodeParams(image_size=40)),
     "resize mode": (lambda r: r, DecodeParams(image_size=32, resize="letterbox")),
@@ -322,7 +334,7 @@ def test_killed_build_is_never_read_as_complete(tmp_path: Path) -> None:
     )
     try:
         deadline = time.monotonic() + 60
-        while not any(cache_dir.glob(".*.tmp-*/images.npy")):
+        while not any(cache_dir.glob(".*.partial-*/images.npy")):
             assert builder.poll() is None, "the build ended before it could be killed"
             assert time.monotonic() < deadline, "the build never started"
             time.sleep(0.05)

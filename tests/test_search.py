@@ -17,12 +17,12 @@ from omegaconf import OmegaConf, open_dict
 
 optuna = pytest.importorskip("optuna")
 
-from cxrnet import runs  # noqa: E402
 from cxrnet.cli import search as search_module  # noqa: E402
 from cxrnet.cli.compare import collect_runs  # noqa: E402
 from cxrnet.cli.search import search  # noqa: E402
 from cxrnet.runs import RunRecord, RunStatus  # noqa: E402
 from cxrnet.runs import format_override_value as format_value  # noqa: E402
+from cxrnet.runs import record as runs  # noqa: E402
 from cxrnet.search.space import SearchSettings, parse_space, round_float  # noqa: E402
 
 SPACES = sorted(

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, open_dict
 
 from cxrnet.cli.hydra_support import register_resolvers
 from cxrnet.cli.train import run
+from cxrnet.models.checkpoint import load_checkpoint
 from cxrnet.tracking import (
     CHECKPOINT_KEY,
     finish_wandb_run,
@@ -329,7 +330,7 @@ def test_csv_and_tensorboard_together_and_the_report_is_inert_without_wandb(
     events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
     assert "val/auroc" in events.Tags()["scalars"]
     assert not (run_dir / "wandb").exists()
-    checkpoint = torch.load(result.paths["best_checkpoint"], map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint(result.paths["best_checkpoint"])
     assert CHECKPOINT_KEY not in checkpoint
 
 
@@ -418,7 +419,7 @@ def test_multirun_jobs_are_grouped_by_sweep_and_named_by_overrides(tmp_path: Pat
     plain = tmp_path / "plain.ckpt"
     torch.save({"state_dict": {}}, plain)
     assert wandb_run_defaults(ckpt_path=str(plain)) == {}
-    torch.save({CHECKPOINT_KEY: {"run_id": "abc123"}}, tmp_path / "w.ckpt")
+    torch.save({"state_dict": {}, CHECKPOINT_KEY: {"run_id": "abc123"}}, tmp_path / "w.ckpt")
     assert wandb_run_defaults(ckpt_path=str(tmp_path / "w.ckpt")) == {"id": "abc123"}
 
 

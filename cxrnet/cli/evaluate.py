@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -20,17 +19,11 @@ from cxrnet.cli.hydra_support import (
 )
 from cxrnet.data.datamodule import ChestXRayDataModule
 from cxrnet.evaluation.operating_point import operating_point
+from cxrnet.models.checkpoint import load_checkpoint
 from cxrnet.models.module import ClassifierModule
 from cxrnet.runs import RunRecorder
 
 log = logging.getLogger(__name__)
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; pass ckpt_path=<file>.ckpt")
-    # Our checkpoints hold the partial optimizer/scheduler factories, which need full unpickling.
-    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def datamodule_for(cfg: DictConfig, checkpoint: dict[str, Any]) -> ChestXRayDataModule:

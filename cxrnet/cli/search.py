@@ -45,14 +45,14 @@ import hydra
 import optuna
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial
 
 from cxrnet.callbacks import FailOnNonFinite
 from cxrnet.cli.hydra_support import CONFIG_PATH, HYDRA_VERSION, register_resolvers
 from cxrnet.cli.train import run as run_training
-from cxrnet.runs import Override, format_overrides, write_json_atomic
+from cxrnet.runs import MISSING, Override, format_overrides, lookup, write_json_atomic
 from cxrnet.search.pruning import ReportToTrial
 from cxrnet.search.space import Choice, SearchSettings, round_float
 from cxrnet.search.study import (
@@ -81,15 +81,6 @@ _NOT_TRAIN_KEYS = ("hparams_search", "hydra")
 
 def _is_train_override(override: str) -> bool:
     return not Override.parse(override).in_group(*_NOT_TRAIN_KEYS)
-
-
-def _key_exists(cfg: DictConfig, key: str) -> bool:
-    node: Any = cfg
-    for part in key.split("."):
-        if not isinstance(node, DictConfig) or part not in node:
-            return False
-        node = node._get_node(part)
-    return True
 
 
 def _release_memory() -> None:
@@ -184,7 +175,9 @@ def _check_search_inputs(
             f"{clashes} are both set on the command line and searched; drop the override or "
             f"stop searching the key, e.g. ~hparams_search.space.{clashes[0]}"
         )
-    missing = [key for key in sorted(searched) if not _key_exists(probe, key)]
+    # Unresolved: a key whose value is an interpolation or ??? exists all the same.
+    plain = OmegaConf.to_container(probe, resolve=False)
+    missing = [key for key in sorted(searched) if lookup(plain, key) is MISSING]
     if missing:
         raise ValueError(
             f"hparams_search.space declares {missing}, which the train config does not have "

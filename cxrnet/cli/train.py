@@ -94,10 +94,9 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    # Checkpoints hold the optimizer/scheduler factories, so they need full unpickling; they
-    # are this project's own files (or the user's, when resuming).
+    # Checkpoints hold plain data only (cxrnet.models.checkpoint): nothing loaded runs code.
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SystemExit as error:
         # Lightning ends a run stopped by SIGTERM with SystemExit(None) (exit code 0) and one
         # stopped by Ctrl-C with SystemExit(1): both are interruptions, not successes or failures.
@@ -113,11 +112,11 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str
     if ckpt is None:
         log.warning("no best checkpoint was saved; reporting the last weights")
     metrics = _metric_values(
-        trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+        trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     )
     if cfg.get("test") and datamodule.has_test:
         metrics |= _metric_values(
-            trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+            trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         )
     elif cfg.get("test"):
         log.warning("no test split under %s: skipped testing", root)

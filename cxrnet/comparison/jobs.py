@@ -10,11 +10,13 @@ from typing import Any
 import yaml
 
 from cxrnet.runs import (
+    MISSING,
     RecordError,
     RunRecord,
     RunStatus,
     Value,
     find_job_dirs,
+    lookup,
     overrides_as_dict,
     parse_value,
     read_record,
@@ -54,11 +56,9 @@ class RunResult:
 
 
 def _config_scalar(config: Mapping[str, Any], dotted: str) -> Value:
-    node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
+    node = lookup(config, dotted)
+    if node is MISSING:
+        return None
     if node is None:
         return "null"
     if isinstance(node, str):
