@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from cxrnet.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 # ckpt_path values that mean "the newest checkpoint of this run folder".
@@ -46,7 +48,7 @@ def resolve_checkpoint(ckpt_path: str | None, run_dir: Path | str) -> Path | Non
     if str(ckpt_path) in RESUME_LATEST:
         found = latest_checkpoint(run_dir)
         if found is None:
-            raise FileNotFoundError(
+            raise ConfigError(
                 f"ckpt_path={ckpt_path}: no checkpoint in {run_dir} or {run_dir / CHECKPOINT_DIR}; "
                 "point hydra.run.dir at the run folder to resume, or pass "
                 "ckpt_path=<run folder>/checkpoints/last.ckpt"
@@ -54,7 +56,7 @@ def resolve_checkpoint(ckpt_path: str | None, run_dir: Path | str) -> Path | Non
         return found
     path = Path(ckpt_path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(
+        raise ConfigError(
             f"ckpt_path={ckpt_path} does not exist; pass a checkpoint file, or ckpt_path=last "
             "with hydra.run.dir=<run folder>"
         )

@@ -9,6 +9,7 @@ import pytest
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
+from cxrnet.callbacks import FailOnNonFinite
 from cxrnet.cli.hydra_support import instantiate_group
 from cxrnet.models.module import ClassifierModule
 
@@ -89,6 +90,8 @@ def test_eval_config_requires_a_checkpoint(compose_cfg) -> None:
             "min",
             2,
         ),
+        # monitor_mode follows the metric when not set.
+        (["monitor=val/loss"], "val/loss", "min", 5),
     ],
 )
 def test_early_stopping_callbacks_are_built_into_objects(
@@ -97,7 +100,7 @@ def test_early_stopping_callbacks_are_built_into_objects(
     cfg = compose_cfg("train", ["callbacks=early_stopping", *overrides])
     callbacks = instantiate_group(cfg.callbacks)
     by_type = {type(callback): callback for callback in callbacks}
-    assert set(by_type) == {EarlyStopping, ModelCheckpoint, LearningRateMonitor}
+    assert set(by_type) == {EarlyStopping, ModelCheckpoint, LearningRateMonitor, FailOnNonFinite}
     stopping, checkpoint = by_type[EarlyStopping], by_type[ModelCheckpoint]
     assert (stopping.monitor, stopping.mode, stopping.patience) == (monitor, mode, patience)
     # It stops on the very metric and direction the best checkpoint is chosen by.

@@ -91,8 +91,9 @@ def test_ckpt_path_last_without_a_checkpoint_names_the_folder_and_the_fix(
         [*QUICK, f"data.root={synthetic_root}", "ckpt_path=last", f"hydra.run.dir={empty}"],
         tmp_path,
     )
-    assert done.returncode != 0
+    assert done.returncode == 2  # a usage error: one line, no traceback
     assert f"no checkpoint in {empty}" in done.stderr
+    assert "Traceback" not in done.stderr
     assert "point hydra.run.dir at the run folder" in done.stderr
     assert _record(empty)["status"] == "failed"
 

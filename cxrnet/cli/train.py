@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -21,7 +22,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from cxrnet.callbacks import EpochSeed, LastCheckpoint
+from cxrnet.callbacks import EpochSeed, LastCheckpoint, TrainingDiverged
+from cxrnet.cli.errors import brief_errors
 from cxrnet.cli.hydra_support import (
     CONFIG_PATH,
     HYDRA_VERSION,
@@ -31,6 +33,7 @@ from cxrnet.cli.hydra_support import (
     register_resolvers,
     save_resolved_config,
 )
+from cxrnet.cli.preflight import check_train_config
 from cxrnet.data.synthetic import SyntheticSpec, ensure_synthetic
 from cxrnet.evaluation.operating_point import operating_point
 from cxrnet.resume import CHECKPOINT_DIR, resolve_checkpoint, run_dir_of_checkpoint
@@ -65,6 +68,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str
     ``extra_callbacks`` come from code rather than config, e.g. a search's pruning callback.
     """
     output_dir = Path(cfg.paths.output_dir)
+    check_train_config(cfg)  # before any data work: a typo costs seconds, not a decode
     is_rank_zero = rank_zero_only.rank == 0
     ckpt_path = resolve_checkpoint(cfg.get("ckpt_path"), output_dir)
     _fill_wandb_run_defaults(cfg, ckpt_path)
@@ -108,12 +112,21 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str
             status=RunStatus.INTERRUPTED,
         ) from error
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    ckpt = best or None
-    if ckpt is None:
-        log.warning("no best checkpoint was saved; reporting the last weights")
+    if not best:
+        # Metrics of weights nobody can load again are not a result.
+        raise RunStopped(
+            "no checkpoint was saved (no training epoch finished, or callbacks.model_checkpoint "
+            "is off), so the run has no result to report"
+        )
+    ckpt = best
     metrics = _metric_values(
         trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     )
+    if not math.isfinite(metrics.get(cfg.monitor, math.nan)):
+        raise TrainingDiverged(
+            f"{cfg.monitor} of the best checkpoint {best} is {metrics.get(cfg.monitor)}: its "
+            "predictions are not finite (training diverged); lower model.optimizer.lr"
+        )
     if cfg.get("test") and datamodule.has_test:
         metrics |= _metric_values(
             trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
@@ -217,6 +230,7 @@ def _print_summary(record: RunRecord) -> None:
 
 
 @hydra.main(version_base=HYDRA_VERSION, config_path=CONFIG_PATH, config_name="train")
+@brief_errors
 def _hydra_main(cfg: DictConfig) -> float | None:
     record = run(cfg)
     # Sweepers minimise or maximise what the app returns: the monitored validation metric.
