@@ -226,7 +226,8 @@ class ClassifierModule(LightningModule):
         The checkpoints of an epoch are written when validation ends; Lightning steps epoch
         schedulers after that and skips the step when it resumes from such a checkpoint, so a
         resumed run would lower its learning rate at other epochs than the uninterrupted one.
-        Stepped here, the checkpoint holds the stepped scheduler and a resume is exact.
+        Stepped here, the checkpoint holds the stepped scheduler and a resume steps it as the
+        uninterrupted run did.
         """
         if self.trainer.state.fn != TrainerFn.FITTING:
             return
