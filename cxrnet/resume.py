@@ -54,13 +54,8 @@ def resolve_checkpoint(ckpt_path: str | None, run_dir: Path | str) -> Path | Non
                 "ckpt_path=<run folder>/checkpoints/last.ckpt"
             )
         return found
-    path = Path(ckpt_path).expanduser()
-    if not path.is_file():
-        raise ConfigError(
-            f"ckpt_path={ckpt_path} does not exist; pass a checkpoint file, or ckpt_path=last "
-            "with hydra.run.dir=<run folder>"
-        )
-    return path
+    # A file: cxrnet.models.checkpoint.load_checkpoint says what is wrong with it, if anything.
+    return Path(ckpt_path).expanduser()
 
 
 def run_dir_of_checkpoint(ckpt_path: str | Path) -> Path | None:

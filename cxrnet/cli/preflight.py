@@ -17,6 +17,7 @@ from cxrnet.errors import ConfigError
 from cxrnet.evaluation.metrics import epoch_metric_names, monitor_mode_for
 from cxrnet.models.checkpoint import load_checkpoint
 from cxrnet.models.registry import available_models
+from cxrnet.resume import resolve_checkpoint
 
 
 def check_writable(folder: Path | str, key: str) -> None:
@@ -70,7 +71,9 @@ def check_train_config(cfg: DictConfig) -> None:
     check_network(cfg)
     resolve_monitor(cfg)
     check_epochs(cfg)
-    if cfg.get("ckpt_path"):
-        load_checkpoint(cfg.ckpt_path, mmap=True)
+    # ckpt_path=last/auto, or a requeued job's own folder: the checkpoint a resume would load.
+    ckpt_path = resolve_checkpoint(cfg.get("ckpt_path"), cfg.paths.output_dir)
+    if ckpt_path is not None:
+        load_checkpoint(ckpt_path, mmap=True)
     if cfg.data.get("cache_dir"):
         check_writable(cfg.data.cache_dir, "data.cache_dir")
