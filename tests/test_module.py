@@ -9,7 +9,7 @@ from torchmetrics.classification import BinaryAUROC
 
 from cxrnet.models.module import ClassifierModule
 
-NET = {"name": "seed_cnn", "image_size": 32, "widths": [4, 4, 8, 8], "hidden": 8}
+NET = {"name": "notebook_cnn", "image_size": 32, "widths": [4, 4, 8, 8], "hidden": 8}
 
 
 def make_module(**kwargs) -> ClassifierModule:

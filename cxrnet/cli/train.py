@@ -23,6 +23,7 @@ from cxrnet.cli.hydra_support import (
     instantiate_group,
     register_resolvers,
     save_resolved_config,
+    warn_deprecated_choices,
     write_metrics,
 )
 from cxrnet.data.synthetic import SyntheticSpec, ensure_synthetic
@@ -54,6 +55,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str
     ``extra_callbacks`` come from code rather than config, e.g. a search's pruning callback.
     """
     output_dir = Path(cfg.paths.output_dir)
+    if HydraConfig.initialized():
+        warn_deprecated_choices(HydraConfig.get().runtime.choices)
     _fill_wandb_run_defaults(cfg)
     save_resolved_config(cfg, output_dir)
     L.seed_everything(cfg.seed, workers=True)

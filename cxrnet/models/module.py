@@ -13,7 +13,9 @@ from torch.optim import Optimizer
 from torchmetrics import MaxMetric, MeanMetric, MinMetric
 
 from cxrnet.evaluation.metrics import classification_metrics
+from cxrnet.models.adapt import classifier_name
 from cxrnet.models.registry import create_model
+from cxrnet.models.weights import load_weights
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], Optimizer]
 SchedulerFactory = Callable[[Optimizer], Any]
@@ -23,6 +25,12 @@ STAGES = ("train", "val", "test")
 
 class ClassifierModule(LightningModule):
     """Classifies chest films with ``net`` (a registry name plus its arguments).
+
+    ``net`` may also hold ``weights`` (a local weights file, see ``models.weights``) and
+    ``freeze_backbone_epochs`` (train only the head for that many first epochs).
+    ``channels_last`` stores activations NHWC, which oneDNN's CPU convolutions and tensor cores
+    run faster (experiments/benchmarks/README.md); ``compile`` wraps the network in
+    ``torch.compile``. Neither changes the state dict, so checkpoints load either way.
 
     Binary tasks use one logit and BCE; more classes use softmax and cross-entropy. Class weights,
     when given, weight each sample's loss by its true class, as Keras' ``class_weight`` does.
@@ -40,6 +48,8 @@ class ClassifierModule(LightningModule):
         monitor: str = "val/auroc",
         monitor_mode: str = "max",
         threshold: float = 0.5,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -49,18 +59,27 @@ class ClassifierModule(LightningModule):
             raise ValueError(f"need at least two classes, got {list(class_names)}")
         net_kwargs = dict(net)
         name = net_kwargs.pop("name")
+        weights = net_kwargs.pop("weights", None)
+        self.freeze_backbone_epochs = int(net_kwargs.pop("freeze_backbone_epochs", 0) or 0)
         net_kwargs["num_outputs"] = 1 if self.num_classes == 2 else self.num_classes
         self.net = create_model(name, **net_kwargs)
+        if weights:
+            load_weights(self.net, weights)
+        self.head_name = classifier_name(self.net)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.net.to(memory_format=self.memory_format)
+        if compile:
+            self.net.compile()  # in place: parameter names (and checkpoints) stay unprefixed
         if class_weights is not None and len(class_weights) != self.num_classes:
             raise ValueError(
                 f"class_weights has {len(class_weights)} entries for {self.num_classes} classes"
             )
-        weights = (
+        self.register_buffer(
+            "class_weights",
             torch.ones(self.num_classes)
             if class_weights is None
-            else torch.tensor([float(w) for w in class_weights])
+            else torch.tensor([float(w) for w in class_weights]),
         )
-        self.register_buffer("class_weights", weights)
         # Keyed "<stage>_": a bare "train" would clash with nn.Module.train.
         self.metrics = torch.nn.ModuleDict(
             {f"{s}_": classification_metrics(self.num_classes, threshold) for s in STAGES}
@@ -71,7 +90,13 @@ class ClassifierModule(LightningModule):
         self.best_val = MaxMetric() if monitor_mode == "max" else MinMetric()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+        return self.net(x.contiguous(memory_format=self.memory_format))
+
+    def on_train_epoch_start(self) -> None:
+        if self.freeze_backbone_epochs > 0:
+            set_backbone_trainable(
+                self.net, self.head_name, self.current_epoch >= self.freeze_backbone_epochs
+            )
 
     def probabilities(self, logits: Tensor) -> Tensor:
         """Pneumonia probability (binary) or class probabilities (multiclass)."""
@@ -159,3 +184,11 @@ class ClassifierModule(LightningModule):
                 "frequency": 1,
             },
         }
+
+
+def set_backbone_trainable(net: torch.nn.Module, head_name: str, trainable: bool) -> None:
+    """Freeze or unfreeze every parameter outside the head; frozen ones get no gradient, so the
+    optimizer skips them."""
+    for name, parameter in net.named_parameters():
+        if not name.startswith(f"{head_name}."):
+            parameter.requires_grad_(trainable)
