@@ -128,3 +128,10 @@ def test_fast_defaults_train_with_the_losses_of_plain_nchw_float32(compose_cfg) 
     # float32 both ways: only the order of summation differs.
     assert fast_losses == pytest.approx(plain_losses, rel=1e-4, abs=1e-5)
     assert len(set(plain_losses)) == len(plain_losses)  # it trained: every step's loss moved
+
+
+def test_speed_options_leave_checkpoints_interchangeable() -> None:
+    plain = make_module()
+    fast = make_module(channels_last=True, compile=True)
+    assert list(fast.state_dict()) == list(plain.state_dict())
+    fast.load_state_dict(plain.state_dict())

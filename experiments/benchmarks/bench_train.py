@@ -273,6 +273,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine(device),
         "settings": {k: str(v) for k, v in vars(args).items()},
         "loop": {name: [] for name in variants},
+        "networks": {},
+        "tensorflow": importlib.util.find_spec("tensorflow") is not None,
     }
     cli_runs: dict[str, list[str]] = {"default settings (c)": []}
     if low_precision:
@@ -299,29 +301,40 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for name, variant in variants.items():
                 spec = common | {"variant": variant, "net": "notebook_cnn", "size": SIZE}
                 results["loop"][name].append(in_subprocess(spec))
+                save(results, args.out)
                 print(f"rep {rep}: {name}: {results['loop'][name][-1]['images_per_s']:.1f} img/s")
-            if args.skip_cli:
-                continue
-            for name, extra in cli_runs.items():
+            for name, extra in {} if args.skip_cli else cli_runs.items():
                 for length, batches in (("short", args.cli_short), ("long", args.cli_long)):
                     measured = cxrnet_train(args.data, batches, device, extra, work)
                     results["cli"][name][length].append(measured)
+                    save(results, args.out)
                 print(f"rep {rep}: cxrnet-train {name}: {cli_rate(results['cli'][name]):.1f} img/s")
-        results["networks"] = {}
-        if not args.skip_networks:
-            best = best_variant(results["loop"])
-            for net in NETWORKS:
-                row = {}
-                for name in ("NCHW fp32 (a)", best):
-                    spec = common | {"variant": variants[name], "net": net, "size": NETWORK_SIZE}
-                    spec |= {"steps": args.network_steps, "warmup": 2}
-                    row[name] = in_subprocess(spec)
-                results["networks"][net] = row
-                print(
-                    f"{net}: " + ", ".join(f"{k} {v['images_per_s']:.1f}" for k, v in row.items())
-                )
-    results["tensorflow"] = importlib.util.find_spec("tensorflow") is not None
+            if rep == 0 and not args.skip_networks:
+                # After the first repetition, so that an interrupted run still has every row.
+                networks(args, common, variants, results)
     return results
+
+
+def networks(
+    args: argparse.Namespace, common: dict, variants: dict, results: dict[str, Any]
+) -> None:
+    best = best_variant(results["loop"])
+    for net in NETWORKS:
+        row = {}
+        for name in ("NCHW fp32 (a)", best):
+            spec = common | {"variant": variants[name], "net": net, "size": NETWORK_SIZE}
+            spec |= {"steps": args.network_steps, "warmup": 2}
+            row[name] = in_subprocess(spec)
+        results["networks"][net] = row
+        save(results, args.out)
+        print(f"{net}: " + ", ".join(f"{k} {v['images_per_s']:.1f}" for k, v in row.items()))
+
+
+def save(results: dict[str, Any], out: Path) -> None:
+    """Written after every measurement: an interrupted run keeps what it measured
+    (``--report-only`` prints its tables)."""
+    results.setdefault("load_samples", []).append(os.getloadavg()[0])
+    out.write_text(json.dumps(results, indent=1) + "\n")
 
 
 def agrees(result: list[dict], reference: list[dict], dtype: str | None) -> bool:
@@ -350,6 +363,8 @@ def verdict(value: float, target: float) -> str:
 
 def report(results: dict[str, Any]) -> str:
     m = results["machine"]
+    settings = results["settings"]
+    loads = results.get("load_samples") or [float("nan")]
     flags = ", ".join(k for k, v in m["cpu_features"].items() if v) or "none detected"
     loop = results["loop"]
     a_rate = median([r["images_per_s"] for r in loop["NCHW fp32 (a)"]])
@@ -359,10 +374,12 @@ def report(results: dict[str, Any]) -> str:
         f"{m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
         f"capability {m['cpu_capability']}, instruction sets: {flags}"
         + (f"; GPU {m['gpu']}" if "gpu" in m else "")
-        + f"; load average at start {', '.join(f'{x:.2f}' for x in m['load_average_at_start'])}",
+        + f"; load average at start {', '.join(f'{x:.2f}' for x in m['load_average_at_start'])}"
+        + f", 1-minute load during the run {min(loads):.1f}-{max(loads):.1f}",
         "",
-        f"notebook CNN, {SIZE} px, batch {BATCH}, Adam, BCE; medians of {ARGS.reps} interleaved "
-        "repetitions",
+        f"notebook CNN, {SIZE} px, batch {BATCH}, Adam, BCE; medians of "
+        f"{len(loop['NCHW fp32 (a)'])} interleaved repetitions ({settings['steps']} timed steps "
+        f"after {settings['warmup']} warm-up steps)",
         "",
         "| contender | img/s | vs (a) | initial loss, eval mode (diff from a) | peak RSS MB |",
         "| --- | ---: | ---: | --- | ---: |",
@@ -401,7 +418,7 @@ def report(results: dict[str, Any]) -> str:
         lines += [
             "",
             f"every network, {NETWORK_SIZE} px, batch {BATCH}, Adam, BCE, one run each "
-            f"({ARGS.network_steps} timed steps after 2 warm-up steps)",
+            f"({settings['network_steps']} timed steps after 2 warm-up steps)",
             "",
             "| network | trainable parameters | " + " | ".join(f"{n} img/s" for n in names) + " |",
             "| --- | ---: | " + " | ".join("---:" for _ in names) + " |",
@@ -435,6 +452,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-networks", action="store_true")
     parser.add_argument("--quick", action="store_true", help="a smoke run: rough numbers")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("bench_train.json"))
+    parser.add_argument("--report-only", action="store_true", help="tables from --out's JSON")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -445,27 +463,27 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-ARGS: argparse.Namespace
-
-
 def main(argv: list[str] | None = None) -> None:
-    global ARGS
-    ARGS = parse(argv)
-    if ARGS.worker:
-        spec = json.loads(ARGS.worker)
+    args = parse(argv)
+    if args.worker:
+        spec = json.loads(args.worker)
         spec["variant"] = tuple(spec["variant"])
         print(json.dumps(hand_loop(spec)))
         return
-    if ARGS.device == "cuda" and not torch.cuda.is_available():
+    if args.report_only:
+        results = json.loads(args.out.read_text())
+        print(report(results))
+        return
+    if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device visible to torch")
-    if not (ARGS.data / "train").is_dir():
-        raise SystemExit(f"{ARGS.data}/train not found; pass --data <folder with train/>")
-    results = run(ARGS)
+    if not (args.data / "train").is_dir():
+        raise SystemExit(f"{args.data}/train not found; pass --data <folder with train/>")
+    results = run(args)
     text = report(results)
     print("\n" + text)
     results["report"] = text
-    ARGS.out.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"\nwrote {ARGS.out}")
+    save(results, args.out)
+    print(f"\nwrote {args.out}")
 
 
 if __name__ == "__main__":
