@@ -81,17 +81,17 @@ class ClassifierModule(LightningModule):
             else torch.tensor([float(w) for w in class_weights]),
         )
         # Keyed "<stage>_": a bare "train" would clash with nn.Module.train.
-        # No per-step host synchronisation: probabilities and targets come from this module, so
-        # torchmetrics' input checks are skipped, and a NaN loss is FailOnNonFinite's to catch.
+        # Probabilities and targets come from this module, so torchmetrics' input checks (a host
+        # synchronisation per update each) are skipped. The loss means keep their NaN check: it
+        # is what fails a diverged run outside a search (one check per step, on the value the
+        # progress bar synchronises on anyway).
         self.metrics = torch.nn.ModuleDict(
             {
                 f"{s}_": classification_metrics(self.num_classes, threshold, validate_args=False)
                 for s in STAGES
             }
         )
-        self.losses = torch.nn.ModuleDict(
-            {f"{s}_": MeanMetric(nan_strategy="disable") for s in STAGES}
-        )
+        self.losses = torch.nn.ModuleDict({f"{s}_": MeanMetric() for s in STAGES})
         if monitor_mode not in ("max", "min"):
             raise ValueError(f"monitor_mode must be 'max' or 'min', got {monitor_mode!r}")
         self.best_val = MaxMetric() if monitor_mode == "max" else MinMetric()
