@@ -112,3 +112,20 @@ def test_the_backbone_is_frozen_for_the_first_epochs_only() -> None:
     )
     trainer.fit(module, DataLoader(data, batch_size=4))
     assert seen == {0: (False, True), 1: (True, True)}
+
+
+def test_a_checkpoint_rebuilds_without_the_original_weights_file(
+    imagenet_style_file, tmp_path: Path
+) -> None:
+    path, _ = imagenet_style_file
+    module = ClassifierModule(
+        net={"name": "resnet18", "weights": str(path)},
+        optimizer=functools.partial(torch.optim.Adam, lr=1e-3),
+    )
+    checkpoint = {"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)
+    path.unlink()  # the user moved or deleted it after training
+    rebuilt = ClassifierModule(**checkpoint["hyper_parameters"])
+    rebuilt.load_state_dict(checkpoint["state_dict"])
+    assert checkpoint["hyper_parameters"]["net"]["initial_weights"] == str(path)
+    torch.testing.assert_close(rebuilt.net.conv1.weight, module.net.conv1.weight)

@@ -60,6 +60,7 @@ class ClassifierModule(LightningModule):
         net_kwargs = dict(net)
         name = net_kwargs.pop("name")
         weights = net_kwargs.pop("weights", None)
+        net_kwargs.pop("initial_weights", None)  # a record only (see on_save_checkpoint)
         self.freeze_backbone_epochs = int(net_kwargs.pop("freeze_backbone_epochs", 0) or 0)
         net_kwargs["num_outputs"] = 1 if self.num_classes == 2 else self.num_classes
         self.net = create_model(name, **net_kwargs)
@@ -98,6 +99,17 @@ class ClassifierModule(LightningModule):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x.contiguous(memory_format=self.memory_format))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The checkpoint's state dict already holds the loaded weights: a model rebuilt from its
+        # hyperparameters (cxrnet-eval) must not need the original weights file again.
+        net = checkpoint.get("hyper_parameters", {}).get("net")
+        if isinstance(net, Mapping) and net.get("weights"):
+            checkpoint["hyper_parameters"]["net"] = {
+                **net,
+                "weights": None,
+                "initial_weights": str(net["weights"]),
+            }
 
     def on_train_epoch_start(self) -> None:
         if self.freeze_backbone_epochs > 0:
