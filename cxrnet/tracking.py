@@ -18,6 +18,8 @@ from urllib.parse import urlparse
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
+from cxrnet.runs import Override
+
 log = logging.getLogger(__name__)
 
 WandbMode = Literal["auto", "online", "offline", "disabled"]
@@ -166,13 +168,9 @@ def run_name_from_overrides(
 
     Keys under ``excluded`` (and their children, ``paths`` covers ``paths.log_dir``) are left out.
     """
-    kept = []
-    for override in overrides:
-        key = override.split("=", 1)[0].lstrip("+~")
-        if any(key == prefix or key.startswith(f"{prefix}.") for prefix in excluded):
-            continue
-        kept.append(override.lstrip("+~"))
-    return ",".join(sorted(kept)) or None
+    kept = [Override.parse(o) for o in overrides]
+    named = [str(o).lstrip("+~") for o in kept if not o.in_group(*excluded)]
+    return ",".join(sorted(named)) or None
 
 
 def wandb_run_defaults(
@@ -200,14 +198,13 @@ def wandb_run_defaults(
 
 def wandb_run_id_from_checkpoint(path: str | Path) -> str | None:
     """The W&B run id a checkpoint was written under, or None (older or non-W&B checkpoints)."""
-    import torch
+    from cxrnet.models.checkpoint import load_checkpoint
 
     path = Path(path)
     if not path.is_file():
         return None
-    # mmap: only the small dictionaries are read, not every weight. The checkpoint is the user's
-    # own file (they asked to resume from it), and it holds pickled optimizer factories.
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    # mmap: only the small dictionaries are read, not every weight.
+    checkpoint = load_checkpoint(path, mmap=True)
     stored = checkpoint.get(CHECKPOINT_KEY) or {}
     return stored.get("run_id")
 

@@ -322,7 +322,7 @@ def test_killed_build_is_never_read_as_complete(tmp_path: Path) -> None:
     )
     try:
         deadline = time.monotonic() + 60
-        while not any(cache_dir.glob(".*.tmp-*/images.npy")):
+        while not any(cache_dir.glob(".*.partial-*/images.npy")):
             assert builder.poll() is None, "the build ended before it could be killed"
             assert time.monotonic() < deadline, "the build never started"
             time.sleep(0.05)

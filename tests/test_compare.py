@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,7 @@ from cxrnet.cli.compare import (
     summarize,
     write_report,
 )
+from cxrnet.comparison.render import table_lines, terminal_metrics
 
 # val/auroc per configuration, one value per seed; hand-computed mean and sample std below.
 GRID = {
@@ -171,7 +175,7 @@ def test_markdown_lists_rows_and_failed_jobs(sweep: Path, tmp_path: Path) -> Non
     assert "## Failed or unfinished jobs (2)" in text
     assert "| failed | ValueError: loss is NaN |" in text
     assert "Traceback" not in text  # one line per job
-    assert "| unfinished | no metrics.json" in text
+    assert "| unfinished | no final record" in text
     assert f"]({PLOT_NAME})" in text
 
 
@@ -286,3 +290,42 @@ def test_parse_overrides_handles_hydra_prefixes() -> None:
         ["+trainer.max_epochs=3", "++model.name='seed cnn'", "hydra.run.dir=x", "flag=true"]
     )
     assert parsed == {"trainer.max_epochs": 3, "model.name": "seed cnn", "flag": True}
+
+
+def test_the_console_script_prints_rows_into_a_pipe(sweep: Path) -> None:
+    # A Slurm log or a pipe is not a terminal: the table must still have its rows, in plain text.
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "cxrnet-compare"), str(sweep)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("data.split"))
+    assert header.split()[:4] == ["data.split", "data.val_fraction", "n", "val/auroc"]
+    rows = [line for line in lines if line.startswith(("random", "stratified"))]
+    assert len(rows) == 4
+    assert rows[0].split()[:5] == ["random", "0.1", "3", "0.960", "±"]
+    assert "\x1b[" not in done.stdout  # no terminal escape codes in a log
+
+
+def test_the_terminal_table_fits_the_width_and_shows_the_monitor_first(sweep: Path) -> None:
+    summary = summarize(collect_runs([sweep]))
+    shown = terminal_metrics(summary)
+    assert shown[0] == "val/auroc" and len(shown) <= 5
+    assert terminal_metrics(summary, ["test/*"]) == ["val/auroc", "test/auroc"]
+    with pytest.raises(ValueError, match="--show 'nope'"):
+        terminal_metrics(summary, ["nope"])
+
+    wide, hidden = table_lines(summary, shown, width=None)
+    assert hidden == [] and len(wide) == 2 + 4
+    narrow, hidden = table_lines(summary, shown, width=60)
+    assert all(len(line) <= 60 for line in narrow)
+    assert hidden and "val/auroc" not in hidden  # the sort metric is the last to go
+    assert narrow[2].split()[:2] == ["random", "0.1"]
+    # Even a very narrow terminal keeps every row and the monitor, shortening the keys.
+    tiny, _ = table_lines(summary, shown, width=30)
+    assert len(tiny) == 6 and "0.960" in tiny[2]

@@ -36,12 +36,12 @@ def test_seed_recipe_trains_an_epoch_on_real_images(compose_cfg, real_224: Path,
         ],
     )
     result = run(cfg)
-    run_dir = Path(result["run_dir"])
+    run_dir = Path(result.run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "completed"
     assert 0.0 <= metrics["metrics"]["val/auroc"] <= 1.0
     assert not any(key.startswith("test/") for key in metrics["metrics"])  # no test split here
-    assert Path(metrics["best_model_path"]).is_file()
+    assert Path(metrics["paths"]["best_checkpoint"]).is_file()
     assert (run_dir / "config.yaml").is_file()
     counts = (run_dir / "counts.csv").read_text().splitlines()
     assert counts[1].startswith("train,96,")

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 
@@ -20,13 +19,11 @@ optuna = pytest.importorskip("optuna")
 
 from cxrnet.cli import search as search_module  # noqa: E402
 from cxrnet.cli.compare import collect_runs  # noqa: E402
-from cxrnet.cli.search import (  # noqa: E402
-    SearchSettings,
-    format_value,
-    parse_space,
-    round_float,
-    search,
-)
+from cxrnet.cli.search import search  # noqa: E402
+from cxrnet.runs import RunRecord, RunStatus  # noqa: E402
+from cxrnet.runs import format_override_value as format_value  # noqa: E402
+from cxrnet.runs import record as runs  # noqa: E402
+from cxrnet.search.space import SearchSettings, parse_space, round_float  # noqa: E402
 
 SPACES = sorted(
     Path(str(p)).stem
@@ -166,7 +163,9 @@ def test_a_search_runs_trials_and_a_diverging_one_fails_without_stopping_it(
         # The objective is the validation metric of the run, and trials never test.
         assert trial.value == pytest.approx(metrics["metrics"]["val/auroc"])
         assert not any(key.startswith("test/") for key in metrics["metrics"])
-        overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
+        # The record carries the overrides that reproduce the trial; no hand-made .hydra/.
+        overrides = metrics["overrides"]
+        assert not (run_dir / ".hydra").exists()
         assert "debug=fast" in overrides
         assert f"data.imbalance={trial.params['data.imbalance']}" in overrides
         assert len(trial.intermediate_values) == 2  # one report per epoch
@@ -193,8 +192,16 @@ def test_running_the_same_search_again_resumes_the_study(run_search, tmp_path: P
 
 
 def test_a_trial_below_the_pruners_bar_is_pruned_after_its_first_epoch(
-    run_search, tmp_path: Path
+    run_search, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    written: list[str] = []
+    write_record = runs.write_record
+
+    def spy(record: RunRecord, path: Path | None = None) -> Path:
+        written.append(record.status.value)
+        return write_record(record, path)
+
+    monkeypatch.setattr(runs, "write_record", spy)
     # No AUROC reaches 2: the threshold pruner stops every trial at its first report.
     pruner = {"_target_": "optuna.pruners.ThresholdPruner", "lower": 2.0}
     summary = run_search("hparams_search.n_trials=1", edit={"hparams_search.pruner": pruner})
@@ -206,6 +213,8 @@ def test_a_trial_below_the_pruners_bar_is_pruned_after_its_first_epoch(
     metrics = json.loads((tmp_path / "study" / "trials" / "0" / "metrics.json").read_text())
     assert metrics["status"] == "pruned"
     assert "pruned after epoch 0" in metrics["error"]
+    # Written once when the trial started and once as pruned: never as failed first.
+    assert written == ["running", "pruned"]
 
 
 def test_an_interrupted_trial_is_rerun_when_the_search_resumes(
@@ -213,11 +222,12 @@ def test_an_interrupted_trial_is_rerun_when_the_search_resumes(
 ) -> None:
     calls: list[float] = []
 
-    def fake_run(cfg, callbacks):  # the outcome is what matters here, not training
+    def fake_run(cfg, callbacks, **_):  # the outcome is what matters here, not training
         calls.append(cfg.model.net.dropout)
         if len(calls) == 1:
             raise SystemExit(1)  # what Lightning raises after Ctrl-C
-        return {"metrics": {"val/auroc": 0.5 + cfg.model.net.dropout / 10}}
+        metrics = {"val/auroc": 0.5 + cfg.model.net.dropout / 10}
+        return RunRecord(RunStatus.COMPLETED, str(cfg.paths.output_dir), metrics=metrics)
 
     monkeypatch.setattr(search_module, "run_training", fake_run)
     with pytest.raises(KeyboardInterrupt):

@@ -149,13 +149,13 @@ def test_ensure_synthetic_builds_once_and_reuses(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = []
-    real_generate = synthetic.generate_synthetic
+    real_fill = synthetic._fill
 
-    def counting_generate(*args, **kwargs):
+    def counting_fill(*args, **kwargs):
         calls.append(args)
-        return real_generate(*args, **kwargs)
+        return real_fill(*args, **kwargs)
 
-    monkeypatch.setattr(synthetic, "generate_synthetic", counting_generate)
+    monkeypatch.setattr(synthetic, "_fill", counting_fill)
     # Two jobs racing for the same cache folder: the lock makes one build and one wait.
     results: list[Path] = []
     threads = [

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, open_dict
 
 from cxrnet.cli.hydra_support import register_resolvers
 from cxrnet.cli.train import run
+from cxrnet.models.checkpoint import load_checkpoint
 from cxrnet.tracking import (
     CHECKPOINT_KEY,
     finish_wandb_run,
@@ -176,7 +177,7 @@ def many_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory):
 
 def test_wandb_offline_run_holds_config_metrics_report_and_artifacts(many_run) -> None:
     _, result, _ = many_run
-    run_dir = Path(result["run_dir"])
+    run_dir = Path(result.run_dir)
     (wandb_dir,) = offline_runs(run_dir)
     written = read_offline_run(wandb_dir)
 
@@ -218,9 +219,9 @@ def test_resuming_from_a_checkpoint_continues_the_same_wandb_run(
     many_run, synthetic_root: Path, capsys
 ) -> None:
     _, first, root = many_run
-    (first_dir,) = offline_runs(Path(first["run_dir"]))
+    (first_dir,) = offline_runs(Path(first.run_dir))
     first_id = read_offline_run(first_dir)["id"]
-    last = Path(first["run_dir"]) / "checkpoints" / "last.ckpt"
+    last = Path(first.run_dir) / "checkpoints" / "last.ckpt"
     assert wandb_run_id_from_checkpoint(last) == first_id
 
     cfg = _compose(
@@ -235,7 +236,7 @@ def test_resuming_from_a_checkpoint_continues_the_same_wandb_run(
         root / "cache",
     )
     result = run(cfg)
-    (resumed_dir,) = offline_runs(Path(result["run_dir"]))
+    (resumed_dir,) = offline_runs(Path(result.run_dir))
     resumed = read_offline_run(resumed_dir)
     assert resumed["id"] == first_id
     assert resumed["config"]["logger"]["wandb"]["id"] == first_id
@@ -324,12 +325,12 @@ def test_csv_and_tensorboard_together_and_the_report_is_inert_without_wandb(
     assert "wandb_report" not in cfg.callbacks
     report = WandbReport(split_csv=str(Path(cfg.paths.output_dir) / "split.csv"))
     result = run(cfg, extra_callbacks=[report])
-    run_dir = Path(result["run_dir"])
+    run_dir = Path(result.run_dir)
     assert "val/auroc" in (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0]
     events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
     assert "val/auroc" in events.Tags()["scalars"]
     assert not (run_dir / "wandb").exists()
-    checkpoint = torch.load(result["best_model_path"], map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint(result.paths["best_checkpoint"])
     assert CHECKPOINT_KEY not in checkpoint
 
 
@@ -418,7 +419,7 @@ def test_multirun_jobs_are_grouped_by_sweep_and_named_by_overrides(tmp_path: Pat
     plain = tmp_path / "plain.ckpt"
     torch.save({"state_dict": {}}, plain)
     assert wandb_run_defaults(ckpt_path=str(plain)) == {}
-    torch.save({CHECKPOINT_KEY: {"run_id": "abc123"}}, tmp_path / "w.ckpt")
+    torch.save({"state_dict": {}, CHECKPOINT_KEY: {"run_id": "abc123"}}, tmp_path / "w.ckpt")
     assert wandb_run_defaults(ckpt_path=str(tmp_path / "w.ckpt")) == {"id": "abc123"}
 
 

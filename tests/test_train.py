@@ -39,7 +39,7 @@ def trained(compose_cfg, synthetic_root: Path, tmp_path: Path):
 
 def test_training_beats_chance_and_writes_its_run_folder(trained, tmp_path: Path) -> None:
     _, result = trained
-    run_dir = Path(result["run_dir"])
+    run_dir = Path(result.run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "completed"
     assert metrics["metrics"]["val/auroc"] > 0.6
@@ -47,8 +47,8 @@ def test_training_beats_chance_and_writes_its_run_folder(trained, tmp_path: Path
     for stage in ("val", "test"):
         for name in ("accuracy", "precision", "recall", "specificity", "f1", "auroc", "loss"):
             assert f"{stage}/{name}" in metrics["metrics"]
-    assert Path(metrics["best_model_path"]).is_file()
-    assert Path(metrics["best_model_path"]).parent == run_dir / "checkpoints"
+    assert Path(metrics["paths"]["best_checkpoint"]).is_file()
+    assert Path(metrics["paths"]["best_checkpoint"]).parent == run_dir / "checkpoints"
     resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert resolved["data"]["image_size"] == 32
     assert "${" not in (run_dir / "config.yaml").read_text()
@@ -63,20 +63,20 @@ def test_threshold_is_chosen_on_validation_and_applied_to_test(trained) -> None:
     from cxrnet.evaluation.thresholds import binary_metrics_at, choose_threshold
 
     _, result = trained
-    run_dir = Path(result["run_dir"])
+    run_dir = Path(result.run_dir)
     tables = {}
     for split in ("val", "test"):
         with (run_dir / f"predictions_{split}.csv").open() as handle:
             tables[split] = list(csv.DictReader(handle))
     labels = {s: np.array([r["label"] == "PNEUMONIA" for r in t], int) for s, t in tables.items()}
     probs = {s: np.array([float(r["probability"]) for r in t]) for s, t in tables.items()}
-    threshold = result["metrics"]["val/threshold"]
+    threshold = result.metrics["val/threshold"]
     assert threshold == pytest.approx(choose_threshold(probs["val"], labels["val"]), abs=1e-6)
     expected = binary_metrics_at(probs["test"], labels["test"], threshold)
-    assert result["metrics"]["test/f1_at_threshold"] == pytest.approx(expected["f1"], abs=1e-6)
+    assert result.metrics["test/f1_at_threshold"] == pytest.approx(expected["f1"], abs=1e-6)
     viral = np.array([r["subtype"] == "virus" for r in tables["test"]])
     caught = np.mean(probs["test"][viral] >= threshold)
-    assert result["metrics"]["test/recall_virus_at_threshold"] == pytest.approx(caught)
+    assert result.metrics["test/recall_virus_at_threshold"] == pytest.approx(caught)
 
 
 def test_subtype_task_trains_a_three_class_head(compose_cfg, synthetic_root: Path) -> None:
@@ -84,7 +84,7 @@ def test_subtype_task_trains_a_three_class_head(compose_cfg, synthetic_root: Pat
         "train", [*FAST, f"data.root={synthetic_root}", "data.task=subtype", "trainer.max_epochs=1"]
     )
     result = run(cfg)
-    metrics = result["metrics"]
+    metrics = result.metrics
     for name in ("recall_normal", "recall_bacteria", "recall_virus", "auroc", "f1"):
         assert 0.0 <= metrics[f"test/{name}"] <= 1.0
     assert "val/threshold" not in metrics  # a threshold is a binary notion
@@ -92,11 +92,11 @@ def test_subtype_task_trains_a_three_class_head(compose_cfg, synthetic_root: Pat
 
 def test_eval_reproduces_the_test_metrics_from_the_checkpoint(trained, compose_cfg) -> None:
     _, result = trained
-    cfg = compose_cfg("eval", [f"ckpt_path={result['best_model_path']}", "stages=[val,test]"])
-    evaluated = evaluate(cfg)["metrics"]
+    cfg = compose_cfg("eval", [f"ckpt_path={result.paths['best_checkpoint']}", "stages=[val,test]"])
+    evaluated = evaluate(cfg)
     keys = ("test/auroc", "test/f1", "test/accuracy", "test/loss", "val/auroc", "val/threshold")
     for key in (*keys, "test/f1_at_threshold", "test/recall_virus_at_threshold"):
-        assert evaluated[key] == pytest.approx(result["metrics"][key], abs=1e-6), key
+        assert evaluated[key] == pytest.approx(result.metrics[key], abs=1e-6), key
 
 
 def test_a_failing_run_writes_a_failed_metrics_file(compose_cfg, tmp_path: Path) -> None:
@@ -114,8 +114,8 @@ def test_no_test_folder_trains_and_skips_testing(compose_cfg, synthetic_copy: Pa
     shutil.rmtree(synthetic_copy / "test")
     cfg = compose_cfg("train", [*FAST, f"data.root={synthetic_copy}", "trainer.max_epochs=1"])
     result = run(cfg)
-    assert "val/auroc" in result["metrics"]
-    assert not any(key.startswith("test/") for key in result["metrics"])
+    assert "val/auroc" in result.metrics
+    assert not any(key.startswith("test/") for key in result.metrics)
 
 
 def test_console_script_runs_from_any_directory_on_generated_synthetic_data(tmp_path: Path):
@@ -142,7 +142,7 @@ def test_console_script_runs_from_any_directory_on_generated_synthetic_data(tmp_
 
 
 def test_metrics_file_is_valid_json_even_with_nan(tmp_path: Path) -> None:
-    from cxrnet.cli.hydra_support import write_metrics
+    from cxrnet.runs import write_json_atomic as write_metrics
 
     write_metrics(tmp_path / "metrics.json", {"metrics": {"val/auroc": float("nan"), "x": 1.0}})
     assert json.loads((tmp_path / "metrics.json").read_text())["metrics"] == {
@@ -163,6 +163,6 @@ def test_data_root_may_list_several_sources(compose_cfg, synthetic_root: Path, t
         "train", [*FAST, f"data.root=[{synthetic_root},{extra}]", "trainer.max_epochs=1"]
     )
     result = run(cfg)
-    assert result["data_root"] == [str(synthetic_root), str(extra)]
-    split = (Path(result["run_dir"]) / "split.csv").read_text()
+    assert result.paths["data_root"] == [str(synthetic_root), str(extra)]
+    split = (Path(result.run_dir) / "split.csv").read_text()
     assert str(copy) in split

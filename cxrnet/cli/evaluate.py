@@ -7,29 +7,23 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from cxrnet.cli.hydra_support import (
     CONFIG_PATH,
     HYDRA_VERSION,
+    job_overrides,
     register_resolvers,
     save_resolved_config,
-    write_metrics,
 )
 from cxrnet.data.datamodule import ChestXRayDataModule
 from cxrnet.evaluation.operating_point import operating_point
+from cxrnet.models.checkpoint import load_checkpoint
 from cxrnet.models.module import ClassifierModule
+from cxrnet.runs import RunRecorder
 
 log = logging.getLogger(__name__)
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; pass ckpt_path=<file>.ckpt")
-    # Our checkpoints hold the partial optimizer/scheduler factories, which need full unpickling.
-    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def datamodule_for(cfg: DictConfig, checkpoint: dict[str, Any]) -> ChestXRayDataModule:
@@ -45,7 +39,8 @@ def datamodule_for(cfg: DictConfig, checkpoint: dict[str, Any]) -> ChestXRayData
     return ChestXRayDataModule(**hparams)
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """The checkpoint's metrics on each of ``cfg.stages``, plus the validation-chosen threshold."""
     ckpt_path = Path(cfg.ckpt_path).expanduser()
     checkpoint = load_checkpoint(ckpt_path)
     model = ClassifierModule(**checkpoint["hyper_parameters"])
@@ -75,17 +70,18 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             min_sensitivity=cfg.threshold.min_sensitivity,
             include_test="test" in cfg.stages,
         )
-    return {"status": "completed", "ckpt_path": str(ckpt_path), "metrics": metrics}
+    return metrics
 
 
 @hydra.main(version_base=HYDRA_VERSION, config_path=CONFIG_PATH, config_name="eval")
 def _hydra_main(cfg: DictConfig) -> None:
     output_dir = Path(cfg.paths.output_dir)
     save_resolved_config(cfg, output_dir)
-    result = evaluate(cfg)
-    result["run_dir"] = str(output_dir)
-    write_metrics(output_dir / "metrics.json", result)
-    for key, value in sorted(result["metrics"].items()):
+    ckpt_path = str(Path(cfg.ckpt_path).expanduser())
+    with RunRecorder(output_dir, "cxrnet-eval", job_overrides()) as recorder:
+        recorder.update(paths={"ckpt_path": ckpt_path})
+        recorder.complete(evaluate(cfg))
+    for key, value in sorted(recorder.record.metrics.items()):
         print(f"{key}: {value:.4f}")
     print(f"run folder: {output_dir}")
 

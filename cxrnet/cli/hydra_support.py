@@ -1,10 +1,8 @@
-"""What every Hydra entry point shares: config location, resolvers, instantiating groups."""
+"""What every Hydra entry point shares: config location, resolvers, groups, the job's overrides."""
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import time
 import uuid
@@ -13,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -75,21 +74,6 @@ def save_resolved_config(cfg: DictConfig, output_dir: Path) -> None:
     OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
 
 
-def write_metrics(path: Path, payload: dict[str, Any]) -> None:
-    """Write ``metrics.json`` whole or not at all: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(json_safe(payload), indent=2, sort_keys=True, default=str, allow_nan=False)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(text + "\n")
-    tmp.replace(path)
-
-
-def json_safe(value: Any) -> Any:
-    """NaN and infinity are not JSON; write them as null rather than an invalid file."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: json_safe(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [json_safe(item) for item in value]
-    return value
+def job_overrides() -> list[str]:
+    """The command-line overrides of the running Hydra job; none outside Hydra."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []

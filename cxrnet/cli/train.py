@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,13 +20,14 @@ from cxrnet.cli.hydra_support import (
     CONFIG_PATH,
     HYDRA_VERSION,
     instantiate_group,
+    job_overrides,
     register_resolvers,
     save_resolved_config,
     warn_deprecated_choices,
-    write_metrics,
 )
 from cxrnet.data.synthetic import SyntheticSpec, ensure_synthetic
 from cxrnet.evaluation.operating_point import operating_point
+from cxrnet.runs import RunRecord, RunRecorder
 from cxrnet.tracking import finish_wandb_run, wandb_run_defaults
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def _metric_values(results: list[dict[str, float]]) -> dict[str, float]:
 
 
 def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
-    """Run one training job from a composed config; returns what metrics.json holds.
+    """Run one training job from a composed config: its metrics and the paths it used.
 
     ``extra_callbacks`` come from code rather than config, e.g. a search's pruning callback.
     """
@@ -75,19 +75,18 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    # Checkpoints hold the optimizer/scheduler factories, so they need full unpickling; they
-    # are this project's own files (or the user's, when resuming).
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=False)
+    # Checkpoints hold plain data only (cxrnet.models.checkpoint): nothing loaded runs code.
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     ckpt = best or None
     if ckpt is None:
         log.warning("no best checkpoint was saved; reporting the last weights")
     metrics = _metric_values(
-        trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+        trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     )
     if cfg.get("test") and datamodule.has_test:
         metrics |= _metric_values(
-            trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+            trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         )
     elif cfg.get("test"):
         log.warning("no test split under %s: skipped testing", root)
@@ -100,41 +99,43 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str
             min_sensitivity=cfg.threshold.min_sensitivity,
             include_test=bool(cfg.get("test")),
         )
-    return {
-        "status": "completed",
-        "monitor": cfg.monitor,
-        "best_model_path": best,
-        "data_root": root,
-        "metrics": metrics,
-    }
+    return {"metrics": metrics, "best_checkpoint": best, "data_root": root}
 
 
-def run(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
-    """``train`` plus bookkeeping that must happen even when it fails: metrics.json and W&B."""
+def run(
+    cfg: DictConfig,
+    extra_callbacks: Sequence[Callback] = (),
+    *,
+    overrides: Sequence[str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> RunRecord:
+    """``train`` inside a run record: written as ``running`` first, then with how it ended.
+
+    ``overrides`` default to the Hydra job's own; a search passes each trial's. W&B is closed
+    whatever happens, so the next multirun job starts its own run.
+    """
     output_dir = Path(cfg.paths.output_dir)
-    started = time.time()
+    recorder = RunRecorder(
+        output_dir,
+        "cxrnet-train",
+        job_overrides() if overrides is None else overrides,
+        monitor=cfg.get("monitor"),
+        # Under DDP every rank runs this; one writes.
+        write=rank_zero_only.rank == 0,
+        extra=extra,
+    )
     try:
-        result = train(cfg, extra_callbacks)
-    except BaseException as error:
-        write_metrics(
-            output_dir / "metrics.json",
-            {
-                "status": "failed",
-                "error": f"{type(error).__name__}: {error}",
-                "run_dir": str(output_dir),
-                "duration_s": round(time.time() - started, 1),
-            },
-        )
+        with recorder:
+            result = train(cfg, extra_callbacks)
+            recorder.complete(result.pop("metrics"), paths=result)
+    except BaseException:
         finish_wandb_run(exit_code=1)  # marks the W&B run failed; the finally finds none open
         raise
     finally:
-        # Also after a failure: the next multirun job must start its own W&B run.
         finish_wandb_run()
-    result |= {"run_dir": str(output_dir), "duration_s": round(time.time() - started, 1)}
-    if rank_zero_only.rank == 0:  # under DDP every rank gets here; one writes and prints
-        write_metrics(output_dir / "metrics.json", result)
-        _print_summary(result)
-    return result
+    if recorder.write:
+        _print_summary(recorder.record)
+    return recorder.record
 
 
 def _fill_wandb_run_defaults(cfg: DictConfig) -> None:
@@ -156,26 +157,29 @@ def _fill_wandb_run_defaults(cfg: DictConfig) -> None:
                 wandb_cfg[key] = value
 
 
-def _print_summary(result: dict[str, Any]) -> None:
+def _print_summary(record: RunRecord) -> None:
     """A metric-by-split table of the best checkpoint, then where everything went."""
-    metrics = result["metrics"]
+    metrics = record.metrics
     splits = [s for s in ("val", "test") if any(k.startswith(f"{s}/") for k in metrics)]
     names = sorted({key.split("/", 1)[1] for key in metrics if key.split("/", 1)[0] in splits})
+    if not names:
+        print(f"\nrun folder: {record.run_dir}")
+        return
     width = max(len(name) for name in names)
     print(f"\n{'metric':<{width}}  " + "  ".join(f"{split:>8}" for split in splits))
     for name in names:
         cells = [metrics.get(f"{split}/{name}") for split in splits]
         row = "  ".join("       -" if c is None else f"{c:8.4f}" for c in cells)
         print(f"{name:<{width}}  {row}")
-    print(f"\nbest checkpoint: {result['best_model_path']}")
-    print(f"run folder: {result['run_dir']}")
+    print(f"\nbest checkpoint: {record.paths.get('best_checkpoint')}")
+    print(f"run folder: {record.run_dir}")
 
 
 @hydra.main(version_base=HYDRA_VERSION, config_path=CONFIG_PATH, config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    result = run(cfg)
+    record = run(cfg)
     # Sweepers minimise or maximise what the app returns: the monitored validation metric.
-    value = result["metrics"].get(cfg.monitor)
+    value = record.metrics.get(cfg.monitor)
     return None if value is None else float(value)
 
 

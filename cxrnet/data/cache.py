@@ -21,25 +21,18 @@ import csv
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
-import shutil
-import sys
-import uuid
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Literal
 
-import cv2
 import numpy as np
-from filelock import FileLock
 from numpy.lib.format import open_memmap
 from tqdm import tqdm
 
+from cxrnet.atomic import build_once, process_pool
 from cxrnet.data.decode import BadImageError, DecodeParams, decode, decoder_fingerprint
 from cxrnet.data.errors import DataError
 from cxrnet.data.records import Record
@@ -112,40 +105,6 @@ def cache_key(records: Sequence[Record], params: DecodeParams) -> str:
 # ---------------------------------------------------------------------------------- decoding
 
 
-def _init_spawned_worker() -> None:
-    # One process per core already; OpenCV's own threads would only fight over the same cores.
-    cv2.setNumThreads(1)
-
-
-@contextmanager
-def _opencv_threads_parked() -> Iterator[None]:
-    """OpenCV without worker threads while the pool forks, restored afterwards.
-
-    A forked child inherits OpenCV's thread pool in whatever state the parent left it: after the
-    parent had resized large images, a child's ``cv2.setNumThreads`` hung for good on a condition
-    variable whose waiters did not survive the fork (OpenCV 5.0). Forked with zero threads, the
-    children run OpenCV serially and never touch the pool.
-    """
-    previous = cv2.getNumThreads()
-    cv2.setNumThreads(0)
-    try:
-        yield
-    finally:
-        cv2.setNumThreads(previous)
-
-
-def _start_pool(workers: int) -> ProcessPoolExecutor:
-    if "fork" in multiprocessing.get_all_start_methods() and sys.platform == "linux":
-        # fork starts workers in milliseconds and, unlike spawn, needs no __main__ guard and
-        # does not re-import the caller's script (with torch and Lightning) in every worker.
-        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
-    return ProcessPoolExecutor(
-        workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_init_spawned_worker,
-    )
-
-
 def _decode_or_reason(path: str, params: DecodeParams) -> tuple[np.ndarray | None, str | None]:
     try:
         return decode(Path(path), params), None
@@ -164,17 +123,8 @@ def _decode_stream(
         return
     # Chunks amortize inter-process overhead yet stay small enough to keep the bar moving.
     chunksize = max(1, min(16, len(paths) // (workers * 8)))
-    pool = None
-    try:
-        with _opencv_threads_parked():
-            pool = _start_pool(workers)
-            # Submitting starts every forked worker now, while OpenCV's threads are parked.
-            results = pool.map(work, paths, chunksize=chunksize)
-        yield from results
-    finally:
-        if pool is not None:
-            # On an error or interrupt, drop the queued work instead of decoding it all first.
-            pool.shutdown(wait=True, cancel_futures=True)
+    with process_pool(workers) as pool:
+        yield from pool.map(work, paths, chunksize=chunksize)
 
 
 def _decode_into(
@@ -264,53 +214,37 @@ def _keep_first_rows(path: Path, rows: int) -> None:
     os.replace(smaller, path)
 
 
-def _remove_stale_builds(entry: Path) -> None:
-    # Called under the key's lock: any temporary folder of this key is a build that died.
-    for stale in entry.parent.glob(f".{entry.name}.tmp-*"):
-        log.info("removing unfinished image cache build %s", stale)
-        shutil.rmtree(stale, ignore_errors=True)
-    if entry.exists() and not _is_complete(entry):
-        shutil.rmtree(entry, ignore_errors=True)
-
-
 def _build(
-    entry: Path,
+    temporary: Path,
+    key: str,
     records: Sequence[Record],
     stamps: Sequence[_Stamp],
     params: DecodeParams,
     num_workers: int,
     progress: bool,
 ) -> None:
-    _remove_stale_builds(entry)
-    temporary = entry.with_name(f".{entry.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    temporary.mkdir(parents=True)
-    try:
-        size = params.image_size
-        images = open_memmap(
-            temporary / IMAGES_FILE, mode="w+", dtype=np.uint8, shape=(len(records), size, size)
-        )
-        reasons = _decode_into(images, [s.path for s in stamps], params, num_workers, progress)
-        images.flush()
-        del images
-        kept = sum(reason is None for reason in reasons)
-        if kept < len(records):
-            _keep_first_rows(temporary / IMAGES_FILE, kept)
-        _write_index(temporary / INDEX_FILE, records, stamps, reasons)
-        meta = {
-            "format": CACHE_FORMAT,
-            "key": entry.name,
-            "params": params.as_dict(),
-            "decoder": decoder_fingerprint(),
-            "images": kept,
-            "skipped": len(records) - kept,
-        }
-        _write_text(temporary / META_FILE, json.dumps(meta, indent=2) + "\n")
-        _write_text(temporary / COMPLETE_FILE, "ok\n")
-        # The rename is what publishes the entry: readers only look for the final name.
-        os.rename(temporary, entry)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
+    """Decode into the staging folder ``temporary``; ``build_once`` publishes it as ``key``."""
+    size = params.image_size
+    images = open_memmap(
+        temporary / IMAGES_FILE, mode="w+", dtype=np.uint8, shape=(len(records), size, size)
+    )
+    reasons = _decode_into(images, [s.path for s in stamps], params, num_workers, progress)
+    images.flush()
+    del images
+    kept = sum(reason is None for reason in reasons)
+    if kept < len(records):
+        _keep_first_rows(temporary / IMAGES_FILE, kept)
+    _write_index(temporary / INDEX_FILE, records, stamps, reasons)
+    meta = {
+        "format": CACHE_FORMAT,
+        "key": key,
+        "params": params.as_dict(),
+        "decoder": decoder_fingerprint(),
+        "images": kept,
+        "skipped": len(records) - kept,
+    }
+    _write_text(temporary / META_FILE, json.dumps(meta, indent=2) + "\n")
+    _write_text(temporary / COMPLETE_FILE, "ok\n")
 
 
 def _open_cached(
@@ -322,15 +256,12 @@ def _open_cached(
 ) -> tuple[np.ndarray, list[str | None], Path, bool]:
     stamps = [_stamp(r) for r in records]
     entry = cache_dir / _key(stamps, params)
-    reused = _is_complete(entry)
-    if not reused:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(cache_dir / f".{entry.name}.lock")):
-            # Another job may have finished the same build while this one waited for the lock.
-            reused = _is_complete(entry)
-            if not reused:
-                log.info("decoding %d images into the cache %s", len(records), entry)
-                _build(entry, records, stamps, params, num_workers, progress)
+
+    def fill(temporary: Path) -> None:
+        log.info("decoding %d images into the cache %s", len(records), entry)
+        _build(temporary, entry.name, records, stamps, params, num_workers, progress)
+
+    reused = not build_once(entry, fill, _is_complete)
     if reused:
         log.info("reusing decoded images from %s", entry)
     images = np.load(entry / IMAGES_FILE, mmap_mode="r")

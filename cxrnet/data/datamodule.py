@@ -30,6 +30,7 @@ from cxrnet.data.splits import (
     write_split_csv,
 )
 from cxrnet.data.transforms import build_train_transform
+from cxrnet.plain import plain_data
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +92,17 @@ class ChestXRayDataModule(LightningDataModule):
             raise ValueError(f"task must be 'binary' or 'subtype', got {task!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        # Any sequence of sources (a Hydra ListConfig too), or one folder or manifest. Absolute,
+        # so the checkpoint's data settings work from any folder; plain data, so it loads with
+        # weights_only=True (cxrnet.models.checkpoint).
+        single = isinstance(root, (str, Path))
+        self.sources = [
+            Path(source).expanduser().absolute() for source in ([root] if single else root)
+        ]
+        root = str(self.sources[0]) if single else [str(source) for source in self.sources]
+        augment = plain_data(augment or {})
+        cache_dir = str(Path(cache_dir).expanduser().absolute()) if cache_dir else None
         self.save_hyperparameters(ignore=["report_dir"], logger=False)
-        # Any sequence of sources (a Hydra ListConfig too), or one folder or manifest.
-        sources = [root] if isinstance(root, (str, Path)) else list(root)
-        self.sources = [Path(source).expanduser() for source in sources]
         self.root = self.sources[0]
         self.split_config = SplitConfig(
             split, val_fraction, num_folds, fold, holdout_fraction, split_seed, holdout_seed

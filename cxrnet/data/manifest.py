@@ -107,7 +107,9 @@ def read_manifest(csv_path: Path) -> dict[str, list[Record]]:
     """
     csv_path = Path(csv_path).expanduser()
     if not csv_path.is_file():
-        raise DataError(f"manifest {csv_path} not found; data.manifest must name a CSV file")
+        raise DataError(
+            f"manifest {csv_path} not found; data.root must name a CSV file or a folder"
+        )
     csv_dir = csv_path.absolute().parent
     records: dict[str, list[Record]] = {}
     problems: list[str] = []

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import functools
+import importlib
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -10,17 +12,61 @@ import torch.nn.functional as F
 from lightning import LightningModule
 from torch import Tensor
 from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MaxMetric, MeanMetric, MinMetric
 
+from cxrnet.errors import ConfigError
 from cxrnet.evaluation.metrics import classification_metrics
 from cxrnet.models.adapt import classifier_name
 from cxrnet.models.registry import create_model
 from cxrnet.models.weights import load_weights
+from cxrnet.plain import plain_data
 
-OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], Optimizer]
-SchedulerFactory = Callable[[Optimizer], Any]
+# ``{"_target_": "torch.optim.Adam", "lr": 1e-3}``, or the partial Hydra makes of it.
+ComponentConfig = Mapping[str, Any] | functools.partial
 
 STAGES = ("train", "val", "test")
+
+
+def component_config(value: ComponentConfig | Callable[..., Any]) -> dict[str, Any]:
+    """An optimizer or scheduler as plain configuration: its class path and its arguments.
+
+    Hydra's ``_partial_: true`` gives a ``functools.partial``; pickled into a checkpoint that is
+    a callable, which loading would have to import and run. Stored as configuration it is data.
+    """
+    if isinstance(value, functools.partial):
+        target = value.func
+        config = {"_target_": f"{target.__module__}.{target.__qualname__}", **value.keywords}
+    elif isinstance(value, Mapping):
+        config = {str(key): item for key, item in value.items() if key != "_partial_"}
+    elif isinstance(value, type):
+        config = {"_target_": f"{value.__module__}.{value.__qualname__}"}
+    else:
+        raise ConfigError(
+            f"expected an optimizer or scheduler as {{'_target_': 'torch.optim.Adam', ...}} or a "
+            f"functools.partial of a class, got {value!r}"
+        )
+    if not isinstance(config.get("_target_"), str):
+        raise ConfigError(f"optimizer/scheduler config {config} lacks a '_target_' class path")
+    return plain_data(config)  # type: ignore[return-value]
+
+
+def build_component(config: Mapping[str, Any], base: tuple[type, ...], *args: Any) -> Any:
+    """Instantiate ``config`` (from ``component_config``), which must name a subclass of ``base``.
+
+    The class check keeps a checkpoint's stored configuration from calling anything but an
+    optimizer or scheduler.
+    """
+    module_name, _, name = str(config["_target_"]).rpartition(".")
+    try:
+        target = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ConfigError(f"cannot import {config['_target_']!r}: {error}") from error
+    if not (isinstance(target, type) and issubclass(target, base)):
+        names = " or ".join(b.__name__ for b in base)
+        raise ConfigError(f"{config['_target_']!r} is not a subclass of {names}")
+    kwargs = {key: value for key, value in config.items() if key != "_target_"}
+    return target(*args, **kwargs)
 
 
 class ClassifierModule(LightningModule):
@@ -40,8 +86,8 @@ class ClassifierModule(LightningModule):
     def __init__(
         self,
         net: Mapping[str, Any],
-        optimizer: OptimizerFactory,
-        scheduler: SchedulerFactory | None = None,
+        optimizer: ComponentConfig,
+        scheduler: ComponentConfig | None = None,
         scheduler_monitor: str = "val/loss",
         class_names: Sequence[str] = ("NORMAL", "PNEUMONIA"),
         class_weights: Sequence[float] | None = None,
@@ -52,6 +98,13 @@ class ClassifierModule(LightningModule):
         compile: bool = False,
     ) -> None:
         super().__init__()
+        # Plain data before save_hyperparameters reads these arguments: the checkpoint then loads
+        # with weights_only=True (cxrnet.models.checkpoint).
+        net = plain_data(net)
+        optimizer = component_config(optimizer)
+        scheduler = None if scheduler is None else component_config(scheduler)
+        class_names = plain_data(class_names)
+        class_weights = None if class_weights is None else plain_data(class_weights)
         self.save_hyperparameters(logger=False)
         self.class_names = tuple(class_names)
         self.num_classes = len(self.class_names)
@@ -191,13 +244,13 @@ class ClassifierModule(LightningModule):
         self._log_epoch("test")
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.hparams.optimizer(params=self.parameters())
+        optimizer = build_component(self.hparams.optimizer, (Optimizer,), self.parameters())
         if self.hparams.scheduler is None:
             return optimizer
         return {
             "optimizer": optimizer,
             "lr_scheduler": {
-                "scheduler": self.hparams.scheduler(optimizer=optimizer),
+                "scheduler": build_component(self.hparams.scheduler, (LRScheduler,), optimizer),
                 "monitor": self.hparams.scheduler_monitor,
                 "interval": "epoch",
                 "frequency": 1,

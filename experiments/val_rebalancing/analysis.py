@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cxrnet.cli.compare import RunResult, collect_runs
-from cxrnet.cli.hydra_support import json_safe
 from cxrnet.evaluation.thresholds import binary_metrics_at, choose_threshold
+from cxrnet.runs import json_safe
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -194,7 +194,8 @@ def run_row(run: RunResult) -> RunRow:
     seed = run.value("seed")
     scheme = scheme_of(run)
     fold = run.value("data.fold") if scheme.endswith("-fold") else None
-    best_path = json.loads((run.path / "metrics.json").read_text()).get("best_model_path")
+    paths = run.record.paths if run.record else {}
+    best_path = paths.get("best_checkpoint") or paths.get("best_model_path")
     j_at = metrics["test/recall_at_threshold"] + metrics["test/specificity_at_threshold"] - 1
     top_j = best_youden(test)
     threshold_f1 = choose_threshold(val.probabilities, val.labels, criterion="f1")

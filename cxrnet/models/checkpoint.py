@@ -1,0 +1,70 @@
+"""Reading checkpoints: plain data only, so opening a file can never run code.
+
+Every consumer (``cxrnet-train ckpt_path=``, ``cxrnet-eval``, the W&B resume lookup) loads
+through ``load_checkpoint``: ``torch.load(weights_only=True)``, with a missing, damaged or
+pickle-carrying file refused in one line that names it, before any data is read. Checkpoints
+therefore hold tensors, numbers, strings, lists and dicts only: the optimizer and scheduler as
+configuration (``cxrnet.models.module``), data settings via ``cxrnet.plain.plain_data``.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cxrnet.errors import CheckpointError
+
+_HINT = "pass ckpt_path=<run folder>/checkpoints/<file>.ckpt, a file that cxrnet-train wrote"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _blocked_global(error: BaseException) -> str:
+    """What torch refused to unpickle, e.g. ``GLOBAL posix.system``, from its long message."""
+    found = re.search(r"unsupported (?:global: )?GLOBAL (\S+)", str(error), re.IGNORECASE)
+    return f"it needs {found.group(1)}" if found else _first_line(error)
+
+
+def load_checkpoint(path: Path | str, *, mmap: bool = False) -> dict[str, Any]:
+    """The checkpoint at ``path`` as a dict, loaded on the CPU without running any code.
+
+    ``mmap=True`` maps the tensors instead of reading them: cheap when only the small
+    dictionaries (hyperparameters, the W&B run id) are wanted. Raises ``CheckpointError``.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise CheckpointError(f"checkpoint {path} {what}; {_HINT}")
+    # torch.save writes a zip archive; anything else (a truncated copy, an HTML error page from
+    # a download, a legacy pickle) would otherwise surface as "invalid load key, 'x'".
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"checkpoint {path} is damaged or not a PyTorch checkpoint (not a zip archive "
+            f"written by torch.save); {_HINT}"
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"checkpoint {path} holds pickled objects, not only plain data "
+            f"({_blocked_global(error)}); it is refused because unpickling it could run code. "
+            "Checkpoints from cxrnet "
+            "before optimizers were stored as configuration need retraining"
+        ) from error
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise CheckpointError(
+            f"checkpoint {path} is damaged ({_first_line(error)}); {_HINT}"
+        ) from error
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(
+            f"checkpoint {path} holds no state_dict, so it is not a model; {_HINT}"
+        )
+    return checkpoint

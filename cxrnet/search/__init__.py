@@ -1,0 +1,1 @@
+"""Hyperparameter search with Optuna: space, study bookkeeping, pruning, summary."""
