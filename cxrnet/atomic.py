@@ -12,10 +12,12 @@ Used by the decode-once image cache (``cxrnet.data.cache``) and the synthetic da
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -90,6 +92,21 @@ def _init_spawned_worker() -> None:
     cv2.setNumThreads(1)
 
 
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to SIGKILL this worker when its parent dies, however that happens.
+
+    A parent killed with ``kill -9`` (or by the out-of-memory killer) runs no cleanup: its
+    forked workers stayed alive, blocked on the work queue, holding hundreds of MB each.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the request was in place
+        os._exit(1)
+
+
 @contextmanager
 def process_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     """A pool of ``workers`` processes for decoding or writing images, shut down on exit.
@@ -104,15 +121,19 @@ def process_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     Submit the work inside the ``with`` block: the pool forks its workers as work arrives. On an
     error or interrupt the queued work is dropped rather than finished first.
     """
+    initargs: tuple[int, ...] = ()
     if sys.platform == "linux" and "fork" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("fork")
-        initializer = None
+        initializer: Callable[..., None] = _die_with_parent
+        initargs = (os.getpid(),)
     else:
         context = multiprocessing.get_context("spawn")
         initializer = _init_spawned_worker
     previous = cv2.getNumThreads()
     cv2.setNumThreads(0)
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=initializer)
+    pool = ProcessPoolExecutor(
+        workers, mp_context=context, initializer=initializer, initargs=initargs
+    )
     try:
         yield pool
     finally:

@@ -14,11 +14,22 @@ if TYPE_CHECKING:
     import lightning as L
 
 
+class TrainingDiverged(FloatingPointError):
+    """The loss or the monitored metric became NaN or infinite: the run has no result."""
+
+
+def current_lr(trainer: L.Trainer) -> float | None:
+    """The first parameter group's learning rate now, or None before optimizers exist."""
+    optimizers = trainer.optimizers
+    return float(optimizers[0].param_groups[0]["lr"]) if optimizers else None
+
+
 class FailOnNonFinite(Callback):
     """Fail the run as soon as a training loss (or the monitored metric) is NaN or infinite.
 
     A diverged run otherwise trains on NaN weights to the end and reports a score that looks
-    real (an AUROC of 0 or 0.5); in a search it must be a failed trial instead.
+    real (an AUROC of 0.93 from NaN predictions); it must be a failed run instead. On by default
+    (conf/callbacks/default.yaml); ``~callbacks.fail_on_non_finite`` switches it off.
     """
 
     def __init__(self, monitor: str | None = None) -> None:
@@ -34,10 +45,10 @@ class FailOnNonFinite(Callback):
     ) -> None:
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss).all()):
-            raise FloatingPointError(
-                f"the training loss is {loss.detach().float().mean().item()} at epoch "
-                f"{trainer.current_epoch}, batch {batch_idx}: training diverged (a lower "
-                "model.optimizer.lr usually helps)"
+            raise TrainingDiverged(
+                f"training diverged: the loss is {loss.detach().float().mean().item()} at epoch "
+                f"{trainer.current_epoch}, step {trainer.global_step} (batch {batch_idx}), "
+                f"learning rate {current_lr(trainer)}; lower model.optimizer.lr"
             )
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -45,7 +56,8 @@ class FailOnNonFinite(Callback):
             return
         value = trainer.callback_metrics.get(self.monitor)
         if value is not None and not math.isfinite(float(value)):
-            raise FloatingPointError(
-                f"{self.monitor} is {float(value)} after epoch {trainer.current_epoch}: "
-                "the search cannot rank this trial"
+            raise TrainingDiverged(
+                f"{self.monitor} is {float(value)} after epoch {trainer.current_epoch}, step "
+                f"{trainer.global_step}, learning rate {current_lr(trainer)}: the predictions "
+                "are not finite, so the run cannot be scored; lower model.optimizer.lr"
             )

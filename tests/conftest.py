@@ -19,6 +19,8 @@ from cxrnet.data.synthetic import SyntheticSpec, generate_synthetic
 # ../shared beside the checkout; a user's clone has none, and those tests skip.
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 REAL_224 = SHARED_DATA / "chest_xray_224"
+# 32 real films committed with the tests (tests/data/kermany_sample/README.md): present everywhere.
+KERMANY_SAMPLE = Path(__file__).resolve().parent / "data" / "kermany_sample"
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -54,6 +56,13 @@ def real_224() -> Path:
     if not REAL_224.is_dir():
         pytest.skip(f"real images not found at {REAL_224} (only the project's workspace has them)")
     return REAL_224
+
+
+@pytest.fixture
+def kermany_sample() -> Path:
+    """The committed real sample; read-only by convention (tests copy what they change)."""
+    assert KERMANY_SAMPLE.is_dir(), f"the committed sample is missing: {KERMANY_SAMPLE}"
+    return KERMANY_SAMPLE
 
 
 ComposeFn = Callable[..., DictConfig]

@@ -147,3 +147,25 @@ def test_the_console_scripts_refuse_a_crafted_checkpoint_before_any_data_work(
     assert "Traceback" not in done.stderr
     # Refused before the data was looked at: the missing data root is never mentioned.
     assert "no-data-needed" not in done.stderr
+
+
+@pytest.mark.parametrize("name", ["missing.ckpt", "corrupt.ckpt"])
+def test_cxrnet_eval_names_a_missing_or_corrupt_checkpoint_in_one_line(
+    tmp_path: Path, name: str
+) -> None:
+    """Row: ``invalid load key`` without the path, after a 20-55 line traceback."""
+    (tmp_path / "corrupt.ckpt").write_bytes(b"\x80\x02\x8a\nlz\xfc\x9cF\xf9 j\xa8P\x19.")
+    path = tmp_path / name
+    done = subprocess.run(
+        [*_script("cxrnet-eval"), f"ckpt_path={path}", f"paths.log_dir={tmp_path / 'logs'}"],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and "invalid load key" not in done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert f"checkpoint {path} " in line
+    assert ("does not exist" if name == "missing.ckpt" else "damaged") in line

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
+from cxrnet.callbacks import FailOnNonFinite
+from cxrnet.cli.hydra_support import instantiate_group
 from cxrnet.models.module import ClassifierModule
 
 CONF = importlib.resources.files("cxrnet.conf")
@@ -75,3 +78,31 @@ def test_eval_config_requires_a_checkpoint(compose_cfg) -> None:
     cfg = compose_cfg("eval", [])
     assert cfg.stages == ["test"]
     assert cfg.get("data") is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "monitor", "mode", "patience"),
+    [
+        ([], "val/auroc", "max", 5),
+        (
+            ["monitor=val/loss", "monitor_mode=min", "callbacks.early_stopping.patience=2"],
+            "val/loss",
+            "min",
+            2,
+        ),
+        # monitor_mode follows the metric when not set.
+        (["monitor=val/loss"], "val/loss", "min", 5),
+    ],
+)
+def test_early_stopping_callbacks_are_built_into_objects(
+    compose_cfg, overrides: list[str], monitor: str, mode: str, patience: int
+) -> None:
+    cfg = compose_cfg("train", ["callbacks=early_stopping", *overrides])
+    callbacks = instantiate_group(cfg.callbacks)
+    by_type = {type(callback): callback for callback in callbacks}
+    assert set(by_type) == {EarlyStopping, ModelCheckpoint, LearningRateMonitor, FailOnNonFinite}
+    stopping, checkpoint = by_type[EarlyStopping], by_type[ModelCheckpoint]
+    assert (stopping.monitor, stopping.mode, stopping.patience) == (monitor, mode, patience)
+    # It stops on the very metric and direction the best checkpoint is chosen by.
+    assert (checkpoint.monitor, checkpoint.mode) == (monitor, mode)
+    assert Path(checkpoint.dirpath) == Path(cfg.paths.output_dir) / "checkpoints"

@@ -241,3 +241,50 @@ def test_augmentation_is_reproducible_under_one_seed(synthetic_root: Path, num_w
 
     assert torch.equal(first_batch(5), first_batch(5))
     assert not torch.equal(first_batch(5), first_batch(6))
+
+
+NO_AUGMENT = {"rotate": 0, "zoom": 0, "shift": 0, "hflip": False}
+
+
+def epoch_order(dm: ChestXRayDataModule, split: str, loader) -> list[int]:
+    """Which dataset item each image of one pass over ``loader`` is, in the order drawn."""
+    dataset = dm.datasets[split]
+    index = {dataset[i][0].numpy().tobytes(): i for i in range(len(dataset))}
+    assert len(index) == len(dataset), "the test needs distinct images"
+    return [index[image.numpy().tobytes()] for images, _ in loader for image in images]
+
+
+@pytest.mark.parametrize("imbalance", ["class_weight", "none"])
+def test_training_batches_are_shuffled_every_epoch(synthetic_root: Path, imbalance: str) -> None:
+    dm = make_dm(synthetic_root, augment=NO_AUGMENT, imbalance=imbalance)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    torch.manual_seed(0)
+    first, second = epoch_order(dm, "train", loader), epoch_order(dm, "train", loader)
+    everything = list(range(len(dm.datasets["train"])))
+    assert sorted(first) == sorted(second) == everything  # each image once per epoch
+    assert first != everything and second != everything and first != second
+    torch.manual_seed(0)
+    assert epoch_order(dm, "train", dm.train_dataloader()) == first  # the seed fixes the order
+
+
+def test_evaluation_batches_keep_the_stored_order(synthetic_root: Path) -> None:
+    dm = make_dm(synthetic_root, augment=NO_AUGMENT)
+    dm.setup("fit")
+    for split, loader in (
+        ("val", dm.val_dataloader()),
+        ("test", dm.test_dataloader()),
+        ("train", dm.eval_dataloader("train")),
+    ):
+        assert epoch_order(dm, split, loader) == list(range(len(dm.datasets[split])))
+
+
+def test_eval_loader_of_the_training_split_is_not_augmented(synthetic_root: Path) -> None:
+    augmented = make_dm(synthetic_root, augment={"rotate": 20, "zoom": 0.2, "hflip": True})
+    augmented.setup("fit")
+    plain = make_dm(synthetic_root, augment=NO_AUGMENT)
+    plain.setup("fit")
+    images = [batch for batch, _ in augmented.eval_dataloader("train")]
+    stored = [batch for batch, _ in plain.eval_dataloader("train")]
+    assert all(torch.equal(a, b) for a, b in zip(images, stored, strict=True))
+    assert augmented.datasets["train"].transform is not None  # training itself still augments

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -166,3 +167,22 @@ def test_data_root_may_list_several_sources(compose_cfg, synthetic_root: Path, t
     assert result.paths["data_root"] == [str(synthetic_root), str(extra)]
     split = (Path(result.run_dir) / "split.csv").read_text()
     assert str(copy) in split
+
+
+def test_early_stopping_from_the_config_ends_training(compose_cfg, synthetic_root: Path) -> None:
+    # No AUROC can improve by a whole 1.0, so the run stops once patience (1 epoch) runs out.
+    cfg = compose_cfg(
+        "train",
+        [
+            *FAST,
+            f"data.root={synthetic_root}",
+            "callbacks=early_stopping",
+            "+callbacks.early_stopping.min_delta=1.0",
+            "callbacks.early_stopping.patience=1",
+            "trainer.max_epochs=6",
+        ],
+    )
+    run_dir = Path(run(cfg).run_dir)
+    with (run_dir / "csv" / "metrics.csv").open() as handle:
+        epochs = {row["epoch"] for row in csv.DictReader(handle) if row.get("train/loss")}
+    assert sorted(epochs, key=int) == ["0", "1"]  # trained 2 of the 6 epochs allowed

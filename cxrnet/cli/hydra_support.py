@@ -15,6 +15,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from cxrnet.evaluation.metrics import monitor_mode_for
+
 log = logging.getLogger(__name__)
 
 CONFIG_PATH = "pkg://cxrnet.conf"
@@ -58,6 +60,11 @@ def register_resolvers() -> None:
     # Cached, so one process names one folder even though Hydra resolves the path several times.
     if not OmegaConf.has_resolver("cxrnet_stamp"):
         OmegaConf.register_new_resolver("cxrnet_stamp", run_stamp, use_cache=True)
+    if not OmegaConf.has_resolver("cxrnet_monitor_mode"):
+        # The default monitor_mode: the direction in which ``monitor`` improves.
+        OmegaConf.register_new_resolver(
+            "cxrnet_monitor_mode", lambda monitor: monitor_mode_for(str(monitor))
+        )
     if not OmegaConf.has_resolver("cxrnet_uid"):
         OmegaConf.register_new_resolver("cxrnet_uid", lambda: uuid.uuid4().hex[:6], use_cache=True)
 

@@ -45,13 +45,16 @@ import hydra
 import optuna
 import torch
 from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial
 
 from cxrnet.callbacks import FailOnNonFinite
+from cxrnet.cli.errors import brief_errors
 from cxrnet.cli.hydra_support import CONFIG_PATH, HYDRA_VERSION, register_resolvers
 from cxrnet.cli.train import run as run_training
+from cxrnet.evaluation.metrics import monitor_mode_for
 from cxrnet.runs import MISSING, Override, format_overrides, lookup, write_json_atomic
 from cxrnet.search.pruning import ReportToTrial
 from cxrnet.search.space import Choice, SearchSettings, round_float
@@ -136,7 +139,10 @@ class Objective:
         trial.set_user_attr("overrides", overrides)
         try:
             cfg = self.trial_config(params, run_dir)
-            callbacks = [FailOnNonFinite(self.monitor), ReportToTrial(trial, self.monitor)]
+            callbacks: list[Callback] = [ReportToTrial(trial, self.monitor)]
+            if not (cfg.get("callbacks") or {}).get("fail_on_non_finite"):
+                # Switched off for training runs, but a trial must still fail, not rank NaN.
+                callbacks.insert(0, FailOnNonFinite(self.monitor))
             # A trial is an ordinary job folder: its run record carries the overrides that
             # reproduce it, so cxrnet-compare reads it like a multirun job.
             record = run_training(
@@ -197,9 +203,7 @@ def search(
     monitor = str(cfg.monitor)
     if not monitor.startswith("val/"):
         raise ValueError(f"the search optimises a validation metric; monitor is {monitor!r}")
-    direction = DIRECTIONS.get(str(cfg.monitor_mode))
-    if direction is None:
-        raise ValueError(f"monitor_mode must be 'max' or 'min', got {cfg.monitor_mode!r}")
+    direction = DIRECTIONS[monitor_mode_for(monitor, cfg.get("monitor_mode"))]
     objective = Objective(settings, study_dir, list(user_overrides), compose, monitor)
     train_overrides = objective.train_overrides
     # One composition up front: a bad override fails here, not once per trial.
@@ -253,6 +257,7 @@ def search(
 
 
 @hydra.main(version_base=HYDRA_VERSION, config_path=CONFIG_PATH, config_name="search")
+@brief_errors
 def _hydra_main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     # Optuna's own lines ("Trial 3 finished with value ...") into Hydra's console and log file.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
+from cxrnet.callbacks import TrainingDiverged
+from cxrnet.cli.errors import brief_errors
 from cxrnet.cli.hydra_support import (
     CONFIG_PATH,
     HYDRA_VERSION,
@@ -25,9 +28,10 @@ from cxrnet.cli.hydra_support import (
     save_resolved_config,
     warn_deprecated_choices,
 )
+from cxrnet.cli.preflight import check_train_config
 from cxrnet.data.synthetic import SyntheticSpec, ensure_synthetic
 from cxrnet.evaluation.operating_point import operating_point
-from cxrnet.runs import RunRecord, RunRecorder
+from cxrnet.runs import RunRecord, RunRecorder, RunStopped
 from cxrnet.tracking import finish_wandb_run, wandb_run_defaults
 
 log = logging.getLogger(__name__)
@@ -57,6 +61,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str
     output_dir = Path(cfg.paths.output_dir)
     if HydraConfig.initialized():
         warn_deprecated_choices(HydraConfig.get().runtime.choices)
+    check_train_config(cfg)  # before any data work: a typo costs seconds, not a decode
     _fill_wandb_run_defaults(cfg)
     save_resolved_config(cfg, output_dir)
     L.seed_everything(cfg.seed, workers=True)
@@ -78,12 +83,21 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str
     # Checkpoints hold plain data only (cxrnet.models.checkpoint): nothing loaded runs code.
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    ckpt = best or None
-    if ckpt is None:
-        log.warning("no best checkpoint was saved; reporting the last weights")
+    if not best:
+        # Metrics of weights nobody can load again are not a result.
+        raise RunStopped(
+            "no checkpoint was saved (no training epoch finished, or callbacks.model_checkpoint "
+            "is off), so the run has no result to report"
+        )
+    ckpt = best
     metrics = _metric_values(
         trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     )
+    if not math.isfinite(metrics.get(cfg.monitor, math.nan)):
+        raise TrainingDiverged(
+            f"{cfg.monitor} of the best checkpoint {best} is {metrics.get(cfg.monitor)}: its "
+            "predictions are not finite (training diverged); lower model.optimizer.lr"
+        )
     if cfg.get("test") and datamodule.has_test:
         metrics |= _metric_values(
             trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
@@ -176,6 +190,7 @@ def _print_summary(record: RunRecord) -> None:
 
 
 @hydra.main(version_base=HYDRA_VERSION, config_path=CONFIG_PATH, config_name="train")
+@brief_errors
 def _hydra_main(cfg: DictConfig) -> float | None:
     record = run(cfg)
     # Sweepers minimise or maximise what the app returns: the monitored validation metric.

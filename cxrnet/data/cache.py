@@ -35,7 +35,7 @@ from tqdm import tqdm
 from cxrnet.atomic import build_once, process_pool
 from cxrnet.data.decode import BadImageError, DecodeParams, decode, decoder_fingerprint
 from cxrnet.data.errors import DataError
-from cxrnet.data.records import Record
+from cxrnet.data.records import PATH_ERRORS, Record
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ def _write_index(
     stamps: Sequence[_Stamp],
     reasons: Sequence[str | None],
 ) -> None:
-    with open(path, "w", encoding="utf-8", newline="") as handle:
+    with open(path, "w", encoding="utf-8", errors=PATH_ERRORS, newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(_INDEX_COLUMNS)
         row = 0
@@ -193,7 +193,7 @@ def _write_index(
 
 
 def _read_reasons(entry: Path, stamps: Sequence[_Stamp]) -> list[str | None]:
-    with open(entry / INDEX_FILE, encoding="utf-8", newline="") as handle:
+    with open(entry / INDEX_FILE, encoding="utf-8", errors=PATH_ERRORS, newline="") as handle:
         rows = list(csv.DictReader(handle))
     if [row["path"] for row in rows] != [stamp.path for stamp in stamps]:
         raise DataError(
@@ -262,10 +262,25 @@ def _open_cached(
         _build(temporary, entry.name, records, stamps, params, num_workers, progress)
 
     reused = not build_once(entry, fill, _is_complete)
+    reasons = _read_reasons(entry, stamps)
+    if reused and _a_failure_decodes_now(stamps, reasons, params):
+        # A failed decode is not the file's verdict: a permission fixed or a network drive back
+        # leaves path, size and mtime (the key) as they were. Rebuild once the file reads.
+        log.info("a file that could not be decoded before now decodes: rebuilding %s", entry)
+        (entry / COMPLETE_FILE).unlink(missing_ok=True)
+        reused = not build_once(entry, fill, _is_complete)
+        reasons = _read_reasons(entry, stamps)
     if reused:
         log.info("reusing decoded images from %s", entry)
     images = np.load(entry / IMAGES_FILE, mmap_mode="r")
-    return images, _read_reasons(entry, stamps), entry, reused
+    return images, reasons, entry, reused
+
+
+def _a_failure_decodes_now(
+    stamps: Sequence[_Stamp], reasons: Sequence[str | None], params: DecodeParams
+) -> bool:
+    failed = [stamp.path for stamp, reason in zip(stamps, reasons, strict=True) if reason]
+    return any(_decode_or_reason(path, params)[1] is None for path in failed)
 
 
 # ---------------------------------------------------------------------------------- the API

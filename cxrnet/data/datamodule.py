@@ -20,7 +20,13 @@ from cxrnet.data.discovery import discover_folders
 from cxrnet.data.duplicates import DuplicateReport, check_duplicates
 from cxrnet.data.errors import DataError
 from cxrnet.data.manifest import combine_records, read_manifest
-from cxrnet.data.records import CLASS_NAMES, SUBTYPE_NAMES, Record, check_subtypes
+from cxrnet.data.records import (
+    CLASS_NAMES,
+    PATH_ERRORS,
+    SUBTYPE_NAMES,
+    Record,
+    check_subtypes,
+)
 from cxrnet.data.splits import (
     SplitConfig,
     SplitName,
@@ -157,7 +163,9 @@ class ChestXRayDataModule(LightningDataModule):
         if self.task == "subtype":
             check_subtypes([record for records in found.values() for record in records])
         self.duplicates = check_duplicates(
-            found, allow_cross_split=self.allow_cross_split_duplicates
+            found,
+            allow_cross_split=self.allow_cross_split_duplicates,
+            skip_unreadable=self.on_bad_image == "skip",
         )
         splits = make_splits(found, self.split_config, duplicates=self.duplicates.all_groups)
         # One canonical order, so every re-split (each k-fold fold, each seed) shares one cache.
@@ -177,8 +185,7 @@ class ChestXRayDataModule(LightningDataModule):
         train_transform = build_train_transform(**self.augment)
         for split, records in splits.items():
             kept = [record for record in records if record.path in position]
-            if not kept:
-                raise DataError(f"every image of split {split!r} from {self.root} was skipped")
+            self._check_classes_after_skipping(split, records, kept)
             self.split_records[split] = kept
             self.datasets[split] = XRayDataset(
                 loaded.images,
@@ -189,6 +196,26 @@ class ChestXRayDataModule(LightningDataModule):
         if "test" not in self.datasets:
             log.warning("no test folder under %s: testing will be skipped", self.root)
         self._report()
+
+    def _check_classes_after_skipping(
+        self, split: str, records: list[Record], kept: list[Record]
+    ) -> None:
+        """No class of ``split`` lost to skipped files; else training would run every epoch
+        and only then fail (no AUROC, no threshold, no class weight)."""
+        # Only classes that skipping removed: a split may lack one to begin with (a small
+        # sample), which the existing checks report or accept.
+        before = {self.label_of(record) for record in records}
+        after = {self.label_of(record) for record in kept}
+        missing = [name for i, name in enumerate(self.class_names) if i in before - after]
+        if not missing:
+            return
+        in_split = {record.path for record in records}
+        skipped = [f"{r.path} ({reason})" for r, reason in self.skipped if r.path in in_split]
+        raise DataError(
+            f"split {split!r} from {self.root} has no {' or '.join(missing)} images after "
+            f"skipping {len(records) - len(kept)} unreadable file(s): {'; '.join(skipped[:5])}"
+            f"{' ...' if len(skipped) > 5 else ''}; fix or replace those files"
+        )
 
     def _find_records(self) -> dict[str, list[Record]]:
         parts = []
@@ -248,6 +275,10 @@ class ChestXRayDataModule(LightningDataModule):
         if split not in self.datasets:
             raise DataError(f"no {split} split under {self.root}")
         dataset = self.datasets[split]
+        if not train and dataset.transform is not None:
+            # Predictions on the training split (a report, a threshold) need the films as they
+            # are, not this epoch's augmented draw; the images array is shared, not copied.
+            dataset = XRayDataset(dataset.images, dataset.labels, dataset.indices)
         sampler = None
         if train and self.imbalance == "sampler":
             labels = self._labels(split)
@@ -286,7 +317,7 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     """Write ``rows``; an empty report is not written, so a file's presence means findings."""
     if not rows:
         return
-    with path.open("w", newline="") as handle:
+    with path.open("w", newline="", encoding="utf-8", errors=PATH_ERRORS) as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)

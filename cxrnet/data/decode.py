@@ -29,6 +29,10 @@ Interpolation = Literal["area", "bilinear"]
 # skips, dominates); 2.0 keeps a margin under the 1-level limit for films not yet seen.
 # Part of the cache key (experiments/benchmarks/bench_data.py --sweep-headroom measures it).
 DCT_HEADROOM = 2.0
+# The smallest side a film may have, in pixels. Below it there is no picture left to learn from
+# (a 1x1 thumbnail, a placeholder from a failed export); stretched to the training size it
+# would pass as a film, so it is reported like a corrupt file.
+MIN_IMAGE_SIDE = 32
 
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA"})
@@ -74,6 +78,7 @@ def decoder_fingerprint() -> dict[str, object]:
         "pillow": PIL.__version__,
         "opencv": cv2.__version__,
         "dct_headroom": DCT_HEADROOM,
+        "min_side": MIN_IMAGE_SIDE,
     }
 
 
@@ -112,10 +117,18 @@ def _to_gray_uint8(image: Image.Image) -> np.ndarray:
 Extent = tuple[float, float]
 
 
-def _read_gray_extent(path: Path, target: int | None) -> tuple[np.ndarray, Extent]:
+def _read_gray_extent(
+    path: Path, target: int | None, min_side: int = 0
+) -> tuple[np.ndarray, Extent]:
     try:
         with Image.open(path) as image:
             extent = (float(image.width), float(image.height))
+            if min(image.size) < min_side:
+                raise BadImageError(
+                    path,
+                    f"image is only {image.width}x{image.height} pixels; a film needs at least "
+                    f"{min_side} pixels on each side",
+                )
             if target is not None and image.format == "JPEG":
                 side = math.ceil(DCT_HEADROOM * target)
                 # "L" makes libjpeg emit luma directly for colour JPEGs, skipping chroma work.
@@ -128,6 +141,8 @@ def _read_gray_extent(path: Path, target: int | None) -> tuple[np.ndarray, Exten
             if image.size != decoded_size:
                 extent = (extent[1], extent[0])
             return _to_gray_uint8(image), extent
+    except BadImageError:
+        raise
     except FileNotFoundError as error:
         raise BadImageError(path, "file not found") from error
     except Image.UnidentifiedImageError as error:
@@ -201,6 +216,7 @@ def fit_to_square(
 
 
 def decode(path: Path | str, params: DecodeParams) -> np.ndarray:
-    """One file to a ``(image_size, image_size)`` uint8 array; ``BadImageError`` if unreadable."""
-    array, extent = _read_gray_extent(Path(path), params.image_size)
+    """One file to a ``(image_size, image_size)`` uint8 array; ``BadImageError`` if unreadable
+    or smaller than ``MIN_IMAGE_SIDE`` on a side."""
+    array, extent = _read_gray_extent(Path(path), params.image_size, MIN_IMAGE_SIDE)
     return fit_to_square(array, params, extent)

@@ -9,6 +9,7 @@ that is not used comes back in ``DiscoveryResult.ignored`` with the reason.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,6 +107,10 @@ def scan_folder(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
     images: list[Path] = []
     ignored: list[tuple[Path, str]] = []
     for path in sorted(folder.rglob("*")):
+        if path.is_symlink() and not path.exists():
+            # is_file() is False for a link whose target is gone: report it, never drop it.
+            ignored.append((path, f"broken symbolic link (its target {os.readlink(path)} is gone)"))
+            continue
         if not path.is_file():
             continue
         relative = path.relative_to(folder)

@@ -37,15 +37,21 @@ def _size(path: Path) -> int:
         raise DataError(f"cannot read {path} to look for duplicates: {error}") from error
 
 
-def find_duplicates(records: Iterable[Record]) -> list[list[Record]]:
+def find_duplicates(records: Iterable[Record], skip_unreadable: bool = False) -> list[list[Record]]:
     """Groups of two or more records whose files have identical bytes.
 
     Each group is sorted by path and the groups by their first path. The same file listed
     twice (say in two manifests) is a group of its own: it is the same picture twice.
+    An unreadable file raises ``DataError``, or with ``skip_unreadable`` is left out here (the
+    decoder then skips and reports it, as ``on_bad_image="skip"`` asks).
     """
     by_size: dict[int, list[Record]] = defaultdict(list)
     for record in records:
-        by_size[_size(record.path)].append(record)
+        try:
+            by_size[_size(record.path)].append(record)
+        except DataError:
+            if not skip_unreadable:
+                raise
     digests: dict[str, str] = {}  # path -> digest, so a file listed twice is read once
     by_digest: dict[str, list[Record]] = defaultdict(list)
     for same_size in by_size.values():
@@ -54,7 +60,12 @@ def find_duplicates(records: Iterable[Record]) -> list[list[Record]]:
         for record in same_size:
             key = str(record.path)
             if key not in digests:
-                digests[key] = file_digest(record.path)
+                try:
+                    digests[key] = file_digest(record.path)
+                except DataError:
+                    if not skip_unreadable:
+                        raise
+                    continue
             by_digest[digests[key]].append(record)
     groups = [sorted(g, key=lambda r: str(r.path)) for g in by_digest.values() if len(g) > 1]
     return sorted(groups, key=lambda g: str(g[0].path))
@@ -93,6 +104,7 @@ def check_duplicates(
     splits: Mapping[str, Sequence[Record]],
     allow_cross_split: bool = False,
     limit: int = 20,
+    skip_unreadable: bool = False,
 ) -> DuplicateReport:
     """Find duplicates in ``splits``; raise a DataError when a group spans two splits.
 
@@ -102,7 +114,7 @@ def check_duplicates(
     split_of = {id(record): split for split, items in splits.items() for record in items}
     everything = [record for items in splits.values() for record in items]
     report = DuplicateReport()
-    for group in find_duplicates(everything):
+    for group in find_duplicates(everything, skip_unreadable=skip_unreadable):
         tagged = [(split_of[id(record)], record) for record in group]
         names = {split for split, _ in tagged}
         if len(names) == 1:

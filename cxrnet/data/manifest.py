@@ -16,6 +16,7 @@ from cxrnet.data.errors import DataError
 from cxrnet.data.records import (
     CLASS_NAMES,
     IMAGE_SUFFIXES,
+    PATH_ERRORS,
     SPLIT_NAMES,
     SUBTYPE_NAMES,
     UNKNOWN_SUBTYPE,
@@ -115,7 +116,7 @@ def read_manifest(csv_path: Path) -> dict[str, list[Record]]:
     problems: list[str] = []
     first_line: dict[Path, int] = {}
     # utf-8-sig: spreadsheet programs put a byte-order mark before the header.
-    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
+    with csv_path.open(newline="", encoding="utf-8-sig", errors=PATH_ERRORS) as handle:
         reader = csv.DictReader(handle)
         columns = _column_map(reader.fieldnames, csv_path)
         for row in reader:

@@ -15,6 +15,10 @@ SUBTYPE_NAMES: tuple[str, str, str] = ("normal", "bacteria", "virus")
 UNKNOWN_SUBTYPE = "unknown"
 SPLIT_NAMES: tuple[str, str, str] = ("train", "val", "test")
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpeg", ".jpg", ".png"})
+# The error handler for every text file that lists image paths (cache index, split and report
+# CSVs, manifests). File names are bytes on Linux and need not be UTF-8; Python keeps the odd
+# bytes as surrogates, which this handler writes back (and reads) as the same bytes.
+PATH_ERRORS = "surrogateescape"
 
 # Normal films: "IM-0115-0001", "IM-0429-0001-0002" and "NORMAL2-IM-1427-0001". The prefix is
 # part of the key because each prefix numbers its own series (IM-0395 and NORMAL2-IM-0395 are

@@ -23,6 +23,7 @@ import numpy as np
 from cxrnet.data.errors import DataError
 from cxrnet.data.records import (
     CLASS_NAMES,
+    PATH_ERRORS,
     SPLIT_NAMES,
     SUBTYPE_NAMES,
     UNKNOWN_SUBTYPE,
@@ -379,7 +380,7 @@ def write_split_csv(path: Path, splits: Mapping[str, Sequence[Record]]) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as handle:
+    with path.open("w", newline="", encoding="utf-8", errors=PATH_ERRORS) as handle:
         writer = csv.writer(handle)
         writer.writerow(SPLIT_CSV_COLUMNS)
         for split in _ordered(splits):

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from cxrnet.data.datamodule import ChestXRayDataModule
+from cxrnet.data.records import PATH_ERRORS
 from cxrnet.evaluation.predictions import predict_probabilities
 from cxrnet.evaluation.thresholds import Criterion, binary_metrics_at, choose_threshold
 from cxrnet.models.module import ClassifierModule
@@ -25,7 +26,7 @@ def write_predictions(
     path: Path, datamodule: ChestXRayDataModule, split: str, probabilities: np.ndarray
 ) -> None:
     records = datamodule.split_records[split]
-    with path.open("w", newline="") as handle:
+    with path.open("w", newline="", encoding="utf-8", errors=PATH_ERRORS) as handle:
         writer = csv.writer(handle)
         writer.writerow(["file", "label", "subtype", "patient", "probability"])
         for record, probability in zip(records, probabilities, strict=True):
@@ -59,6 +60,13 @@ def operating_point(
     for split in ("val", "test") if include_test else ("val",):
         if split in datamodule.datasets:
             probabilities[split] = predict_split(model, datamodule, split)
+            bad = int((~np.isfinite(probabilities[split])).sum())
+            if bad:
+                # A threshold on NaN scores would still give numbers; they would mean nothing.
+                raise FloatingPointError(
+                    f"{bad} of {len(probabilities[split])} {split} predictions are NaN or "
+                    "infinite (the network diverged): no threshold or metric can be reported"
+                )
             write_predictions(
                 output_dir / f"predictions_{split}.csv", datamodule, split, probabilities[split]
             )

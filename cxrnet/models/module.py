@@ -13,10 +13,10 @@ from lightning import LightningModule
 from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
-from torchmetrics import MaxMetric, MeanMetric, MinMetric
+from torchmetrics import MaxMetric, MeanMetric, MinMetric, SumMetric
 
 from cxrnet.errors import ConfigError
-from cxrnet.evaluation.metrics import classification_metrics
+from cxrnet.evaluation.metrics import classification_metrics, epoch_metric_names, monitor_mode_for
 from cxrnet.models.adapt import classifier_name
 from cxrnet.models.registry import create_model
 from cxrnet.models.weights import load_weights
@@ -92,7 +92,7 @@ class ClassifierModule(LightningModule):
         class_names: Sequence[str] = ("NORMAL", "PNEUMONIA"),
         class_weights: Sequence[float] | None = None,
         monitor: str = "val/auroc",
-        monitor_mode: str = "max",
+        monitor_mode: str | None = None,
         threshold: float = 0.5,
         channels_last: bool = False,
         compile: bool = False,
@@ -146,9 +146,16 @@ class ClassifierModule(LightningModule):
             }
         )
         self.losses = torch.nn.ModuleDict({f"{s}_": MeanMetric() for s in STAGES})
-        if monitor_mode not in ("max", "min"):
-            raise ValueError(f"monitor_mode must be 'max' or 'min', got {monitor_mode!r}")
-        self.best_val = MaxMetric() if monitor_mode == "max" else MinMetric()
+        # Predictions that are NaN or infinite this epoch: any at all voids the epoch's metrics
+        # (torchmetrics would sort NaNs and report a plausible AUROC for a diverged network).
+        self.non_finite = torch.nn.ModuleDict({f"{s}_": SumMetric() for s in STAGES})
+        choices = epoch_metric_names("val", self.class_names)
+        if monitor not in choices:
+            raise ConfigError(
+                f"monitor={monitor!r} is not a logged metric; choose one of {choices}"
+            )
+        self.monitor_mode = monitor_mode_for(monitor, monitor_mode)
+        self.best_val = MaxMetric() if self.monitor_mode == "max" else MinMetric()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x.contiguous(memory_format=self.memory_format))
@@ -190,7 +197,11 @@ class ClassifierModule(LightningModule):
         logits = self(images)
         loss = self.loss(logits, targets)
         self.losses[f"{stage}_"].update(loss.detach(), weight=targets.numel())
-        self.metrics[f"{stage}_"].update(self.probabilities(logits.detach()), targets)
+        probabilities = self.probabilities(logits.detach())
+        finite = torch.isfinite(probabilities).reshape(len(targets), -1).all(dim=1)
+        self.non_finite[f"{stage}_"].update((~finite).sum())
+        if bool(finite.any()):
+            self.metrics[f"{stage}_"].update(probabilities[finite], targets[finite])
         return loss
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
@@ -210,15 +221,24 @@ class ClassifierModule(LightningModule):
     def compute_epoch_metrics(self, stage: str) -> dict[str, float]:
         """Metrics over every sample seen this epoch, then reset for the next one."""
         values: dict[str, float] = {f"{stage}/loss": float(self.losses[f"{stage}_"].compute())}
+        if float(self.non_finite[f"{stage}_"].compute()) > 0:
+            # No metric from NaN predictions: every name is present, every value NaN.
+            values |= dict.fromkeys(epoch_metric_names(stage, self.class_names), float("nan"))
+            values[f"{stage}/loss"] = float("nan")
+            self._reset_epoch(stage)
+            return values
         for name, value in self.metrics[f"{stage}_"].compute().items():
             if value.ndim == 0:
                 values[f"{stage}/{name}"] = float(value)
             else:  # per-class recall, named by class
                 for class_name, per_class in zip(self.class_names, value, strict=True):
                     values[f"{stage}/recall_{class_name.lower()}"] = float(per_class)
-        self.losses[f"{stage}_"].reset()
-        self.metrics[f"{stage}_"].reset()
+        self._reset_epoch(stage)
         return values
+
+    def _reset_epoch(self, stage: str) -> None:
+        for metrics in (self.losses, self.metrics, self.non_finite):
+            metrics[f"{stage}_"].reset()
 
     def _log_epoch(self, stage: str) -> dict[str, float]:
         values = self.compute_epoch_metrics(stage)
@@ -233,10 +253,6 @@ class ClassifierModule(LightningModule):
         if self.trainer.sanity_checking:
             return
         monitor = self.hparams.monitor
-        if monitor not in values:
-            raise KeyError(
-                f"monitor {monitor!r} is not a logged metric; choose from {sorted(values)}"
-            )
         self.best_val.update(torch.tensor(values[monitor]))
         self.log(f"{monitor}_best", self.best_val.compute(), sync_dist=False)
 

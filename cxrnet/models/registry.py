@@ -75,7 +75,8 @@ def resolve_model(name: str) -> NetworkFactory:
     for entry_point in entry_points(group=ENTRY_POINT_GROUP, name=name):
         return entry_point.load()
     raise ValueError(
-        f"unknown model {name!r}; choose one of {available_models()}, "
+        f"model.net.name={name!r} is not a registered network; choose one of "
+        f"{available_models()}, "
         f"{', '.join(f'{p}/<name>' for p in sorted(_FAMILIES))}, an import path "
         "'package.module:Class', or register your own with cxrnet.models.register_model"
     )

@@ -1,0 +1,80 @@
+"""Configuration checks that run before any data is read, so a typo costs seconds, not a decode.
+
+Each check raises ``ConfigError`` (or ``CheckpointError``) naming the key, the value and the fix;
+the entry points print it as one line (``cxrnet.cli.errors``).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+import warnings
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from cxrnet.data.records import CLASS_NAMES, SUBTYPE_NAMES
+from cxrnet.errors import ConfigError
+from cxrnet.evaluation.metrics import epoch_metric_names, monitor_mode_for
+from cxrnet.models.checkpoint import load_checkpoint
+from cxrnet.models.registry import resolve_model
+
+
+def check_writable(folder: Path | str, key: str) -> None:
+    """``folder`` exists or can be made, and a file can be written in it."""
+    folder = Path(folder).expanduser()
+    probe = folder / f".write-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(
+            f"{key}={folder} is not a writable folder ({error.strerror or error}); set {key} to a "
+            "folder you can write (or CXRNET_CACHE_DIR / paths.cache_dir for every cache)"
+        ) from None
+
+
+def check_network(cfg: DictConfig) -> None:
+    """``model.net.name`` resolves: a registered name, ``timm/<name>``, an import path or an
+    entry point (the registry's error names every form)."""
+    name = cfg.model.net.get("name")
+    try:
+        with warnings.catch_warnings():  # a deprecated name warns once, when it is built
+            warnings.simplefilter("ignore", FutureWarning)
+            resolve_model(str(name))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+def resolve_monitor(cfg: DictConfig) -> None:
+    """``monitor`` is a validation metric the module logs; ``monitor_mode`` agrees with it."""
+    class_names = SUBTYPE_NAMES if cfg.data.get("task") == "subtype" else CLASS_NAMES
+    choices = epoch_metric_names("val", class_names)
+    if cfg.monitor not in choices:
+        raise ConfigError(
+            f"monitor={cfg.monitor!r} is not a validation metric the model logs; choose one of "
+            f"{choices}"
+        )
+    monitor_mode_for(str(cfg.monitor), cfg.get("monitor_mode"))
+
+
+def check_epochs(cfg: DictConfig) -> None:
+    max_epochs = cfg.trainer.get("max_epochs")
+    if max_epochs is not None and max_epochs != -1 and max_epochs < 1:
+        raise ConfigError(
+            f"trainer.max_epochs={max_epochs} trains nothing, so there is no checkpoint to "
+            "report; set trainer.max_epochs to 1 or more"
+        )
+
+
+def check_train_config(cfg: DictConfig) -> None:
+    """Everything ``cxrnet-train`` can check without data: network, monitor, epochs,
+    the checkpoint to resume from and the image cache folder."""
+    check_network(cfg)
+    resolve_monitor(cfg)
+    check_epochs(cfg)
+    if cfg.get("ckpt_path"):
+        load_checkpoint(cfg.ckpt_path, mmap=True)
+    if cfg.data.get("cache_dir"):
+        check_writable(cfg.data.cache_dir, "data.cache_dir")
