@@ -45,7 +45,7 @@ def test_keras_layer_order_conv_relu_batchnorm_pool() -> None:
 def test_registry_builds_by_name_and_rejects_unknown() -> None:
     assert "notebook_cnn" in available_models()
     assert isinstance(create_model("notebook_cnn", image_size=64), NotebookCNN)
-    with pytest.raises(ValueError, match="model.net.name='resnet9000' is not a registered network"):
+    with pytest.raises(ValueError, match=r"name='resnet9000' is not a registered network"):
         create_model("resnet9000")
 
 
