@@ -1,6 +1,6 @@
 """Training speed: a hand-written PyTorch loop, its best settings, and cxrnet-train end to end.
 
-    python experiments/benchmarks/bench_train.py                 # about 10 minutes on 2 cores
+    python experiments/benchmarks/bench_train.py                 # 3 interleaved repetitions
     python experiments/benchmarks/bench_train.py --quick         # a smoke run, rough numbers
     python experiments/benchmarks/bench_train.py --device cuda   # the same on a GPU
 
