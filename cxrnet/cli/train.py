@@ -26,6 +26,7 @@ from cxrnet.cli.hydra_support import (
     job_overrides,
     register_resolvers,
     save_resolved_config,
+    warn_deprecated_choices,
 )
 from cxrnet.cli.preflight import check_train_config
 from cxrnet.data.synthetic import SyntheticSpec, ensure_synthetic
@@ -58,6 +59,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str
     ``extra_callbacks`` come from code rather than config, e.g. a search's pruning callback.
     """
     output_dir = Path(cfg.paths.output_dir)
+    if HydraConfig.initialized():
+        warn_deprecated_choices(HydraConfig.get().runtime.choices)
     check_train_config(cfg)  # before any data work: a typo costs seconds, not a decode
     _fill_wandb_run_defaults(cfg)
     save_resolved_config(cfg, output_dir)
