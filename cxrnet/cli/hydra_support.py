@@ -7,6 +7,7 @@ import logging
 import os
 import time
 import uuid
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,26 @@ log = logging.getLogger(__name__)
 
 CONFIG_PATH = "pkg://cxrnet.conf"
 HYDRA_VERSION = "1.3"
+
+# Hydra 1.3 cannot mark a config option deprecated, so a renamed option keeps its file (which
+# composes the new one) and choosing it warns through this table: (group, old option) -> new.
+DEPRECATED_CHOICES: dict[tuple[str, str], str] = {
+    ("model", "seed_cnn"): "model=classifier",
+    ("model/net", "seed_cnn"): "model/net=notebook_cnn",
+    ("experiment", "seed_baseline"): "experiment=notebook_baseline",
+}
+
+
+def warn_deprecated_choices(choices: Mapping[str, Any]) -> list[str]:
+    """Warn about every deprecated config option in Hydra's ``runtime.choices``; returns them."""
+    used = [
+        f"{group}={option} is deprecated; use {new} (the same settings)"
+        for (group, option), new in DEPRECATED_CHOICES.items()
+        if choices.get(group) == option
+    ]
+    for message in used:
+        warnings.warn(message, FutureWarning, stacklevel=2)
+    return used
 
 
 # Set by the entry point before Hydra starts, so every process it starts (DDP ranks, submitit

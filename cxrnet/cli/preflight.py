@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -16,7 +17,7 @@ from cxrnet.data.records import CLASS_NAMES, SUBTYPE_NAMES
 from cxrnet.errors import ConfigError
 from cxrnet.evaluation.metrics import epoch_metric_names, monitor_mode_for
 from cxrnet.models.checkpoint import load_checkpoint
-from cxrnet.models.registry import available_models
+from cxrnet.models.registry import resolve_model
 from cxrnet.resume import resolve_checkpoint
 
 
@@ -36,12 +37,15 @@ def check_writable(folder: Path | str, key: str) -> None:
 
 
 def check_network(cfg: DictConfig) -> None:
+    """``model.net.name`` resolves: a registered name, ``timm/<name>``, an import path or an
+    entry point (the registry's error names every form)."""
     name = cfg.model.net.get("name")
-    if name not in available_models():
-        raise ConfigError(
-            f"model.net.name={name!r} is not a registered network; choose one of "
-            f"{available_models()} or register your own with cxrnet.models.register_model"
-        )
+    try:
+        with warnings.catch_warnings():  # a deprecated name warns once, when it is built
+            warnings.simplefilter("ignore", FutureWarning)
+            resolve_model(str(name))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def resolve_monitor(cfg: DictConfig) -> None:

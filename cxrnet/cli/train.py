@@ -32,6 +32,7 @@ from cxrnet.cli.hydra_support import (
     job_overrides,
     register_resolvers,
     save_resolved_config,
+    warn_deprecated_choices,
 )
 from cxrnet.cli.preflight import check_train_config
 from cxrnet.data.synthetic import SyntheticSpec, ensure_synthetic
@@ -68,6 +69,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str
     ``extra_callbacks`` come from code rather than config, e.g. a search's pruning callback.
     """
     output_dir = Path(cfg.paths.output_dir)
+    if HydraConfig.initialized():
+        warn_deprecated_choices(HydraConfig.get().runtime.choices)
     check_train_config(cfg)  # before any data work: a typo costs seconds, not a decode
     is_rank_zero = rank_zero_only.rank == 0
     ckpt_path = resolve_checkpoint(cfg.get("ckpt_path"), output_dir)

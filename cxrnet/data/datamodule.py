@@ -87,7 +87,7 @@ class ChestXRayDataModule(LightningDataModule):
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         num_workers: int = 2,
-        pin_memory: bool = False,
+        pin_memory: bool | None = None,
         imbalance: Imbalance = "class_weight",
         augment: Mapping[str, Any] | None = None,
         task: Task = "binary",
@@ -133,7 +133,8 @@ class ChestXRayDataModule(LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
-        self.pin_memory = pin_memory
+        # Pinned pages only speed up copies to a GPU; on a CPU-only machine they cost memory.
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.imbalance = imbalance
         self.augment = dict(augment or {})
         self.task = task

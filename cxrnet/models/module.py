@@ -18,7 +18,9 @@ from torchmetrics import MaxMetric, MeanMetric, MinMetric, SumMetric
 
 from cxrnet.errors import ConfigError
 from cxrnet.evaluation.metrics import classification_metrics, epoch_metric_names, monitor_mode_for
+from cxrnet.models.adapt import classifier_name
 from cxrnet.models.registry import create_model
+from cxrnet.models.weights import load_weights
 from cxrnet.plain import plain_data
 
 # ``{"_target_": "torch.optim.Adam", "lr": 1e-3}``, or the partial Hydra makes of it.
@@ -73,6 +75,12 @@ def build_component(config: Mapping[str, Any], base: tuple[type, ...], *args: An
 class ClassifierModule(LightningModule):
     """Classifies chest films with ``net`` (a registry name plus its arguments).
 
+    ``net`` may also hold ``weights`` (a local weights file, see ``models.weights``) and
+    ``freeze_backbone_epochs`` (train only the head for that many first epochs).
+    ``channels_last`` stores activations NHWC, which oneDNN's CPU convolutions and tensor cores
+    run faster (experiments/benchmarks/README.md); ``compile`` wraps the network in
+    ``torch.compile``. Neither changes the state dict, so checkpoints load either way.
+
     Binary tasks use one logit and BCE; more classes use softmax and cross-entropy. Class weights,
     when given, weight each sample's loss by its true class, as Keras' ``class_weight`` does.
     Metrics are torchmetrics objects accumulated over the whole epoch, never batch averages.
@@ -89,6 +97,8 @@ class ClassifierModule(LightningModule):
         monitor: str = "val/auroc",
         monitor_mode: str | None = None,
         threshold: float = 0.5,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         # Plain data before save_hyperparameters reads these arguments: the checkpoint then loads
@@ -105,21 +115,38 @@ class ClassifierModule(LightningModule):
             raise ValueError(f"need at least two classes, got {list(class_names)}")
         net_kwargs = dict(net)
         name = net_kwargs.pop("name")
+        weights = net_kwargs.pop("weights", None)
+        net_kwargs.pop("initial_weights", None)  # a record only (see on_save_checkpoint)
+        self.freeze_backbone_epochs = int(net_kwargs.pop("freeze_backbone_epochs", 0) or 0)
         net_kwargs["num_outputs"] = 1 if self.num_classes == 2 else self.num_classes
         self.net = create_model(name, **net_kwargs)
+        if weights:
+            load_weights(self.net, weights)
+        self.head_name = classifier_name(self.net)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.net.to(memory_format=self.memory_format)
+        if compile:
+            self.net.compile()  # in place: parameter names (and checkpoints) stay unprefixed
         if class_weights is not None and len(class_weights) != self.num_classes:
             raise ValueError(
                 f"class_weights has {len(class_weights)} entries for {self.num_classes} classes"
             )
-        weights = (
+        self.register_buffer(
+            "class_weights",
             torch.ones(self.num_classes)
             if class_weights is None
-            else torch.tensor([float(w) for w in class_weights])
+            else torch.tensor([float(w) for w in class_weights]),
         )
-        self.register_buffer("class_weights", weights)
         # Keyed "<stage>_": a bare "train" would clash with nn.Module.train.
+        # Probabilities and targets come from this module, so torchmetrics' input checks (a host
+        # synchronisation per update each) are skipped. The loss means keep their NaN check: it
+        # is what fails a diverged run outside a search (one check per step, on the value the
+        # progress bar synchronises on anyway).
         self.metrics = torch.nn.ModuleDict(
-            {f"{s}_": classification_metrics(self.num_classes, threshold) for s in STAGES}
+            {
+                f"{s}_": classification_metrics(self.num_classes, threshold, validate_args=False)
+                for s in STAGES
+            }
         )
         self.losses = torch.nn.ModuleDict({f"{s}_": MeanMetric() for s in STAGES})
         # Predictions that are NaN or infinite this epoch: any at all voids the epoch's metrics
@@ -134,7 +161,28 @@ class ClassifierModule(LightningModule):
         self.best_val = MaxMetric() if self.monitor_mode == "max" else MinMetric()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+        return self.net(x.contiguous(memory_format=self.memory_format))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The checkpoint's state dict already holds the loaded weights: a model rebuilt from its
+        # hyperparameters (cxrnet-eval) must not need the original weights file again.
+        net = checkpoint.get("hyper_parameters", {}).get("net")
+        if isinstance(net, Mapping) and net.get("weights"):
+            checkpoint["hyper_parameters"]["net"] = {
+                **net,
+                "weights": None,
+                "initial_weights": str(net["weights"]),
+            }
+        # torchmetrics keeps metric states out of the state dict; a resumed run must still
+        # report the best score it reached before it was stopped.
+        if self.best_val.update_called:
+            checkpoint[BEST_VAL_KEY] = float(self.best_val.compute())
+
+    def on_train_epoch_start(self) -> None:
+        if self.freeze_backbone_epochs > 0:
+            set_backbone_trainable(
+                self.net, self.head_name, self.current_epoch >= self.freeze_backbone_epochs
+            )
 
     def probabilities(self, logits: Tensor) -> Tensor:
         """Pneumonia probability (binary) or class probabilities (multiclass)."""
@@ -250,12 +298,6 @@ class ClassifierModule(LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # torchmetrics keeps metric states out of the state dict; a resumed run must still
-        # report the best score it reached before it was stopped.
-        if self.best_val.update_called:
-            checkpoint[BEST_VAL_KEY] = float(self.best_val.compute())
-
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if BEST_VAL_KEY in checkpoint:
             self.best_val.reset()
@@ -274,3 +316,11 @@ class ClassifierModule(LightningModule):
                 "frequency": 1,
             },
         }
+
+
+def set_backbone_trainable(net: torch.nn.Module, head_name: str, trainable: bool) -> None:
+    """Freeze or unfreeze every parameter outside the head; frozen ones get no gradient, so the
+    optimizer skips them."""
+    for name, parameter in net.named_parameters():
+        if not name.startswith(f"{head_name}."):
+            parameter.requires_grad_(trainable)
