@@ -87,3 +87,20 @@ def compose_cfg(tmp_path: Path) -> ComposeFn:
 
     yield _compose
     GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A single-node Slurm cluster on localhost for the session (tests/slurm_cluster.py)."""
+    from slurm_cluster import SlurmCluster, SlurmUnavailable
+
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        cluster.start()
+    except SlurmUnavailable as error:
+        cluster.stop()
+        pytest.skip(f"no local Slurm cluster: {error}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

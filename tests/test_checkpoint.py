@@ -16,7 +16,7 @@ from cxrnet.errors import CheckpointError
 from cxrnet.models.checkpoint import load_checkpoint
 from cxrnet.models.module import ClassifierModule, build_component, component_config
 
-NET = {"name": "seed_cnn", "image_size": 32, "widths": [4, 4, 8, 8], "hidden": 8}
+NET = {"name": "notebook_cnn", "image_size": 32, "widths": [4, 4, 8, 8], "hidden": 8}
 
 
 class _Payload:

@@ -73,7 +73,7 @@ def grid_overrides(split: str, fraction: float, seed: int) -> list[str]:
         f"data.split={split}",
         f"data.val_fraction={fraction}",
         f"seed={seed}",
-        "experiment=seed_baseline",
+        "experiment=notebook_baseline",
     ]
 
 
@@ -112,7 +112,7 @@ def test_collect_runs_finds_every_job_with_its_status(sweep: Path) -> None:
         "data.split": "stratified",
         "data.val_fraction": 0.1,
         "seed": 0,
-        "experiment": "seed_baseline",
+        "experiment": "notebook_baseline",
     }
 
 

@@ -42,8 +42,8 @@ def test_every_group_option_composes(compose_cfg, group: str, option: str) -> No
     assert cfg.seed == 42
 
 
-def test_seed_baseline_is_the_seed_recipe(compose_cfg) -> None:
-    cfg = compose_cfg("train", ["experiment=seed_baseline"])
+def test_notebook_baseline_is_the_seed_notebook_recipe(compose_cfg) -> None:
+    cfg = compose_cfg("train", ["experiment=notebook_baseline"])
     assert cfg.data.image_size == 150
     assert cfg.data.batch_size == 32
     assert cfg.data.imbalance == "class_weight"
@@ -61,7 +61,7 @@ def test_seed_baseline_is_the_seed_recipe(compose_cfg) -> None:
 
 
 def test_model_config_instantiates_with_exact_parameter_count(compose_cfg) -> None:
-    cfg = compose_cfg("train", ["experiment=seed_baseline"])
+    cfg = compose_cfg("train", ["experiment=notebook_baseline"])
     module = instantiate(cfg.model, class_names=["NORMAL", "PNEUMONIA"], class_weights=[1.94, 0.67])
     assert isinstance(module, ClassifierModule)
     assert sum(p.numel() for p in module.net.parameters() if p.requires_grad) == 844_737

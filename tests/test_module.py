@@ -5,11 +5,12 @@ import functools
 import pytest
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
 from torchmetrics.classification import BinaryAUROC
 
 from cxrnet.models.module import ClassifierModule
 
-NET = {"name": "seed_cnn", "image_size": 32, "widths": [4, 4, 8, 8], "hidden": 8}
+NET = {"name": "notebook_cnn", "image_size": 32, "widths": [4, 4, 8, 8], "hidden": 8}
 
 
 def make_module(**kwargs) -> ClassifierModule:
@@ -91,3 +92,46 @@ def test_optimizer_and_plateau_scheduler_from_partials() -> None:
     assert config["optimizer"].param_groups[0]["lr"] == 1e-3
     assert config["lr_scheduler"]["monitor"] == "val/loss"
     assert config["lr_scheduler"]["scheduler"].factor == 0.3
+
+
+def _losses_over_steps(module: ClassifierModule, steps: int = 4) -> list[float]:
+    optimizer = module.configure_optimizers()["optimizer"]
+    generator = torch.Generator().manual_seed(5)
+    images = torch.rand(steps, 8, 1, 64, 64, generator=generator)
+    targets = torch.randint(0, 2, (steps, 8), generator=generator)
+    torch.manual_seed(11)  # the same dropout masks for both modules
+    module.train()
+    losses = []
+    for x, y in zip(images, targets, strict=True):
+        loss = module.loss(module(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def test_fast_defaults_train_with_the_losses_of_plain_nchw_float32(compose_cfg) -> None:
+    """The default config (channels-last) against the same model forced to NCHW, same seed."""
+    overrides = ["data.image_size=64", "model.net.widths=[8,8,16,16]", "model.net.hidden=16"]
+    fast_cfg = compose_cfg("train", overrides)
+    plain_cfg = compose_cfg("train", [*overrides, "model.channels_last=false"])
+    assert fast_cfg.model.channels_last and fast_cfg.trainer.precision == "32-true"
+    modules = []
+    for cfg in (fast_cfg, plain_cfg):
+        torch.manual_seed(0)
+        modules.append(instantiate(cfg.model, class_names=["NORMAL", "PNEUMONIA"]))
+    fast, plain = modules
+    conv = fast.net.features[2][0].weight  # the first conv has one input channel: no layout
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    fast_losses, plain_losses = _losses_over_steps(fast), _losses_over_steps(plain)
+    # float32 both ways: only the order of summation differs.
+    assert fast_losses == pytest.approx(plain_losses, rel=1e-4, abs=1e-5)
+    assert len(set(plain_losses)) == len(plain_losses)  # it trained: every step's loss moved
+
+
+def test_speed_options_leave_checkpoints_interchangeable() -> None:
+    plain = make_module()
+    fast = make_module(channels_last=True, compile=True)
+    assert list(fast.state_dict()) == list(plain.state_dict())
+    fast.load_state_dict(plain.state_dict())

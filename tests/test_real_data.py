@@ -28,7 +28,7 @@ def test_seed_recipe_trains_an_epoch_on_real_images(compose_cfg, real_224: Path,
     cfg = compose_cfg(
         "train",
         [
-            "experiment=seed_baseline",
+            "experiment=notebook_baseline",
             f"data.root={root}",
             "trainer.max_epochs=1",
             "data.num_workers=0",

@@ -152,10 +152,19 @@ def test_every_rank_of_a_multi_task_srun_shares_one_run_folder() -> None:
     from cxrnet.cli.hydra_support import run_stamp
 
     rank = {"SLURM_JOB_ID": "4242", "SLURM_STEP_ID": "0", "SLURM_NTASKS": "8"}
-    assert run_stamp(rank | {"SLURM_PROCID": "0"}) == run_stamp(rank | {"SLURM_PROCID": "7"})
-    assert run_stamp(rank) == "slurm-4242-step0"
-    assert run_stamp(rank | {"SLURM_STEP_ID": "1"}) != run_stamp(rank)
-    # One task (a batch script running jobs one after another): time and random suffix.
+    argv = ["trainer=ddp", "seed=1"]
+    assert run_stamp(rank | {"SLURM_PROCID": "0"}, argv) == run_stamp(
+        rank | {"SLURM_PROCID": "7"}, argv
+    )
+    assert run_stamp(rank, argv).startswith("slurm-4242-step0-")
+    assert run_stamp(rank | {"SLURM_STEP_ID": "1"}, argv) != run_stamp(rank, argv)
+    # A requeued job runs its command again and must find its folder (and checkpoint) again;
+    # another command in the same batch script gets another folder.
     single = {"SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1"}
-    assert run_stamp(single) != run_stamp(single)
+    assert run_stamp(single, argv) == run_stamp(single, argv)
+    assert run_stamp(single, ["seed=2"]) != run_stamp(single, argv)
+    array = single | {"SLURM_ARRAY_JOB_ID": "4240", "SLURM_ARRAY_TASK_ID": "2"}
+    assert run_stamp(array, argv).startswith("slurm-4240_2-")
+    # Outside Slurm: time and a random suffix; a stamp fixed by the parent process wins.
     assert run_stamp({}) != run_stamp({})
+    assert run_stamp({"CXRNET_RUN_STAMP": "fixed"} | single) == "fixed"

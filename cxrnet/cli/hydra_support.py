@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
 import uuid
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +23,57 @@ log = logging.getLogger(__name__)
 CONFIG_PATH = "pkg://cxrnet.conf"
 HYDRA_VERSION = "1.3"
 
+# Hydra 1.3 cannot mark a config option deprecated, so a renamed option keeps its file (which
+# composes the new one) and choosing it warns through this table: (group, old option) -> new.
+DEPRECATED_CHOICES: dict[tuple[str, str], str] = {
+    ("model", "seed_cnn"): "model=classifier",
+    ("model/net", "seed_cnn"): "model/net=notebook_cnn",
+    ("experiment", "seed_baseline"): "experiment=notebook_baseline",
+}
 
-def run_stamp(environ: Mapping[str, str] | None = None) -> str:
+
+def warn_deprecated_choices(choices: Mapping[str, Any]) -> list[str]:
+    """Warn about every deprecated config option in Hydra's ``runtime.choices``; returns them."""
+    used = [
+        f"{group}={option} is deprecated; use {new} (the same settings)"
+        for (group, option), new in DEPRECATED_CHOICES.items()
+        if choices.get(group) == option
+    ]
+    for message in used:
+        warnings.warn(message, FutureWarning, stacklevel=2)
+    return used
+
+
+# Set by the entry point before Hydra starts, so every process it starts (DDP ranks, submitit
+# jobs, a requeued Slurm job, which inherits its submitter's environment) names one folder.
+STAMP_ENV = "CXRNET_RUN_STAMP"
+
+
+def run_stamp(environ: Mapping[str, str] | None = None, argv: Sequence[str] = ()) -> str:
     """The unique part of a run folder's name.
 
     Normally the start time plus a random suffix, so two jobs started in the same second differ.
-    Under ``srun`` with several tasks (multi-GPU SLURM jobs), every task runs this same command
-    and must land in the same folder: the job and step ids name it instead.
+    Under Slurm the job names it instead: every task of a multi-task ``srun`` runs the same
+    command and must land in one folder, and a requeued job must find the folder (and the
+    checkpoint) of its first attempt. The job step and a digest of the command line keep two
+    different trainings in one batch script apart.
     """
     env = os.environ if environ is None else environ
-    if env.get("SLURM_JOB_ID") and env.get("SLURM_STEP_ID") and int(env.get("SLURM_NTASKS", 1)) > 1:
-        return f"slurm-{env['SLURM_JOB_ID']}-step{env['SLURM_STEP_ID']}"
+    if env.get(STAMP_ENV):
+        return env[STAMP_ENV]
+    if env.get("SLURM_JOB_ID"):
+        job = env["SLURM_JOB_ID"]
+        if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+            job = f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+        step = f"-step{env['SLURM_STEP_ID']}" if env.get("SLURM_STEP_ID") else ""
+        digest = hashlib.sha1("\0".join(argv).encode()).hexdigest()[:6]
+        return f"slurm-{job}{step}-{digest}"
     return f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{uuid.uuid4().hex[:6]}"
+
+
+def fix_run_stamp(argv: Sequence[str]) -> str:
+    """Settle this command's stamp once, for itself and every process it starts."""
+    return os.environ.setdefault(STAMP_ENV, run_stamp(argv=argv))
 
 
 def register_resolvers() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -16,7 +17,8 @@ from cxrnet.data.records import CLASS_NAMES, SUBTYPE_NAMES
 from cxrnet.errors import ConfigError
 from cxrnet.evaluation.metrics import epoch_metric_names, monitor_mode_for
 from cxrnet.models.checkpoint import load_checkpoint
-from cxrnet.models.registry import available_models
+from cxrnet.models.registry import resolve_model
+from cxrnet.resume import resolve_checkpoint
 
 
 def check_writable(folder: Path | str, key: str) -> None:
@@ -35,12 +37,15 @@ def check_writable(folder: Path | str, key: str) -> None:
 
 
 def check_network(cfg: DictConfig) -> None:
+    """``model.net.name`` resolves: a registered name, ``timm/<name>``, an import path or an
+    entry point (the registry's error names every form)."""
     name = cfg.model.net.get("name")
-    if name not in available_models():
-        raise ConfigError(
-            f"model.net.name={name!r} is not a registered network; choose one of "
-            f"{available_models()} or register your own with cxrnet.models.register_model"
-        )
+    try:
+        with warnings.catch_warnings():  # a deprecated name warns once, when it is built
+            warnings.simplefilter("ignore", FutureWarning)
+            resolve_model(str(name))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def resolve_monitor(cfg: DictConfig) -> None:
@@ -70,7 +75,9 @@ def check_train_config(cfg: DictConfig) -> None:
     check_network(cfg)
     resolve_monitor(cfg)
     check_epochs(cfg)
-    if cfg.get("ckpt_path"):
-        load_checkpoint(cfg.ckpt_path, mmap=True)
+    # ckpt_path=last/auto, or a requeued job's own folder: the checkpoint a resume would load.
+    ckpt_path = resolve_checkpoint(cfg.get("ckpt_path"), cfg.paths.output_dir)
+    if ckpt_path is not None:
+        load_checkpoint(ckpt_path, mmap=True)
     if cfg.data.get("cache_dir"):
         check_writable(cfg.data.cache_dir, "data.cache_dir")

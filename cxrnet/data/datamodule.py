@@ -53,6 +53,21 @@ def balanced_class_weights(labels: np.ndarray, num_classes: int) -> list[float]:
     return [float(len(labels) / (num_classes * count)) for count in counts]
 
 
+def per_process_batch_size(global_batch: int, world_size: int, key: str = "data.batch_size") -> int:
+    """``data.batch_size`` is the global batch: each of ``world_size`` processes loads its share.
+
+    Changing the number of GPUs then leaves the optimisation (and the learning rate that suits
+    it) as it was; a batch that does not divide evenly is an error rather than a silent change.
+    """
+    if global_batch % world_size:
+        raise ValueError(
+            f"{key}={global_batch} is the global batch and must divide evenly over "
+            f"{world_size} processes (trainer.devices x trainer.num_nodes); use a multiple of "
+            f"{world_size}, e.g. {max(1, round(global_batch / world_size)) * world_size}"
+        )
+    return global_batch // world_size
+
+
 class ChestXRayDataModule(LightningDataModule):
     """Train/val/test loaders for ``root/{train,val,test}/{NORMAL,PNEUMONIA}`` or a CSV manifest.
 
@@ -72,7 +87,7 @@ class ChestXRayDataModule(LightningDataModule):
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         num_workers: int = 2,
-        pin_memory: bool = False,
+        pin_memory: bool | None = None,
         imbalance: Imbalance = "class_weight",
         augment: Mapping[str, Any] | None = None,
         task: Task = "binary",
@@ -118,7 +133,8 @@ class ChestXRayDataModule(LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
-        self.pin_memory = pin_memory
+        # Pinned pages only speed up copies to a GPU; on a CPU-only machine they cost memory.
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.imbalance = imbalance
         self.augment = dict(augment or {})
         self.task = task
@@ -278,7 +294,16 @@ class ChestXRayDataModule(LightningDataModule):
             # Predictions on the training split (a report, a threshold) need the films as they
             # are, not this epoch's augmented draw; the images array is shared, not copied.
             dataset = XRayDataset(dataset.images, dataset.labels, dataset.indices)
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        if train:
+            batch_size = per_process_batch_size(self.batch_size, world_size)
+        else:
+            batch_size = per_process_batch_size(
+                self.eval_batch_size, world_size, "data.eval_batch_size (or data.batch_size)"
+            )
         sampler = None
+        # Under DDP Lightning wraps this sampler so each process draws its share of the
+        # weighted sample; the weights come from the whole training split on every process.
         if train and self.imbalance == "sampler":
             labels = self._labels(split)
             weights = balanced_class_weights(labels, self.num_classes)
@@ -289,7 +314,7 @@ class ChestXRayDataModule(LightningDataModule):
             )
         return DataLoader(
             dataset,
-            batch_size=self.batch_size if train else self.eval_batch_size,
+            batch_size=batch_size,
             shuffle=train and sampler is None,
             sampler=sampler,
             num_workers=self.num_workers,

@@ -10,20 +10,25 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from lightning import LightningModule
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LRScheduler
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from torchmetrics import MaxMetric, MeanMetric, MinMetric, SumMetric
 
 from cxrnet.errors import ConfigError
 from cxrnet.evaluation.metrics import classification_metrics, epoch_metric_names, monitor_mode_for
+from cxrnet.models.adapt import classifier_name
 from cxrnet.models.registry import create_model
+from cxrnet.models.weights import load_weights
 from cxrnet.plain import plain_data
 
 # ``{"_target_": "torch.optim.Adam", "lr": 1e-3}``, or the partial Hydra makes of it.
 ComponentConfig = Mapping[str, Any] | functools.partial
 
 STAGES = ("train", "val", "test")
+# Where a checkpoint keeps the best monitored validation score reached so far.
+BEST_VAL_KEY = "cxrnet_best_val"
 
 
 def component_config(value: ComponentConfig | Callable[..., Any]) -> dict[str, Any]:
@@ -70,6 +75,12 @@ def build_component(config: Mapping[str, Any], base: tuple[type, ...], *args: An
 class ClassifierModule(LightningModule):
     """Classifies chest films with ``net`` (a registry name plus its arguments).
 
+    ``net`` may also hold ``weights`` (a local weights file, see ``models.weights``) and
+    ``freeze_backbone_epochs`` (train only the head for that many first epochs).
+    ``channels_last`` stores activations NHWC, which oneDNN's CPU convolutions and tensor cores
+    run faster (experiments/benchmarks/README.md); ``compile`` wraps the network in
+    ``torch.compile``. Neither changes the state dict, so checkpoints load either way.
+
     Binary tasks use one logit and BCE; more classes use softmax and cross-entropy. Class weights,
     when given, weight each sample's loss by its true class, as Keras' ``class_weight`` does.
     Metrics are torchmetrics objects accumulated over the whole epoch, never batch averages.
@@ -86,6 +97,8 @@ class ClassifierModule(LightningModule):
         monitor: str = "val/auroc",
         monitor_mode: str | None = None,
         threshold: float = 0.5,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         # Plain data before save_hyperparameters reads these arguments: the checkpoint then loads
@@ -102,23 +115,41 @@ class ClassifierModule(LightningModule):
             raise ValueError(f"need at least two classes, got {list(class_names)}")
         net_kwargs = dict(net)
         name = net_kwargs.pop("name")
+        weights = net_kwargs.pop("weights", None)
+        net_kwargs.pop("initial_weights", None)  # a record only (see on_save_checkpoint)
+        self.freeze_backbone_epochs = int(net_kwargs.pop("freeze_backbone_epochs", 0) or 0)
         net_kwargs["num_outputs"] = 1 if self.num_classes == 2 else self.num_classes
         self.net = create_model(name, **net_kwargs)
+        if weights:
+            load_weights(self.net, weights)
+        self.head_name = classifier_name(self.net)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.net.to(memory_format=self.memory_format)
+        if compile:
+            self.net.compile()  # in place: parameter names (and checkpoints) stay unprefixed
         if class_weights is not None and len(class_weights) != self.num_classes:
             raise ValueError(
                 f"class_weights has {len(class_weights)} entries for {self.num_classes} classes"
             )
-        weights = (
+        self.register_buffer(
+            "class_weights",
             torch.ones(self.num_classes)
             if class_weights is None
-            else torch.tensor([float(w) for w in class_weights])
+            else torch.tensor([float(w) for w in class_weights]),
         )
         self.register_buffer("class_weights", weights)
         # Keyed "<stage>_": a bare "train" would clash with nn.Module.train. ``threshold`` is
-        # only where the per-epoch monitoring metrics call (0.5, not a config key); the decision
-        # threshold is the operating point the evaluation pass chooses and stores.
+        # only where the per-epoch monitoring metrics call (0.5); the decision threshold is the
+        # operating point the evaluation pass chooses and stores in the checkpoint.
+        # Probabilities and targets come from this module, so torchmetrics' input checks (a host
+        # synchronisation per update each) are skipped. The loss means keep their NaN check: it
+        # is what fails a diverged run outside a search (one check per step, on the value the
+        # progress bar synchronises on anyway).
         self.metrics = torch.nn.ModuleDict(
-            {f"{s}_": classification_metrics(self.num_classes, threshold) for s in STAGES}
+            {
+                f"{s}_": classification_metrics(self.num_classes, threshold, validate_args=False)
+                for s in STAGES
+            }
         )
         self.losses = torch.nn.ModuleDict({f"{s}_": MeanMetric() for s in STAGES})
         # Predictions that are NaN or infinite this epoch: any at all voids the epoch's metrics
@@ -133,7 +164,28 @@ class ClassifierModule(LightningModule):
         self.best_val = MaxMetric() if self.monitor_mode == "max" else MinMetric()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+        return self.net(x.contiguous(memory_format=self.memory_format))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The checkpoint's state dict already holds the loaded weights: a model rebuilt from its
+        # hyperparameters (cxrnet-eval) must not need the original weights file again.
+        net = checkpoint.get("hyper_parameters", {}).get("net")
+        if isinstance(net, Mapping) and net.get("weights"):
+            checkpoint["hyper_parameters"]["net"] = {
+                **net,
+                "weights": None,
+                "initial_weights": str(net["weights"]),
+            }
+        # torchmetrics keeps metric states out of the state dict; a resumed run must still
+        # report the best score it reached before it was stopped.
+        if self.best_val.update_called:
+            checkpoint[BEST_VAL_KEY] = float(self.best_val.compute())
+
+    def on_train_epoch_start(self) -> None:
+        if self.freeze_backbone_epochs > 0:
+            set_backbone_trainable(
+                self.net, self.head_name, self.current_epoch >= self.freeze_backbone_epochs
+            )
 
     def probabilities(self, logits: Tensor) -> Tensor:
         """Pneumonia probability (binary) or class probabilities (multiclass)."""
@@ -199,6 +251,10 @@ class ClassifierModule(LightningModule):
             metrics[f"{stage}_"].reset()
 
     def _log_epoch(self, stage: str) -> dict[str, float]:
+        if not self.losses[f"{stage}_"].update_called:
+            # A run resumed at an epoch boundary finishes the epoch it stopped in without
+            # seeing a batch of it: there is nothing to report for that epoch.
+            return {}
         values = self.compute_epoch_metrics(stage)
         self.log_dict(values, prog_bar=stage == "val", sync_dist=False)
         return values
@@ -208,14 +264,47 @@ class ClassifierModule(LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         values = self._log_epoch("val")
-        if self.trainer.sanity_checking:
+        if self.trainer.sanity_checking or not values:
             return
         monitor = self.hparams.monitor
         self.best_val.update(torch.tensor(values[monitor]))
         self.log(f"{monitor}_best", self.best_val.compute(), sync_dist=False)
+        self._step_plateau_schedulers(values)
+
+    def _step_plateau_schedulers(self, values: Mapping[str, float]) -> None:
+        """ReduceLROnPlateau steps here, at the end of validation, not at the end of the epoch.
+
+        The checkpoints of an epoch are written when validation ends; Lightning steps epoch
+        schedulers after that and skips the step when it resumes from such a checkpoint, so a
+        resumed run would lower its learning rate at other epochs than the uninterrupted one.
+        Stepped here, the checkpoint holds the stepped scheduler and a resume steps it as the
+        uninterrupted run did.
+        """
+        if self.trainer.state.fn != TrainerFn.FITTING:
+            return
+        schedulers = self.lr_schedulers()
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            if isinstance(scheduler, ReduceLROnPlateau):
+                name = self.hparams.scheduler_monitor
+                if name not in values:
+                    raise KeyError(
+                        f"scheduler_monitor {name!r} is not a validation metric; choose from "
+                        f"{sorted(values)}"
+                    )
+                scheduler.step(values[name])
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        if isinstance(scheduler, ReduceLROnPlateau):
+            return  # stepped at the end of validation (see above)
+        super().lr_scheduler_step(scheduler, metric)
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if BEST_VAL_KEY in checkpoint:
+            self.best_val.reset()
+            self.best_val.update(torch.tensor(checkpoint[BEST_VAL_KEY]))
 
     def configure_optimizers(self) -> Any:
         optimizer = build_component(self.hparams.optimizer, (Optimizer,), self.parameters())
@@ -230,3 +319,11 @@ class ClassifierModule(LightningModule):
                 "frequency": 1,
             },
         }
+
+
+def set_backbone_trainable(net: torch.nn.Module, head_name: str, trainable: bool) -> None:
+    """Freeze or unfreeze every parameter outside the head; frozen ones get no gradient, so the
+    optimizer skips them."""
+    for name, parameter in net.named_parameters():
+        if not name.startswith(f"{head_name}."):
+            parameter.requires_grad_(trainable)

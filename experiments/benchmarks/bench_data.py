@@ -45,7 +45,7 @@ from cxrnet.data.decode import DCT_HEADROOM, DecodeParams, decode, fit_to_square
 from cxrnet.data.discovery import list_images
 from cxrnet.data.records import CLASS_NAMES, Record, make_record
 from cxrnet.data.transforms import build_train_transform
-from cxrnet.models.seed_cnn import SeedCNN
+from cxrnet.models.notebook_cnn import NotebookCNN
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
@@ -376,7 +376,7 @@ def bench_loaders(
 def model_rate(steps: int, warmup: int = 3) -> float:
     """Seed CNN training images per second: forward, BCE, backward, Adam step."""
     torch.manual_seed(0)
-    model = SeedCNN(image_size=SIZE).train()
+    model = NotebookCNN(image_size=SIZE).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     images = torch.rand(BATCH, 1, SIZE, SIZE)

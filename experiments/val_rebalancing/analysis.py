@@ -117,7 +117,7 @@ class Stat:
 
 
 def read_predictions(path: Path) -> Predictions:
-    """``predictions_<split>.csv`` as written by cxrnet.evaluation.operating_point."""
+    """``predictions_<split>.csv`` as written by the evaluation pass (cxrnet.evaluation.report)."""
     with Path(path).open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     if not rows:

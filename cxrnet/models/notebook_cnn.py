@@ -1,5 +1,7 @@
 """The seed notebook's network, rebuilt exactly as a plain ``nn.Module``.
 
+Named after the notebook, not "seed", because "seed" also means the random seed.
+
 Keras order is kept on purpose: convolution, ReLU, *then* BatchNorm, then a 2x2 max-pool that
 rounds up (``padding='same'`` pooling: 150 -> 75 -> 38 -> 19 -> 10).
 """
@@ -10,6 +12,8 @@ import math
 from collections.abc import Sequence
 
 from torch import Tensor, nn
+
+from cxrnet.models.registry import register_model
 
 
 class SeparableConv2d(nn.Module):
@@ -40,7 +44,7 @@ def _block(conv: nn.Module, channels: int) -> nn.Sequential:
     )
 
 
-class SeedCNN(nn.Module):
+class NotebookCNN(nn.Module):
     """Four conv blocks (conv, separable, conv, separable), dense head, one logit per class.
 
     ``widths`` gives the four block widths; ``num_outputs`` is 1 for the binary task (a single
@@ -58,7 +62,7 @@ class SeedCNN(nn.Module):
     ) -> None:
         super().__init__()
         if len(widths) != 4:
-            raise ValueError(f"SeedCNN takes exactly 4 block widths, got {list(widths)}")
+            raise ValueError(f"NotebookCNN takes exactly 4 block widths, got {list(widths)}")
         w1, w2, w3, w4 = widths
         self.features = nn.Sequential(
             _block(nn.Conv2d(in_channels, w1, 3, padding="same"), w1),
@@ -81,5 +85,6 @@ class SeedCNN(nn.Module):
         return self.head(self.features(x))
 
 
-def count_trainable_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+register_model("notebook_cnn", NotebookCNN)
+# The name it had before the rename: checkpoints and configs that say seed_cnn keep working.
+register_model("seed_cnn", NotebookCNN, deprecated_for="notebook_cnn")

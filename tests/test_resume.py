@@ -1,0 +1,160 @@
+"""Stopping and resuming through the console script: SIGTERM, SIGKILL, exact resume, one folder."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from console import QUICK, run_folder, run_train, start_train
+
+pytestmark = pytest.mark.slow
+
+
+def _wait_for(pattern: str, folder: Path, process: subprocess.Popen[str], timeout: float = 240):
+    """The first file matching ``pattern`` under ``folder``, while ``process`` still runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = sorted(folder.glob(pattern))
+        if found:
+            return found[0]
+        if process.poll() is not None:
+            output = process.stdout.read() if process.stdout else ""
+            raise AssertionError(f"training ended before {pattern} appeared:\n{output[-3000:]}")
+        time.sleep(0.05)
+    process.kill()
+    raise AssertionError(f"no {pattern} under {folder} after {timeout} s")
+
+
+def _record(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def _val_metrics(record: dict) -> dict[str, float]:
+    return {k: v for k, v in record["metrics"].items() if k.startswith("val/")}
+
+
+def test_sigterm_checkpoints_records_interrupted_and_the_resume_continues_the_run(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    logs = tmp_path / "logs"
+    args = [
+        *QUICK,
+        f"data.root={synthetic_root}",
+        "data.batch_size=8",
+        "test=false",
+        "logger=[csv,wandb]",
+        f"paths.log_dir={logs}",
+    ]
+    process = start_train([*args, "trainer.max_epochs=500"], tmp_path)
+    # After the first validation, so there is a best score to keep.
+    best = _wait_for("debug/runs/*/checkpoints/epoch_*.ckpt", logs, process)
+    last = best.with_name("last.ckpt")
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+
+    assert process.returncode not in (0, None), output[-3000:]
+    run_dir = last.parent.parent
+    record = _record(run_dir)
+    assert record["status"] == "interrupted"
+    assert "SIGTERM" in record["error"]
+    assert "ckpt_path=" in record["error"]
+    checkpoint = torch.load(last, map_location="cpu", weights_only=False)
+    stopped_epoch = checkpoint["epoch"]
+    best_before = checkpoint["cxrnet_best_val"]
+
+    # ckpt_path inside a run folder continues that folder, its W&B run and its best score.
+    done = run_train(
+        [*args, f"ckpt_path={last}", f"trainer.max_epochs={stopped_epoch + 2}"], tmp_path
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert run_folder(done.stdout) == run_dir
+    assert [p.name for p in (logs / "debug" / "runs").iterdir()] == [run_dir.name]
+    resumed = _record(run_dir)
+    assert resumed["status"] == "completed"
+    assert resumed["paths"]["resumed_from"] == str(last)
+    assert resumed["metrics"]["val/auroc_best"] >= best_before
+    run_ids = {p.name.rsplit("-", 1)[-1] for p in (run_dir / "wandb").glob("offline-run-*")}
+    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 2
+    assert len(run_ids) == 1, f"the resume started another W&B run: {run_ids}"
+
+
+def test_ckpt_path_last_without_a_checkpoint_names_the_folder_and_the_fix(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty_run"
+    done = run_train(
+        [*QUICK, f"data.root={synthetic_root}", "ckpt_path=last", f"hydra.run.dir={empty}"],
+        tmp_path,
+    )
+    assert done.returncode == 2  # a usage error: one line, no traceback
+    assert f"no checkpoint in {empty}" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "point hydra.run.dir at the run folder" in done.stderr
+    assert _record(empty)["status"] == "failed"
+
+
+def _deterministic_args(synthetic_root: Path, logs: Path) -> list[str]:
+    return [
+        *QUICK,
+        f"data.root={synthetic_root}",
+        "data.batch_size=8",
+        "data.augment.strength=1.0",
+        "trainer.deterministic=true",
+        "trainer.max_epochs=4",
+        "seed=5",
+        "test=false",
+        f"paths.log_dir={logs}",
+    ]
+
+
+def test_two_runs_from_one_seed_give_identical_metrics(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    reference = run_train(_deterministic_args(synthetic_root, tmp_path / "a"), tmp_path)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    expected = _val_metrics(_record(run_folder(reference.stdout)))
+    assert expected
+
+    again = run_train(_deterministic_args(synthetic_root, tmp_path / "b"), tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _val_metrics(_record(run_folder(again.stdout))) == expected
+
+
+@pytest.mark.xfail(
+    reason="known gap (issue 11): the resumed run's best checkpoint has the same val/auroc but "
+    "a different val/loss than the uninterrupted run's; the cause is not found yet",
+    strict=False,
+)
+def test_a_killed_run_resumes_exactly(synthetic_root: Path, tmp_path: Path) -> None:
+    reference = run_train(_deterministic_args(synthetic_root, tmp_path / "a"), tmp_path)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    expected = _val_metrics(_record(run_folder(reference.stdout)))
+
+    # SIGKILL leaves no chance to save anything: the resume starts from the last checkpoint
+    # written at an epoch's end and must still end exactly where the uninterrupted run did.
+    logs = tmp_path / "c"
+    process = start_train(_deterministic_args(synthetic_root, logs), tmp_path)
+    # Killed as soon as epoch 0 has been validated and checkpointed, while epoch 1 trains.
+    last = _wait_for("debug/runs/*/checkpoints/last.ckpt", logs, process)
+    process.kill()
+    process.communicate(timeout=60)
+    run_dir = last.parent.parent
+    assert process.returncode == -signal.SIGKILL
+    assert _record(run_dir)["status"] == "running"  # killed before it could say anything
+    killed_at = torch.load(last, map_location="cpu", weights_only=False)["epoch"]
+    assert killed_at < 3, "the run finished before it was killed"
+
+    done = run_train(
+        [*_deterministic_args(synthetic_root, logs), "ckpt_path=last", f"hydra.run.dir={run_dir}"],
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    record = _record(run_dir)
+    assert record["status"] == "completed"
+    assert record["paths"]["resumed_from"].endswith("last.ckpt")
+    assert _val_metrics(record) == expected
