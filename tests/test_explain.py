@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cxrnet.models.seed_cnn import SeedCNN
+from cxrnet.models.notebook_cnn import NotebookCNN
 
 pytest.importorskip("captum", reason="the explain extra (captum) is not installed")
 
@@ -38,7 +38,7 @@ def _films(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
 def test_heatmap_peaks_inside_the_opacity_far_more_often_than_chance(tmp_path) -> None:
     torch.manual_seed(0)
     images, labels, _ = _films(256, seed=0)
-    net = SeedCNN(image_size=SIZE, widths=(8, 8, 16, 16), hidden=32, dropout=0.0)
+    net = NotebookCNN(image_size=SIZE, widths=(8, 8, 16, 16), hidden=32, dropout=0.0)
     optimizer = torch.optim.Adam(net.parameters(), 3e-3)
     for _ in range(4):
         for batch in torch.randperm(len(images)).split(32):
@@ -79,10 +79,10 @@ def test_heatmap_peaks_inside_the_opacity_far_more_often_than_chance(tmp_path) -
 
 
 def test_the_layer_is_the_deepest_convolution_still_wide_enough() -> None:
-    net = SeedCNN(image_size=150)
+    net = NotebookCNN(image_size=150)
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     assert last_conv_layer(net, 150) is convs[-1], "19x19 at 150 px: the last block"
-    small = SeedCNN(image_size=48)
+    small = NotebookCNN(image_size=48)
     small_convs = [m for m in small.modules() if isinstance(m, torch.nn.Conv2d)]
     # 48 px: the last block sees 6x6, too coarse; the third block's convolution sees 12x12.
     assert last_conv_layer(small, 48) is small_convs[3]

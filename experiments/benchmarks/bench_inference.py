@@ -43,12 +43,12 @@ from torch import nn
 from cxrnet.data.decode import DecodeParams
 from cxrnet.inference.export import ProbabilityNet, export_onnx
 from cxrnet.models.inference import InferenceModel
-from cxrnet.models.seed_cnn import SeedCNN
+from cxrnet.models.notebook_cnn import NotebookCNN
 
 HERE = Path(__file__).resolve().parent
 
 
-def fold_last_batchnorm(net: SeedCNN) -> SeedCNN:
+def fold_last_batchnorm(net: NotebookCNN) -> NotebookCNN:
     """A copy of ``net`` with its last BatchNorm (before flatten and dense) folded into the dense
     layer: Linear(a*z + b) = (W a) z + (W b + c). Exact in real arithmetic."""
     folded = copy.deepcopy(net).eval()
@@ -70,10 +70,10 @@ def fold_last_batchnorm(net: SeedCNN) -> SeedCNN:
     return folded
 
 
-def trained_like(size: int, seed: int = 0) -> SeedCNN:
+def trained_like(size: int, seed: int = 0) -> NotebookCNN:
     """Seeded random weights with non-trivial BatchNorm statistics (positive scales)."""
     torch.manual_seed(seed)
-    net = SeedCNN(image_size=size)
+    net = NotebookCNN(image_size=size)
     for module in net.modules():
         if isinstance(module, nn.BatchNorm2d):
             with torch.no_grad():
