@@ -137,7 +137,6 @@ class ClassifierModule(LightningModule):
             if class_weights is None
             else torch.tensor([float(w) for w in class_weights]),
         )
-        self.register_buffer("class_weights", weights)
         # Keyed "<stage>_": a bare "train" would clash with nn.Module.train. ``threshold`` is
         # only where the per-epoch monitoring metrics call (0.5); the decision threshold is the
         # operating point the evaluation pass chooses and stores in the checkpoint.
