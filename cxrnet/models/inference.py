@@ -84,6 +84,10 @@ def inference_model(checkpoint: Mapping[str, Any]) -> InferenceModel:
         )
     net_config = dict(hparams["net"])
     kwargs = dict(net_config)
+    # Keys the LightningModule reads, not the network (as in ClassifierModule.__init__); the
+    # trained weights come from the state dict below, never from a weights file.
+    for key in ("weights", "initial_weights", "freeze_backbone_epochs"):
+        kwargs.pop(key, None)
     net = create_model(kwargs.pop("name"), num_outputs=1, **kwargs)
     state = {
         key.removeprefix("net."): value
