@@ -23,7 +23,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -35,6 +34,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from machine import cpu_name  # experiments/benchmarks/machine.py, beside this script
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.functional import to_tensor
@@ -396,15 +396,6 @@ def model_rate(steps: int, warmup: int = 3) -> float:
 
 
 # ---------------------------------------------------------------------------------- report
-
-
-def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def verdict(value: float, target: float) -> str:

@@ -28,7 +28,6 @@ import copy
 import datetime as dt
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from machine import cpu_name  # experiments/benchmarks/machine.py, beside this script
 from torch import nn
 
 from cxrnet.data.decode import DecodeParams
@@ -176,7 +176,7 @@ def main() -> None:
         "date": dt.datetime.now().isoformat(timespec="minutes"),
         "machine": {
             "cpus": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
+            "processor": cpu_name(),
             "python": sys.version.split()[0],
             "torch": torch.__version__,
             "threads": args.threads,

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from machine import cpu_name  # experiments/benchmarks/machine.py, beside this script
 
 REPO = Path(__file__).resolve().parents[2]
 # ../shared beside the checkout, or beside the folder of worktrees that holds it.
@@ -81,15 +82,6 @@ LOSS_TOLERANCE = {None: 1e-4, "bfloat16": 2e-2, "float16": 2e-2}
 
 
 # ------------------------------------------------------------------------------ the machine
-
-
-def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def cpu_features() -> dict[str, bool]:
