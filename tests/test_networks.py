@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from console import run_train
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 
@@ -138,27 +136,17 @@ def test_a_network_from_a_cxrnet_models_entry_point(
 
 
 def test_a_network_by_import_path_trains_from_cxrnet_train(tmp_path: Path) -> None:
-    script = Path(sys.executable).with_name("cxrnet-train")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "cxrnet.cli.train"]
-    env = os.environ | {
-        "CXRNET_CACHE_DIR": str(tmp_path / "cache"),
-        "WANDB_MODE": "offline",
-        "PYTHONPATH": os.pathsep.join([str(_write_user_package(tmp_path / "src"))]),
-    }
-    done = subprocess.run(
+    user_code = {"PYTHONPATH": str(_write_user_package(tmp_path / "src"))}
+    done = run_train(
         [
-            *command,
             "debug=fast",
             "model/net=custom",
             "model.net.name=userpkg_cxr.nets:TinyNet",
             "+model.net.width=5",
             f"paths.log_dir={tmp_path / 'logs'}",
         ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        tmp_path,
+        env=user_code,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     run_dir = Path(done.stdout.split("run folder: ")[1].split()[0])

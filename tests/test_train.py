@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from console import run_train
 
 from cxrnet.cli.evaluate import evaluate
 from cxrnet.cli.train import run
@@ -121,17 +119,7 @@ def test_no_test_folder_trains_and_skips_testing(compose_cfg, synthetic_copy: Pa
 
 def test_console_script_runs_from_any_directory_on_generated_synthetic_data(tmp_path: Path):
     """The installed `cxrnet-train`, no data root: generates synthetic data into the cache."""
-    script = Path(sys.executable).with_name("cxrnet-train")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "cxrnet.cli.train"]
-    env = os.environ | {"CXRNET_CACHE_DIR": str(tmp_path / "cache"), "WANDB_MODE": "offline"}
-    done = subprocess.run(
-        [*command, "debug=fast", f"paths.log_dir={tmp_path / 'logs'}"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_train(["debug=fast", f"paths.log_dir={tmp_path / 'logs'}"], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     header = next(line for line in done.stdout.splitlines() if line.startswith("metric "))
     assert header.split()[1:] == ["val", "test"]
