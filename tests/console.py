@@ -17,12 +17,21 @@ QUICK = [
 ]
 
 
+# Where a console script is not installed beside the interpreter, its module runs instead.
+MODULES = {
+    "cxrnet-train": "cxrnet.cli.train",
+    "cxrnet-search": "cxrnet.cli.search",
+    "cxrnet-eval": "cxrnet.cli.evaluate",
+    "cxrnet-predict": "cxrnet.cli.predict",
+    "cxrnet-export": "cxrnet.cli.export",
+}
+
+
 def console_script(name: str) -> list[str]:
     script = Path(sys.executable).with_name(name)
     if script.exists():
         return [str(script)]
-    module = {"cxrnet-train": "cxrnet.cli.train", "cxrnet-search": "cxrnet.cli.search"}[name]
-    return [sys.executable, "-m", module]
+    return [sys.executable, "-m", MODULES[name]]
 
 
 def script_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -53,17 +62,28 @@ def start_train(args: Sequence[str], tmp_path: Path, **popen: object) -> subproc
     )
 
 
-def run_train(
-    args: Sequence[str], tmp_path: Path, timeout: float = 300, env: dict[str, str] | None = None
+def run_script(
+    name: str,
+    args: Sequence[str],
+    tmp_path: Path,
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
+    """Run console script ``name`` in ``tmp_path`` to the end; ``env`` adds to script_env."""
     return subprocess.run(
-        [*console_script("cxrnet-train"), *args],
+        [*console_script(name), *args],
         cwd=tmp_path,
         env=script_env(tmp_path) | (env or {}),
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+def run_train(
+    args: Sequence[str], tmp_path: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return run_script("cxrnet-train", args, tmp_path, timeout, env)
 
 
 def run_folder(stdout: str) -> Path:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import functools
-import os
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 import torch
+from console import run_script
 
 from cxrnet.errors import CheckpointError
 from cxrnet.models.checkpoint import load_checkpoint
@@ -32,16 +30,6 @@ class _Payload:
 def _crafted_checkpoint(path: Path, marker: Path) -> Path:
     torch.save({"state_dict": {}, "hyper_parameters": {"net": _Payload(marker)}}, path)
     return path
-
-
-def _script(name: str) -> list[str]:
-    script = Path(sys.executable).with_name(name)
-    module = {"cxrnet-train": "cxrnet.cli.train", "cxrnet-eval": "cxrnet.cli.evaluate"}[name]
-    return [str(script)] if script.exists() else [sys.executable, "-m", module]
-
-
-def _env(tmp_path: Path) -> dict[str, str]:
-    return os.environ | {"CXRNET_CACHE_DIR": str(tmp_path / "cache"), "WANDB_MODE": "offline"}
 
 
 def test_module_hyperparameters_are_plain_data_and_build_the_optimizer() -> None:
@@ -133,14 +121,7 @@ def test_the_console_scripts_refuse_a_crafted_checkpoint_before_any_data_work(
     args = [f"ckpt_path={path}", f"paths.log_dir={tmp_path / 'logs'}"]
     if command == "cxrnet-train":
         args += ["debug=fast", "logger=wandb", f"data.root={tmp_path / 'no-data-needed'}"]
-    done = subprocess.run(
-        [*_script(command), *args],
-        cwd=tmp_path,
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_script(command, args, tmp_path)
     assert done.returncode == 2, done.stderr[-2000:]
     assert not marker.exists()
     assert f"checkpoint {path} holds pickled objects" in done.stderr
@@ -156,14 +137,8 @@ def test_cxrnet_eval_names_a_missing_or_corrupt_checkpoint_in_one_line(
     """Row: ``invalid load key`` without the path, after a 20-55 line traceback."""
     (tmp_path / "corrupt.ckpt").write_bytes(b"\x80\x02\x8a\nlz\xfc\x9cF\xf9 j\xa8P\x19.")
     path = tmp_path / name
-    done = subprocess.run(
-        [*_script("cxrnet-eval"), f"ckpt_path={path}", f"paths.log_dir={tmp_path / 'logs'}"],
-        cwd=tmp_path,
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    args = [f"ckpt_path={path}", f"paths.log_dir={tmp_path / 'logs'}"]
+    done = run_script("cxrnet-eval", args, tmp_path)
     assert done.returncode == 2, done.stderr[-2000:]
     assert "Traceback" not in done.stderr and "invalid load key" not in done.stderr
     (line,) = [line for line in done.stderr.splitlines() if line.startswith("error: ")]

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from console import run_script
 
 from cxrnet.data.datamodule import ChestXRayDataModule
 from cxrnet.evaluation.thresholds import choose_threshold
@@ -24,21 +23,9 @@ from cxrnet.models.checkpoint import load_checkpoint
 from cxrnet.models.inference import INFERENCE_KEY
 from cxrnet.plain import plain_data
 
-MODULES = {
-    "cxrnet-train": "cxrnet.cli.train",
-    "cxrnet-eval": "cxrnet.cli.evaluate",
-    "cxrnet-predict": "cxrnet.cli.predict",
-    "cxrnet-export": "cxrnet.cli.export",
-}
-
 
 def _run(name: str, args: list[str], cwd: Path, cache: Path) -> subprocess.CompletedProcess:
-    script = Path(sys.executable).with_name(name)
-    command = [str(script)] if script.exists() else [sys.executable, "-m", MODULES[name]]
-    env = os.environ | {"CXRNET_CACHE_DIR": str(cache), "WANDB_MODE": "offline"}
-    return subprocess.run(
-        [*command, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
+    return run_script(name, args, cwd, env={"CXRNET_CACHE_DIR": str(cache)})
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
