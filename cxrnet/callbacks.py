@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,6 +13,8 @@ from lightning.fabric.utilities.seed import seed_everything
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from cxrnet.seeding import capture_rng, epoch_seed, restore_rng
 
 if TYPE_CHECKING:
     import lightning as L
@@ -67,21 +70,51 @@ class FailOnNonFinite(Callback):
 
 
 class LastCheckpoint(Callback):
-    """Save ``last.ckpt`` when a run is stopped by SIGTERM or Ctrl-C, and remember why.
+    """Write ``last.ckpt`` every ``every_n_train_steps`` training steps and when a run is stopped
+    by SIGTERM or Ctrl-C, and remember why it stopped.
+
+    ModelCheckpoint writes ``last.ckpt`` at the end of each epoch's validation; on a cluster an
+    epoch can be long, and a job killed outright (SIGKILL, a lost node) then loses all of it.
+    With ``every_n_train_steps`` the run also saves in the middle of an epoch, and a resume from
+    there continues exactly (``cxrnet.data.sampling``, ``EpochSeed``). Each write goes to a
+    staging file first and is renamed over ``last.ckpt``, so a kill while writing leaves the
+    previous checkpoint whole. No mid-epoch save at an epoch's last step: ModelCheckpoint's
+    follows it at once, with the epoch's validation.
 
     Lightning stops at the end of the current batch on SIGTERM (the scheduler's "please stop")
     but saves nothing and exits with code 0; on Ctrl-C it exits with code 1, which looks like
     any failure. The checkpoint makes the run resumable (``ckpt_path=last``) and ``reason`` lets
-    the entry point record the run as interrupted. (Between signals ``last.ckpt`` is written by
-    ModelCheckpoint at the end of each validation: the point an exact resume starts from. One
-    written on a signal, mid-epoch, resumes but does not replay the rest of that epoch exactly.)
+    the entry point record the run as interrupted.
     """
 
     FILENAME = "last.ckpt"
 
-    def __init__(self, dirpath: str | Path) -> None:
+    def __init__(self, dirpath: str | Path, every_n_train_steps: int | None = None) -> None:
+        if every_n_train_steps is not None and every_n_train_steps < 1:
+            raise ValueError(
+                f"callbacks.last_checkpoint.every_n_train_steps must be >= 1 or null (off), got "
+                f"{every_n_train_steps}"
+            )
         self.path = Path(dirpath) / self.FILENAME
+        self.every_n_train_steps = every_n_train_steps
         self.reason: str | None = None
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        every = self.every_n_train_steps
+        if (
+            every is None
+            or trainer.global_step % every
+            or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        ):
+            return
+        self.save(trainer)
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
@@ -93,27 +126,45 @@ class LastCheckpoint(Callback):
         else:
             return
         if trainer.state.fn == TrainerFn.FITTING:
-            # Every rank takes part (the strategy gathers state); rank 0 writes the file.
-            trainer.save_checkpoint(self.path)
+            self.save(trainer)
+
+    def save(self, trainer: L.Trainer) -> None:
+        """Write ``last.ckpt`` whole or not at all."""
+        staging = self.path.with_name(f".{self.FILENAME}.partial-{os.getpid()}")
+        # Every rank takes part (the strategy gathers state); rank 0 writes the file.
+        trainer.save_checkpoint(staging)
+        if trainer.is_global_zero:
+            os.replace(staging, self.path)
 
 
 class EpochSeed(Callback):
-    """Reseed every random generator at the start of each training epoch from (seed, epoch).
+    """Reseed every global random generator at the start of each training epoch from (seed,
+    epoch), and carry their states in checkpoints.
 
-    The shuffle order, the augmentation and dropout of an epoch then depend on the seed and the
-    epoch number only, not on everything drawn before. A run resumed from an end-of-epoch
-    ``last.ckpt`` therefore trains exactly as the uninterrupted run did (with
-    ``trainer.deterministic=true``); without this, a resume restarts the generators from the
-    seed and the remaining epochs draw different numbers.
+    What the network draws (dropout) then depends on the seed and the epoch only, not on
+    everything drawn before: a run resumed from an end-of-epoch ``last.ckpt`` trains exactly as
+    the uninterrupted run did (with ``trainer.deterministic=true``). A resume from the middle
+    of an epoch (``LastCheckpoint.every_n_train_steps``, SIGTERM) starts no epoch, so the states
+    saved with the checkpoint are put back just before training continues. The training draw
+    itself (order, augmentation) has its own generator per epoch (``cxrnet.data.sampling``).
     """
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
+        self._saved_rng: dict[str, Any] | None = None
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         seed_everything(epoch_seed(self.seed, trainer.current_epoch), workers=True, verbose=False)
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": capture_rng()}
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """A distinct seed per (seed, epoch) within numpy's 32-bit range."""
-    return (seed * 1_000_003 + epoch) % 2**32
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._saved_rng = state_dict.get("rng")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # After the sanity check and the loaders' creation, which draw from these generators
+        # too; the resumed run's first step then draws what the uninterrupted run's did.
+        if self._saved_rng is not None:
+            restore_rng(self._saved_rng)
+            self._saved_rng = None

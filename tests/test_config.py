@@ -9,7 +9,7 @@ import pytest
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
-from cxrnet.callbacks import FailOnNonFinite
+from cxrnet.callbacks import FailOnNonFinite, LastCheckpoint
 from cxrnet.cli.hydra_support import instantiate_group
 from cxrnet.models.module import ClassifierModule
 
@@ -100,9 +100,16 @@ def test_early_stopping_callbacks_are_built_into_objects(
     cfg = compose_cfg("train", ["callbacks=early_stopping", *overrides])
     callbacks = instantiate_group(cfg.callbacks)
     by_type = {type(callback): callback for callback in callbacks}
-    assert set(by_type) == {EarlyStopping, ModelCheckpoint, LearningRateMonitor, FailOnNonFinite}
+    assert set(by_type) == {
+        EarlyStopping,
+        ModelCheckpoint,
+        LearningRateMonitor,
+        FailOnNonFinite,
+        LastCheckpoint,
+    }
     stopping, checkpoint = by_type[EarlyStopping], by_type[ModelCheckpoint]
     assert (stopping.monitor, stopping.mode, stopping.patience) == (monitor, mode, patience)
     # It stops on the very metric and direction the best checkpoint is chosen by.
     assert (checkpoint.monitor, checkpoint.mode) == (monitor, mode)
     assert Path(checkpoint.dirpath) == Path(cfg.paths.output_dir) / "checkpoints"
+    assert by_type[LastCheckpoint].path == Path(checkpoint.dirpath) / "last.ckpt"

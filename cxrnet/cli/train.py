@@ -84,20 +84,19 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str
     root = resolve_data_root(cfg)
     # Split files and counts are written once, by rank 0.
     report_dir = str(output_dir) if is_rank_zero else None
-    datamodule = instantiate(cfg.data, root=root, report_dir=report_dir)
+    datamodule = instantiate(cfg.data, root=root, report_dir=report_dir, seed=cfg.seed)
     datamodule.setup("fit")
     model = instantiate(
         cfg.model,
         class_names=list(datamodule.class_names),
         class_weights=datamodule.class_weights,
     )
-    last = LastCheckpoint(output_dir / CHECKPOINT_DIR)
-    callbacks = [
-        *instantiate_group(cfg.get("callbacks")),
-        last,
-        EpochSeed(cfg.seed),
-        *extra_callbacks,
-    ]
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    last = next((c for c in callbacks if isinstance(c, LastCheckpoint)), None)
+    if last is None:  # switched off in the config: SIGTERM and Ctrl-C still need it
+        last = LastCheckpoint(output_dir / CHECKPOINT_DIR)
+        callbacks.append(last)
+    callbacks += [EpochSeed(cfg.seed), *extra_callbacks]
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:

@@ -27,6 +27,7 @@ from cxrnet.data.records import (
     Record,
     check_subtypes,
 )
+from cxrnet.data.sampling import EpochSampler, ResumableLoader
 from cxrnet.data.splits import (
     SplitConfig,
     SplitName,
@@ -74,7 +75,8 @@ class ChestXRayDataModule(LightningDataModule):
     ``root`` is a folder (nested layouts too), a CSV manifest, or a list of either, combined.
     Every image is decoded once into a uint8 array (cached on disk under ``cache_dir``);
     augmentation runs per epoch on the training split only. ``report_dir`` receives the counts,
-    the split file and every skipped or ignored file with its reason.
+    the split file and every skipped or ignored file with its reason. ``seed`` (the run's seed)
+    fixes each epoch's training order, weighted draw and augmentation (``data.sampling``).
     """
 
     def __init__(
@@ -103,6 +105,7 @@ class ChestXRayDataModule(LightningDataModule):
         decode_workers: int = 0,
         on_bad_image: Literal["error", "skip"] = "error",
         report_dir: str | Path | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if imbalance not in ("class_weight", "sampler", "none"):
@@ -142,6 +145,7 @@ class ChestXRayDataModule(LightningDataModule):
         self.decode_workers = decode_workers
         self.on_bad_image = on_bad_image
         self.report_dir = Path(report_dir) if report_dir else None
+        self.seed = seed
         self.split_records: dict[str, list[Record]] = {}
         self.datasets: dict[str, XRayDataset] = {}
         self.skipped: list[tuple[Record, str]] = []
@@ -301,27 +305,44 @@ class ChestXRayDataModule(LightningDataModule):
             batch_size = per_process_batch_size(
                 self.eval_batch_size, world_size, "data.eval_batch_size (or data.batch_size)"
             )
-        sampler = None
-        # Under DDP Lightning wraps this sampler so each process draws its share of the
-        # weighted sample; the weights come from the whole training split on every process.
+        weights = None
         if train and self.imbalance == "sampler":
             labels = self._labels(split)
-            weights = balanced_class_weights(labels, self.num_classes)
+            per_class = balanced_class_weights(labels, self.num_classes)
+            weights = [per_class[label] for label in labels]
+        options: dict[str, Any] = {
+            "batch_size": batch_size,
+            "num_workers": self.num_workers,
+            "pin_memory": self.pin_memory,
+            "persistent_workers": self.num_workers > 0,
+            "drop_last": False,
+        }
+        if train and world_size == 1:
+            sampler = EpochSampler(len(dataset), self.seed, weights, epoch=self._next_epoch())
+            return ResumableLoader(
+                dataset, sampler=sampler, trained_batches=self._trained_batches, **options
+            )
+        # Under DDP Lightning replaces or wraps the sampler so each process draws its share (of
+        # the weighted sample too; the weights come from the whole training split on every
+        # process). Such a loader starts an interrupted epoch again (see README, resume).
+        sampler = None
+        if weights is not None:
             sampler = WeightedRandomSampler(
-                torch.as_tensor([weights[label] for label in labels], dtype=torch.double),
-                num_samples=len(labels),
+                torch.as_tensor(weights, dtype=torch.double),
+                num_samples=len(weights),
                 replacement=True,
             )
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=train and sampler is None,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-            drop_last=False,
-        )
+        return DataLoader(dataset, shuffle=train and sampler is None, sampler=sampler, **options)
+
+    def _next_epoch(self) -> int:
+        """The epoch the training loader is asked for: the one Lightning passes to set_epoch."""
+        trainer = self.trainer
+        return trainer.fit_loop.epoch_progress.current.processed if trainer else 0
+
+    def _trained_batches(self) -> int:
+        """Training batches finished in the current epoch, by the trainer's count."""
+        trainer = self.trainer
+        return trainer.fit_loop.epoch_loop.batch_progress.current.processed if trainer else 0
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

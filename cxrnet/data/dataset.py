@@ -8,11 +8,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from cxrnet.data.sampling import SampleKey
+
 
 class XRayDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """Rows of ``images`` (N, S, S) uint8 selected by ``indices``, with their integer labels.
 
     The images array is shared between splits (and may be a memory map); only indices differ.
+    An item is a position, or a position and the seed of its augmentation (``SampleKey``, from
+    ``cxrnet.data.sampling.EpochSampler``): then the augmentation depends on that draw alone.
     """
 
     def __init__(
@@ -33,14 +37,23 @@ class XRayDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: int | SampleKey) -> tuple[torch.Tensor, torch.Tensor]:
+        item, seed = key if isinstance(key, tuple) else (key, None)
         image = self.images[self.indices[item]]
         if self.transform is not None:
-            self._seed_transform()
+            if seed is None:
+                self._seed_transform()
+            else:
+                self._seed_sample(seed)
             image = self.transform(image=np.asarray(image))["image"]
         # A copy: cached images are read-only memory maps, which torch will not wrap.
         tensor = torch.from_numpy(np.array(image, dtype=np.uint8)).unsqueeze(0).float().div_(255.0)
         return tensor, self.labels[item]
+
+    def _seed_sample(self, seed: int) -> None:
+        if hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed(seed)
+            self._seeded_with = None  # the stream below, if used again, starts afresh
 
     def _seed_transform(self) -> None:
         """Tie albumentations' own generator to torch's seed, so seed_everything governs it.

@@ -1,0 +1,101 @@
+"""The training draw of each epoch as a function of (seed, epoch), resumable mid-epoch.
+
+A shuffled ``DataLoader`` draws its order from the global generator when an epoch's iterator is
+created, and albumentations draws each augmentation from a stream that advances sample by
+sample; a run resumed in the middle of an epoch can reproduce neither (Lightning restores the
+batch counter, but a plain loader starts the epoch again, with other numbers). Here the epoch's
+whole draw comes from its own generator seeded by (seed, epoch): the order (a permutation, or a
+weighted draw with replacement) and one augmentation seed per drawn sample, which the sampler
+hands to the dataset with the index. Skipping the batches already trained then leaves the rest
+of the epoch exactly as the uninterrupted run saw it, whichever worker loads which batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from cxrnet.seeding import epoch_seed
+
+# An index into the dataset and the seed of that draw's augmentation.
+SampleKey = tuple[int, int]
+
+
+class EpochSampler(Sampler[SampleKey]):
+    """``num_samples`` draws per epoch: a permutation, or weighted with replacement.
+
+    Lightning calls ``set_epoch`` before each epoch. ``resume(epoch, skip)`` makes the next pass
+    over ``epoch`` start after its first ``skip`` draws (a pass over another epoch ignores it).
+    """
+
+    def __init__(
+        self, num_samples: int, seed: int, weights: Sequence[float] | None = None, epoch: int = 0
+    ) -> None:
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        self.num_samples = num_samples
+        self.seed = seed
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.double)
+        self.epoch = epoch
+        self._resume: tuple[int, int] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def resume(self, epoch: int, skip: int) -> None:
+        self.epoch = epoch
+        self._resume = (epoch, skip)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[SampleKey]:
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        if self.weights is None:
+            order = torch.randperm(self.num_samples, generator=generator)
+        else:
+            order = torch.multinomial(
+                self.weights, self.num_samples, replacement=True, generator=generator
+            )
+        seeds = torch.randint(2**31, (self.num_samples,), generator=generator)
+        skip = 0
+        if self._resume is not None and self._resume[0] == self.epoch:
+            skip = self._resume[1]
+        self._resume = None
+        yield from zip(order[skip:].tolist(), seeds[skip:].tolist(), strict=True)
+
+
+class ResumableLoader(DataLoader):
+    """A training loader over an ``EpochSampler`` that Lightning saves and restores mid-epoch.
+
+    Lightning 2.x stores ``state_dict()`` of every training loader that has one in each
+    checkpoint and, resuming in the middle of an epoch, calls ``load_state_dict`` before the
+    first batch is fetched (``FitLoop.setup_data``). The state is the epoch and the number of
+    batches trained in it, ``trained_batches()``: the trainer's own count, the one it restores
+    its loops to (a loader cannot tell a batch handed out from a batch trained on).
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        *,
+        sampler: EpochSampler,
+        trained_batches: Callable[[], int],
+        **kwargs: Any,
+    ) -> None:
+        # The loader's own generator: creating an epoch's iterator draws a worker base seed,
+        # which would otherwise move the global generator (and the dropout drawn after it).
+        kwargs.setdefault("generator", torch.Generator().manual_seed(sampler.seed))
+        super().__init__(dataset, sampler=sampler, **kwargs)
+        self.epoch_sampler = sampler
+        self.trained_batches = trained_batches
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch_sampler.epoch, "batches": int(self.trained_batches())}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        assert self.batch_size is not None  # set: this loader batches its sampler's draws
+        self.epoch_sampler.resume(int(state["epoch"]), int(state["batches"]) * self.batch_size)
