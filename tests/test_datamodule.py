@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import WeightedRandomSampler
 
 from cxrnet.data.datamodule import ChestXRayDataModule, balanced_class_weights
 from cxrnet.data.errors import DataError
+from cxrnet.data.sampling import EpochSampler
 
 
 def make_dm(root: Path, **kwargs) -> ChestXRayDataModule:
@@ -68,10 +68,12 @@ def test_sampler_balances_the_classes_drawn(synthetic_root: Path) -> None:
     dm = make_dm(synthetic_root, imbalance="sampler", batch_size=16)
     dm.setup("fit")
     loader = dm.train_dataloader()
-    assert isinstance(loader.sampler, WeightedRandomSampler)
+    assert isinstance(loader.sampler, EpochSampler) and loader.sampler.weights is not None
     assert dm.class_weights is None  # no double correction
-    torch.manual_seed(0)
-    drawn = Counter(int(y) for _ in range(20) for _, labels in loader for y in labels)
+    drawn: Counter[int] = Counter()
+    for epoch in range(20):
+        loader.sampler.set_epoch(epoch)  # as Lightning does before each epoch
+        drawn.update(int(y) for _, labels in loader for y in labels)
     share = drawn[0] / (drawn[0] + drawn[1])
     assert 0.4 < share < 0.6  # ~25% normal without the sampler
 
@@ -233,14 +235,21 @@ def test_cross_split_duplicate_is_an_error_unless_allowed(synthetic_copy: Path) 
 def test_augmentation_is_reproducible_under_one_seed(synthetic_root: Path, num_workers) -> None:
     from lightning import seed_everything
 
-    def first_batch(seed: int) -> torch.Tensor:
-        seed_everything(seed, workers=True)
-        dm = make_dm(synthetic_root, num_workers=num_workers, augment={"rotate": 20, "zoom": 0.2})
+    def first_batch(seed: int, global_seed: int = 0) -> torch.Tensor:
+        seed_everything(global_seed, workers=True)
+        dm = make_dm(
+            synthetic_root,
+            num_workers=num_workers,
+            augment={"rotate": 20, "zoom": 0.2},
+            seed=seed,
+        )
         dm.setup("fit")
         return next(iter(dm.train_dataloader()))[0]
 
     assert torch.equal(first_batch(5), first_batch(5))
     assert not torch.equal(first_batch(5), first_batch(6))
+    # The run's seed (data.seed) decides, not whatever the global generators hold.
+    assert torch.equal(first_batch(5), first_batch(5, global_seed=1))
 
 
 NO_AUGMENT = {"rotate": 0, "zoom": 0, "shift": 0, "hflip": False}
@@ -259,13 +268,20 @@ def test_training_batches_are_shuffled_every_epoch(synthetic_root: Path, imbalan
     dm = make_dm(synthetic_root, augment=NO_AUGMENT, imbalance=imbalance)
     dm.setup("fit")
     loader = dm.train_dataloader()
-    torch.manual_seed(0)
-    first, second = epoch_order(dm, "train", loader), epoch_order(dm, "train", loader)
+    first = epoch_order(dm, "train", loader)
+    loader.sampler.set_epoch(1)  # as Lightning does before each epoch
+    second = epoch_order(dm, "train", loader)
     everything = list(range(len(dm.datasets["train"])))
     assert sorted(first) == sorted(second) == everything  # each image once per epoch
     assert first != everything and second != everything and first != second
-    torch.manual_seed(0)
-    assert epoch_order(dm, "train", dm.train_dataloader()) == first  # the seed fixes the order
+    # (seed, epoch) fixes the order, whatever the global generators hold.
+    torch.manual_seed(123)
+    again = make_dm(synthetic_root, augment=NO_AUGMENT, imbalance=imbalance)
+    again.setup("fit")
+    assert epoch_order(again, "train", again.train_dataloader()) == first
+    other = make_dm(synthetic_root, augment=NO_AUGMENT, imbalance=imbalance, seed=1)
+    other.setup("fit")
+    assert epoch_order(other, "train", other.train_dataloader()) != first
 
 
 def test_evaluation_batches_keep_the_stored_order(synthetic_root: Path) -> None:
