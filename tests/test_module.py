@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import functools
+import io
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from torchmetrics.classification import BinaryAUROC
 
-from cxrnet.models.module import ClassifierModule
+from cxrnet.models.module import TRAIN_EPOCH_KEY, ClassifierModule
 
 NET = {"name": "notebook_cnn", "image_size": 32, "widths": [4, 4, 8, 8], "hidden": 8}
 
@@ -64,6 +65,40 @@ def test_epoch_metrics_cover_every_sample_not_a_batch_average() -> None:
         "val/f1",
         "val/auroc",
     }
+
+
+@pytest.mark.parametrize("class_names", [("NORMAL", "PNEUMONIA"), ("normal", "bacteria", "virus")])
+def test_a_mid_epoch_checkpoint_keeps_the_epochs_training_metrics(class_names) -> None:
+    """Resumed from the middle of an epoch, the epoch's training metrics still cover all of it."""
+    torch.manual_seed(0)
+    k = len(class_names)
+    batches = [(torch.rand(n, 1, 32, 32), torch.arange(n) % k) for n in (7, 3, 11)]
+    uninterrupted = make_module(class_names=class_names)
+    before = make_module(class_names=class_names)
+    for module in (uninterrupted, before):
+        module.load_state_dict(uninterrupted.state_dict())
+        module.eval()
+    with torch.no_grad():
+        for batch in batches:
+            uninterrupted._step(batch, "train")
+        before._step(batches[0], "train")
+        checkpoint: dict = {}
+        before.on_save_checkpoint(checkpoint)
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)  # as a checkpoint file, loaded with weights_only
+        buffer.seek(0)
+        resumed = make_module(class_names=class_names)
+        resumed.load_state_dict(uninterrupted.state_dict())
+        resumed.eval()
+        resumed.on_load_checkpoint(torch.load(buffer, weights_only=True))
+        for batch in batches[1:]:
+            resumed._step(batch, "train")
+    expected = uninterrupted.compute_epoch_metrics("train")
+    assert resumed.compute_epoch_metrics("train") == pytest.approx(expected, abs=1e-7)
+    # At an epoch's end the states were reset when the epoch was logged: nothing to keep.
+    ended: dict = {}
+    resumed.on_save_checkpoint(ended)
+    assert TRAIN_EPOCH_KEY not in ended
 
 
 def test_three_class_head_logs_macro_and_per_class_recall() -> None:

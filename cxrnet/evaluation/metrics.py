@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
-from torchmetrics import MetricCollection
+from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import (
     BinaryAccuracy,
     BinaryAUROC,
@@ -91,3 +91,46 @@ def monitor_mode_for(monitor: str, mode: str | None = None) -> MonitorMode:
             "leave it unset (null) to follow the metric"
         )
     return mode
+
+
+def metric_states(metrics: Mapping[str, Metric | MetricCollection]) -> dict[str, dict[str, Any]]:
+    """What each updated metric has accumulated (tensors and lists of tensors), by name.
+
+    torchmetrics keeps its states out of the state dict; a checkpoint written in the middle of
+    an epoch needs them, or the resumed epoch's metrics cover only the batches after it.
+    """
+    states: dict[str, dict[str, Any]] = {}
+    for prefix, metric in _flat(metrics):
+        if metric.update_called:
+            states[prefix] = {
+                "update_count": metric.update_count,
+                **{name: getattr(metric, name) for name in metric._defaults},
+            }
+    return states
+
+
+def restore_metric_states(
+    metrics: Mapping[str, Metric | MetricCollection], states: Mapping[str, Mapping[str, Any]]
+) -> None:
+    """Put back what ``metric_states`` returned; metrics it does not name start empty."""
+    for prefix, metric in _flat(metrics):
+        metric.reset()
+        saved = states.get(prefix)
+        if saved is None:
+            continue
+        for name in metric._defaults:
+            value = saved[name]
+            setattr(metric, name, list(value) if isinstance(value, (list, tuple)) else value)
+        metric._update_count = int(saved["update_count"])
+
+
+def _flat(metrics: Mapping[str, Metric | MetricCollection]) -> list[tuple[str, Metric]]:
+    """Every metric with a dotted name; a collection's members each with their own states."""
+    flat = []
+    for key, metric in metrics.items():
+        if isinstance(metric, MetricCollection):
+            # copy_state: members of a compute group otherwise share their leader's state only.
+            flat += [(f"{key}.{n}", m) for n, m in metric.items(keep_base=True, copy_state=True)]
+        else:
+            flat.append((key, metric))
+    return flat

@@ -17,7 +17,13 @@ from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from torchmetrics import MaxMetric, MeanMetric, MinMetric, SumMetric
 
 from cxrnet.errors import ConfigError
-from cxrnet.evaluation.metrics import classification_metrics, epoch_metric_names, monitor_mode_for
+from cxrnet.evaluation.metrics import (
+    classification_metrics,
+    epoch_metric_names,
+    metric_states,
+    monitor_mode_for,
+    restore_metric_states,
+)
 from cxrnet.models.adapt import classifier_name
 from cxrnet.models.registry import create_model
 from cxrnet.models.weights import load_weights
@@ -29,6 +35,8 @@ ComponentConfig = Mapping[str, Any] | functools.partial
 STAGES = ("train", "val", "test")
 # Where a checkpoint keeps the best monitored validation score reached so far.
 BEST_VAL_KEY = "cxrnet_best_val"
+# Where a checkpoint written in the middle of an epoch keeps that epoch's training metric states.
+TRAIN_EPOCH_KEY = "cxrnet_train_epoch_metrics"
 
 
 def component_config(value: ComponentConfig | Callable[..., Any]) -> dict[str, Any]:
@@ -179,6 +187,10 @@ class ClassifierModule(LightningModule):
         # report the best score it reached before it was stopped.
         if self.best_val.update_called:
             checkpoint[BEST_VAL_KEY] = float(self.best_val.compute())
+        # Empty at an epoch's end (reset when it was logged); in the middle of one, a resume
+        # needs them for that epoch's training metrics.
+        if states := metric_states(self._training_epoch_metrics()):
+            checkpoint[TRAIN_EPOCH_KEY] = states
 
     def on_train_epoch_start(self) -> None:
         if self.freeze_backbone_epochs > 0:
@@ -304,6 +316,15 @@ class ClassifierModule(LightningModule):
         if BEST_VAL_KEY in checkpoint:
             self.best_val.reset()
             self.best_val.update(torch.tensor(checkpoint[BEST_VAL_KEY]))
+        if TRAIN_EPOCH_KEY in checkpoint:
+            restore_metric_states(self._training_epoch_metrics(), checkpoint[TRAIN_EPOCH_KEY])
+
+    def _training_epoch_metrics(self) -> dict[str, Any]:
+        return {
+            "loss": self.losses["train_"],
+            "non_finite": self.non_finite["train_"],
+            "metrics": self.metrics["train_"],
+        }
 
     def configure_optimizers(self) -> Any:
         optimizer = build_component(self.hparams.optimizer, (Optimizer,), self.parameters())
