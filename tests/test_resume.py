@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import signal
 import subprocess
@@ -100,66 +101,92 @@ def test_ckpt_path_last_without_a_checkpoint_names_the_folder_and_the_fix(
     assert _record(empty)["status"] == "failed"
 
 
-def _deterministic_args(synthetic_root: Path, logs: Path) -> list[str]:
+# 64 training films in batches of 8: 8 steps an epoch. last.ckpt every 3 steps (3, 6, 9, 12, ...)
+# and at each epoch's end; a run killed at step 13, in epoch 1, one step after the mid-epoch
+# last.ckpt of step 12, repeats nothing and skips nothing only if the resume restores the rest of
+# that epoch exactly. Checkpointing draws no random number, so the uninterrupted reference runs
+# with the same settings.
+STEPS_PER_EPOCH = 8
+KILL_AT_STEP = 13
+SAVED_AT_STEP = 12
+
+
+def _deterministic_args(synthetic_root: Path, logs: Path, imbalance: str = "class_weight"):
     return [
         *QUICK,
         f"data.root={synthetic_root}",
         "data.batch_size=8",
         "data.augment.strength=1.0",
+        f"data.imbalance={imbalance}",
         "trainer.deterministic=true",
         "trainer.max_epochs=4",
+        "callbacks.last_checkpoint.every_n_train_steps=3",
         "seed=5",
         "test=false",
         f"paths.log_dir={logs}",
     ]
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The run folder of an uninterrupted run per data.imbalance, made once for this module."""
+    folders: dict[str, Path] = {}
+
+    def run(imbalance: str) -> Path:
+        if imbalance not in folders:
+            tmp_path = tmp_path_factory.mktemp(f"uninterrupted_{imbalance}")
+            done = run_train(_deterministic_args(synthetic_root, tmp_path, imbalance), tmp_path)
+            assert done.returncode == 0, done.stderr[-3000:]
+            folders[imbalance] = run_folder(done.stdout)
+        return folders[imbalance]
+
+    return run
+
+
+def _logged(run_dir: Path) -> dict[tuple[str, str, str], str]:
+    """Every value the CSV logger wrote, by (epoch, step, metric)."""
+    with (run_dir / "csv" / "metrics.csv").open(newline="") as handle:
+        return {
+            (row["epoch"], row["step"], key): value
+            for row in csv.DictReader(handle)
+            for key, value in row.items()
+            if key not in ("epoch", "step") and value != ""
+        }
+
+
+def _final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    last = run_dir / "checkpoints" / "last.ckpt"
+    return torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
+
+
 def test_two_runs_from_one_seed_give_identical_metrics(
-    synthetic_root: Path, tmp_path: Path
+    synthetic_root: Path, tmp_path: Path, uninterrupted
 ) -> None:
-    reference = run_train(_deterministic_args(synthetic_root, tmp_path / "a"), tmp_path)
-    assert reference.returncode == 0, reference.stderr[-3000:]
-    expected = _val_metrics(_record(run_folder(reference.stdout)))
-    assert expected
+    expected = _record(uninterrupted("class_weight"))
+    assert _val_metrics(expected)
 
-    again = run_train(_deterministic_args(synthetic_root, tmp_path / "b"), tmp_path)
+    again = run_train(_deterministic_args(synthetic_root, tmp_path), tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert _val_metrics(_record(run_folder(again.stdout))) == expected
-
-
-# 64 training films in batches of 8: 8 steps an epoch. last.ckpt every 3 steps (3, 6, 9, 12, ...)
-# and at each epoch's end; the run is killed at step 13, in epoch 1, one step after the
-# mid-epoch last.ckpt of step 12, so the resume repeats nothing and skips nothing only if it
-# restores the rest of that epoch exactly.
-STEPS_PER_EPOCH = 8
-KILL_AT_STEP = 13
-SAVED_AT_STEP = 12
+    run_dir = run_folder(again.stdout)
+    assert _val_metrics(_record(run_dir)) == _val_metrics(expected)
+    assert _logged(run_dir) == _logged(uninterrupted("class_weight"))
 
 
 @pytest.mark.parametrize("imbalance", ["class_weight", "sampler"])
 def test_a_run_killed_mid_epoch_resumes_exactly(
-    synthetic_root: Path, tmp_path: Path, imbalance: str
+    synthetic_root: Path, tmp_path: Path, uninterrupted, imbalance: str
 ) -> None:
-    def args(logs: Path) -> list[str]:
-        return [
-            *_deterministic_args(synthetic_root, logs),
-            f"data.imbalance={imbalance}",
-            "callbacks.last_checkpoint.every_n_train_steps=3",
-        ]
-
-    reference = run_train(args(tmp_path / "a"), tmp_path)
-    assert reference.returncode == 0, reference.stderr[-3000:]
-    reference_dir = run_folder(reference.stdout)
+    reference_dir = uninterrupted(imbalance)
     expected = _record(reference_dir)
 
-    logs = tmp_path / "c"
+    args = _deterministic_args(synthetic_root, tmp_path, imbalance)
     killer = [
         "+callbacks.sigkill._target_=sigkill.SigkillAtStep",
         f"+callbacks.sigkill.step={KILL_AT_STEP}",
     ]
-    killed = run_train([*args(logs), *killer], tmp_path, env={"PYTHONPATH": str(TESTS)})
+    killed = run_train([*args, *killer], tmp_path, env={"PYTHONPATH": str(TESTS)})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    (run_dir,) = (logs / "debug" / "runs").iterdir()
+    (run_dir,) = (tmp_path / "debug" / "runs").iterdir()
     assert _record(run_dir)["status"] == "running"  # killed before it could say anything
     last = run_dir / "checkpoints" / "last.ckpt"
     saved = torch.load(last, map_location="cpu", weights_only=True)
@@ -167,7 +194,7 @@ def test_a_run_killed_mid_epoch_resumes_exactly(
     assert saved["global_step"] % STEPS_PER_EPOCH, "the test needs a mid-epoch checkpoint"
     assert not list(last.parent.glob(".last.ckpt.partial-*"))
 
-    done = run_train([*args(logs), "ckpt_path=last", f"hydra.run.dir={run_dir}"], tmp_path)
+    done = run_train([*args, "ckpt_path=last", f"hydra.run.dir={run_dir}"], tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "dataloader is not resumable" not in done.stderr
     record = _record(run_dir)
@@ -178,38 +205,38 @@ def test_a_run_killed_mid_epoch_resumes_exactly(
     assert _val_metrics(record) == _val_metrics(expected)
     best, expected_best = Path(record["paths"]["best_checkpoint"]), expected["paths"]
     assert best.name == Path(expected_best["best_checkpoint"]).name
-    # ... and so is every weight at the end.
-    final = torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
-    reference_final = torch.load(
-        reference_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
-    )["state_dict"]
+    # ... so is everything logged after the resume (the CSV logger starts its file again), the
+    # interrupted epoch's training metrics included ...
+    logged, reference_logged = _logged(run_dir), _logged(reference_dir)
+    assert {key[2] for key in logged} >= {"train/loss", "val/loss", "val/auroc"}
+    assert {key: reference_logged.get(key) for key in logged} == logged
+    # ... and every weight at the end.
+    final, reference_final = _final_weights(run_dir), _final_weights(reference_dir)
     assert final.keys() == reference_final.keys()
     assert all(torch.equal(final[key], reference_final[key]) for key in final)
 
 
-def test_a_run_killed_after_an_epoch_resumes_exactly(synthetic_root: Path, tmp_path: Path) -> None:
-    reference = run_train(_deterministic_args(synthetic_root, tmp_path / "a"), tmp_path)
-    assert reference.returncode == 0, reference.stderr[-3000:]
-    expected = _val_metrics(_record(run_folder(reference.stdout)))
+def test_a_run_killed_after_an_epoch_resumes_exactly(
+    synthetic_root: Path, tmp_path: Path, uninterrupted
+) -> None:
+    expected = _val_metrics(_record(uninterrupted("class_weight")))
 
     # SIGKILL leaves no chance to save anything: the resume starts from the last checkpoint
     # written at an epoch's end and must still end exactly where the uninterrupted run did.
-    logs = tmp_path / "c"
-    process = start_train(_deterministic_args(synthetic_root, logs), tmp_path)
+    args = [*_deterministic_args(synthetic_root, tmp_path), "~callbacks.last_checkpoint"]
+    process = start_train(args, tmp_path)
     # Killed as soon as epoch 0 has been validated and checkpointed, while epoch 1 trains.
-    last = _wait_for("debug/runs/*/checkpoints/last.ckpt", logs, process)
+    last = _wait_for("debug/runs/*/checkpoints/last.ckpt", tmp_path, process)
     process.kill()
     process.communicate(timeout=60)
     run_dir = last.parent.parent
     assert process.returncode == -signal.SIGKILL
     assert _record(run_dir)["status"] == "running"  # killed before it could say anything
-    killed_at = torch.load(last, map_location="cpu", weights_only=False)["epoch"]
-    assert killed_at < 3, "the run finished before it was killed"
+    saved = torch.load(last, map_location="cpu", weights_only=True)
+    assert saved["global_step"] % STEPS_PER_EPOCH == 0, "an end-of-epoch checkpoint"
+    assert saved["epoch"] < 3, "the run finished before it was killed"
 
-    done = run_train(
-        [*_deterministic_args(synthetic_root, logs), "ckpt_path=last", f"hydra.run.dir={run_dir}"],
-        tmp_path,
-    )
+    done = run_train([*args, "ckpt_path=last", f"hydra.run.dir={run_dir}"], tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     record = _record(run_dir)
     assert record["status"] == "completed"
