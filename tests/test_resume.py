@@ -111,34 +111,43 @@ KILL_AT_STEP = 13
 SAVED_AT_STEP = 12
 
 
-def _deterministic_args(synthetic_root: Path, logs: Path, imbalance: str = "class_weight"):
+def _deterministic_args(synthetic_root: Path, logs: Path, variant: tuple[str, ...] = ()):
     return [
         *QUICK,
         f"data.root={synthetic_root}",
         "data.batch_size=8",
         "data.augment.strength=1.0",
-        f"data.imbalance={imbalance}",
         "trainer.deterministic=true",
         "trainer.max_epochs=4",
         "callbacks.last_checkpoint.every_n_train_steps=3",
         "seed=5",
         "test=false",
         f"paths.log_dir={logs}",
+        *variant,
     ]
+
+
+# The seed recipe (class weights, ReduceLROnPlateau); and the weighted sampler with a one-cycle
+# schedule, which asks the trainer for the run's length before the loops are restored.
+VARIANTS = {
+    "recipe": (),
+    "sampler_onecycle": ("data.imbalance=sampler", "model/scheduler=onecycle"),
+}
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory):
-    """The run folder of an uninterrupted run per data.imbalance, made once for this module."""
+    """The run folder of an uninterrupted run per variant, made once for this module."""
     folders: dict[str, Path] = {}
 
-    def run(imbalance: str) -> Path:
-        if imbalance not in folders:
-            tmp_path = tmp_path_factory.mktemp(f"uninterrupted_{imbalance}")
-            done = run_train(_deterministic_args(synthetic_root, tmp_path, imbalance), tmp_path)
+    def run(variant: str) -> Path:
+        if variant not in folders:
+            tmp_path = tmp_path_factory.mktemp(f"uninterrupted_{variant}")
+            args = _deterministic_args(synthetic_root, tmp_path, VARIANTS[variant])
+            done = run_train(args, tmp_path)
             assert done.returncode == 0, done.stderr[-3000:]
-            folders[imbalance] = run_folder(done.stdout)
-        return folders[imbalance]
+            folders[variant] = run_folder(done.stdout)
+        return folders[variant]
 
     return run
 
@@ -162,24 +171,24 @@ def _final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 def test_two_runs_from_one_seed_give_identical_metrics(
     synthetic_root: Path, tmp_path: Path, uninterrupted
 ) -> None:
-    expected = _record(uninterrupted("class_weight"))
+    expected = _record(uninterrupted("recipe"))
     assert _val_metrics(expected)
 
     again = run_train(_deterministic_args(synthetic_root, tmp_path), tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     run_dir = run_folder(again.stdout)
     assert _val_metrics(_record(run_dir)) == _val_metrics(expected)
-    assert _logged(run_dir) == _logged(uninterrupted("class_weight"))
+    assert _logged(run_dir) == _logged(uninterrupted("recipe"))
 
 
-@pytest.mark.parametrize("imbalance", ["class_weight", "sampler"])
+@pytest.mark.parametrize("variant", list(VARIANTS))
 def test_a_run_killed_mid_epoch_resumes_exactly(
-    synthetic_root: Path, tmp_path: Path, uninterrupted, imbalance: str
+    synthetic_root: Path, tmp_path: Path, uninterrupted, variant: str
 ) -> None:
-    reference_dir = uninterrupted(imbalance)
+    reference_dir = uninterrupted(variant)
     expected = _record(reference_dir)
 
-    args = _deterministic_args(synthetic_root, tmp_path, imbalance)
+    args = _deterministic_args(synthetic_root, tmp_path, VARIANTS[variant])
     killer = [
         "+callbacks.sigkill._target_=sigkill.SigkillAtStep",
         f"+callbacks.sigkill.step={KILL_AT_STEP}",
@@ -219,7 +228,7 @@ def test_a_run_killed_mid_epoch_resumes_exactly(
 def test_a_run_killed_after_an_epoch_resumes_exactly(
     synthetic_root: Path, tmp_path: Path, uninterrupted
 ) -> None:
-    expected = _val_metrics(_record(uninterrupted("class_weight")))
+    expected = _val_metrics(_record(uninterrupted("recipe")))
 
     # SIGKILL leaves no chance to save anything: the resume starts from the last checkpoint
     # written at an epoch's end and must still end exactly where the uninterrupted run did.

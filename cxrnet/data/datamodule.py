@@ -146,6 +146,9 @@ class ChestXRayDataModule(LightningDataModule):
         self.on_bad_image = on_bad_image
         self.report_dir = Path(report_dir) if report_dir else None
         self.seed = seed
+        # The training sampler in use, and where the next one starts when resuming.
+        self._train_sampler: EpochSampler | None = None
+        self._resume_at: tuple[int, int] | None = None
         self.split_records: dict[str, list[Record]] = {}
         self.datasets: dict[str, XRayDataset] = {}
         self.skipped: list[tuple[Record, str]] = []
@@ -318,10 +321,12 @@ class ChestXRayDataModule(LightningDataModule):
             "drop_last": False,
         }
         if train and world_size == 1:
-            sampler = EpochSampler(len(dataset), self.seed, weights, epoch=self._next_epoch())
-            return ResumableLoader(
-                dataset, sampler=sampler, trained_batches=self._trained_batches, **options
-            )
+            epoch, skip = self._resume_at or (self._current_epoch(), 0)
+            self._resume_at = None
+            sampler = EpochSampler(len(dataset), self.seed, weights, epoch=epoch)
+            sampler.resume(epoch, skip * batch_size)
+            self._train_sampler = sampler
+            return ResumableLoader(dataset, sampler=sampler, **options)
         # Under DDP Lightning replaces or wraps the sampler so each process draws its share (of
         # the weighted sample too; the weights come from the whole training split on every
         # process). Such a loader starts an interrupted epoch again (see README, resume).
@@ -334,15 +339,27 @@ class ChestXRayDataModule(LightningDataModule):
             )
         return DataLoader(dataset, shuffle=train and sampler is None, sampler=sampler, **options)
 
-    def _next_epoch(self) -> int:
-        """The epoch the training loader is asked for: the one Lightning passes to set_epoch."""
+    def _current_epoch(self) -> int:
+        """The epoch Lightning passes to the sampler's set_epoch next."""
         trainer = self.trainer
         return trainer.fit_loop.epoch_progress.current.processed if trainer else 0
 
-    def _trained_batches(self) -> int:
-        """Training batches finished in the current epoch, by the trainer's count."""
-        trainer = self.trainer
-        return trainer.fit_loop.epoch_loop.batch_progress.current.processed if trainer else 0
+    def state_dict(self) -> dict[str, int]:
+        """Where training stands (saved in every checkpoint): the epoch and how many of its
+        batches are trained, which a resume skips (``data.sampling``)."""
+        trainer, sampler = self.trainer, self._train_sampler
+        if trainer is None or sampler is None:
+            return {}
+        progress = trainer.fit_loop.epoch_loop.batch_progress
+        if progress.is_last_batch:  # the epoch is over: the next one starts from its beginning
+            return {"epoch": sampler.epoch + 1, "batches": 0}
+        return {"epoch": sampler.epoch, "batches": progress.current.processed}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Lightning restores this before it asks for any loader (even early, for
+        # estimated_stepping_batches): the next training loader starts there.
+        if state_dict:
+            self._resume_at = (int(state_dict["epoch"]), int(state_dict["batches"]))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

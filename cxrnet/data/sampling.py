@@ -6,13 +6,14 @@ sample; a run resumed in the middle of an epoch can reproduce neither (Lightning
 batch counter, but a plain loader starts the epoch again, with other numbers). Here the epoch's
 whole draw comes from its own generator seeded by (seed, epoch): the order (a permutation, or a
 weighted draw with replacement) and one augmentation seed per drawn sample, which the sampler
-hands to the dataset with the index. Skipping the batches already trained then leaves the rest
-of the epoch exactly as the uninterrupted run saw it, whichever worker loads which batch.
+hands to the dataset with the index. Skipping the batches already trained (the data module keeps
+that position in each checkpoint) then leaves the rest of the epoch exactly as the uninterrupted
+run saw it, whichever worker loads which batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -69,33 +70,23 @@ class EpochSampler(Sampler[SampleKey]):
 
 
 class ResumableLoader(DataLoader):
-    """A training loader over an ``EpochSampler`` that Lightning saves and restores mid-epoch.
+    """A training loader over an ``EpochSampler``, which tells Lightning it resumes mid-epoch.
 
-    Lightning 2.x stores ``state_dict()`` of every training loader that has one in each
-    checkpoint and, resuming in the middle of an epoch, calls ``load_state_dict`` before the
-    first batch is fetched (``FitLoop.setup_data``). The state is the epoch and the number of
-    batches trained in it, ``trained_batches()``: the trainer's own count, the one it restores
-    its loops to (a loader cannot tell a batch handed out from a batch trained on).
+    Lightning warns that a mid-epoch resume is unreliable unless the training loader has
+    ``state_dict`` / ``load_state_dict``. The position itself is saved and restored by the data
+    module (``ChestXRayDataModule.state_dict``), which Lightning restores before anything asks
+    for a loader: Lightning skips ``load_state_dict`` of a loader that was asked for early (by
+    ``trainer.estimated_stepping_batches``, which one-cycle schedules read).
     """
 
-    def __init__(
-        self,
-        dataset: Any,
-        *,
-        sampler: EpochSampler,
-        trained_batches: Callable[[], int],
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, dataset: Any, *, sampler: EpochSampler, **kwargs: Any) -> None:
         # The loader's own generator: creating an epoch's iterator draws a worker base seed,
         # which would otherwise move the global generator (and the dropout drawn after it).
         kwargs.setdefault("generator", torch.Generator().manual_seed(sampler.seed))
         super().__init__(dataset, sampler=sampler, **kwargs)
-        self.epoch_sampler = sampler
-        self.trained_batches = trained_batches
 
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch_sampler.epoch, "batches": int(self.trained_batches())}
+    def state_dict(self) -> dict[str, Any]:
+        return {}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        assert self.batch_size is not None  # set: this loader batches its sampler's draws
-        self.epoch_sampler.resume(int(state["epoch"]), int(state["batches"]) * self.batch_size)
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
