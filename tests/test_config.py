@@ -120,3 +120,7 @@ def test_best_cv_is_best_on_patient_grouped_folds_with_a_fixed_holdout(compose_c
     # Carved once, by its own seed, before the folds: the same held-out films for every fold.
     assert cv.data.holdout_fraction > 0 and cv.data.holdout_seed is not None
     assert cv.threshold.criterion == best.threshold.criterion
+    # The studies' held-out films, so best's held-out numbers sit beside theirs.
+    study = compose_cfg("train", ["experiment=cv_study"])
+    for key in ("holdout_fraction", "holdout_seed", "split_seed", "num_folds"):
+        assert cv.data[key] == study.data[key], key
