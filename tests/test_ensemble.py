@@ -259,6 +259,26 @@ def test_a_sweep_whose_folds_fail_writes_no_ensemble_and_exits_non_zero(
     )
 
 
+@pytest.mark.slow
+def test_eval_and_predict_flip_averaging_agree(sweep, tmp_path: Path) -> None:
+    """cxrnet-eval tta=true scores the held-out films as cxrnet-predict tta=true does."""
+    job = sweep["sweep"] / "0"
+    ckpt = Path(json.loads((job / "metrics.json").read_text())["paths"]["best_checkpoint"])
+    args = [f"ckpt_path={ckpt}", "tta=true", "stages=[test]", "report.resamples=20"]
+    done = run_script("cxrnet-eval", [*args, f"paths.log_dir={tmp_path}"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run_dir,) = (tmp_path / "eval" / "runs").iterdir()
+    flipped = _probabilities(run_dir / "predictions_test.csv")
+    assert "mirror image" in (run_dir / "report.md").read_text()
+    files = sorted(flipped)
+    scorer = load_scorer(ckpt, "cpu", tta=True)
+    rows = [r for batch in iter_predictions([Path(f) for f in files], scorer) for r in batch]
+    expected = np.array([row.probability for row in rows])
+    np.testing.assert_allclose([flipped[f] for f in files], expected, atol=2e-6)
+    plain = _probabilities(job / "predictions_test.csv")
+    assert not np.allclose([plain[f] for f in files], expected, atol=1e-4), "flips change scores"
+
+
 def test_flip_averaging_is_the_mean_of_the_film_and_its_mirror() -> None:
     class LeftHeavy:
         """A scorer that looks only at the left half of the film."""

@@ -97,6 +97,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     for stage in cfg.stages:
         if stage not in ("val", "test"):
             raise ConfigError(f"stages may hold 'val' and 'test', got {stage!r}")
+    tta = bool(cfg.get("tta"))
+    if tta and model.num_classes != 2:
+        raise ConfigError("tta=true needs a binary (normal/pneumonia) checkpoint")
     if model.num_classes == 2:
         stored = operating_point_of(checkpoint)
         threshold_cfg = cfg.get("threshold") or {}
@@ -112,6 +115,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             operating_point=None if rechoose else stored,
             settings=report_settings(cfg.get("report")),
             checkpoint=str(ckpt_path),
+            tta=tta,
         )
         return dict(report.metrics)
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
