@@ -86,6 +86,7 @@ def test_best_cv_trains_every_fold_and_writes_the_manifest_and_report(sweep) -> 
         assert "data.fold=" + str(fold) in record["overrides"]
     report = (sweep_dir / "ensemble" / "report.md").read_text()
     assert "| metric | oof | test |" in report and "bootstrap interval" in report
+    assert "Cross-validated (cross-fitted thresholds" in report
     for split in ("oof", "test"):
         for key in ("auroc", "f1_at_threshold", "recall_at_threshold", "specificity_at_threshold"):
             value = manifest.metrics[f"{split}/{key}"]
@@ -113,6 +114,29 @@ def test_the_threshold_is_the_criterion_on_the_pooled_out_of_fold_predictions(sw
     )
     manifest = read_manifest(sweep_dir / "ensemble" / "ensemble.json")
     assert manifest.operating_point.threshold == pytest.approx(expected, abs=1e-9)
+
+    # Cross-validated calls: each fold at the threshold chosen on the other fold.
+    counts = np.zeros(4)
+    for fold, other in ((0, 1), (1, 0)):
+        own = _probabilities(sweep_dir / str(fold) / "predictions_val.csv")
+        theirs = _probabilities(sweep_dir / str(other) / "predictions_val.csv")
+        t = _best_youden(np.array(list(theirs.values())), np.array([labels[f] for f in theirs]))
+        called = np.array([own[f] >= t for f in own])
+        positive = np.array([labels[f] == 1 for f in own])
+        counts += [
+            np.sum(called & positive),
+            np.sum(called & ~positive),
+            np.sum(~called & positive),
+            np.sum(~called & ~positive),
+        ]
+    tp, fp, fn, tn = counts
+    assert manifest.metrics["cv/recall"] == pytest.approx(tp / (tp + fn))
+    assert manifest.metrics["cv/specificity"] == pytest.approx(tn / (tn + fp))
+    assert manifest.metrics["cv/f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    assert manifest.metrics["cv/auroc"] == pytest.approx(manifest.metrics["oof/auroc"])
+    for key in ("auroc", "f1", "recall", "specificity"):
+        low, high = manifest.metrics[f"cv/{key}_ci_low"], manifest.metrics[f"cv/{key}_ci_high"]
+        assert low <= manifest.metrics[f"cv/{key}"] <= high
 
     # Another criterion from the same files, through the library: the floor is honoured.
     ensemble = build_fold_ensemble(sweep_dir, ThresholdRule("sensitivity", min_sensitivity=0.9))

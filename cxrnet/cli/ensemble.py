@@ -29,6 +29,7 @@ from cxrnet.cli.hydra_support import register_resolvers
 from cxrnet.errors import EnsembleError
 from cxrnet.evaluation.figures import plot_split
 from cxrnet.evaluation.fold_ensemble import (
+    CROSS_VALIDATED,
     HELD_OUT,
     OOF,
     FoldEnsemble,
@@ -50,18 +51,20 @@ log = logging.getLogger(__name__)
 
 ENSEMBLE_DIR = "ensemble"
 SWEEP_CONFIG = "multirun.yaml"  # what Hydra's sweeper saves in every sweep folder
-# What the summary prints, and how: the cross-validated and held-out headline numbers.
+# What the summary and the card show: (label, cross-validated key, held-out ensemble key).
 HEADLINE = (
-    ("auroc", "AUROC"),
-    ("f1_at_threshold", "F1"),
-    ("recall_at_threshold", "sensitivity"),
-    ("specificity_at_threshold", "specificity"),
+    ("AUROC", "auroc", "auroc"),
+    ("F1", "f1", "f1_at_threshold"),
+    ("sensitivity", "recall", "recall_at_threshold"),
+    ("specificity", "specificity", "specificity_at_threshold"),
 )
 ENSEMBLE_NOTES = (
     "This model is the mean of the fold models' probabilities (ensemble.json lists them). The "
-    "`oof` column is cross-validation: every train+val film scored by the one fold model that "
-    "did not train on it, pooled; it describes the single fold models. The `test` column is "
-    "the ensemble itself on the held-out set, which no choice looked at.",
+    "`test` column is the ensemble itself on the held-out set, which no choice looked at. The "
+    "`oof` column pools every train+val film scored by the one fold model that did not train "
+    "on it: it describes the single fold models, and its threshold metrics are in-sample (the "
+    "threshold was chosen on these predictions); the cross-validated estimate below calls each "
+    "fold at the threshold chosen on the other folds instead.",
     "The threshold was chosen on the pooled single-model out-of-fold scores and is applied "
     "unchanged to the ensemble's mean probability, which is usually a little less extreme; "
     "the `test` column shows how well it carries over.",
@@ -142,7 +145,7 @@ def write_fold_ensemble(sweep_dir: Path, output_dir: Path | None = None) -> Path
         figures=figures,
         # KNOWN_LIMITS[0] is about the official 16-film validation split, unused by k-fold.
         limits=KNOWN_LIMITS[1:],
-        notes=ENSEMBLE_NOTES,
+        notes=(*ENSEMBLE_NOTES, _cross_validated_note(report.metrics)),
     )
     (out / "report.md").write_text(card)
     manifest = EnsembleManifest(
@@ -171,19 +174,28 @@ def _cell(metrics: Mapping[str, float], key: str) -> str:
     return f"{value:.3f}"
 
 
+def _cross_validated_note(metrics: Mapping[str, float]) -> str:
+    cells = ", ".join(
+        f"{label} {_cell(metrics, f'{CROSS_VALIDATED}/{key}')}" for label, key, _ in HEADLINE
+    )
+    return f"Cross-validated (cross-fitted thresholds, 95% patient-bootstrap intervals): {cells}."
+
+
 def _print_summary(ensemble: FoldEnsemble, manifest_path: Path) -> None:
     report = ensemble.report
+    metrics = report.metrics
     print(f"\nfold ensemble of {len(ensemble.members)} models: {manifest_path}")
     print(f"threshold {report.operating_point.describe()}")
-    columns = [(OOF, "out-of-fold (single models)")]
-    if HELD_OUT in report.splits:
-        columns.append((HELD_OUT, "held-out (ensemble)"))
-    print(f"{'':<12}  " + "  ".join(f"{title:<28}" for _, title in columns))
-    for key, label in HEADLINE:
-        cells = [_cell(report.metrics, f"{split}/{key}") for split, _ in columns]
-        print(f"{label:<12}  " + "  ".join(f"{cell:<28}" for cell in cells))
-    if HELD_OUT not in report.splits:
-        print("no held-out split (data.holdout_fraction=0 and no test folder): out-of-fold only")
+    held_out = HELD_OUT in report.splits
+    titles = ["cross-validated (single models)", *(["held-out (ensemble)"] if held_out else [])]
+    print(f"{'':<12}  " + "  ".join(f"{title:<31}" for title in titles))
+    for label, cv_key, held_out_key in HEADLINE:
+        cells = [_cell(metrics, f"{CROSS_VALIDATED}/{cv_key}")]
+        if held_out:
+            cells.append(_cell(metrics, f"{HELD_OUT}/{held_out_key}"))
+        print(f"{label:<12}  " + "  ".join(f"{cell:<31}" for cell in cells))
+    if not held_out:
+        print("no held-out split (no test folder, data.holdout_fraction=0): cross-validated only")
     print(f"report: {manifest_path.parent / 'report.md'}")
 
 

@@ -20,6 +20,8 @@ import numpy as np
 
 from cxrnet.comparison.jobs import UNREADABLE, RunResult, collect_runs
 from cxrnet.errors import EnsembleError
+from cxrnet.evaluation.bootstrap import bootstrap_intervals
+from cxrnet.evaluation.curves import auroc
 from cxrnet.evaluation.report import (
     EvaluationReport,
     ReportSettings,
@@ -27,7 +29,11 @@ from cxrnet.evaluation.report import (
     evaluate_predictions,
     read_predictions,
 )
-from cxrnet.evaluation.thresholds import ThresholdRule, choose_operating_point
+from cxrnet.evaluation.thresholds import (
+    ThresholdRule,
+    choose_operating_point,
+    metrics_from_confusion,
+)
 from cxrnet.inference.ensemble import mean_probability
 
 # Split names of the ensemble's report: the pooled single-model validation scores, and the
@@ -35,6 +41,9 @@ from cxrnet.inference.ensemble import mean_probability
 OOF = "oof"
 HELD_OUT = "test"
 CHOSEN_ON = "pooled out-of-fold validation"
+# The cross-validated estimate (metric keys ``cv/...``): AUROC of the pooled out-of-fold
+# predictions, and sensitivity, specificity, precision, F1 and accuracy of cross-fitted calls.
+CROSS_VALIDATED = "cv"
 
 
 @dataclass(frozen=True)
@@ -136,10 +145,14 @@ def _read(member: FoldMember, split: str) -> SplitPredictions:
         raise EnsembleError(f"fold {member.fold}: {error}") from error
 
 
-def pooled_out_of_fold(members: Sequence[FoldMember]) -> SplitPredictions:
-    """Every fold model's predictions on its own validation fold, put together: each film of
-    train+val scored once, by the one model that never trained on it."""
-    parts = [_read(member, "val") for member in members]
+def fold_validation(members: Sequence[FoldMember]) -> list[SplitPredictions]:
+    """Each fold model's predictions on its own validation fold, in the members' order."""
+    return [_read(member, "val") for member in members]
+
+
+def pooled_out_of_fold(parts: Sequence[SplitPredictions]) -> SplitPredictions:
+    """The folds' validation predictions put together: each film of train+val scored once, by
+    the one model that never trained on it."""
     files = [file for part in parts for file in part.files]
     if len(set(files)) != len(files):
         raise EnsembleError("the folds' validation sets overlap: these jobs are not one k-fold")
@@ -151,6 +164,52 @@ def pooled_out_of_fold(members: Sequence[FoldMember]) -> SplitPredictions:
         tuple(subtype for part in parts for subtype in part.subtypes),
         None if any(p is None for p in patients) else tuple(x for p in patients for x in p),
     )
+
+
+def cross_fitted_thresholds(parts: Sequence[SplitPredictions], rule: ThresholdRule) -> np.ndarray:
+    """Per pooled film, the threshold ``rule`` chooses on the *other* folds' out-of-fold
+    predictions: no film is called at a threshold fitted to its own score, so the
+    cross-validated sensitivity, specificity and F1 are not flattered by the choice."""
+    thresholds = []
+    for i, part in enumerate(parts):
+        others = pooled_out_of_fold([other for j, other in enumerate(parts) if j != i])
+        point = choose_operating_point(others.probabilities, others.labels, rule)
+        thresholds.append(np.full(len(part), point.threshold))
+    return np.concatenate(thresholds)
+
+
+def cross_validated_metrics(
+    pooled: SplitPredictions, thresholds: np.ndarray, settings: ReportSettings
+) -> dict[str, float]:
+    """``cv/<metric>`` with ``_ci_low``/``_ci_high`` (patient bootstrap) from pooled out-of-fold
+    predictions called at per-film (cross-fitted) thresholds."""
+
+    def score(indices: np.ndarray) -> dict[str, float]:
+        p, y = pooled.probabilities[indices], pooled.labels[indices]
+        called, positive = p >= thresholds[indices], y == 1
+        counts = (
+            np.sum(called & positive),
+            np.sum(called & ~positive),
+            np.sum(~called & positive),
+            np.sum(~called & ~positive),
+        )
+        return {**metrics_from_confusion(*map(float, counts)), "auroc": auroc(p, y)}
+
+    everything = np.arange(len(pooled))
+    intervals = bootstrap_intervals(
+        score,
+        len(pooled),
+        groups=pooled.patients,
+        resamples=settings.resamples,
+        seed=settings.seed,
+        level=settings.level,
+    )
+    metrics = {}
+    for name, value in score(everything).items():
+        key = f"{CROSS_VALIDATED}/{name}"
+        metrics[key] = float(value)
+        metrics[f"{key}_ci_low"], metrics[f"{key}_ci_high"] = map(float, intervals[name])
+    return metrics
 
 
 def ensemble_held_out(members: Sequence[FoldMember]) -> SplitPredictions | None:
@@ -184,14 +243,17 @@ def build_fold_ensemble(
     sweep_dir: Path | str, rule: ThresholdRule, settings: ReportSettings | None = None
 ) -> FoldEnsemble:
     """The ensemble of the sweep's fold models with its operating point and report numbers."""
+    settings = settings or ReportSettings()
     members, k = find_fold_members(sweep_dir)
-    oof = pooled_out_of_fold(members)
+    parts = fold_validation(members)
+    oof = pooled_out_of_fold(parts)
     # The threshold is chosen on single-model scores (each film scored by the one fold model
     # that did not train on it) and applied to the ensemble's mean probability: validation
     # data that no member has seen does not exist for the ensemble itself, and the mean of k
     # similar models scores much like one of them. Its held-out numbers show how well it carries.
     try:
         point = choose_operating_point(oof.probabilities, oof.labels, rule, chosen_on=CHOSEN_ON)
+        cross_fitted = cross_fitted_thresholds(parts, rule)
     except ValueError as error:
         raise EnsembleError(f"pooled out-of-fold predictions of {sweep_dir}: {error}") from error
     predictions = {OOF: oof}
@@ -199,6 +261,9 @@ def build_fold_ensemble(
     if held_out is not None:
         predictions[HELD_OUT] = held_out
     report = evaluate_predictions(predictions, operating_point=point, settings=settings)
+    # The oof/*_at_threshold numbers are in-sample (the threshold was chosen on these very
+    # predictions); the cross-validated ones call each fold at the other folds' threshold.
+    report.metrics |= cross_validated_metrics(oof, cross_fitted, settings)
     return FoldEnsemble(tuple(members), k, report)
 
 
