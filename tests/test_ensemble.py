@@ -274,7 +274,7 @@ def test_a_sweep_whose_folds_fail_writes_no_ensemble_and_exits_non_zero(
     args += ["data.holdout_fraction=0", "data.num_folds=2", "model.optimizer.lr=-1"]
     done = run_train([*args, f"paths.log_dir={tmp_path / 'logs'}"], tmp_path)
     assert done.returncode != 0
-    assert "Invalid learning rate" in done.stderr
+    assert "Invalid learning rate" in done.stderr and "'data.fold=0'" in done.stderr
     (sweep_dir,) = (tmp_path / "logs" / "debug" / "multiruns").iterdir()
     assert not (sweep_dir / "ensemble").exists()
     done = run_script("cxrnet-ensemble", [str(sweep_dir)], tmp_path)
@@ -328,3 +328,13 @@ def test_a_path_that_is_not_a_manifest_is_refused_by_name(tmp_path: Path) -> Non
         read_manifest(bogus)
     with pytest.raises(ValueError, match="does not exist"):
         read_manifest(tmp_path / "absent.json")
+
+
+def test_cxrnet_eval_points_an_ensemble_to_its_report(tmp_path: Path) -> None:
+    manifest = tmp_path / "ensemble.json"
+    manifest.write_text("{}")
+    done = run_script(
+        "cxrnet-eval", [f"ckpt_path={manifest}", f"paths.log_dir={tmp_path}"], tmp_path
+    )
+    assert done.returncode == 2
+    assert f"{manifest} is a fold ensemble" in done.stderr and "cxrnet-predict" in done.stderr
