@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 from cxrnet.cli.errors import exit_code_for
 from cxrnet.cli.evaluation_pass import KNOWN_LIMITS, report_settings, threshold_rule
 from cxrnet.cli.hydra_support import register_resolvers
+from cxrnet.data.decode import DecodeParams
 from cxrnet.errors import EnsembleError
 from cxrnet.evaluation.figures import plot_split
 from cxrnet.evaluation.fold_ensemble import (
@@ -90,8 +91,8 @@ def sweep_settings(sweep_dir: Path) -> tuple[dict[str, Any], dict[str, Any], dic
     return block("threshold"), block("report"), {"experiment": experiment}
 
 
-def _shared_preprocessing(ensemble: FoldEnsemble) -> Any:
-    found = {}
+def _shared_preprocessing(ensemble: FoldEnsemble) -> DecodeParams:
+    found: dict[int, DecodeParams] = {}
     for member in ensemble.members:
         found[member.fold] = preprocessing_of(load_checkpoint(member.checkpoint, mmap=True))
     if len(set(found.values())) > 1:
@@ -119,9 +120,9 @@ def _counts(ensemble: FoldEnsemble) -> list[dict[str, Any]]:
 
 def write_fold_ensemble(sweep_dir: Path, output_dir: Path | None = None) -> Path:
     """Build the sweep's ensemble and write its folder; the manifest's path."""
-    threshold, report_cfg, recipe = sweep_settings(sweep_dir)
+    threshold_cfg, report_cfg, recipe = sweep_settings(sweep_dir)
     ensemble = build_fold_ensemble(
-        sweep_dir, threshold_rule(threshold), report_settings(report_cfg)
+        sweep_dir, threshold_rule(threshold_cfg), report_settings(report_cfg)
     )
     preprocessing = _shared_preprocessing(ensemble)
     out = output_dir or sweep_dir / ENSEMBLE_DIR
