@@ -278,7 +278,9 @@ def render(summary: Mapping[str, Mapping[str, object]]) -> str:
         "Mean ± sample std over seeds where a variant has several; [low, high] is the patient "
         "bootstrap 95% interval (mean over seeds). CV = pooled out-of-fold predictions of 5 "
         "patient-grouped folds of train+val; its sensitivity, specificity and F1 use, for each "
-        "fold, the Youden threshold of the other folds. Held-out = the fold ensemble on the "
+        "fold, the Youden threshold of the other folds. Per-fold val AUROC = mean ± std over "
+        "every fold model (folds and seeds). Job h = the jobs' wall hours, one thread each (an "
+        "upper bound on CPU hours on a shared machine). Held-out = the fold ensemble on the "
         "fixed patient-grouped held-out set at the pooled out-of-fold Youden threshold.",
         "",
         "## Cross-validated (what the recipes are chosen by)",
@@ -288,12 +290,12 @@ def render(summary: Mapping[str, Mapping[str, object]]) -> str:
     for name, item in summary.items():
         cv = item["cv"]
         rows.append([
-            name, ",".join(map(str, item["seeds"])), _ci(cv, "cv_auroc"),
+            name, ",".join(map(str, item["seeds"])), str(item["folds"]), _ci(cv, "cv_auroc"),
             cv["cv_sensitivity"].text(), cv["cv_specificity"].text(), cv["cv_f1"].text(),
             item["fold_val_auroc"].text(), f"{item['cpu_hours']:.2f}",
         ])  # fmt: skip
-    header = ["variant", "seeds", "CV AUROC", "CV sens", "CV spec", "CV F1"]
-    lines += _table([*header, "per-fold val AUROC", "CPU h"], rows)
+    header = ["variant", "seeds", "folds", "CV AUROC (pooled)", "CV sens", "CV spec", "CV F1"]
+    lines += _table([*header, "per-fold val AUROC", "job h"], rows)
     lines += ["", "## Held-out fold ensemble (read after choosing)", ""]
     rows = []
     for name, item in summary.items():
