@@ -217,21 +217,29 @@ def ensemble_held_out(members: Sequence[FoldMember]) -> SplitPredictions | None:
     present = [(member.run_dir / f"predictions_{HELD_OUT}.csv").is_file() for member in members]
     if not any(present):
         return None
-    parts = []
-    for member in members:
-        part = _read(member, HELD_OUT)
+    parts = [_read(member, HELD_OUT) for member in members]
+    return mean_over_members(parts, [f"fold {member.fold}" for member in members])
+
+
+def mean_over_members(parts: Sequence[SplitPredictions], names: Sequence[str]) -> SplitPredictions:
+    """Several models' predictions on one set of films as their mean, films in name order.
+
+    ``names`` say which model each part is, for the error when one scored other films.
+    """
+    aligned = []
+    for part in parts:
         order = np.argsort(np.asarray(part.files), kind="stable")
-        parts.append((member, part, order))
-    _, first, first_order = parts[0]
+        aligned.append((part, order))
+    first, first_order = aligned[0]
     files = tuple(np.asarray(first.files)[first_order])
-    for member, part, order in parts[1:]:
+    for name, (part, order) in zip(names[1:], aligned[1:], strict=True):
         if tuple(np.asarray(part.files)[order]) != files:
             raise EnsembleError(
-                f"fold {member.fold} was tested on other films than fold {parts[0][0].fold}: "
+                f"{name} was tested on other films than {names[0]}: "
                 "the held-out set must be the same for every fold (data.holdout_seed fixed)"
             )
     return SplitPredictions(
-        mean_probability([part.probabilities[order] for _, part, order in parts]),
+        mean_probability([part.probabilities[order] for part, order in aligned]),
         first.labels[first_order],
         files,
         tuple(np.asarray(first.subtypes)[first_order]),
