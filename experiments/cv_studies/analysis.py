@@ -137,8 +137,34 @@ def held_out(folds: Mapping[int, Job]) -> dict[str, float]:
     }
 
 
-def operating_points(jobs: Sequence[Job]) -> dict[str, dict[str, Stat]]:
-    """Per criterion: the spread of each job's own validation threshold and what it gives."""
+def _calibrated(part: SplitPredictions) -> SplitPredictions:
+    """``part`` after temperature scaling fitted on ``part`` itself (one parameter)."""
+    temperature = fit_temperature(part.probabilities, part.labels)
+    probabilities = apply_temperature(part.probabilities, temperature)
+    return SplitPredictions(probabilities, part.labels, part.files, part.subtypes, part.patients)
+
+
+def _per_fold_calls(
+    parts: Sequence[SplitPredictions], criterion: str
+) -> tuple[list[float], list[float]]:
+    """Sensitivity and specificity of each fold called at the threshold ``criterion`` chooses
+    on the other folds' out-of-fold predictions: how the operating point carries to new data."""
+    thresholds = cross_fitted_thresholds(parts, _rule(criterion))
+    sensitivity, specificity, start = [], [], 0
+    for part in parts:
+        at = binary_metrics_at(part.probabilities, part.labels, thresholds[start])
+        start += len(part)
+        sensitivity.append(at["recall"])
+        specificity.append(at["specificity"])
+    return sensitivity, specificity
+
+
+def operating_points(seeds: Mapping[int, Mapping[int, Job]]) -> dict[str, dict[str, Stat]]:
+    """Per criterion: the spread of each fold model's own validation threshold and the held-out
+    sensitivity it gives; and, over folds and seeds, the sensitivity and specificity when each
+    fold is called at the threshold chosen on the other folds, with and without calibrating
+    every fold model first (temperature scaling on its own validation fold)."""
+    jobs = [job for folds in seeds.values() for job in folds.values()]
     result = {}
     for criterion in CRITERIA:
         raw, calibrated, sensitivity, specificity = [], [], [], []
@@ -152,12 +178,25 @@ def operating_points(jobs: Sequence[Job]) -> dict[str, dict[str, Stat]]:
             at = binary_metrics_at(job.test.probabilities, job.test.labels, threshold)
             sensitivity.append(at["recall"])
             specificity.append(at["specificity"])
+        carried: dict[str, list[float]] = defaultdict(list)
+        for folds in seeds.values():
+            parts = [folds[fold].val for fold in sorted(folds)]
+            for kind, kind_parts in (("raw", parts), ("calibrated", list(map(_calibrated, parts)))):
+                sens, spec = _per_fold_calls(kind_parts, criterion)
+                carried[f"cv_sensitivity_{kind}"] += sens
+                carried[f"cv_specificity_{kind}"] += spec
         result[criterion] = {
             "threshold": stat(raw),
             "threshold_calibrated": stat(calibrated),
             "held_out_sensitivity": stat(sensitivity),
             "held_out_sensitivity_min": Stat(min(sensitivity), None, len(sensitivity)),
             "held_out_specificity": stat(specificity),
+            **{key: stat(values) for key, values in carried.items()},
+            **{
+                f"{key}_min": Stat(min(values), None, len(values))
+                for key, values in carried.items()
+                if key.startswith("cv_sensitivity")
+            },
         }
     return result
 
@@ -184,7 +223,7 @@ def summarize(jobs: Sequence[Job]) -> dict[str, dict[str, object]]:
             "fold_val_auroc": stat(auroc(j.val.probabilities, j.val.labels) for j in members),
             "cv": {key: stat(row[key] for row in cv) for key in cv[0]},
             "held_out": {key: stat(row[key] for row in held) for key in held[0]},
-            "operating_points": operating_points(members),
+            "operating_points": operating_points(complete),
         }
     return summary
 
@@ -267,6 +306,29 @@ def render(summary: Mapping[str, Mapping[str, object]]) -> str:
             ])  # fmt: skip
     header = ["variant", "criterion", "threshold", "calibrated threshold", "held-out sens"]
     lines += _table([*header, "min sens", "held-out spec"], rows)
+    lines += [
+        "",
+        "## Operating point carried to unseen folds (cross-validated, validation data only)",
+        "",
+        "Each fold called at the threshold the criterion chooses on the other folds' "
+        "out-of-fold predictions; mean ± std (min) over folds and seeds. Calibrated: every fold "
+        "model's probabilities temperature-scaled on its own validation fold first.",
+        "",
+    ]
+    rows = []
+    for name, item in summary.items():
+        for criterion, points in item["operating_points"].items():
+            rows.append([
+                name, criterion,
+                *(
+                    f"{points[f'cv_sensitivity_{kind}'].text()} "
+                    f"({points[f'cv_sensitivity_{kind}_min'].mean:.3f})"
+                    for kind in ("raw", "calibrated")
+                ),
+                points["cv_specificity_raw"].text(), points["cv_specificity_calibrated"].text(),
+            ])  # fmt: skip
+    header = ["variant", "criterion", "sens (min)", "sens calibrated (min)", "spec"]
+    lines += _table([*header, "spec calibrated"], rows)
     return "\n".join(lines) + "\n"
 
 
