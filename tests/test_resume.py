@@ -111,7 +111,9 @@ KILL_AT_STEP = 13
 SAVED_AT_STEP = 12
 
 
-def _deterministic_args(synthetic_root: Path, logs: Path, variant: tuple[str, ...] = ()):
+def _deterministic_args(
+    synthetic_root: Path, logs: Path, variant: tuple[str, ...] = ()
+) -> list[str]:
     return [
         *QUICK,
         f"data.root={synthetic_root}",
