@@ -1,7 +1,8 @@
 """Where a run resumes from: the checkpoint to load and the run folder to continue in.
 
-A run folder holds ``checkpoints/*.ckpt`` (the best and ``last.ckpt``, also written when a run
-is stopped by SIGTERM or Ctrl-C) and, after a Slurm pre-emption warning, Lightning's
+A run folder holds ``checkpoints/*.ckpt`` (the best and ``last.ckpt``: written at each epoch's
+end, every N steps with ``callbacks.last_checkpoint.every_n_train_steps``, and when a run is
+stopped by SIGTERM or Ctrl-C) and, after a Slurm pre-emption warning, Lightning's
 ``hpc_ckpt_<n>.ckpt`` at its top. Resuming continues in the same folder, so the run keeps one
 record, one W&B run and the best score it had before.
 """
