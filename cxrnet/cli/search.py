@@ -81,6 +81,7 @@ from cxrnet.search.study import (
     INTERRUPTED,
     StopAtNTrials,
     check_trial_folders,
+    count_running,
     count_started,
     fail_dead_workers_trials,
     open_study,
@@ -283,6 +284,14 @@ def search(
             started,
             max(settings.n_trials - started, 0),
         )
+        running = count_running(study)
+        if started >= settings.n_trials and running:
+            log.info(
+                "%d trial(s) still running: on other workers, or left by a worker that died, "
+                "which a worker started once its heartbeat is hparams_search.grace_s old runs "
+                "again",
+                running,
+            )
         try:
             if started < settings.n_trials:
                 # No per-worker number of trials: StopAtNTrials counts every worker's.

@@ -58,10 +58,11 @@ def check_trial_folders(study: optuna.Study, trials_dir: Path, url: str) -> None
     """Trial folders are named by trial number; a folder the study does not know is a clash."""
     if not trials_dir.is_dir():
         return
+    # Folders first: another worker creates a trial in the storage before its folder, so every
+    # folder listed here belongs to a trial the study then knows.
+    numbers = [int(p.name) for p in trials_dir.iterdir() if p.name.isdigit()]
     known = {trial.number for trial in study.get_trials(deepcopy=False)}
-    strangers = sorted(
-        int(p.name) for p in trials_dir.iterdir() if p.name.isdigit() and int(p.name) not in known
-    )
+    strangers = sorted(number for number in numbers if number not in known)
     if strangers:
         raise RuntimeError(
             f"{trials_dir} holds trial folders {strangers[:5]} that the study in {url} does not "
@@ -79,6 +80,10 @@ def _retried_numbers(trials: Sequence[FrozenTrial]) -> set[int]:
     origins = {t.user_attrs.get("retry_of") for t in trials}
     origins |= {t.system_attrs.get("failed_trial") for t in trials}
     return {number for number in origins if number is not None}
+
+
+def count_running(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
 
 def count_started(study: optuna.Study) -> int:
