@@ -73,7 +73,7 @@ def test_training_stores_the_operating_point_and_preprocessing_as_plain_data(tra
     assert stored["preprocessing"] == {
         "image_size": 32,
         "resize": "squash",
-        "equalize": False,
+        "equalize": "none",
         "interpolation": "area",
     }
     run_dir = trained["run_dir"]

@@ -92,7 +92,7 @@ def _key(stamps: Sequence[_Stamp], params: DecodeParams) -> str:
         "files": [[s.path, s.size, s.mtime_ns] for s in stamps],
     }
     digest = hashlib.sha256(json.dumps(payload, separators=(",", ":")).encode()).hexdigest()
-    equalized = "-eq" if params.equalize else ""
+    equalized = {"none": "", "hist": "-eq", "clahe": "-clahe"}[str(params.equalize)]
     # A readable prefix so a person can tell the folders apart; the digest makes it unique.
     return f"{params.image_size}px-{params.resize}-{params.interpolation}{equalized}-{digest[:20]}"
 

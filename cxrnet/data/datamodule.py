@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from cxrnet.data.cache import load_images
 from cxrnet.data.dataset import XRayDataset
-from cxrnet.data.decode import DecodeParams
+from cxrnet.data.decode import DecodeParams, Equalize
 from cxrnet.data.discovery import discover_folders
 from cxrnet.data.duplicates import DuplicateReport, check_duplicates
 from cxrnet.data.errors import DataError
@@ -82,7 +82,7 @@ class ChestXRayDataModule(LightningDataModule):
         root: str | Path | list[str | Path],
         image_size: int = 150,
         resize: Literal["squash", "letterbox"] = "squash",
-        equalize: bool = False,
+        equalize: Equalize | bool = "none",
         interpolation: Literal["area", "bilinear"] = "area",
         batch_size: int = 32,
         eval_batch_size: int | None = None,

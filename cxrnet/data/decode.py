@@ -20,6 +20,11 @@ from PIL import Image, ImageFile, ImageOps
 
 ResizeMode = Literal["squash", "letterbox"]
 Interpolation = Literal["area", "bilinear"]
+Equalize = Literal["none", "hist", "clahe"]
+EQUALIZE_MODES: tuple[Equalize, ...] = ("none", "hist", "clahe")
+# CLAHE as usually applied to chest films: contrast limited at 2, 8x8 tiles at any size.
+CLAHE_CLIP_LIMIT = 2.0
+CLAHE_TILES = 8
 
 # How far the DCT-domain reduction may go: the decoded short side stays >= this x the target.
 # The scaled IDCT is not a box filter, so less headroom drifts from a full decode. Worst mean
@@ -53,10 +58,19 @@ class DecodeParams:
 
     image_size: int = 150
     resize: ResizeMode = "squash"
-    equalize: bool = False
+    # none | hist (global histogram equalization) | clahe; true/false are read as hist/none.
+    equalize: Equalize | bool = "none"
     interpolation: Interpolation = "area"
 
     def __post_init__(self) -> None:
+        if isinstance(self.equalize, bool):
+            # frozen: the one normalisation happens here, so equal settings give equal keys
+            object.__setattr__(self, "equalize", "hist" if self.equalize else "none")
+        if self.equalize not in EQUALIZE_MODES:
+            raise ValueError(
+                f"equalize must be one of {', '.join(EQUALIZE_MODES)} (or true/false), "
+                f"got {self.equalize!r}"
+            )
         if isinstance(self.image_size, bool) or not isinstance(self.image_size, int):
             raise ValueError(f"image_size must be an integer, got {self.image_size!r}")
         if self.image_size < 8:
@@ -210,8 +224,11 @@ def fit_to_square(
         top = (size - new_h) // 2
         left = (size - new_w) // 2
         out[top : top + new_h, left : left + new_w] = resized
-    if params.equalize:
+    if params.equalize == "hist":
         out = cv2.equalizeHist(out)
+    elif params.equalize == "clahe":
+        clahe = cv2.createCLAHE(clipLimit=CLAHE_CLIP_LIMIT, tileGridSize=(CLAHE_TILES,) * 2)
+        out = clahe.apply(out)
     return np.ascontiguousarray(out, dtype=np.uint8)
 
 

@@ -82,7 +82,8 @@ class ClassifierModule(LightningModule):
     ``torch.compile``. Neither changes the state dict, so checkpoints load either way.
 
     Binary tasks use one logit and BCE; more classes use softmax and cross-entropy. Class weights,
-    when given, weight each sample's loss by its true class, as Keras' ``class_weight`` does.
+    when given, weight each sample's loss by its true class, as Keras' ``class_weight`` does;
+    ``label_smoothing`` moves the targets that far towards the uniform distribution.
     Metrics are torchmetrics objects accumulated over the whole epoch, never batch averages.
     """
 
@@ -99,6 +100,7 @@ class ClassifierModule(LightningModule):
         threshold: float = 0.5,
         channels_last: bool = False,
         compile: bool = False,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
         # Plain data before save_hyperparameters reads these arguments: the checkpoint then loads
@@ -127,6 +129,8 @@ class ClassifierModule(LightningModule):
         self.net.to(memory_format=self.memory_format)
         if compile:
             self.net.compile()  # in place: parameter names (and checkpoints) stay unprefixed
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
         if class_weights is not None and len(class_weights) != self.num_classes:
             raise ValueError(
                 f"class_weights has {len(class_weights)} entries for {self.num_classes} classes"
@@ -194,11 +198,15 @@ class ClassifierModule(LightningModule):
 
     def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
         if self.num_classes == 2:
+            smoothing = self.hparams.label_smoothing
+            soft = targets.float() * (1 - smoothing) + smoothing / 2
             per_sample = F.binary_cross_entropy_with_logits(
-                logits.squeeze(-1), targets.float(), reduction="none"
+                logits.squeeze(-1), soft, reduction="none"
             )
         else:
-            per_sample = F.cross_entropy(logits, targets, reduction="none")
+            per_sample = F.cross_entropy(
+                logits, targets, reduction="none", label_smoothing=self.hparams.label_smoothing
+            )
         return (per_sample * self.class_weights[targets]).mean()
 
     def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
@@ -309,12 +317,20 @@ class ClassifierModule(LightningModule):
         optimizer = build_component(self.hparams.optimizer, (Optimizer,), self.parameters())
         if self.hparams.scheduler is None:
             return optimizer
+        config = dict(self.hparams.scheduler)
+        # Not an argument of the scheduler: whether it steps per epoch or per training step.
+        interval = config.pop("interval", "epoch")
+        if interval not in ("epoch", "step"):
+            raise ConfigError(f"model.scheduler.interval must be epoch or step, got {interval!r}")
+        if "total_steps" in config and config["total_steps"] is None:
+            # One-cycle schedules span the whole run: its length is known only to the Trainer.
+            config["total_steps"] = int(self.trainer.estimated_stepping_batches)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {
-                "scheduler": build_component(self.hparams.scheduler, (LRScheduler,), optimizer),
+                "scheduler": build_component(config, (LRScheduler,), optimizer),
                 "monitor": self.hparams.scheduler_monitor,
-                "interval": "epoch",
+                "interval": interval,
                 "frequency": 1,
             },
         }

@@ -58,7 +58,6 @@ STUDIES: dict[str, Study] = {
                 ),
                 Variant("smooth", ("model.label_smoothing=0.1",), note="label smoothing 0.1"),
                 Variant("aug_half", ("data.augment.strength=0.5",), note="half the augmentation"),
-                Variant("aug_none", ("data.augment.strength=0",), note="no rotation/zoom/shift"),
                 Variant("no_flip", ("data.augment.hflip=false",), note="no horizontal flip"),
             ),
         ),
@@ -79,12 +78,12 @@ STUDIES: dict[str, Study] = {
                     ("model.net.widths=[64,64,128,128]", "model.net.hidden=256"),
                     note="seed CNN, twice the channels",
                 ),
-                Variant("resnet18", ("model/net=resnet18",), note="ResNet-18, one-channel stem"),
                 Variant(
                     "mobilenet_v3_small",
                     ("model/net=mobilenet_v3_small",),
-                    note="MobileNetV3-Small",
+                    note="MobileNetV3-Small, one-channel stem",
                 ),
+                Variant("resnet18", ("model/net=resnet18",), note="ResNet-18, one-channel stem"),
             ),
         ),
     )
