@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
+from filelock import FileLock
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages._heartbeat import BaseHeartbeat
@@ -48,7 +49,7 @@ SQLITE_FILE = "study.db"
 JOURNAL_FILE = "journal.log"
 HEARTBEAT_ATTR = "cxrnet_heartbeat"
 # Held while a worker joins the study (create, requeue, enqueue, take a worker number).
-WORKERS_LOCK = ".workers"
+WORKERS_LOCK = ".workers.lock"
 
 StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
 
@@ -159,13 +160,13 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
 
 @contextlib.contextmanager
 def workers_lock(study_dir: Path) -> Iterator[None]:
-    """Held while a worker joins the study, so that workers starting together (a job array)
-    do not both queue the same retry or take the same worker number. A lock file of the same
-    kind as the journal's, beside it, so it holds wherever the journal does."""
+    """Held while a worker joins the study (so workers starting together, a job array, do not
+    both queue the same retry or take the same worker number) and while it writes study.json.
+
+    The file lock the image cache uses on shared storage (``cxrnet.atomic``), not Optuna's: a
+    signal that interrupts the wait for Optuna's lock deletes the lock file, even when another
+    worker holds it, and a SIGTERM is what a worker must expect.
+    """
     study_dir.mkdir(parents=True, exist_ok=True)
-    lock = JournalFileOpenLock(str(study_dir / WORKERS_LOCK))
-    lock.acquire()
-    try:
+    with FileLock(str(study_dir / WORKERS_LOCK)):
         yield
-    finally:
-        lock.release()
