@@ -8,6 +8,7 @@ tests/test_slurm_search.py.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -21,6 +22,7 @@ optuna = pytest.importorskip("optuna")
 from cxrnet.cli import search as search_module  # noqa: E402
 from cxrnet.cli.search import search  # noqa: E402
 from cxrnet.runs import RunRecord, RunStatus  # noqa: E402
+from cxrnet.search.signals import SearchInterrupted, stop_on_sigterm  # noqa: E402
 from cxrnet.search.space import SearchSettings  # noqa: E402
 from cxrnet.search.storage import JOURNAL_FILE, open_storage  # noqa: E402
 
@@ -195,3 +197,29 @@ def test_a_journal_heartbeat_marks_only_silent_running_trials_stale(tmp_path: Pa
     # Failed, and queued once more with the same parameters (none were sampled here).
     assert states == [TrialState.RUNNING, TrialState.FAIL, TrialState.WAITING]
     assert study.trials[2].system_attrs["failed_trial"] == silent.number
+
+
+def test_sigterm_stops_a_worker_at_once_outside_training_and_after_lightning_inside() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SearchInterrupted) as stopped, stop_on_sigterm():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+    assert stopped.value.exit_code == 143
+    assert signal.getsignal(signal.SIGTERM) is before  # put back
+
+    # While a trial trains, Lightning's handler is installed and calls the one it found: that
+    # one only notes the signal, and Lightning stops the epoch at the end of its batch.
+    with stop_on_sigterm() as sigterm:
+        lightning_saw: list[int] = []
+
+        def lightning(signum, frame):
+            lightning_saw.append(signum)
+            sigterm(signum, frame)
+
+        signal.signal(signal.SIGTERM, lightning)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.1)
+        assert lightning_saw == [signal.SIGTERM] and sigterm.received
+        with pytest.raises(SearchInterrupted):
+            sigterm.check()
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -299,10 +299,10 @@ def search(
                     objective,
                     timeout=settings.timeout_s,
                     catch=(Exception,),
-                    callbacks=[StopAtNTrials(settings.n_trials), write_summary],
+                    callbacks=[StopAtNTrials(settings.n_trials), write_summary, sigterm.stop_study],
                     gc_after_trial=True,
                 )
-            sigterm.check()  # arrived after training had ended: stop all the same
+            sigterm.check()  # arrived as a trial's training ended: stopped all the same
         except KeyboardInterrupt as exc:
             # Queued now, so a worker still running picks the trial up, not only a rerun.
             with workers_lock(study_dir):

@@ -18,6 +18,9 @@ import signal
 from collections.abc import Iterator
 from types import FrameType
 
+import optuna
+from optuna.trial import FrozenTrial
+
 
 class SearchInterrupted(KeyboardInterrupt):
     """The worker was told to stop by a signal; ``exit_code`` is the shell's 128 + signal."""
@@ -42,6 +45,12 @@ class TermSignal:
         if signal.getsignal(signal.SIGTERM) is self:
             raise SearchInterrupted(signum)
         # Called by Lightning's handler: the trial stops at the end of its batch.
+
+    def stop_study(self, study: optuna.Study, _trial: FrozenTrial) -> None:
+        """An Optuna callback: no new trial once SIGTERM arrived (e.g. as a trial's training
+        ended, too late for Lightning to stop it)."""
+        if self.received:
+            study.stop()
 
     def check(self) -> None:
         """Raise ``SearchInterrupted`` if SIGTERM arrived (e.g. while Lightning handled it)."""
