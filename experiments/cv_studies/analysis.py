@@ -31,8 +31,8 @@ import numpy as np
 from cxrnet.evaluation.bootstrap import bootstrap_intervals
 from cxrnet.evaluation.calibration import apply_temperature, fit_temperature
 from cxrnet.evaluation.curves import auroc
-from cxrnet.evaluation.thresholds import binary_metrics_at, choose_threshold
-from cxrnet.runs import RunStatus, find_job_dirs, read_record
+from cxrnet.evaluation.thresholds import binary_metrics_at, choose_threshold, metrics_from_confusion
+from cxrnet.runs import RunStatus, find_job_dirs, overrides_as_dict, read_record
 
 POSITIVE = "PNEUMONIA"
 # The criteria of the operating-point study; the sensitivity criterion keeps >= this floor.
@@ -103,14 +103,6 @@ def read_predictions(path: Path) -> Predictions:
     )
 
 
-def _override(overrides: Sequence[str], key: str, default: int) -> int:
-    for item in overrides:
-        name, _, value = item.partition("=")
-        if name.lstrip("+~") == key:
-            return int(value)
-    return default
-
-
 def collect_jobs(out: Path) -> list[Job]:
     """Every completed job under ``<out>/runs``; failed or unfinished ones are listed, not used."""
     jobs = []
@@ -121,12 +113,13 @@ def collect_jobs(out: Path) -> list[Job]:
                 status = "no record" if record is None else record.status.value
                 print(f"skipped {job_dir}: {status}", file=sys.stderr)
                 continue
+            overrides = overrides_as_dict(record.overrides)
             jobs.append(
                 Job(
                     study=variant_dir.parent.name,
                     variant=variant_dir.name,
-                    seed=_override(record.overrides, "seed", 42),
-                    fold=_override(record.overrides, "data.fold", 0),
+                    seed=int(overrides.get("seed", 42)),
+                    fold=int(overrides.get("data.fold", 0)),
                     seconds=float(record.duration_s or 0.0),
                     val=read_predictions(job_dir / "predictions_val.csv"),
                     test=read_predictions(job_dir / "predictions_test.csv"),
@@ -177,10 +170,8 @@ def cross_validated(folds: Mapping[int, Job]) -> dict[str, float]:
             np.sum(~predicted & positive),
             np.sum(~predicted & ~positive),
         ]
-    tp, fp, fn, tn = counts
-    out["cv_sensitivity"] = tp / (tp + fn)
-    out["cv_specificity"] = tn / (tn + fp)
-    out["cv_f1"] = 2 * tp / (2 * tp + fp + fn)
+    at = metrics_from_confusion(*counts)
+    out.update(cv_sensitivity=at["recall"], cv_specificity=at["specificity"], cv_f1=at["f1"])
     return out
 
 
@@ -203,7 +194,7 @@ def held_out(folds: Mapping[int, Job]) -> dict[str, float]:
         "ensemble_auroc_high": high,
         "single_auroc_mean": float(np.mean([auroc(m.probabilities, m.labels) for m in members])),
         "threshold": threshold,
-        "sensitivity": at["sensitivity"],
+        "sensitivity": at["recall"],
         "specificity": at["specificity"],
         "f1": at["f1"],
         "n": float(len(order)),
@@ -223,7 +214,7 @@ def operating_points(jobs: Sequence[Job]) -> dict[str, dict[str, Stat]]:
             temperature = fit_temperature(job.val.probabilities, job.val.labels)
             calibrated.append(float(apply_temperature(np.array([threshold]), temperature)[0]))
             at = binary_metrics_at(job.test.probabilities, job.test.labels, threshold)
-            sensitivity.append(at["sensitivity"])
+            sensitivity.append(at["recall"])
             specificity.append(at["specificity"])
         result[criterion] = {
             "threshold": stat(raw),
@@ -287,7 +278,9 @@ def render(summary: Mapping[str, Mapping[str, object]]) -> str:
         "Mean ± sample std over seeds where a variant has several; [low, high] is the patient "
         "bootstrap 95% interval (mean over seeds). CV = pooled out-of-fold predictions of 5 "
         "patient-grouped folds of train+val; its sensitivity, specificity and F1 use, for each "
-        "fold, the Youden threshold of the other folds. Held-out = the fold ensemble on the "
+        "fold, the Youden threshold of the other folds. Per-fold val AUROC = mean ± std over "
+        "every fold model (folds and seeds). Job h = the jobs' wall hours, one thread each (an "
+        "upper bound on CPU hours on a shared machine). Held-out = the fold ensemble on the "
         "fixed patient-grouped held-out set at the pooled out-of-fold Youden threshold.",
         "",
         "## Cross-validated (what the recipes are chosen by)",
@@ -297,12 +290,12 @@ def render(summary: Mapping[str, Mapping[str, object]]) -> str:
     for name, item in summary.items():
         cv = item["cv"]
         rows.append([
-            name, ",".join(map(str, item["seeds"])), _ci(cv, "cv_auroc"),
+            name, ",".join(map(str, item["seeds"])), str(item["folds"]), _ci(cv, "cv_auroc"),
             cv["cv_sensitivity"].text(), cv["cv_specificity"].text(), cv["cv_f1"].text(),
             item["fold_val_auroc"].text(), f"{item['cpu_hours']:.2f}",
         ])  # fmt: skip
-    header = ["variant", "seeds", "CV AUROC", "CV sens", "CV spec", "CV F1"]
-    lines += _table([*header, "per-fold val AUROC", "CPU h"], rows)
+    header = ["variant", "seeds", "folds", "CV AUROC (pooled)", "CV sens", "CV spec", "CV F1"]
+    lines += _table([*header, "per-fold val AUROC", "job h"], rows)
     lines += ["", "## Held-out fold ensemble (read after choosing)", ""]
     rows = []
     for name, item in summary.items():

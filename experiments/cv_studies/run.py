@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/chest_xray_224")
     parser.add_argument("--out", type=Path, default=REPO / "logs" / "cv_studies")
     parser.add_argument("--study", nargs="+", default=list(STUDIES), help="studies to run")
-    parser.add_argument("--only", nargs="*", default=[], help="run only these variants")
+    parser.add_argument("--only", nargs="*", default=[], help="only these variants, in this order")
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "cxrnet")
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--folds", type=int, default=NUM_FOLDS)
@@ -124,9 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.data.is_dir() and not args.data.is_file():
             raise SystemExit(f"--data {args.data} does not exist: point it at the image folder")
         sweeps = _load_log(log_path)
-        for study, variant in variants_of(args.study):
-            if args.only and variant.name not in args.only:
-                continue
+        chosen = variants_of(args.study)
+        if args.only:  # these variants, in the order given
+            rank = {name: i for i, name in enumerate(args.only)}
+            chosen = sorted((p for p in chosen if p[1].name in rank), key=lambda p: rank[p[1].name])
+        for study, variant in chosen:
             folder = sweep_dir(out, study, variant)
             expected = args.folds * len(variant.seeds)
             if completed_jobs(folder) >= expected:

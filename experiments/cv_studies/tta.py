@@ -1,0 +1,135 @@
+"""Fold ensembles and light test-time augmentation on the held-out set.
+
+    python experiments/cv_studies/tta.py logs/cv_studies/runs/baseline/baseline
+
+For every completed fold job of one variant: its best checkpoint scores the held-out films (the
+files of its ``predictions_test.csv``) as they are and mirrored left-right (the recipe trains
+with horizontal flips), and the two probabilities are averaged. Per seed it reports the single
+models, the 5-model ensemble and the ensemble with TTA, at the Youden threshold chosen on the
+pooled out-of-fold validation predictions (never on the held-out films). The plain scores are
+checked against the job's own prediction file, so this script and the evaluation pass agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from analysis import Predictions, _concat, _threshold, read_predictions  # noqa: E402
+
+from cxrnet.data.decode import decode  # noqa: E402
+from cxrnet.evaluation.curves import auroc  # noqa: E402
+from cxrnet.evaluation.thresholds import binary_metrics_at  # noqa: E402
+from cxrnet.inference.predict import to_input  # noqa: E402
+from cxrnet.inference.scorers import load_scorer  # noqa: E402
+from cxrnet.runs import RunStatus, find_job_dirs, overrides_as_dict, read_record  # noqa: E402
+
+BATCH = 128
+# The largest difference allowed between this script's plain scores and the evaluation pass's
+# (6 decimals in the CSV, plus float noise between batch sizes).
+AGREEMENT = 1e-4
+
+
+def score(checkpoint: Path, files: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(plain, flip-averaged) pneumonia probabilities of ``files``."""
+    scorer = load_scorer(checkpoint, device="cpu")
+    images = np.stack([to_input(decode(file, scorer.preprocessing)) for file in files])
+    plain, mirrored = [], []
+    for start in range(0, len(images), BATCH):
+        batch = np.ascontiguousarray(images[start : start + BATCH])
+        plain.append(scorer(batch))
+        mirrored.append(scorer(np.ascontiguousarray(batch[..., ::-1])))
+    plain_p, mirrored_p = np.concatenate(plain), np.concatenate(mirrored)
+    return plain_p, (plain_p + mirrored_p) / 2
+
+
+def _at(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
+    at = binary_metrics_at(probabilities, labels, threshold)
+    return {
+        "auroc": auroc(probabilities, labels),
+        "sensitivity": at["recall"],
+        "specificity": at["specificity"],
+        "f1": at["f1"],
+    }
+
+
+def study(variant_dir: Path) -> dict[str, dict[str, float]]:
+    per_seed: dict[int, list[tuple[Predictions, Predictions, np.ndarray, np.ndarray]]]
+    per_seed = defaultdict(list)
+    for job_dir in find_job_dirs(variant_dir):
+        record = read_record(job_dir)
+        if record is None or record.status != RunStatus.COMPLETED:
+            continue
+        seed = int(overrides_as_dict(record.overrides).get("seed", 42))
+        val = read_predictions(job_dir / "predictions_val.csv")
+        test = read_predictions(job_dir / "predictions_test.csv")
+        plain, tta = score(Path(record.paths["best_checkpoint"]), test.files)
+        gap = float(np.max(np.abs(plain - test.probabilities)))
+        if gap > AGREEMENT:
+            raise SystemExit(f"{job_dir}: plain scores differ from predictions_test.csv by {gap}")
+        # One file order for every fold model of the held-out set.
+        rows = np.argsort(np.asarray(test.files))
+        test = test.take([test.files[i] for i in rows])
+        per_seed[seed].append((val, test, plain[rows], tta[rows]))
+    results = {}
+    for seed, jobs in sorted(per_seed.items()):
+        order = jobs[0][1].files
+        labels = jobs[0][1].labels
+        threshold = _threshold(_concat([val for val, *_ in jobs]), "youden")
+        singles = [_at(plain, labels, threshold) for _, test, plain, _ in jobs]
+        singles_tta = [_at(tta, labels, threshold) for *_, tta in jobs]
+        if any(test.files != order for _, test, *_ in jobs):
+            raise SystemExit("the fold jobs scored different held-out sets")
+        ensemble = np.mean([plain for *_, plain, _ in jobs], axis=0)
+        ensemble_tta = np.mean([tta for *_, tta in jobs], axis=0)
+        results[f"seed {seed}"] = {
+            "models": len(jobs),
+            "threshold": threshold,
+            **{f"single_{k}": float(np.mean([s[k] for s in singles])) for k in singles[0]},
+            **{f"single_tta_{k}": float(np.mean([s[k] for s in singles_tta])) for k in singles[0]},
+            **{f"ensemble_{k}": v for k, v in _at(ensemble, labels, threshold).items()},
+            **{f"ensemble_tta_{k}": v for k, v in _at(ensemble_tta, labels, threshold).items()},
+        }
+    return results
+
+
+def render(results: dict[str, dict[str, float]]) -> str:
+    kinds = [("single", "single model (mean of 5)"), ("single_tta", "single model + flip TTA")]
+    kinds += [("ensemble", "5-fold ensemble"), ("ensemble_tta", "5-fold ensemble + flip TTA")]
+    lines = ["| seed | predictor | AUROC | sens | spec | F1 |", "|---|---|--:|--:|--:|--:|"]
+    for seed, row in results.items():
+        for key, name in kinds:
+            lines.append(
+                f"| {seed} | {name} | {row[f'{key}_auroc']:.4f} | {row[f'{key}_sensitivity']:.3f}"
+                f" | {row[f'{key}_specificity']:.3f} | {row[f'{key}_f1']:.3f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("variant_dir", type=Path)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    results = study(args.variant_dir)
+    if not results:
+        raise SystemExit(f"no completed jobs under {args.variant_dir}")
+    text = render(results)
+    print(text)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "tta.md").write_text(text)
+        (args.out / "tta.json").write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""experiments/cv_studies: the runner end to end on the synthetic set, and its analysis by hand."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+from cxrnet.evaluation.thresholds import choose_threshold
+
+STUDY = Path(__file__).resolve().parents[1] / "experiments" / "cv_studies"
+# Tiny and fast; the synthetic set's own test folder is the held-out set here.
+EXTRA = [
+    "data.holdout_fraction=0",
+    "data.image_size=32",
+    "trainer.max_epochs=1",
+    "data.decode_workers=0",
+]
+
+
+def _load(name: str) -> ModuleType:
+    sys.path.insert(0, str(STUDY))
+    spec = importlib.util.spec_from_file_location(f"cv_studies_{name}", STUDY / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _pairwise_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(wins / (len(pos) * len(neg)))
+
+
+def test_every_variant_sweeps_the_folds_on_top_of_the_cv_recipe(compose_cfg) -> None:
+    studies = _load("studies")
+    cfg = compose_cfg(overrides=["experiment=cv_study"])
+    assert (cfg.data.split, cfg.data.num_folds, cfg.data.image_size) == ("kfold", 5, 64)
+    assert (cfg.data.holdout_fraction, cfg.data.holdout_seed) == (0.2, 19)
+    assert cfg.trainer.max_epochs == 6 and cfg.data.augment.hflip  # the seed recipe
+    for study, variant in studies.variants_of(list(studies.STUDIES)):
+        # Each variant's overrides compose into a valid config (a typo fails here, not mid-study).
+        compose_cfg(overrides=["experiment=cv_study", *variant.overrides])
+    with pytest.raises(SystemExit, match="unknown study"):
+        studies.variants_of(["nonsense"])
+
+
+@pytest.mark.slow
+def test_the_runner_trains_every_fold_and_the_analysis_recomputes_from_the_predictions(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "study"
+    command = [
+        sys.executable, str(STUDY / "run.py"), "--data", str(synthetic_root), "--out", str(out),
+        "--study", "imbalance", "--only", "none", "--folds", "2",
+        "--cache-dir", str(tmp_path / "cache"), "--", *EXTRA,
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    jobs = sorted((out / "runs" / "imbalance" / "none").glob("[0-9]*"))
+    assert len(jobs) == 2
+    log = json.loads((out / "study.json").read_text())
+    assert log["imbalance/none"]["exit_code"] == 0
+    assert "data.imbalance=none" in log["imbalance/none"]["command"]
+    assert (out / "comparison.md").is_file() and (out / "analysis.md").is_file()
+
+    analysis = _load("analysis")
+    vals = [analysis.read_predictions(job / "predictions_val.csv") for job in jobs]
+    tests = [analysis.read_predictions(job / "predictions_test.csv") for job in jobs]
+    labels = np.concatenate([v.labels for v in vals])
+    scores = np.concatenate([v.probabilities for v in vals])
+    summary = json.loads((out / "analysis.json").read_text())["imbalance/none"]
+    # The folds cover train+val exactly once.
+    assert len(set(vals[0].files) & set(vals[1].files)) == 0
+    assert summary["cv"]["cv_auroc"]["mean"] == pytest.approx(_pairwise_auroc(labels, scores))
+    # Fold 0 is scored at the Youden threshold of fold 1's predictions, and the other way round.
+    tp = fp = fn = tn = 0
+    for scored, other in ((vals[0], vals[1]), (vals[1], vals[0])):
+        threshold = choose_threshold(other.probabilities, other.labels, "youden")
+        predicted = scored.probabilities >= threshold
+        tp += np.sum(predicted & (scored.labels == 1))
+        fp += np.sum(predicted & (scored.labels == 0))
+        fn += np.sum(~predicted & (scored.labels == 1))
+        tn += np.sum(~predicted & (scored.labels == 0))
+    assert summary["cv"]["cv_sensitivity"]["mean"] == pytest.approx(tp / (tp + fn))
+    assert summary["cv"]["cv_specificity"]["mean"] == pytest.approx(tn / (tn + fp))
+    # The held-out ensemble is the mean of the two fold models on the same films.
+    order = sorted(tests[0].files)
+    mean = np.mean([t.take(order).probabilities for t in tests], axis=0)
+    held_labels = tests[0].take(order).labels
+    expected = _pairwise_auroc(held_labels, mean)
+    assert summary["held_out"]["ensemble_auroc"]["mean"] == pytest.approx(expected)
+    assert summary["held_out"]["threshold"]["mean"] == pytest.approx(
+        choose_threshold(scores, labels, "youden")
+    )
+    # Nothing chosen on held-out films: the threshold above came from validation alone.
+    assert summary["operating_points"]["youden"]["threshold"]["n"] == 2
+
+    again = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0
+    assert "imbalance/none: 2 jobs already completed" in again.stdout
