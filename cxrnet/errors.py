@@ -12,3 +12,8 @@ class ConfigError(ValueError):
 
 class CheckpointError(ConfigError):
     """A checkpoint file that is missing, damaged or not plain data; the message names it."""
+
+
+class EnsembleError(ConfigError):
+    """A fold ensemble that cannot be built or loaded: a fold failed, is missing or appears
+    twice, or a manifest is unreadable; the message names the fold or the file."""

@@ -24,6 +24,7 @@ MODULES = {
     "cxrnet-eval": "cxrnet.cli.evaluate",
     "cxrnet-predict": "cxrnet.cli.predict",
     "cxrnet-export": "cxrnet.cli.export",
+    "cxrnet-ensemble": "cxrnet.cli.ensemble",
 }
 
 

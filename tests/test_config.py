@@ -106,3 +106,21 @@ def test_early_stopping_callbacks_are_built_into_objects(
     # It stops on the very metric and direction the best checkpoint is chosen by.
     assert (checkpoint.monitor, checkpoint.mode) == (monitor, mode)
     assert Path(checkpoint.dirpath) == Path(cfg.paths.output_dir) / "checkpoints"
+
+
+def test_best_cv_is_best_on_patient_grouped_folds_with_a_fixed_holdout(compose_cfg) -> None:
+    best = compose_cfg("train", ["experiment=best"])
+    cv = compose_cfg("train", ["experiment=best_cv"])
+    split_keys = ("split", "num_folds", "fold", "holdout_fraction", "holdout_seed")
+    for key, value in best.data.items():
+        if key not in split_keys:
+            assert cv.data[key] == value, f"data.{key}: best_cv trains best's recipe"
+    assert cv.model == best.model and cv.trainer == best.trainer
+    assert (cv.data.split, cv.data.num_folds) == ("kfold", 5)
+    # Carved once, by its own seed, before the folds: the same held-out films for every fold.
+    assert cv.data.holdout_fraction > 0 and cv.data.holdout_seed is not None
+    assert cv.threshold.criterion == best.threshold.criterion
+    # The studies' held-out films, so best's held-out numbers sit beside theirs.
+    study = compose_cfg("train", ["experiment=cv_study"])
+    for key in ("holdout_fraction", "holdout_seed", "split_seed", "num_folds"):
+        assert cv.data[key] == study.data[key], key

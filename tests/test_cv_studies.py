@@ -12,6 +12,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
+from cxrnet.evaluation.report import read_predictions
 from cxrnet.evaluation.thresholds import choose_threshold
 
 STUDY = Path(__file__).resolve().parents[1] / "experiments" / "cv_studies"
@@ -46,7 +47,7 @@ def test_every_variant_sweeps_the_folds_on_top_of_the_cv_recipe(compose_cfg) -> 
     assert (cfg.data.split, cfg.data.num_folds, cfg.data.image_size) == ("kfold", 5, 64)
     assert (cfg.data.holdout_fraction, cfg.data.holdout_seed) == (0.2, 19)
     assert cfg.trainer.max_epochs == 6 and cfg.data.augment.hflip  # the seed recipe
-    for study, variant in studies.variants_of(list(studies.STUDIES)):
+    for _study, variant in studies.variants_of(list(studies.STUDIES)):
         # Each variant's overrides compose into a valid config (a typo fails here, not mid-study).
         compose_cfg(overrides=["experiment=cv_study", *variant.overrides])
     with pytest.raises(SystemExit, match="unknown study"):
@@ -72,15 +73,14 @@ def test_the_runner_trains_every_fold_and_the_analysis_recomputes_from_the_predi
     assert "data.imbalance=none" in log["imbalance/none"]["command"]
     assert (out / "comparison.md").is_file() and (out / "analysis.md").is_file()
 
-    analysis = _load("analysis")
-    vals = [analysis.read_predictions(job / "predictions_val.csv") for job in jobs]
-    tests = [analysis.read_predictions(job / "predictions_test.csv") for job in jobs]
+    vals = [read_predictions(job / "predictions_val.csv") for job in jobs]
+    tests = [read_predictions(job / "predictions_test.csv") for job in jobs]
     labels = np.concatenate([v.labels for v in vals])
     scores = np.concatenate([v.probabilities for v in vals])
     summary = json.loads((out / "analysis.json").read_text())["imbalance/none"]
     # The folds cover train+val exactly once.
     assert len(set(vals[0].files) & set(vals[1].files)) == 0
-    assert summary["cv"]["cv_auroc"]["mean"] == pytest.approx(_pairwise_auroc(labels, scores))
+    assert summary["cv"]["cv/auroc"]["mean"] == pytest.approx(_pairwise_auroc(labels, scores))
     # Fold 0 is scored at the Youden threshold of fold 1's predictions, and the other way round.
     tp = fp = fn = tn = 0
     for scored, other in ((vals[0], vals[1]), (vals[1], vals[0])):
@@ -90,14 +90,15 @@ def test_the_runner_trains_every_fold_and_the_analysis_recomputes_from_the_predi
         fp += np.sum(predicted & (scored.labels == 0))
         fn += np.sum(~predicted & (scored.labels == 1))
         tn += np.sum(~predicted & (scored.labels == 0))
-    assert summary["cv"]["cv_sensitivity"]["mean"] == pytest.approx(tp / (tp + fn))
-    assert summary["cv"]["cv_specificity"]["mean"] == pytest.approx(tn / (tn + fp))
+    assert summary["cv"]["cv/recall"]["mean"] == pytest.approx(tp / (tp + fn))
+    assert summary["cv"]["cv/specificity"]["mean"] == pytest.approx(tn / (tn + fp))
     # The held-out ensemble is the mean of the two fold models on the same films.
-    order = sorted(tests[0].files)
-    mean = np.mean([t.take(order).probabilities for t in tests], axis=0)
-    held_labels = tests[0].take(order).labels
-    expected = _pairwise_auroc(held_labels, mean)
-    assert summary["held_out"]["ensemble_auroc"]["mean"] == pytest.approx(expected)
+    by_file = [dict(zip(t.files, t.probabilities, strict=True)) for t in tests]
+    labels_of = dict(zip(tests[0].files, tests[0].labels, strict=True))
+    order = sorted(labels_of)
+    mean = np.array([np.mean([scores[f] for scores in by_file]) for f in order])
+    expected = _pairwise_auroc(np.array([labels_of[f] for f in order]), mean)
+    assert summary["held_out"]["held_out/auroc"]["mean"] == pytest.approx(expected)
     assert summary["held_out"]["threshold"]["mean"] == pytest.approx(
         choose_threshold(scores, labels, "youden")
     )

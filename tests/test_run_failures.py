@@ -263,7 +263,7 @@ def test_no_threshold_is_chosen_on_nan_predictions(
     dm = ChestXRayDataModule(root=synthetic_root, image_size=32, num_workers=0, cache_dir=None)
     dm.setup("fit")
 
-    def nan_predictions(model, loader, records):
+    def nan_predictions(model, loader, records, **kwargs):
         labels = np.array([record.label for record in records])
         return SplitPredictions.from_records(np.full(len(records), np.nan), labels, records)
 

@@ -168,10 +168,10 @@ def test_a_training_run_predicts_each_split_once(
     predicted: list[tuple[str, int]] = []
     real_predict_split = evaluation_pass.predict_split
 
-    def spy(module, loader, records):
+    def spy(module, loader, records, **kwargs):
         split = next(s for s, recs in datamodules[0].split_records.items() if recs is records)
         predicted.append((split, len(records)))
-        return real_predict_split(module, loader, records)
+        return real_predict_split(module, loader, records, **kwargs)
 
     datamodules = []
     real_pass = evaluation_pass.run_evaluation_pass

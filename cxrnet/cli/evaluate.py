@@ -24,6 +24,7 @@ from cxrnet.cli.hydra_support import (
 from cxrnet.data.datamodule import ChestXRayDataModule
 from cxrnet.data.sources import resolve_data_root
 from cxrnet.errors import ConfigError
+from cxrnet.inference.ensemble import is_manifest
 from cxrnet.models.checkpoint import load_checkpoint
 from cxrnet.models.inference import PREPROCESSING_KEYS, operating_point_of, preprocessing_of
 from cxrnet.models.module import ClassifierModule
@@ -89,6 +90,13 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     again on this data's validation split); the subtype task uses the trainer's own passes.
     """
     ckpt_path = Path(cfg.ckpt_path).expanduser()
+    if is_manifest(ckpt_path):
+        # Its members' data modules hold their own folds: no split here is unseen by all of them.
+        raise ConfigError(
+            f"{ckpt_path} is a fold ensemble: its report (held-out and cross-validated) is in "
+            "report.md beside it, written by cxrnet-ensemble; score new films with "
+            "cxrnet-predict ckpt_path=<ensemble.json>"
+        )
     checkpoint = load_checkpoint(ckpt_path)
     model = ClassifierModule(**checkpoint["hyper_parameters"])
     model.load_state_dict(checkpoint["state_dict"])
@@ -97,6 +105,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     for stage in cfg.stages:
         if stage not in ("val", "test"):
             raise ConfigError(f"stages may hold 'val' and 'test', got {stage!r}")
+    tta = bool(cfg.get("tta"))
+    if tta and model.num_classes != 2:
+        raise ConfigError("tta=true needs a binary (normal/pneumonia) checkpoint")
     if model.num_classes == 2:
         stored = operating_point_of(checkpoint)
         threshold_cfg = cfg.get("threshold") or {}
@@ -112,6 +123,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             operating_point=None if rechoose else stored,
             settings=report_settings(cfg.get("report")),
             checkpoint=str(ckpt_path),
+            tta=tta,
         )
         return dict(report.metrics)
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[])

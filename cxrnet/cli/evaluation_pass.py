@@ -40,6 +40,11 @@ KNOWN_LIMITS = (
     "reports or follow-up.",
 )
 
+TTA_NOTE = (
+    "Test-time augmentation: every probability here is the mean of the film's and its mirror "
+    "image's (tta=true); a stored threshold was chosen without it."
+)
+
 
 def threshold_rule(values: Mapping[str, Any] | None) -> ThresholdRule:
     """The ``threshold`` config block as a rule (unknown keys such as ``rechoose`` ignored)."""
@@ -64,11 +69,13 @@ def run_evaluation_pass(
     loggers: Sequence[Logger] = (),
     wandb_report: WandbReport | None = None,
     checkpoint: str = "",
+    tta: bool = False,
 ) -> EvaluationReport:
     """Predict each of ``splits`` once and write predictions, figures and report.md.
 
     ``operating_point`` None: chosen by ``rule`` on the validation split, which is then
     predicted even if not listed. Splits the data has none of are skipped with a warning.
+    ``tta``: every film's probability is averaged with its mirror image's.
     """
     wanted = list(dict.fromkeys([*(["val"] if operating_point is None else []), *splits]))
     predictions = {}
@@ -77,7 +84,8 @@ def run_evaluation_pass(
             log.warning("no %s split under %s: not evaluated", split, datamodule.root)
             continue
         loader = datamodule.eval_dataloader(split)
-        predictions[split] = predict_split(model, loader, datamodule.split_records[split])
+        records = datamodule.split_records[split]
+        predictions[split] = predict_split(model, loader, records, tta=tta)
     report = evaluate_predictions(
         predictions, rule, operating_point, settings, model.hparams.get("class_weights")
     )
@@ -99,6 +107,7 @@ def run_evaluation_pass(
         figures=figures,
         limits=KNOWN_LIMITS,
         error_figures=errors,
+        notes=[TTA_NOTE] if tta else [],
     )
     (output_dir / "report.md").write_text(card)
     _send_to_loggers(report, loggers, wandb_report or WandbReport(), datamodule, model)

@@ -1,5 +1,5 @@
-"""``cxrnet-export ckpt_path=... format=onnx|torchscript``: one self-contained file with the
-threshold and preprocessing in its metadata, checked against the checkpoint before it is kept."""
+"""``cxrnet-export ckpt_path=<.ckpt | ensemble.json> format=onnx|torchscript``: one self-contained
+file with the threshold and preprocessing in its metadata (an ensemble: its members averaged)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Hydra multirun support: jobs of a parallel sweep behave exactly like single runs.
+"""Hydra multirun support: jobs of a parallel sweep behave exactly like single runs, and a
+k-fold sweep ends with its fold ensemble (``BuildEnsemble``).
 
 Parallel sweeps use hydra-joblib-launcher (``hydra/launcher=parallel`` or ``=joblib``), which runs
 each job in a loky worker process. loky makes ``"loky"`` the process-wide multiprocessing start
@@ -16,6 +17,7 @@ callback is instantiated from its ``_target_`` and needs no discovery.
 from __future__ import annotations
 
 import multiprocessing
+import sys
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -39,3 +41,20 @@ def restore_start_method() -> bool:
     # spawn on macOS): what the same job would use when run on its own.
     multiprocessing.set_start_method(None, force=True)
     return True
+
+
+class BuildEnsemble(Callback):
+    """After the last job of a k-fold sweep, its fold ensemble: ``cxrnet-ensemble <sweep>``.
+
+    Listed by ``experiment=best_cv``. Hydra calls this only when every job succeeded (a failed
+    fold already ends the sweep non-zero with its error) and turns a callback's exceptions into
+    warnings, so a failure here leaves by ``SystemExit``: the sweep's command exits non-zero.
+    """
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from cxrnet.cli.ensemble import main  # torch and the report only when a sweep asks
+
+        code = main([str(config.hydra.sweep.dir)])
+        if code:
+            print("cxrnet-train: the fold ensemble was not written", file=sys.stderr)
+            raise SystemExit(code)

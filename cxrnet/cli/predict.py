@@ -1,5 +1,6 @@
-"""``cxrnet-predict ckpt_path=<.ckpt | .onnx> input=<folder | image | list.txt | manifest.csv>``:
-score unlabelled films at the model's stored threshold; unreadable files get an error row."""
+"""``cxrnet-predict ckpt_path=<.ckpt | ensemble.json | .onnx> input=<folder | image | list.txt |
+manifest.csv>``: score unlabelled films at the model's stored threshold; unreadable files get an
+error row."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ EXIT_SOME_FAILED = 3
 
 
 def predict(cfg: DictConfig) -> tuple[PredictionSummary, Path]:
-    scorer = load_scorer(to_absolute_path(str(cfg.ckpt_path)), cfg.device)
+    scorer = load_scorer(to_absolute_path(str(cfg.ckpt_path)), cfg.device, tta=cfg.tta)
     paths = list_inputs(to_absolute_path(str(cfg.input)))
     output = Path(to_absolute_path(str(cfg.output)))
     point = scorer.operating_point

@@ -38,7 +38,10 @@ def render_model_card(
     figures: Mapping[str, str],
     limits: Sequence[str] = (),
     error_figures: Mapping[tuple[str, int], str] | None = None,
+    notes: Sequence[str] = (),
 ) -> str:
+    """The card as Markdown; ``notes`` are paragraphs added after the threshold's, for what
+    the reader must know to read the numbers (e.g. what each column of an ensemble is)."""
     s = report.settings
     op = report.operating_point
     level = round(s.level * 100)
@@ -69,8 +72,9 @@ def render_model_card(
         "## Decision threshold",
         "",
         f"Threshold {op.describe()}. A film is called PNEUMONIA when its probability is at least "
-        "the threshold. It is stored in the checkpoint and used unchanged on every other split.",
+        "the threshold. It is stored with the model and used unchanged on every other split.",
         "",
+        *(line for note in notes for line in (note, "")),
         "## Metrics",
         "",
         f"Point estimate ({level}% bootstrap interval: {s.resamples} resamples of patients, "

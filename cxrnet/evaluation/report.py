@@ -253,6 +253,26 @@ def write_predictions(path: Path, predictions: SplitPredictions, threshold: floa
             )
 
 
+def read_predictions(path: Path) -> SplitPredictions:
+    """A ``predictions_<split>.csv`` that ``write_predictions`` wrote, back as predictions."""
+    try:
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        labels = np.array([row["label"] == "PNEUMONIA" for row in rows], dtype=np.int64)
+        probabilities = np.array([float(row["probability"]) for row in rows], dtype=np.float64)
+    except (OSError, KeyError, ValueError) as error:
+        raise ValueError(f"{path} is not a predictions file cxrnet wrote ({error})") from error
+    patients = tuple(row["patient"] for row in rows)
+    return SplitPredictions(
+        probabilities,
+        labels,
+        tuple(row["file"] for row in rows),
+        tuple(row["subtype"] for row in rows),
+        # Unknown patients (written as "") cannot group a bootstrap: resample films instead.
+        patients if all(patients) else None,
+    )
+
+
 def finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
 

@@ -1,7 +1,8 @@
 """Self-contained files for deployment: the network plus its threshold and preprocessing.
 
 ONNX files carry the settings as model metadata (``cxrnet``: JSON), TorchScript files as an
-extra file (``cxrnet.json``). Both output the pneumonia probability, not the logit.
+extra file (``cxrnet.json``). Both output the pneumonia probability, not the logit. A fold
+ensemble (its ``ensemble.json``) exports as one file whose graph averages its members.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ from typing import Literal
 import torch
 from torch import nn
 
+from cxrnet.inference.ensemble import EnsembleModel, is_manifest, load_ensemble
 from cxrnet.inference.scorers import METADATA_KEY, export_metadata
 from cxrnet.models.checkpoint import load_checkpoint
 from cxrnet.models.inference import InferenceModel, inference_model
+
+Exportable = InferenceModel | EnsembleModel
 
 ExportFormat = Literal["onnx", "torchscript"]
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -33,15 +37,34 @@ class ProbabilityNet(nn.Module):
         return torch.sigmoid(self.net(images).squeeze(-1))
 
 
-def _example(model: InferenceModel, batch: int = 2) -> torch.Tensor:
+class MeanProbabilityNet(nn.Module):
+    """The members' probabilities averaged in the graph: the ensemble's rule
+    (``cxrnet.inference.ensemble.mean_probability``) inside one exported file."""
+
+    def __init__(self, nets: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(ProbabilityNet(net) for net in nets)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.stack([member(images) for member in self.members]).mean(dim=0)
+
+
+def probability_net(model: Exportable) -> nn.Module:
+    """The module an exported file runs: films in, pneumonia probabilities out."""
+    if isinstance(model, EnsembleModel):
+        return MeanProbabilityNet([member.net for member in model.members]).eval()
+    return ProbabilityNet(model.net).eval()
+
+
+def _example(model: Exportable, batch: int = 2) -> torch.Tensor:
     size = model.preprocessing.image_size
     return torch.rand(batch, 1, size, size)
 
 
-def export_onnx(model: InferenceModel, output: Path) -> Path:
+def export_onnx(model: Exportable, output: Path) -> Path:
     import onnx
 
-    wrapped = ProbabilityNet(model.net).eval()
+    wrapped = probability_net(model)
     with warnings.catch_warnings():
         # The TorchScript-based exporter: deprecated, but it exports these plain convolutional
         # networks in under a second, where the torch.export one takes ~40 s on 2 busy cores.
@@ -65,8 +88,8 @@ def export_onnx(model: InferenceModel, output: Path) -> Path:
     return output
 
 
-def export_torchscript(model: InferenceModel, output: Path) -> Path:
-    wrapped = ProbabilityNet(model.net).eval()
+def export_torchscript(model: Exportable, output: Path) -> Path:
+    wrapped = probability_net(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit is deprecated upstream but still loads anywhere
         traced = torch.jit.trace(wrapped, _example(model))
@@ -78,11 +101,16 @@ def export_torchscript(model: InferenceModel, output: Path) -> Path:
 def export_checkpoint(
     checkpoint: Path | str, output: Path | str | None, fmt: ExportFormat = "onnx"
 ) -> Path:
-    """Export ``checkpoint`` as ``fmt``; ``output`` defaults to the checkpoint's name."""
+    """Export ``checkpoint`` (or an ensemble manifest) as ``fmt``; ``output`` defaults to its
+    name with the format's suffix."""
     if fmt not in SUFFIXES:
         raise ValueError(f"format must be one of {sorted(SUFFIXES)}, got {fmt!r}")
     checkpoint = Path(checkpoint).expanduser()
-    model = inference_model(load_checkpoint(checkpoint))
+    model: Exportable
+    if is_manifest(checkpoint):
+        model = load_ensemble(checkpoint)
+    else:
+        model = inference_model(load_checkpoint(checkpoint))
     target = Path(output) if output else checkpoint.with_suffix(SUFFIXES[fmt])
     target.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "onnx":

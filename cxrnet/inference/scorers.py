@@ -1,5 +1,6 @@
 """Scorers turn a batch of decoded films into pneumonia probabilities: the checkpoint's network
-in PyTorch, or an exported ONNX file through ONNX Runtime (no Lightning, no Hydra needed)."""
+in PyTorch, a fold ensemble's members (their mean), or an exported ONNX file through ONNX Runtime
+(no Lightning, no Hydra needed)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 
 from cxrnet.data.decode import DecodeParams
 from cxrnet.evaluation.thresholds import OperatingPoint
+from cxrnet.inference.ensemble import ensemble_scorer, is_manifest, mean_probability
 from cxrnet.models.checkpoint import load_checkpoint
 from cxrnet.models.inference import inference_model
 
@@ -114,13 +116,52 @@ def onnx_scorer(path: Path, device: str = "cpu", threads: int | None = None) -> 
     return OnnxScorer(session, preprocessing, point)
 
 
-def load_scorer(path: str | Path, device: str = "auto") -> Scorer:
-    """A checkpoint (``.ckpt``) or an exported ONNX file (``.onnx``) ready to score films."""
-    path = Path(path).expanduser()
+@dataclass
+class FlipAveraged:
+    """Light test-time augmentation: the mean of a film's and its mirror image's probability.
+
+    The threshold stays the one chosen on validation scores without augmentation; averaging
+    two views mostly pulls probabilities away from the extremes, so check the operating point
+    on validation data before relying on it.
+    """
+
+    scorer: Scorer
+
+    @property
+    def preprocessing(self) -> DecodeParams:
+        return self.scorer.preprocessing
+
+    @property
+    def operating_point(self) -> OperatingPoint | None:
+        return self.scorer.operating_point
+
+    @property
+    def backend(self) -> str:
+        return f"{self.scorer.backend}, horizontal-flip averaging"
+
+    @property
+    def net(self) -> torch.nn.Module | None:  # Grad-CAM explains the unflipped view
+        return getattr(self.scorer, "net", None)
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        mirrored = np.ascontiguousarray(images[..., ::-1])
+        return mean_probability([self.scorer(images), self.scorer(mirrored)]).astype(np.float32)
+
+
+def load_scorer(path: str | Path, device: str = "auto", tta: bool = False) -> Scorer:
+    """A checkpoint (``.ckpt``), an ensemble manifest (``ensemble.json``) or an exported ONNX
+    file (``.onnx``) ready to score films; ``tta`` adds horizontal-flip averaging."""
+    scorer = _load_scorer(Path(path).expanduser(), device)
+    return FlipAveraged(scorer) if tta else scorer
+
+
+def _load_scorer(path: Path, device: str) -> Scorer:
     if path.suffix.lower() == ".onnx":
         if not path.is_file():
             raise FileNotFoundError(f"ONNX file {path} does not exist")
         return onnx_scorer(path, "cpu" if device == "auto" else device)
+    if is_manifest(path):
+        return ensemble_scorer(path, resolve_device(device))
     model = inference_model(load_checkpoint(path))
     target = resolve_device(device)
     return TorchScorer(model.net.to(target), model.preprocessing, model.operating_point, target)

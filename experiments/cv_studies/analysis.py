@@ -17,7 +17,6 @@ train+val and ``test`` is the fixed patient-grouped held-out set. Per variant an
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
@@ -28,36 +27,22 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrnet.evaluation.bootstrap import bootstrap_intervals
 from cxrnet.evaluation.calibration import apply_temperature, fit_temperature
 from cxrnet.evaluation.curves import auroc
-from cxrnet.evaluation.thresholds import binary_metrics_at, choose_threshold, metrics_from_confusion
+from cxrnet.evaluation.fold_ensemble import (
+    cross_fitted_thresholds,
+    cross_validated_metrics,
+    mean_over_members,
+    pooled_out_of_fold,
+)
+from cxrnet.evaluation.report import ReportSettings, SplitPredictions, read_predictions
+from cxrnet.evaluation.thresholds import ThresholdRule, binary_metrics_at, choose_operating_point
 from cxrnet.runs import RunStatus, find_job_dirs, overrides_as_dict, read_record
 
-POSITIVE = "PNEUMONIA"
 # The criteria of the operating-point study; the sensitivity criterion keeps >= this floor.
 CRITERIA = ("youden", "f1", "sensitivity")
 MIN_SENSITIVITY = 0.95
 RESAMPLES = 1000
-
-
-@dataclass(frozen=True)
-class Predictions:
-    files: tuple[str, ...]
-    patients: tuple[str, ...]
-    labels: np.ndarray
-    probabilities: np.ndarray
-
-    def take(self, order: Sequence[str]) -> Predictions:
-        """These predictions in the order of ``order`` (file names); every file must be here."""
-        index = {name: i for i, name in enumerate(self.files)}
-        rows = np.array([index[name] for name in order])
-        return Predictions(
-            tuple(order),
-            tuple(self.patients[i] for i in rows),
-            self.labels[rows],
-            self.probabilities[rows],
-        )
 
 
 @dataclass(frozen=True)
@@ -67,8 +52,8 @@ class Job:
     seed: int
     fold: int
     seconds: float
-    val: Predictions
-    test: Predictions
+    val: SplitPredictions
+    test: SplitPredictions
 
 
 @dataclass(frozen=True)
@@ -87,19 +72,6 @@ def stat(values: Iterable[float]) -> Stat:
     array = np.asarray(list(values), dtype=np.float64)
     return Stat(
         float(array.mean()), float(array.std(ddof=1)) if array.size > 1 else None, array.size
-    )
-
-
-def read_predictions(path: Path) -> Predictions:
-    with path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows:
-        raise ValueError(f"{path} holds no predictions")
-    return Predictions(
-        tuple(row["file"] for row in rows),
-        tuple(row["patient"] for row in rows),
-        np.array([row["label"] == POSITIVE for row in rows], dtype=np.int64),
-        np.array([float(row["probability"]) for row in rows], dtype=np.float64),
     )
 
 
@@ -128,81 +100,71 @@ def collect_jobs(out: Path) -> list[Job]:
     return jobs
 
 
-def _concat(parts: Sequence[Predictions]) -> Predictions:
-    return Predictions(
-        tuple(f for p in parts for f in p.files),
-        tuple(g for p in parts for g in p.patients),
-        np.concatenate([p.labels for p in parts]),
-        np.concatenate([p.probabilities for p in parts]),
-    )
+SETTINGS = ReportSettings(resamples=RESAMPLES)
 
 
-def _interval(pred: Predictions, seed: int = 0) -> tuple[float, float]:
-    def metrics(indices: np.ndarray) -> dict[str, float]:
-        return {"auroc": auroc(pred.probabilities[indices], pred.labels[indices])}
-
-    low, high = bootstrap_intervals(
-        metrics, len(pred.labels), pred.patients, resamples=RESAMPLES, seed=seed
-    )["auroc"]
-    return float(low), float(high)
+def _rule(criterion: str) -> ThresholdRule:
+    return ThresholdRule(criterion, min_sensitivity=MIN_SENSITIVITY)  # type: ignore[arg-type]
 
 
-def _threshold(pred: Predictions, criterion: str) -> float:
-    return choose_threshold(pred.probabilities, pred.labels, criterion, MIN_SENSITIVITY)  # type: ignore[arg-type]
+def _threshold(pred: SplitPredictions, criterion: str) -> float:
+    return choose_operating_point(pred.probabilities, pred.labels, _rule(criterion)).threshold
 
 
 def cross_validated(folds: Mapping[int, Job]) -> dict[str, float]:
-    """Pooled out-of-fold AUROC and cross-fitted operating-point metrics of one (variant, seed)."""
-    pooled = _concat([job.val for job in folds.values()])
-    low, high = _interval(pooled)
-    out = {"cv_auroc": auroc(pooled.probabilities, pooled.labels), "cv_auroc_low": low}
-    out["cv_auroc_high"] = high
-    # Each fold scored at the Youden threshold of the other folds' out-of-fold predictions.
-    counts = np.zeros(4)
-    for fold, job in folds.items():
-        others = _concat([other.val for k, other in folds.items() if k != fold])
-        threshold = _threshold(others, "youden")
-        predicted = job.val.probabilities >= threshold
-        positive = job.val.labels == 1
-        counts += [
-            np.sum(predicted & positive),
-            np.sum(predicted & ~positive),
-            np.sum(~predicted & positive),
-            np.sum(~predicted & ~positive),
-        ]
-    at = metrics_from_confusion(*counts)
-    out.update(cv_sensitivity=at["recall"], cv_specificity=at["specificity"], cv_f1=at["f1"])
-    return out
+    """Pooled out-of-fold AUROC and cross-fitted Youden calls of one (variant, seed), with
+    patient bootstrap intervals (cxrnet.evaluation.fold_ensemble, as cxrnet-ensemble reports)."""
+    parts = [folds[fold].val for fold in sorted(folds)]
+    pooled = pooled_out_of_fold(parts)
+    return cross_validated_metrics(
+        pooled, cross_fitted_thresholds(parts, _rule("youden")), SETTINGS
+    )
 
 
 def held_out(folds: Mapping[int, Job]) -> dict[str, float]:
     """The fold ensemble on the held-out set at the pooled out-of-fold Youden threshold."""
-    order = next(iter(folds.values())).test.files
-    members = [job.test.take(order) for job in folds.values()]
-    if any(not np.array_equal(m.labels, members[0].labels) for m in members):
-        raise ValueError("the fold models were scored on different held-out sets")
-    mean = Predictions(order, members[0].patients, members[0].labels, np.mean(
-        [m.probabilities for m in members], axis=0
-    ))  # fmt: skip
-    pooled = _concat([job.val for job in folds.values()])
-    threshold = _threshold(pooled, "youden")
-    at = binary_metrics_at(mean.probabilities, mean.labels, threshold)
-    low, high = _interval(mean)
+    ordered = sorted(folds)
+    members = [folds[fold].test for fold in ordered]
+    mean = mean_over_members(members, [f"fold {fold}" for fold in ordered])
+    threshold = _threshold(pooled_out_of_fold([folds[fold].val for fold in ordered]), "youden")
+    # The same metrics and patient intervals, every film called at the one threshold.
+    metrics = cross_validated_metrics(mean, np.full(len(mean), threshold), SETTINGS)
     return {
-        "ensemble_auroc": auroc(mean.probabilities, mean.labels),
-        "ensemble_auroc_low": low,
-        "ensemble_auroc_high": high,
+        **{key.replace("cv/", "held_out/"): value for key, value in metrics.items()},
         "single_auroc_mean": float(np.mean([auroc(m.probabilities, m.labels) for m in members])),
         "threshold": threshold,
-        "sensitivity": at["recall"],
-        "specificity": at["specificity"],
-        "f1": at["f1"],
-        "n": float(len(order)),
+        "n": float(len(mean)),
     }
 
 
-def operating_points(jobs: Sequence[Job]) -> dict[str, dict[str, Stat]]:
-    """Per criterion: the spread of each job's own validation threshold and what it gives."""
+def _calibrated(part: SplitPredictions) -> SplitPredictions:
+    """``part`` after temperature scaling fitted on ``part`` itself (one parameter)."""
+    temperature = fit_temperature(part.probabilities, part.labels)
+    probabilities = apply_temperature(part.probabilities, temperature)
+    return SplitPredictions(probabilities, part.labels, part.files, part.subtypes, part.patients)
+
+
+def _per_fold_calls(
+    parts: Sequence[SplitPredictions], criterion: str
+) -> tuple[list[float], list[float]]:
+    """Sensitivity and specificity of each fold called at the threshold ``criterion`` chooses
+    on the other folds' out-of-fold predictions: how the operating point carries to new data."""
+    thresholds = cross_fitted_thresholds(parts, _rule(criterion))
+    sensitivity, specificity, start = [], [], 0
+    for part in parts:
+        at = binary_metrics_at(part.probabilities, part.labels, thresholds[start])
+        start += len(part)
+        sensitivity.append(at["recall"])
+        specificity.append(at["specificity"])
+    return sensitivity, specificity
+
+
+def operating_points(seeds: Mapping[int, Mapping[int, Job]]) -> dict[str, dict[str, Stat]]:
+    """Per criterion: the spread of each fold model's own validation threshold and the held-out
+    sensitivity it gives; and, over folds and seeds, the sensitivity and specificity when each
+    fold is called at the threshold chosen on the other folds, with and without calibrating
+    every fold model first (temperature scaling on its own validation fold)."""
+    jobs = [job for folds in seeds.values() for job in folds.values()]
     result = {}
     for criterion in CRITERIA:
         raw, calibrated, sensitivity, specificity = [], [], [], []
@@ -216,12 +178,25 @@ def operating_points(jobs: Sequence[Job]) -> dict[str, dict[str, Stat]]:
             at = binary_metrics_at(job.test.probabilities, job.test.labels, threshold)
             sensitivity.append(at["recall"])
             specificity.append(at["specificity"])
+        carried: dict[str, list[float]] = defaultdict(list)
+        for folds in seeds.values():
+            parts = [folds[fold].val for fold in sorted(folds)]
+            for kind, kind_parts in (("raw", parts), ("calibrated", list(map(_calibrated, parts)))):
+                sens, spec = _per_fold_calls(kind_parts, criterion)
+                carried[f"cv_sensitivity_{kind}"] += sens
+                carried[f"cv_specificity_{kind}"] += spec
         result[criterion] = {
             "threshold": stat(raw),
             "threshold_calibrated": stat(calibrated),
             "held_out_sensitivity": stat(sensitivity),
             "held_out_sensitivity_min": Stat(min(sensitivity), None, len(sensitivity)),
             "held_out_specificity": stat(specificity),
+            **{key: stat(values) for key, values in carried.items()},
+            **{
+                f"{key}_min": Stat(min(values), None, len(values))
+                for key, values in carried.items()
+                if key.startswith("cv_sensitivity")
+            },
         }
     return result
 
@@ -248,7 +223,7 @@ def summarize(jobs: Sequence[Job]) -> dict[str, dict[str, object]]:
             "fold_val_auroc": stat(auroc(j.val.probabilities, j.val.labels) for j in members),
             "cv": {key: stat(row[key] for row in cv) for key in cv[0]},
             "held_out": {key: stat(row[key] for row in held) for key in held[0]},
-            "operating_points": operating_points(members),
+            "operating_points": operating_points(complete),
         }
     return summary
 
@@ -267,8 +242,11 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def _ci(stats: Mapping[str, Stat], key: str) -> str:
-    low, high = stats[f"{key}_low"].mean, stats[f"{key}_high"].mean
+    low, high = stats[f"{key}_ci_low"].mean, stats[f"{key}_ci_high"].mean
     return f"{stats[key].text()} [{low:.3f}, {high:.3f}]"
+
+
+HEADLINE = ("auroc", "recall", "specificity", "f1")
 
 
 def render(summary: Mapping[str, Mapping[str, object]]) -> str:
@@ -276,12 +254,14 @@ def render(summary: Mapping[str, Mapping[str, object]]) -> str:
         "# Cross-validated recipe studies",
         "",
         "Mean ± sample std over seeds where a variant has several; [low, high] is the patient "
-        "bootstrap 95% interval (mean over seeds). CV = pooled out-of-fold predictions of 5 "
-        "patient-grouped folds of train+val; its sensitivity, specificity and F1 use, for each "
-        "fold, the Youden threshold of the other folds. Per-fold val AUROC = mean ± std over "
-        "every fold model (folds and seeds). Job h = the jobs' wall hours, one thread each (an "
-        "upper bound on CPU hours on a shared machine). Held-out = the fold ensemble on the "
-        "fixed patient-grouped held-out set at the pooled out-of-fold Youden threshold.",
+        "bootstrap 95% interval (its bounds averaged over seeds). CV = the pooled out-of-fold "
+        "predictions of 5 patient-grouped folds of train+val: AUROC over all of them, and "
+        "sensitivity, specificity and F1 where each fold is called at the Youden threshold of "
+        "the other folds. Per-fold val AUROC = mean ± std over every fold model (folds and "
+        "seeds). Job h = the jobs' wall hours, one thread each (an upper bound on CPU hours on "
+        "a shared machine). Held-out = the fold ensemble (mean probability of the 5 fold "
+        "models) on the fixed patient-grouped held-out set at the pooled out-of-fold Youden "
+        "threshold.",
         "",
         "## Cross-validated (what the recipes are chosen by)",
         "",
@@ -290,23 +270,22 @@ def render(summary: Mapping[str, Mapping[str, object]]) -> str:
     for name, item in summary.items():
         cv = item["cv"]
         rows.append([
-            name, ",".join(map(str, item["seeds"])), str(item["folds"]), _ci(cv, "cv_auroc"),
-            cv["cv_sensitivity"].text(), cv["cv_specificity"].text(), cv["cv_f1"].text(),
+            name, ",".join(map(str, item["seeds"])), str(item["folds"]),
+            *(_ci(cv, f"cv/{key}") for key in HEADLINE),
             item["fold_val_auroc"].text(), f"{item['cpu_hours']:.2f}",
         ])  # fmt: skip
-    header = ["variant", "seeds", "folds", "CV AUROC (pooled)", "CV sens", "CV spec", "CV F1"]
-    lines += _table([*header, "per-fold val AUROC", "job h"], rows)
-    lines += ["", "## Held-out fold ensemble (read after choosing)", ""]
+    header = ["variant", "seeds", "folds", "CV AUROC", "CV sensitivity", "CV specificity"]
+    lines += _table([*header, "CV F1", "per-fold val AUROC", "job h"], rows)
+    lines += ["", "## Held-out fold ensemble (read after choosing, never to choose)", ""]
     rows = []
     for name, item in summary.items():
         held = item["held_out"]
         rows.append([
-            name, _ci(held, "ensemble_auroc"), held["single_auroc_mean"].text(),
-            held["threshold"].text(), held["sensitivity"].text(), held["specificity"].text(),
-            held["f1"].text(),
+            name, *(_ci(held, f"held_out/{key}") for key in HEADLINE),
+            held["single_auroc_mean"].text(), held["threshold"].text(),
         ])  # fmt: skip
-    header = ["variant", "ensemble AUROC", "single-model AUROC", "threshold", "sens", "spec", "F1"]
-    lines += _table(header, rows)
+    header = ["variant", "AUROC", "sensitivity", "specificity", "F1"]
+    lines += _table([*header, "single-model AUROC", "threshold"], rows)
     lines += [
         "",
         "## Operating point per fold model (its own validation fold; all folds and seeds)",
@@ -327,6 +306,29 @@ def render(summary: Mapping[str, Mapping[str, object]]) -> str:
             ])  # fmt: skip
     header = ["variant", "criterion", "threshold", "calibrated threshold", "held-out sens"]
     lines += _table([*header, "min sens", "held-out spec"], rows)
+    lines += [
+        "",
+        "## Operating point carried to unseen folds (cross-validated, validation data only)",
+        "",
+        "Each fold called at the threshold the criterion chooses on the other folds' "
+        "out-of-fold predictions; mean ± std (min) over folds and seeds. Calibrated: every fold "
+        "model's probabilities temperature-scaled on its own validation fold first.",
+        "",
+    ]
+    rows = []
+    for name, item in summary.items():
+        for criterion, points in item["operating_points"].items():
+            rows.append([
+                name, criterion,
+                *(
+                    f"{points[f'cv_sensitivity_{kind}'].text()} "
+                    f"({points[f'cv_sensitivity_{kind}_min'].mean:.3f})"
+                    for kind in ("raw", "calibrated")
+                ),
+                points["cv_specificity_raw"].text(), points["cv_specificity_calibrated"].text(),
+            ])  # fmt: skip
+    header = ["variant", "criterion", "sens (min)", "sens calibrated (min)", "spec"]
+    lines += _table([*header, "spec calibrated"], rows)
     return "\n".join(lines) + "\n"
 
 

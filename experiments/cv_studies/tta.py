@@ -23,13 +23,15 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from analysis import Predictions, _concat, _threshold, read_predictions  # noqa: E402
+from analysis import _threshold  # noqa: E402
 
 from cxrnet.data.decode import decode  # noqa: E402
 from cxrnet.evaluation.curves import auroc  # noqa: E402
+from cxrnet.evaluation.fold_ensemble import mean_over_members, pooled_out_of_fold  # noqa: E402
+from cxrnet.evaluation.report import SplitPredictions, read_predictions  # noqa: E402
 from cxrnet.evaluation.thresholds import binary_metrics_at  # noqa: E402
 from cxrnet.inference.predict import to_input  # noqa: E402
-from cxrnet.inference.scorers import load_scorer  # noqa: E402
+from cxrnet.inference.scorers import FlipAveraged, load_scorer  # noqa: E402
 from cxrnet.runs import RunStatus, find_job_dirs, overrides_as_dict, read_record  # noqa: E402
 
 BATCH = 128
@@ -39,22 +41,26 @@ AGREEMENT = 1e-4
 
 
 def score(checkpoint: Path, files: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """(plain, flip-averaged) pneumonia probabilities of ``files``."""
-    scorer = load_scorer(checkpoint, device="cpu")
-    images = np.stack([to_input(decode(file, scorer.preprocessing)) for file in files])
-    plain, mirrored = [], []
-    for start in range(0, len(images), BATCH):
-        batch = np.ascontiguousarray(images[start : start + BATCH])
-        plain.append(scorer(batch))
-        mirrored.append(scorer(np.ascontiguousarray(batch[..., ::-1])))
-    plain_p, mirrored_p = np.concatenate(plain), np.concatenate(mirrored)
-    return plain_p, (plain_p + mirrored_p) / 2
+    """(plain, flip-averaged) pneumonia probabilities of ``files``, as cxrnet-predict scores
+    them without and with ``tta=true``."""
+    plain = load_scorer(checkpoint, device="cpu")
+    flipped = FlipAveraged(plain)
+    images = np.stack([to_input(decode(file, plain.preprocessing)) for file in files])
+    batches = [images[start : start + BATCH] for start in range(0, len(images), BATCH)]
+    return (
+        np.concatenate([plain(batch) for batch in batches]),
+        np.concatenate([flipped(batch) for batch in batches]),
+    )
 
 
-def _at(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
-    at = binary_metrics_at(probabilities, labels, threshold)
+def _with(part: SplitPredictions, probabilities: np.ndarray) -> SplitPredictions:
+    return SplitPredictions(probabilities, part.labels, part.files, part.subtypes, part.patients)
+
+
+def _at(part: SplitPredictions, threshold: float) -> dict[str, float]:
+    at = binary_metrics_at(part.probabilities, part.labels, threshold)
     return {
-        "auroc": auroc(probabilities, labels),
+        "auroc": auroc(part.probabilities, part.labels),
         "sensitivity": at["recall"],
         "specificity": at["specificity"],
         "f1": at["f1"],
@@ -62,7 +68,7 @@ def _at(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -> dict
 
 
 def study(variant_dir: Path) -> dict[str, dict[str, float]]:
-    per_seed: dict[int, list[tuple[Predictions, Predictions, np.ndarray, np.ndarray]]]
+    per_seed: dict[int, list[tuple[SplitPredictions, SplitPredictions, SplitPredictions]]]
     per_seed = defaultdict(list)
     for job_dir in find_job_dirs(variant_dir):
         record = read_record(job_dir)
@@ -75,28 +81,22 @@ def study(variant_dir: Path) -> dict[str, dict[str, float]]:
         gap = float(np.max(np.abs(plain - test.probabilities)))
         if gap > AGREEMENT:
             raise SystemExit(f"{job_dir}: plain scores differ from predictions_test.csv by {gap}")
-        # One file order for every fold model of the held-out set.
-        rows = np.argsort(np.asarray(test.files))
-        test = test.take([test.files[i] for i in rows])
-        per_seed[seed].append((val, test, plain[rows], tta[rows]))
+        per_seed[seed].append((val, test, _with(test, tta)))
     results = {}
     for seed, jobs in sorted(per_seed.items()):
-        order = jobs[0][1].files
-        labels = jobs[0][1].labels
-        threshold = _threshold(_concat([val for val, *_ in jobs]), "youden")
-        singles = [_at(plain, labels, threshold) for _, test, plain, _ in jobs]
-        singles_tta = [_at(tta, labels, threshold) for *_, tta in jobs]
-        if any(test.files != order for _, test, *_ in jobs):
-            raise SystemExit("the fold jobs scored different held-out sets")
-        ensemble = np.mean([plain for *_, plain, _ in jobs], axis=0)
-        ensemble_tta = np.mean([tta for *_, tta in jobs], axis=0)
+        threshold = _threshold(pooled_out_of_fold([val for val, _, _ in jobs]), "youden")
+        names = [f"model {i}" for i in range(len(jobs))]
+        singles = [_at(test, threshold) for _, test, _ in jobs]
+        singles_tta = [_at(tta, threshold) for *_, tta in jobs]
+        ensemble = mean_over_members([test for _, test, _ in jobs], names)
+        ensemble_tta = mean_over_members([tta for *_, tta in jobs], names)
         results[f"seed {seed}"] = {
             "models": len(jobs),
             "threshold": threshold,
             **{f"single_{k}": float(np.mean([s[k] for s in singles])) for k in singles[0]},
             **{f"single_tta_{k}": float(np.mean([s[k] for s in singles_tta])) for k in singles[0]},
-            **{f"ensemble_{k}": v for k, v in _at(ensemble, labels, threshold).items()},
-            **{f"ensemble_tta_{k}": v for k, v in _at(ensemble_tta, labels, threshold).items()},
+            **{f"ensemble_{k}": v for k, v in _at(ensemble, threshold).items()},
+            **{f"ensemble_tta_{k}": v for k, v in _at(ensemble_tta, threshold).items()},
         }
     return results
 
