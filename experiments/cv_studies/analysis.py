@@ -351,16 +351,24 @@ def compare(out: Path, study_dirs: Sequence[Path]) -> int:
     return subprocess.run(command, capture_output=True, text=True).returncode
 
 
+def write_outputs(out: Path | None, stem: str, text: str, data: object) -> None:
+    """Print ``text``; with ``out``, keep it as ``<stem>.md`` and ``data`` as ``<stem>.json``."""
+    print(text)
+    if out is None:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.md").write_text(text)
+    (out / f"{stem}.json").write_text(json.dumps(_plain(data), indent=2) + "\n")
+
+
 def write_analysis(out: Path | str) -> dict[str, object]:
     out = Path(out)
     jobs = collect_jobs(out)
     if not jobs:
         raise SystemExit(f"no completed jobs under {out / 'runs'}")
     summary = summarize(jobs)
-    (out / "analysis.json").write_text(json.dumps(_plain(summary), indent=2) + "\n")
-    (out / "analysis.md").write_text(render(summary))
     compare(out, sorted((out / "runs").glob("*/*")))
-    print(render(summary))
+    write_outputs(out, "analysis", render(summary), summary)
     return summary
 
 
