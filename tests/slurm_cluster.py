@@ -1,19 +1,17 @@
 """A single-node Slurm cluster on localhost, from Debian's slurm-wlm and munge, for the tests.
 
 Started once per test session by the ``slurm_cluster`` fixture (tests/conftest.py) and stopped
-at its end: slurmd and slurmctld first, then munged if this module started it, each by its PID.
+at its end: slurmd and slurmctld first, then munged if this module started it, each waited for.
 Everything the cluster writes (state, spool, logs, its slurm.conf) lives in one temporary
 folder; ``SLURM_CONF`` in ``env`` points the Slurm commands at it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -53,27 +51,22 @@ def _munge_works() -> bool:
     return token.returncode == 0 and check.returncode == 0
 
 
-def _stop(pid: int, timeout: float = 15) -> None:
+def _stop(process: subprocess.Popen, timeout: float = 15) -> None:
+    # Waited for through its Popen: a daemon that exited stays a zombie until reaped, and a
+    # zombie still answers os.kill(pid, 0), so polling the PID would wait out the timeout.
+    process.terminate()
     try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @dataclass
 class SlurmCluster:
     root: Path
     env: dict[str, str] = field(default_factory=dict)
-    pids: dict[str, int] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def start(self) -> SlurmCluster:
         if os.geteuid() != 0:
@@ -92,7 +85,7 @@ class SlurmCluster:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-            self.pids[name] = process.pid
+            self.processes[name] = process
         self._wait_until_idle()
         return self
 
@@ -121,7 +114,7 @@ class SlurmCluster:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self.pids["munged"] = process.pid
+        self.processes["munged"] = process
         deadline = time.monotonic() + 10
         while not _munge_works():
             if time.monotonic() > deadline or process.poll() is not None:
@@ -218,6 +211,6 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 
     def stop(self) -> None:
         for name in ("slurmd", "slurmctld", "munged"):
-            pid = self.pids.pop(name, None)
-            if pid is not None:
-                _stop(pid)
+            process = self.processes.pop(name, None)
+            if process is not None:
+                _stop(process)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
+from experiment_scripts import load_script
 
 from cxrnet.evaluation.report import read_predictions
 from cxrnet.evaluation.thresholds import choose_threshold
@@ -25,16 +24,6 @@ EXTRA = [
 ]
 
 
-def _load(name: str) -> ModuleType:
-    sys.path.insert(0, str(STUDY))
-    spec = importlib.util.spec_from_file_location(f"cv_studies_{name}", STUDY / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def _pairwise_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     pos, neg = scores[labels == 1], scores[labels == 0]
     wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
@@ -42,7 +31,7 @@ def _pairwise_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def test_every_variant_sweeps_the_folds_on_top_of_the_cv_recipe(compose_cfg) -> None:
-    studies = _load("studies")
+    studies = load_script("cv_studies", "studies")
     cfg = compose_cfg(overrides=["experiment=cv_study"])
     assert (cfg.data.split, cfg.data.num_folds, cfg.data.image_size) == ("kfold", 5, 64)
     assert (cfg.data.holdout_fraction, cfg.data.holdout_seed) == (0.2, 19)

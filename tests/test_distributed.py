@@ -140,3 +140,81 @@ def test_a_multirun_of_ddp_jobs_writes_one_folder_per_job(
         record = json.loads((sweep / job / "metrics.json").read_text())
         assert record["status"] == "completed"
         assert record["extra"]["world_size"] == 2
+
+
+def _draws_under_ddp(synthetic_root: Path, tmp_path: Path, imbalance: str) -> list[dict]:
+    """Train ddp_cpu for three epochs with tests/draw_probe.py recording each rank's draws."""
+    draws = tmp_path / "draws"
+    done = run_train(
+        [
+            *QUICK,
+            "trainer=ddp_cpu",
+            "trainer.devices=2",
+            f"data.root={synthetic_root}",
+            f"data.imbalance={imbalance}",
+            "data.batch_size=8",
+            "trainer.max_epochs=3",
+            "test=false",
+            f"paths.log_dir={tmp_path / 'logs'}",
+            "+callbacks.draws._target_=draw_probe.RecordDraws",
+            f"+callbacks.draws.out_dir={draws}",
+        ],
+        tmp_path,
+        env={"PYTHONPATH": str(Path(__file__).parent)},
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ranks = [json.loads((draws / f"draws_rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    return ranks
+
+
+@pytest.mark.slow
+def test_the_weighted_sampler_under_ddp_splits_one_balanced_draw_between_the_ranks(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    rank0, rank1 = _draws_under_ddp(synthetic_root, tmp_path, "sampler")
+    # Lightning wraps the WeightedRandomSampler (not replaced by a plain DistributedSampler,
+    # which would drop the weights).
+    assert rank0["sampler"] == rank1["sampler"] == "DistributedSamplerWrapper"
+    labels = rank0["labels"]
+    n = len(labels)
+    assert n % 2 == 0  # so neither rank pads its share with a repeat
+    pooled: list[int] = []
+    for epoch0, epoch1 in zip(rank0["epochs"], rank1["epochs"], strict=True):
+        shared = epoch0["shared_draw"]
+        # One weighted draw of the whole epoch, the same on both ranks ...
+        assert shared == epoch1["shared_draw"] and len(shared) == n
+        # ... of which each rank trains on its own half.
+        assert len(epoch0["drawn"]) == len(epoch1["drawn"]) == n // 2
+        assert sorted(epoch0["drawn"] + epoch1["drawn"]) == sorted(shared)
+        pooled += shared
+    assert rank0["epochs"][0]["shared_draw"] != rank0["epochs"][1]["shared_draw"]  # per epoch
+    # Drawn with balanced weights: the minority class (a quarter of the films) makes about half
+    # of the draws (binomial, 192 draws: the bounds are 4 standard deviations away).
+    normal = labels.count(0) / n
+    drawn_normal = sum(labels[i] == 0 for i in pooled) / len(pooled)
+    assert normal == 0.25
+    assert 0.35 < drawn_normal < 0.65, drawn_normal
+    # With the sampler balancing, the loss is unweighted on both ranks.
+    assert rank0["class_weights"] == rank1["class_weights"] == [1.0, 1.0]
+
+
+@pytest.mark.slow
+def test_class_weights_under_ddp_equal_one_processs_and_ranks_split_the_epoch(
+    compose_cfg, synthetic_root: Path, tmp_path: Path
+) -> None:
+    rank0, rank1 = _draws_under_ddp(synthetic_root, tmp_path, "class_weight")
+    # The weights come from the whole training split on every rank: one process's weights.
+    cfg = compose_cfg("train", [*QUICK, f"data.root={synthetic_root}", "data.batch_size=8"])
+    datamodule = instantiate(cfg.data, root=str(synthetic_root))
+    datamodule.setup("fit")
+    single = datamodule.class_weights
+    assert single[0] > 1 > single[1]  # normal is the minority
+    assert rank0["class_weights"] == pytest.approx(single)
+    assert rank1["class_weights"] == pytest.approx(single)
+    # A plain shuffle becomes Lightning's DistributedSampler: disjoint halves of the split.
+    assert rank0["sampler"] == rank1["sampler"] == "DistributedSampler"
+    n = len(rank0["labels"])
+    for epoch0, epoch1 in zip(rank0["epochs"], rank1["epochs"], strict=True):
+        assert epoch0["shared_draw"] is None
+        assert sorted(epoch0["drawn"] + epoch1["drawn"]) == list(range(n))

@@ -232,9 +232,12 @@ def test_an_interrupted_trial_is_rerun_when_the_search_resumes(
     monkeypatch.setattr(search_module, "run_training", fake_run)
     with pytest.raises(KeyboardInterrupt):
         run_search("hparams_search.n_trials=2")
-    (interrupted,) = _study(tmp_path).trials
+    # Queued again at once, so another worker of the study could take it up.
+    interrupted, queued = _study(tmp_path).trials
     assert interrupted.state == optuna.trial.TrialState.FAIL
     assert interrupted.user_attrs["error"] == "interrupted"
+    assert queued.state == optuna.trial.TrialState.WAITING
+    assert queued.user_attrs["retry_of"] == 0
 
     summary = run_search("hparams_search.n_trials=2")
     trials = _study(tmp_path).trials

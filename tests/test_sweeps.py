@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from console import run_train
 
 from cxrnet.cli.compare import collect_runs
 
@@ -71,6 +72,39 @@ def test_a_parallel_sweep_puts_each_job_in_its_own_folder_and_survives_a_failure
 
     # cxrnet-compare lists the failed job from its metrics.json.
     assert sorted(run.status for run in collect_runs([sweep_dir])) == ["completed", "failed"]
+
+
+@pytest.mark.slow
+def test_the_slurm_local_launcher_runs_each_job_as_its_own_process(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    """hydra/launcher=slurm_local: the Slurm launcher's sweep as submitit local jobs."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    done = run_train(
+        [
+            "-m",
+            "hydra/launcher=slurm_local",
+            *TINY,
+            f"data.root={synthetic_root}",
+            "test=false",
+            f"paths.log_dir={tmp_path / 'logs'}",
+            "seed=1,2",
+        ],
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (sweep_dir,) = _sweep_dirs(tmp_path / "logs")
+    jobs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert jobs == ["0", "1"]
+    for job, seed in zip(jobs, (1, 2), strict=True):
+        overrides, record = _job(sweep_dir / job)
+        assert f"seed={seed}" in overrides
+        assert record["status"] == "completed" and record["run_dir"] == str(sweep_dir / job)
+        assert 0.0 <= record["metrics"]["val/auroc"] <= 1.0
+    # Each job ran as a submitit job of its own (a process with its own log), not in the sweep's.
+    submitted = sorted((sweep_dir / ".submitit").glob("*/*_submitted.pkl"))
+    assert len(submitted) == 2
+    assert len({p.parent for p in submitted}) == 2
 
 
 def test_the_basic_launcher_runs_every_job_even_after_one_fails(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 import statistics
@@ -14,6 +13,7 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+from experiment_scripts import load_script
 
 from cxrnet.data.discovery import discover_folders
 from cxrnet.data.duplicates import check_duplicates
@@ -24,23 +24,14 @@ STUDY = Path(__file__).resolve().parents[1] / "experiments" / "val_rebalancing"
 SWEEP_JOBS = {"official": 2, "stratified": 4, "patient": 2, "kfold": 4}  # 2 seeds, 2 folds
 
 
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"val_rebalancing_{name}", STUDY / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def runner() -> ModuleType:
-    return _load("run")
+    return load_script("val_rebalancing", "run")
 
 
 @pytest.fixture(scope="module")
 def analysis() -> ModuleType:
-    return _load("analysis")
+    return load_script("val_rebalancing", "analysis")
 
 
 def _brute_auroc(labels: np.ndarray, scores: np.ndarray) -> float:

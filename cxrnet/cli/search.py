@@ -15,10 +15,16 @@ validation metric ``monitor`` of the best epoch; trials never test (``test=false
   of settings) is recorded as FAIL with its error and the search goes on. A NaN loss does not
   raise by itself (training "completes" with a meaningless score), so a callback checks every
   training loss; ``detect_anomaly`` would, at several times the cost of a step.
-- Resuming: the study lives in SQLite in the study folder, named by the study, not the time;
-  running the same command again loads it and runs trials until ``n_trials`` have finished. A
-  trial cut short by Ctrl-C is run again first; one whose process died (killed, preempted) is
-  failed after a heartbeat grace period and retried once.
+- Resuming: the study lives in its storage in the study folder (SQLite by default), named by
+  the study, not the time; running the same command again loads it and runs trials until
+  ``n_trials`` have finished. A trial cut short by Ctrl-C or SIGTERM is queued again at once and
+  run first; one whose process died (SIGKILL, a lost node) is failed after a heartbeat grace
+  period and retried once.
+- Many workers: the same command started several times (Slurm jobs, a job array) with
+  ``hparams_search.storage=journal`` (a journal file on shared disk) or a database URL shares
+  one study: each worker asks the storage for the next trial, ``n_trials`` counts every
+  worker's trials, worker k samples with seed + k (identical seeds would draw identical
+  trials), and study.json lists every worker's trials. See cxrnet/search/storage.py.
 
 Why Optuna is driven directly rather than through hydra-optuna-sweeper: the released sweeper
 needs optuna < 3 (and its SQLite storage fails under SQLAlchemy 2); the line that supports current
@@ -34,6 +40,9 @@ import gc
 import json
 import logging
 import math
+import os
+import signal
+import socket
 import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -55,14 +64,26 @@ from cxrnet.cli.errors import brief_errors
 from cxrnet.cli.hydra_support import CONFIG_PATH, HYDRA_VERSION, register_resolvers
 from cxrnet.cli.train import run as run_training
 from cxrnet.evaluation.metrics import monitor_mode_for
-from cxrnet.runs import MISSING, Override, format_overrides, lookup, write_json_atomic
+from cxrnet.runs import (
+    MISSING,
+    Override,
+    RunStatus,
+    RunStopped,
+    format_overrides,
+    lookup,
+    write_json_atomic,
+)
 from cxrnet.search.pruning import ReportToTrial
+from cxrnet.search.signals import SearchInterrupted, stop_on_sigterm
 from cxrnet.search.space import Choice, SearchSettings, round_float
+from cxrnet.search.storage import storage_location, workers_lock
 from cxrnet.search.study import (
     INTERRUPTED,
     StopAtNTrials,
     check_trial_folders,
-    count_finished,
+    count_running,
+    count_started,
+    fail_dead_workers_trials,
     open_study,
     requeue_interrupted,
 )
@@ -84,6 +105,16 @@ _NOT_TRAIN_KEYS = ("hparams_search", "hydra")
 
 def _is_train_override(override: str) -> bool:
     return not Override.parse(override).in_group(*_NOT_TRAIN_KEYS)
+
+
+def worker_name() -> str:
+    """Which worker ran a trial: its Slurm job (array task), else host and process."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    if job:
+        return f"slurm-{job}"
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 def _release_memory() -> None:
@@ -137,6 +168,7 @@ class Objective:
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("values", params)  # as trained: rounded (trial.params are exact)
         trial.set_user_attr("overrides", overrides)
+        trial.set_user_attr("worker", worker_name())
         try:
             cfg = self.trial_config(params, run_dir)
             callbacks: list[Callback] = [ReportToTrial(trial, self.monitor)]
@@ -159,11 +191,21 @@ class Objective:
             return float(value)
         except optuna.TrialPruned:
             raise  # recorded as pruned by the run itself
+        except SearchInterrupted:
+            trial.set_user_attr("error", INTERRUPTED)
+            raise
         except (KeyboardInterrupt, SystemExit) as exc:
             # Lightning turns Ctrl-C into SystemExit; Optuna only records KeyboardInterrupt
             # (as FAIL), and would leave the trial RUNNING forever otherwise.
             trial.set_user_attr("error", INTERRUPTED)
             raise KeyboardInterrupt("search interrupted") from exc
+        except RunStopped as exc:
+            if exc.status is not RunStatus.INTERRUPTED:
+                trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+                raise
+            # Stopped by SIGTERM while training (Lightning's handler): the worker stops too.
+            trial.set_user_attr("error", INTERRUPTED)
+            raise KeyboardInterrupt(f"search interrupted: {exc}") from exc
         except Exception as exc:
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
             raise
@@ -210,42 +252,64 @@ def search(
     _check_search_inputs(settings, train_overrides, compose(objective.compose_overrides))
 
     study_dir.mkdir(parents=True, exist_ok=True)
-    url = settings.storage_url(study_dir)
+    location = storage_location(settings, study_dir)
     summary_path = study_dir / SUMMARY_NAME
 
     def write_summary(study: optuna.Study, _trial: FrozenTrial | None = None) -> None:
-        write_json_atomic(summary_path, summarize_study(study, monitor, url, train_overrides))
+        # Read and written under the lock: the last summary written is then the last read, and
+        # sees every worker's trials.
+        with workers_lock(study_dir):
+            summary = summarize_study(study, monitor, location, train_overrides)
+            write_json_atomic(summary_path, summary)
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), stop_on_sigterm() as sigterm:
         # Heartbeats and retries are marked experimental; they are what makes resuming work.
         warnings.simplefilter("ignore", ExperimentalWarning)
-        study = open_study(settings, direction, study_dir)
-        check_trial_folders(study, study_dir / TRIALS_DIR, url)
-        requeued = requeue_interrupted(study)
-        if requeued:
-            log.info("trial(s) %s were interrupted: running them again first", requeued)
-        for params in settings.enqueue:
-            study.enqueue_trial(params, skip_if_exists=True)
-        finished = count_finished(study)
-        remaining = settings.n_trials - finished
+        # Workers of one study (a job array) start together: one at a time joins it.
+        with workers_lock(study_dir):
+            study = open_study(settings, direction, study_dir)
+            check_trial_folders(study, study_dir / TRIALS_DIR, location)
+            fail_dead_workers_trials(study)
+            requeued = requeue_interrupted(study)
+            if requeued:
+                log.info("trial(s) %s were interrupted: they run again first", requeued)
+            for params in settings.enqueue:
+                study.enqueue_trial(params, skip_if_exists=True)
+        started = count_started(study)
         log.info(
-            "study %s in %s: %d finished trial(s), %d to run",
+            "study %s in %s, worker %s: %d trial(s) finished or running, %d to start",
             settings.study_name,
-            url,
-            finished,
-            max(remaining, 0),
+            location,
+            worker_name(),
+            started,
+            max(settings.n_trials - started, 0),
         )
+        running = count_running(study)
+        if started >= settings.n_trials and running:
+            log.info(
+                "%d trial(s) still running: on other workers, or left by a worker that died, "
+                "which a worker started once its heartbeat is hparams_search.grace_s old runs "
+                "again",
+                running,
+            )
         try:
-            if remaining > 0:
+            if started < settings.n_trials:
+                # No per-worker number of trials: StopAtNTrials counts every worker's.
                 study.optimize(
                     objective,
-                    n_trials=remaining,
                     timeout=settings.timeout_s,
                     catch=(Exception,),
-                    # Other workers on the same storage count too: stop at n_trials in all.
-                    callbacks=[StopAtNTrials(settings.n_trials), write_summary],
+                    callbacks=[StopAtNTrials(settings.n_trials), write_summary, sigterm.stop_study],
                     gc_after_trial=True,
                 )
+            sigterm.check()  # arrived as a trial's training ended: stopped all the same
+        except KeyboardInterrupt as exc:
+            # Queued now, so a worker still running picks the trial up, not only a rerun.
+            with workers_lock(study_dir):
+                requeue_interrupted(study)
+            if sigterm.received and not isinstance(exc, SearchInterrupted):
+                raise SearchInterrupted(signal.SIGTERM) from exc
+            raise
         finally:
             write_summary(study)
     summary = json.loads(summary_path.read_text())
@@ -279,9 +343,13 @@ def main() -> None:
     register_resolvers()
     try:
         _hydra_main()
-    except KeyboardInterrupt:
-        print("search interrupted: run the same command again to resume it", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        print(
+            f"{exc or 'search interrupted'}: run the same command again to resume it (the "
+            "interrupted trial runs again first)",
+            file=sys.stderr,
+        )
+        sys.exit(getattr(exc, "exit_code", 130))
 
 
 if __name__ == "__main__":

@@ -6,11 +6,12 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
+
+from cxrnet.search.storage import check_storage_setting
 
 Choice = None | bool | int | float | str
 
@@ -174,18 +175,17 @@ class SearchSettings:
                     f"hparams_search.enqueue sets {unknown}, which the search space does not "
                     f"declare; searched keys: {sorted(keys)}"
                 )
+        storage = raw.get("storage")
+        check_storage_setting(storage)
         return cls(
             study_name=name,
             n_trials=n_trials,
             space=space,
             sampler=raw.get("sampler"),
             pruner=raw.get("pruner"),
-            storage=raw.get("storage"),
+            storage=storage,
             timeout_s=raw.get("timeout_s"),
             heartbeat_s=raw.get("heartbeat_s"),
             grace_s=raw.get("grace_s"),
             enqueue=enqueue,
         )
-
-    def storage_url(self, study_dir: Path) -> str:
-        return self.storage or f"sqlite:///{(study_dir / 'study.db').resolve()}"

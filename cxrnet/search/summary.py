@@ -53,6 +53,10 @@ def _trial_row(trial: FrozenTrial) -> dict[str, Any]:
         "params": trial.user_attrs.get("values", trial.params),
         "run_dir": trial.user_attrs.get("run_dir"),
         "error": trial.user_attrs.get("error"),
+        "worker": trial.user_attrs.get("worker"),
+        # The trial this one runs again: after Ctrl-C or SIGTERM (ours), or a dead worker
+        # (Optuna's heartbeat retry, which copies the user attributes, so it is checked first).
+        "retry_of": trial.system_attrs.get("failed_trial", trial.user_attrs.get("retry_of")),
         "last_epoch": max(trial.intermediate_values, default=None),
         "duration_s": None if trial.duration is None else round(trial.duration.total_seconds(), 1),
     }

@@ -40,8 +40,15 @@ from cxrnet.evaluation.thresholds import ThresholdRule, binary_metrics_at, choos
 from cxrnet.runs import RunStatus, find_job_dirs, overrides_as_dict, read_record
 
 # The criteria of the operating-point study; the sensitivity criterion keeps >= this floor.
-CRITERIA = ("youden", "f1", "sensitivity")
-MIN_SENSITIVITY = 0.95
+# The criteria of the operating-point study: name -> (threshold.criterion, sensitivity floor).
+CRITERIA = {
+    "youden": ("youden", 0.95),
+    "f1": ("f1", 0.95),
+    "sens>=0.95": ("sensitivity", 0.95),
+    "sens>=0.97": ("sensitivity", 0.97),
+}
+# The anchor every variant is compared with, fold by fold, at the variants' seed.
+BASELINE = "baseline/baseline"
 RESAMPLES = 1000
 
 
@@ -103,8 +110,9 @@ def collect_jobs(out: Path) -> list[Job]:
 SETTINGS = ReportSettings(resamples=RESAMPLES)
 
 
-def _rule(criterion: str) -> ThresholdRule:
-    return ThresholdRule(criterion, min_sensitivity=MIN_SENSITIVITY)  # type: ignore[arg-type]
+def _rule(name: str) -> ThresholdRule:
+    criterion, floor = CRITERIA[name]
+    return ThresholdRule(criterion, min_sensitivity=floor)  # type: ignore[arg-type]
 
 
 def _threshold(pred: SplitPredictions, criterion: str) -> float:
@@ -224,8 +232,25 @@ def summarize(jobs: Sequence[Job]) -> dict[str, dict[str, object]]:
             "cv": {key: stat(row[key] for row in cv) for key in cv[0]},
             "held_out": {key: stat(row[key] for row in held) for key in held[0]},
             "operating_points": operating_points(complete),
+            "fold_auroc": {
+                f"{seed}/{fold}": auroc(job.val.probabilities, job.val.labels)
+                for seed, folds in complete.items()
+                for fold, job in folds.items()
+            },
+            "cv_by_seed": {str(seed): row for seed, row in zip(complete, cv, strict=True)},
         }
     return summary
+
+
+def paired_gain(item: Mapping[str, object], baseline: Mapping[str, object]) -> Stat | None:
+    """Per-fold validation AUROC minus the baseline's on the same fold and seed: mean ± std."""
+    mine, theirs = item["fold_auroc"], baseline["fold_auroc"]
+    if item is baseline:
+        # Its own noise: each other seed's fold model against seed 0's on the same fold.
+        pairs = [(k, "0/" + k.split("/")[1]) for k in mine if not k.startswith("0/")]
+    else:
+        pairs = [(k, k) for k in mine if k in theirs]
+    return stat(mine[a] - theirs[b] for a, b in pairs) if pairs else None
 
 
 def _plain(value: object) -> object:
@@ -258,8 +283,10 @@ def render(summary: Mapping[str, Mapping[str, object]]) -> str:
         "predictions of 5 patient-grouped folds of train+val: AUROC over all of them, and "
         "sensitivity, specificity and F1 where each fold is called at the Youden threshold of "
         "the other folds. Per-fold val AUROC = mean ± std over every fold model (folds and "
-        "seeds). Job h = the jobs' wall hours, one thread each (an upper bound on CPU hours on "
-        "a shared machine). Held-out = the fold ensemble (mean probability of the 5 fold "
+        "seeds); Δ = its difference from the baseline's model of the same fold and seed "
+        "(paired; for the baseline, seeds 1 and 2 against seed 0: the noise). Job h = the "
+        "jobs' wall hours, one thread each (an upper bound on CPU hours on a shared machine). "
+        "Held-out = the fold ensemble (mean probability of the 5 fold "
         "models) on the fixed patient-grouped held-out set at the pooled out-of-fold Youden "
         "threshold.",
         "",
@@ -267,15 +294,25 @@ def render(summary: Mapping[str, Mapping[str, object]]) -> str:
         "",
     ]
     rows = []
+    baseline = summary.get(BASELINE)
     for name, item in summary.items():
         cv = item["cv"]
+        gain = None if baseline is None else paired_gain(item, baseline)
         rows.append([
             name, ",".join(map(str, item["seeds"])), str(item["folds"]),
             *(_ci(cv, f"cv/{key}") for key in HEADLINE),
-            item["fold_val_auroc"].text(), f"{item['cpu_hours']:.2f}",
+            item["fold_val_auroc"].text(), "" if gain is None else f"{gain.text()} ({gain.n})",
+            f"{item['cpu_hours']:.2f}",
         ])  # fmt: skip
+        if len(item["seeds"]) > 1:
+            for seed, row in item["cv_by_seed"].items():
+                rows.append([
+                    f"{name} seed {seed}", seed, str(item["folds"]),
+                    *(f"{row[f'cv/{key}']:.3f}" for key in HEADLINE), "", "", "",
+                ])  # fmt: skip
     header = ["variant", "seeds", "folds", "CV AUROC", "CV sensitivity", "CV specificity"]
-    lines += _table([*header, "CV F1", "per-fold val AUROC", "job h"], rows)
+    header += ["CV F1", "per-fold val AUROC", "Δ per-fold AUROC vs baseline (n)", "job h"]
+    lines += _table(header, rows)
     lines += ["", "## Held-out fold ensemble (read after choosing, never to choose)", ""]
     rows = []
     for name, item in summary.items():
@@ -290,7 +327,7 @@ def render(summary: Mapping[str, Mapping[str, object]]) -> str:
         "",
         "## Operating point per fold model (its own validation fold; all folds and seeds)",
         "",
-        f"sensitivity = the highest threshold keeping validation sensitivity >= {MIN_SENSITIVITY}."
+        "sens>=x = the highest threshold keeping validation sensitivity >= x."
         " Calibrated = the same threshold after temperature scaling fitted on that validation "
         "fold: identical decisions (the map is monotone), a number comparable across models.",
         "",
@@ -351,16 +388,24 @@ def compare(out: Path, study_dirs: Sequence[Path]) -> int:
     return subprocess.run(command, capture_output=True, text=True).returncode
 
 
+def write_outputs(out: Path | None, stem: str, text: str, data: object) -> None:
+    """Print ``text``; with ``out``, keep it as ``<stem>.md`` and ``data`` as ``<stem>.json``."""
+    print(text)
+    if out is None:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.md").write_text(text)
+    (out / f"{stem}.json").write_text(json.dumps(_plain(data), indent=2) + "\n")
+
+
 def write_analysis(out: Path | str) -> dict[str, object]:
     out = Path(out)
     jobs = collect_jobs(out)
     if not jobs:
         raise SystemExit(f"no completed jobs under {out / 'runs'}")
     summary = summarize(jobs)
-    (out / "analysis.json").write_text(json.dumps(_plain(summary), indent=2) + "\n")
-    (out / "analysis.md").write_text(render(summary))
     compare(out, sorted((out / "runs").glob("*/*")))
-    print(render(summary))
+    write_outputs(out, "analysis", render(summary), summary)
     return summary
 
 

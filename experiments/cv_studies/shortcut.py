@@ -12,16 +12,20 @@ the width of the padding, so a size signal survives either resize.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from cxrnet.data.records import patient_from_name
-from cxrnet.evaluation.bootstrap import bootstrap_intervals
-from cxrnet.evaluation.curves import auroc
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from analysis import write_outputs  # noqa: E402
+
+from cxrnet.data.records import patient_from_name  # noqa: E402
+from cxrnet.evaluation.bootstrap import bootstrap_intervals  # noqa: E402
+from cxrnet.evaluation.curves import auroc  # noqa: E402
 
 CLASSES = ("NORMAL", "PNEUMONIA")
 
@@ -96,11 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     table = shortcut_table(rows)
     n_pneumonia = sum(label == "PNEUMONIA" for _, label, _, _ in rows)
     text = render(table, len(rows) - n_pneumonia, n_pneumonia)
-    print(text)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "shortcut.md").write_text(text)
-        (args.out / "shortcut.json").write_text(json.dumps(table, indent=2) + "\n")
+    write_outputs(args.out, "shortcut", text, table)
     return 0
 
 

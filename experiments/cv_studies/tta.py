@@ -13,7 +13,6 @@ checked against the job's own prediction file, so this script and the evaluation
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from analysis import _threshold  # noqa: E402
+from analysis import _threshold, write_outputs  # noqa: E402
 
 from cxrnet.data.decode import decode  # noqa: E402
 from cxrnet.evaluation.curves import auroc  # noqa: E402
@@ -122,12 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     results = study(args.variant_dir)
     if not results:
         raise SystemExit(f"no completed jobs under {args.variant_dir}")
-    text = render(results)
-    print(text)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "tta.md").write_text(text)
-        (args.out / "tta.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_outputs(args.out, "tta", render(results), results)
     return 0
 
 
