@@ -22,7 +22,7 @@ import subprocess
 import sys
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -145,13 +145,6 @@ def held_out(folds: Mapping[int, Job]) -> dict[str, float]:
     }
 
 
-def _calibrated(part: SplitPredictions) -> SplitPredictions:
-    """``part`` after temperature scaling fitted on ``part`` itself (one parameter)."""
-    temperature = fit_temperature(part.probabilities, part.labels)
-    probabilities = apply_temperature(part.probabilities, temperature)
-    return SplitPredictions(probabilities, part.labels, part.files, part.subtypes, part.patients)
-
-
 def _per_fold_calls(
     parts: Sequence[SplitPredictions], criterion: str
 ) -> tuple[list[float], list[float]]:
@@ -173,6 +166,17 @@ def operating_points(seeds: Mapping[int, Mapping[int, Job]]) -> dict[str, dict[s
     fold is called at the threshold chosen on the other folds, with and without calibrating
     every fold model first (temperature scaling on its own validation fold)."""
     jobs = [job for folds in seeds.values() for job in folds.values()]
+    # Each fold model's temperature, fitted once on its own validation fold.
+    vals_of_jobs = [job.val for job in jobs]
+    temperature = {id(v): fit_temperature(v.probabilities, v.labels) for v in vals_of_jobs}
+    kinds: dict[str, list[list[SplitPredictions]]] = {"raw": [], "calibrated": []}
+    for folds in seeds.values():
+        vals = [folds[fold].val for fold in sorted(folds)]
+        kinds["raw"].append(vals)
+        kinds["calibrated"].append([
+            replace(v, probabilities=apply_temperature(v.probabilities, temperature[id(v)]))
+            for v in vals
+        ])  # fmt: skip
     result = {}
     for criterion in CRITERIA:
         raw, calibrated, sensitivity, specificity = [], [], [], []
@@ -181,16 +185,15 @@ def operating_points(seeds: Mapping[int, Mapping[int, Job]]) -> dict[str, dict[s
             raw.append(threshold)
             # Temperature scaling is monotone: the same decisions, but a threshold in calibrated
             # probability, which is comparable across models.
-            temperature = fit_temperature(job.val.probabilities, job.val.labels)
-            calibrated.append(float(apply_temperature(np.array([threshold]), temperature)[0]))
+            point = apply_temperature(np.array([threshold]), temperature[id(job.val)])
+            calibrated.append(float(point[0]))
             at = binary_metrics_at(job.test.probabilities, job.test.labels, threshold)
             sensitivity.append(at["recall"])
             specificity.append(at["specificity"])
         carried: dict[str, list[float]] = defaultdict(list)
-        for folds in seeds.values():
-            parts = [folds[fold].val for fold in sorted(folds)]
-            for kind, kind_parts in (("raw", parts), ("calibrated", list(map(_calibrated, parts)))):
-                sens, spec = _per_fold_calls(kind_parts, criterion)
+        for kind, per_seed in kinds.items():
+            for parts in per_seed:
+                sens, spec = _per_fold_calls(parts, criterion)
                 carried[f"cv_sensitivity_{kind}"] += sens
                 carried[f"cv_specificity_{kind}"] += spec
         result[criterion] = {

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -52,10 +53,6 @@ def score(checkpoint: Path, files: tuple[str, ...]) -> tuple[np.ndarray, np.ndar
     )
 
 
-def _with(part: SplitPredictions, probabilities: np.ndarray) -> SplitPredictions:
-    return SplitPredictions(probabilities, part.labels, part.files, part.subtypes, part.patients)
-
-
 def _at(part: SplitPredictions, threshold: float) -> dict[str, float]:
     at = binary_metrics_at(part.probabilities, part.labels, threshold)
     return {
@@ -80,7 +77,7 @@ def study(variant_dir: Path) -> dict[str, dict[str, float]]:
         gap = float(np.max(np.abs(plain - test.probabilities)))
         if gap > AGREEMENT:
             raise SystemExit(f"{job_dir}: plain scores differ from predictions_test.csv by {gap}")
-        per_seed[seed].append((val, test, _with(test, tta)))
+        per_seed[seed].append((val, test, replace(test, probabilities=tta)))
     results = {}
     for seed, jobs in sorted(per_seed.items()):
         threshold = _threshold(pooled_out_of_fold([val for val, _, _ in jobs]), "youden")
