@@ -26,6 +26,7 @@ import contextlib
 import datetime as dt
 import importlib.util
 import json
+import math
 import os
 import platform
 import resource
@@ -336,9 +337,13 @@ def best_variant(loop: dict[str, list[dict]]) -> str:
 
 
 def cli_rate(runs: dict[str, list[dict]]) -> float:
-    """Images per second between the short and the long run (per repetition, then median)."""
+    """Images per second between the short and the long run (per repetition, then median);
+    NaN when a long run was not slower than its short one: the extra batches took less time than
+    the runs' own noise (too few of them, e.g. --quick), so there is no rate to report."""
     extra_images = (runs["long_batches"] - runs["short_batches"]) * BATCH
-    pairs = zip(runs["short"], runs["long"], strict=False)
+    pairs = list(zip(runs["short"], runs["long"], strict=False))
+    if any(long["seconds"] <= short["seconds"] for short, long in pairs):
+        return float("nan")
     return median([extra_images / (long["seconds"] - short["seconds"]) for short, long in pairs])
 
 
@@ -388,6 +393,14 @@ def report(results: dict[str, Any]) -> str:
             continue
         rate = cli_rate(runs)
         whole = median([r["seconds"] for r in runs["long"]])
+        if math.isnan(rate):
+            lines.append(
+                f"| cxrnet-train, {name} | not measured: the {runs['long_batches']}-batch run was "
+                f"not slower than the {runs['short_batches']}-batch one (use more --cli-long) | | |"
+                f" {max(r['peak_rss_mb'] for r in runs['long']):.0f} |"
+            )
+            ratios.append(f"(c)/(b) with {name}: not measured")
+            continue
         lines.append(
             f"| cxrnet-train, {name} | {rate:.1f} | {rate / a_rate:.2f}x | whole run of "
             f"{runs['long_batches']} batches: {whole:.1f} s | "
