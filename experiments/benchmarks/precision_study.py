@@ -1,0 +1,192 @@
+"""Does bfloat16 autocast train the seed CNN as well as float32? (issue 9, item 4)
+
+    python experiments/benchmarks/precision_study.py                # 3 seeds x 2 precisions
+    python experiments/benchmarks/precision_study.py --report-only  # the table from the JSON
+
+A short training of ``experiment=notebook_baseline`` (150 px, the seed recipe) on the real films
+in ``../shared``: a patient-grouped split of train+val into training, validation (20%) and a
+held-out set (20%), fixed across runs (``data.split_seed=0``, ``data.holdout_seed=19``); each run
+differs only in its seed (initialisation, sampling order, augmentation) and its precision. Every
+number in the table is read back from the jobs' run records (``metrics.json``): the validation
+AUROC of the best checkpoint, chosen on validation loss, and the held-out AUROC of that same
+checkpoint. Prints a markdown table and writes ``precision_study.json`` beside this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+from cxrnet.runs import RunStatus, find_job_dirs, read_record  # noqa: E402
+
+PRECISIONS = ("32-true", "bf16-mixed")
+DEFAULT_DATA = next(
+    (
+        folder / "shared" / "data" / "chest_xray_224"
+        for folder in (REPO.parent, REPO.parent.parent)
+        if (folder / "shared" / "data").is_dir()
+    ),
+    REPO.parent / "shared" / "data" / "chest_xray_224",
+)
+# The study's fixed split and its short training; the report's heatmaps and bootstrap intervals
+# are not used here, so they are kept small.
+RECIPE = (
+    "experiment=notebook_baseline",
+    "data.split=patient",
+    "data.val_fraction=0.2",
+    "data.holdout_fraction=0.2",
+    "data.split_seed=0",
+    "data.holdout_seed=19",
+    "report.top_k_wrong=0",
+    "report.resamples=200",
+)
+
+
+def sweep_command(args: argparse.Namespace) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "cxrnet.cli.train",
+        "-m",
+        *RECIPE,
+        f"trainer.max_epochs={args.epochs}",
+        f"data.root={args.data}",
+        f"paths.log_dir={args.work / 'logs'}",
+        f"hydra.sweep.dir={args.work / 'runs'}",
+        "hydra/launcher=parallel",
+        f"hydra.launcher.n_jobs={args.n_jobs}",
+        "seed=" + ",".join(str(seed) for seed in range(args.seeds)),
+        "trainer.precision=" + ",".join(PRECISIONS),
+        *args.extra,
+    ]
+
+
+def collect(runs: Path) -> dict[str, list[dict[str, Any]]]:
+    """Every completed job's seed, precision and AUROCs, by precision."""
+    table: dict[str, list[dict[str, Any]]] = {precision: [] for precision in PRECISIONS}
+    for job in find_job_dirs(runs):
+        record = read_record(job)
+        if record is None or record.status != RunStatus.COMPLETED:
+            raise SystemExit(f"{job}: the job did not complete; see its log, then run again")
+        overrides = dict(item.split("=", 1) for item in record.overrides if "=" in item)
+        table[overrides["trainer.precision"]].append(
+            {
+                "seed": int(overrides["seed"]),
+                "val_auroc": record.metrics["val/auroc"],
+                "holdout_auroc": record.metrics.get("test/auroc"),
+                "duration_s": record.duration_s,
+                "run_dir": str(job),
+            }
+        )
+    for rows in table.values():
+        rows.sort(key=lambda row: row["seed"])
+    return table
+
+
+def summary(values: list[float]) -> str:
+    spread = statistics.stdev(values) if len(values) > 1 else float("nan")
+    return f"{statistics.mean(values):.4f} ± {spread:.4f}"
+
+
+def report(results: dict[str, Any]) -> str:
+    table = results["runs"]
+    seeds = sorted({row["seed"] for rows in table.values() for row in rows})
+    head = " | ".join(f"seed {seed}" for seed in seeds)
+    lines = [
+        f"notebook_baseline, 150 px, {results['epochs']} epochs, patient-grouped split of the real "
+        "films (validation 20%, held-out 20%)",
+        "",
+        f"| precision | {head} | val AUROC mean ± sd | held-out AUROC mean ± sd | job minutes |",
+        "| --- | " + " | ".join("---:" for _ in seeds) + " | ---: | ---: | ---: |",
+    ]
+    for precision, rows in table.items():
+        lines.append(
+            f"| {precision} | "
+            + " | ".join(f"{row['val_auroc']:.4f}" for row in rows)
+            + f" | {summary([r['val_auroc'] for r in rows])}"
+            + f" | {summary([r['holdout_auroc'] for r in rows])}"
+            + f" | {statistics.mean([r['duration_s'] for r in rows]) / 60:.1f} |"
+        )
+    fp32 = [r["val_auroc"] for r in table["32-true"]]
+    bf16 = [r["val_auroc"] for r in table["bf16-mixed"]]
+    difference = statistics.mean(bf16) - statistics.mean(fp32)
+    # Seed noise of a difference of two means of n runs each: the pooled seed-to-seed standard
+    # deviation times sqrt(2/n).
+    pooled = ((statistics.variance(fp32) + statistics.variance(bf16)) / 2) ** 0.5
+    noise = pooled * (2 / len(fp32)) ** 0.5
+    within = abs(difference) <= 2 * noise
+    # The same seed in both precisions starts from the same weights and draws the same batches,
+    # so the per-seed differences are the sharper view of what the precision alone changes.
+    by_seed = {r["seed"]: r["val_auroc"] for r in table["32-true"]}
+    paired = [
+        r["val_auroc"] - by_seed[r["seed"]] for r in table["bf16-mixed"] if r["seed"] in by_seed
+    ]
+    lines += [
+        "",
+        f"- bf16-mixed − 32-true, mean val AUROC: {difference:+.4f}; seed noise of that "
+        f"difference (pooled sd × √(2/n)): {noise:.4f}; "
+        + ("within 2× seed noise" if within else "OUTSIDE 2× seed noise"),
+        "- per seed (same initial weights and batches): " + ", ".join(f"{d:+.4f}" for d in paired),
+    ]
+    return "\n".join(lines)
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--work", type=Path, default=REPO / "logs" / "precision_study")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--n-jobs", type=int, default=2, help="jobs side by side, 1 thread each")
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).with_name("precision_study.json")
+    )
+    parser.add_argument("--report-only", action="store_true", help="the table from --out's JSON")
+    parser.add_argument("extra", nargs="*", help="more cxrnet-train overrides, after --")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    if args.report_only:
+        print(report(json.loads(args.out.read_text())))
+        return 0
+    if not (args.data / "train").is_dir():
+        raise SystemExit(f"{args.data}/train not found; pass --data <folder with train/>")
+    command = sweep_command(args)
+    print("$ cxrnet-train " + " ".join(command[3:]), flush=True)
+    args.work.mkdir(parents=True, exist_ok=True)
+    # One torch thread per job: n_jobs side by side share the cores without oversubscribing.
+    env = os.environ | {"OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    started = time.time()
+    with (args.work / "sweep.log").open("w") as log:
+        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+    if code != 0:
+        print(f"the sweep failed (exit {code}); see {args.work / 'sweep.log'}", file=sys.stderr)
+        return code
+    results = {
+        "command": "cxrnet-train " + " ".join(command[3:]),
+        "epochs": args.epochs,
+        "wall_s": time.time() - started,
+        "load_average_at_end": os.getloadavg(),
+        "runs": collect(args.work / "runs"),
+    }
+    text = report(results)
+    results["report"] = text
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    print(text)
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
