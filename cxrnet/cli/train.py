@@ -38,6 +38,7 @@ from cxrnet.cli.hydra_support import (
 from cxrnet.cli.preflight import check_train_config
 from cxrnet.data import sources as data_sources
 from cxrnet.evaluation.report import NonFinitePredictions
+from cxrnet.hardware import AUTO_PRECISION, Precision, native_bf16, resolve_precision, run_device
 from cxrnet.models.checkpoint import load_checkpoint
 from cxrnet.models.inference import stamp_checkpoint
 from cxrnet.resume import CHECKPOINT_DIR, resolve_checkpoint, run_dir_of_checkpoint
@@ -216,6 +217,8 @@ def run(
     whatever happens, so the next multirun job starts its own run.
     """
     output_dir = Path(cfg.paths.output_dir)
+    # Before anything saves or logs the config: it and the record carry the resolved value.
+    extra = {**(extra or {}), "precision": resolve_trainer_precision(cfg)}
     if os.environ.get("SLURM_JOB_ID"):
         # Which Slurm job ran it, and how often Slurm restarted (requeued) that job.
         slurm = {
@@ -245,6 +248,22 @@ def run(
     if recorder.write:
         _print_summary(recorder.record)
     return recorder.record
+
+
+def resolve_trainer_precision(cfg: DictConfig) -> Precision:
+    """Replace ``trainer.precision: auto`` in ``cfg`` by what it means on the device the Trainer
+    will use (``cxrnet.hardware``), saying so once; any other value is left as it is."""
+    requested = cfg.trainer.get("precision")
+    if requested != AUTO_PRECISION:
+        return requested
+    accelerator = cfg.trainer.get("accelerator", "auto")
+    resolved = resolve_precision(requested, accelerator)
+    cfg.trainer.precision = resolved
+    if rank_zero_only.rank == 0:
+        device = run_device(accelerator)
+        native = "native" if native_bf16(device) else "no native"
+        print(f"trainer.precision=auto: {resolved} ({native} bfloat16 on {device})", flush=True)
+    return resolved
 
 
 def _fill_wandb_run_defaults(cfg: DictConfig, ckpt_path: Path | None) -> None:
