@@ -20,6 +20,7 @@ optuna = pytest.importorskip("optuna")
 from cxrnet.cli import search as search_module  # noqa: E402
 from cxrnet.cli.compare import collect_runs  # noqa: E402
 from cxrnet.cli.search import search  # noqa: E402
+from cxrnet.hardware import resolve_precision  # noqa: E402
 from cxrnet.runs import RunRecord, RunStatus  # noqa: E402
 from cxrnet.runs import format_override_value as format_value  # noqa: E402
 from cxrnet.runs import record as runs  # noqa: E402
@@ -173,6 +174,16 @@ def test_a_search_runs_trials_and_a_diverging_one_fails_without_stopping_it(
     # The study folder reads like a sweep: cxrnet-compare finds all three trials.
     runs = collect_runs([tmp_path / "study"])
     assert sorted(run.status for run in runs) == ["completed", "completed", "failed"]
+
+
+def test_precision_auto_is_resolved_for_every_trial(run_search, tmp_path: Path, capsys) -> None:
+    expected = resolve_precision("auto", "auto")
+    summary = run_search("hparams_search.n_trials=1", "trainer.precision=auto")
+    assert summary["states"] == {"complete": 1}
+    run_dir = tmp_path / "study" / "trials" / "0"
+    assert json.loads((run_dir / "metrics.json").read_text())["extra"]["precision"] == expected
+    assert OmegaConf.load(run_dir / "config.yaml").trainer.precision == expected
+    assert f"trainer.precision=auto: {expected} (" in capsys.readouterr().out
 
 
 def test_running_the_same_search_again_resumes_the_study(run_search, tmp_path: Path) -> None:
