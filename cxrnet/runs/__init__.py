@@ -9,7 +9,8 @@ as ``pruned`` the first time), a signal or Ctrl-C is ``interrupted``, any other 
 ``failed``.
 
 Also here, because every tool that reads or writes jobs needs them: the one parser of Hydra
-override strings (``Override``) and job-folder discovery (``find_job_dirs``).
+override strings (``Override``) and job-folder discovery (``find_job_dirs``). Study scripts
+start their ``cxrnet-train -m`` sweeps through ``cxrnet.runs.sweeps``.
 """
 
 from cxrnet.runs.folders import find_job_dirs, is_job_dir

@@ -18,15 +18,15 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 from cxrnet.runs import RunStatus, find_job_dirs, read_record  # noqa: E402
+from cxrnet.runs.sweeps import console_command, run_logged, sweep_values  # noqa: E402
+from cxrnet.runs.sweeps import sweep_command as train_sweep_command  # noqa: E402
 
 PRECISIONS = ("32-true", "bf16-mixed")
 DEFAULT_DATA = next(
@@ -52,22 +52,18 @@ RECIPE = (
 
 
 def sweep_command(args: argparse.Namespace) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "cxrnet.cli.train",
-        "-m",
+    settings = [
         *RECIPE,
         f"trainer.max_epochs={args.epochs}",
         f"data.root={args.data}",
         f"paths.log_dir={args.work / 'logs'}",
-        f"hydra.sweep.dir={args.work / 'runs'}",
-        "hydra/launcher=parallel",
-        f"hydra.launcher.n_jobs={args.n_jobs}",
-        "seed=" + ",".join(str(seed) for seed in range(args.seeds)),
-        "trainer.precision=" + ",".join(PRECISIONS),
+    ]
+    swept = [
+        sweep_values("seed", range(args.seeds)),
+        sweep_values("trainer.precision", PRECISIONS),
         *args.extra,
     ]
+    return train_sweep_command(settings, args.work / "runs", args.n_jobs, swept)
 
 
 def collect(runs: Path) -> dict[str, list[dict[str, Any]]]:
@@ -163,20 +159,15 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data / "train").is_dir():
         raise SystemExit(f"{args.data}/train not found; pass --data <folder with train/>")
     command = sweep_command(args)
-    print("$ cxrnet-train " + " ".join(command[3:]), flush=True)
-    args.work.mkdir(parents=True, exist_ok=True)
     # One torch thread per job: n_jobs side by side share the cores without oversubscribing.
-    env = os.environ | {"OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
-    started = time.time()
-    with (args.work / "sweep.log").open("w") as log:
-        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+    code, wall_s = run_logged(command, args.work / "sweep.log", threads=1)
     if code != 0:
         print(f"the sweep failed (exit {code}); see {args.work / 'sweep.log'}", file=sys.stderr)
         return code
     results = {
-        "command": "cxrnet-train " + " ".join(command[3:]),
+        "command": " ".join(console_command(command)),
         "epochs": args.epochs,
-        "wall_s": time.time() - started,
+        "wall_s": wall_s,
         "load_average_at_end": os.getloadavg(),
         "runs": collect(args.work / "runs"),
     }

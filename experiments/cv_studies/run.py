@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -30,6 +29,8 @@ from machine import cpu_name  # noqa: E402
 from studies import STUDIES, Study, Variant, variants_of  # noqa: E402
 
 from cxrnet.runs import RunStatus, find_job_dirs, read_record  # noqa: E402
+from cxrnet.runs.sweeps import console_command, run_logged, sweep_values  # noqa: E402
+from cxrnet.runs.sweeps import sweep_command as train_sweep_command  # noqa: E402
 
 NUM_FOLDS = 5
 # The analysis recomputes every number from the jobs' prediction files, so each job's own report
@@ -62,38 +63,21 @@ def sweep_command(
     folds: int,
     extra: Sequence[str],
 ) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "cxrnet.cli.train",
-        "-m",
+    settings = [
         "experiment=cv_study",
         f"data.root={data}",
         f"paths.cache_dir={cache_dir}",
         f"paths.log_dir={out / 'logs'}",
-        f"hydra.sweep.dir={sweep_dir(out, study, variant)}",
-        "hydra/launcher=parallel",
-        f"hydra.launcher.n_jobs={n_jobs}",
+    ]
+    swept = [
         f"data.num_folds={folds}",
-        "data.fold=" + ",".join(str(fold) for fold in range(folds)),
-        "seed=" + ",".join(str(seed) for seed in variant.seeds),
+        sweep_values("data.fold", range(folds)),
+        sweep_values("seed", variant.seeds),
         *LIGHT_REPORT,
         *variant.overrides,
         *extra,
     ]
-
-
-def run_sweep(command: Sequence[str], log_path: Path) -> tuple[int, float]:
-    print("$ cxrnet-train " + " ".join(command[3:]), flush=True)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    # One torch thread per job: two jobs side by side use the two cores without oversubscribing.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
-    with log_path.open("w") as log:
-        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
-    elapsed = time.time() - started
-    print(f"  exit {code} after {elapsed:.0f} s (log: {log_path})", flush=True)
-    return code, elapsed
+    return train_sweep_command(settings, sweep_dir(out, study, variant), n_jobs, swept)
 
 
 def _load_log(path: Path) -> dict[str, dict]:
@@ -139,10 +123,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.folds, args.extra,
             )  # fmt: skip
             started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            code, seconds = run_sweep(command, out / "sweep_logs" / f"{variant.name}.log")
+            # One torch thread per job: jobs side by side use the cores without oversubscribing.
+            code, seconds = run_logged(
+                command, out / "sweep_logs" / f"{variant.name}.log", threads=1
+            )
             failures += code != 0
             sweeps[f"{study.name}/{variant.name}"] = {
-                "command": "cxrnet-train " + " ".join(command[3:]),
+                "command": " ".join(console_command(command)),
                 "exit_code": code,
                 "wall_seconds": round(seconds, 1),
                 "started": started,

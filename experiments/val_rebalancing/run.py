@@ -23,7 +23,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +34,8 @@ from cxrnet.data.errors import DataError
 from cxrnet.data.manifest import load_records
 from cxrnet.data.records import Record
 from cxrnet.data.splits import SplitConfig, count_table, make_splits, write_split_csv
+from cxrnet.runs.sweeps import console_command, run_logged, sweep_values
+from cxrnet.runs.sweeps import sweep_command as train_sweep_command
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -180,32 +181,14 @@ def sweep_command(
     n_jobs: int,
     extra: Sequence[str],
 ) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "cxrnet.cli.train",
-        "-m",
+    settings = [
         "experiment=val_rebalancing",
         f"data.root={manifest}",
         f"paths.cache_dir={cache_dir}",
         f"paths.log_dir={study / 'logs'}",
-        f"hydra.sweep.dir={study / 'runs' / name}",
-        "hydra/launcher=parallel",
-        f"hydra.launcher.n_jobs={n_jobs}",
-        "seed=" + ",".join(str(seed) for seed in seeds),
-        *scheme,
-        *extra,
     ]
-
-
-def _run_logged(command: Sequence[str], log_path: Path, env: dict[str, str]) -> tuple[int, float]:
-    print("$ cxrnet-train " + " ".join(command[3:]), flush=True)
-    started = time.time()
-    with log_path.open("w") as log:
-        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
-    elapsed = time.time() - started
-    print(f"  exit {code} after {elapsed:.0f} s (log: {log_path})", flush=True)
-    return code, elapsed
+    swept = [sweep_values("seed", seeds), *scheme, *extra]
+    return train_sweep_command(settings, study / "runs" / name, n_jobs, swept)
 
 
 def _machine() -> dict[str, object]:
@@ -309,7 +292,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
         (study / "logs").mkdir(parents=True, exist_ok=True)
-        env = os.environ | {"WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
         timings: dict[str, float] = {}
         commands: dict[str, list[str]] = {}
         for name, scheme in sweeps(args.folds).items():
@@ -323,10 +305,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.n_jobs,
                 extra,
             )
-            code, elapsed = _run_logged(command, study / "logs" / f"sweep_{name}.log", env)
+            code, elapsed = run_logged(
+                command, study / "logs" / f"sweep_{name}.log", env={"HYDRA_FULL_ERROR": "1"}
+            )
             failures += code != 0
             timings[name] = round(elapsed, 1)
-            commands[name] = ["cxrnet-train", *command[3:]]
+            commands[name] = console_command(command)
         study_info = {
             "started": started.isoformat(timespec="seconds"),
             "finished": datetime.now().astimezone().isoformat(timespec="seconds"),
