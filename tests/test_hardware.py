@@ -14,7 +14,9 @@ from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator, MPSAccelerator
 
 from cxrnet import hardware
-from cxrnet.cli.train import resolve_trainer_precision
+from cxrnet.cli.evaluate import evaluate
+from cxrnet.cli.hydra_support import resolve_trainer_precision
+from cxrnet.cli.train import run
 from cxrnet.hardware import resolve_precision, run_device
 
 TRAINER_CONFIGS = sorted(
@@ -129,3 +131,22 @@ def test_cxrnet_train_with_precision_auto_records_what_it_resolved_to(
     assert "trainer.precision=auto" in record["overrides"]  # what was asked, beside what ran
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["trainer"]["precision"] == expected
+
+
+def test_a_subtype_run_and_its_eval_build_their_trainers_with_precision_auto(
+    compose_cfg, synthetic_root: Path
+) -> None:
+    """The three-class task validates and tests through the Trainer, in training and in
+    cxrnet-eval: both resolve auto (and score alike, the same precision on the same data)."""
+    expected = resolve_precision("auto", "auto")
+    overrides = [f"data.root={synthetic_root}", "data.task=subtype", "trainer.precision=auto"]
+    cfg = compose_cfg("train", [*QUICK, *overrides, "trainer.max_epochs=1"])
+    record = run(cfg)
+    assert record.extra["precision"] == expected
+    eval_cfg = compose_cfg(
+        "eval",
+        [f"ckpt_path={record.paths['best_checkpoint']}", "stages=[test]", "trainer.precision=auto"],
+    )
+    evaluated = evaluate(eval_cfg)
+    assert eval_cfg.trainer.precision == expected
+    assert evaluated["test/auroc"] == pytest.approx(record.metrics["test/auroc"], abs=1e-6)

@@ -19,6 +19,7 @@ from cxrnet.cli.hydra_support import (
     HYDRA_VERSION,
     job_overrides,
     register_resolvers,
+    resolve_trainer_precision,
     save_resolved_config,
 )
 from cxrnet.data.datamodule import ChestXRayDataModule
@@ -126,6 +127,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             tta=tta,
         )
         return dict(report.metrics)
+    resolve_trainer_precision(cfg)
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
     metrics: dict[str, float] = {}
     for stage in cfg.stages:

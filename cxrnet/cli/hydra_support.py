@@ -14,9 +14,11 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from cxrnet.evaluation.metrics import monitor_mode_for
+from cxrnet.hardware import AUTO_PRECISION, Precision, native_bf16, resolve_precision, run_device
 
 log = logging.getLogger(__name__)
 
@@ -104,3 +106,20 @@ def save_resolved_config(cfg: DictConfig, output_dir: Path) -> None:
 def job_overrides() -> list[str]:
     """The command-line overrides of the running Hydra job; none outside Hydra."""
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def resolve_trainer_precision(cfg: DictConfig) -> Precision:
+    """Replace ``trainer.precision: auto`` in ``cfg`` by what it means on the device the Trainer
+    will use (``cxrnet.hardware``), saying so once; any other value is left as it is."""
+    requested = cfg.trainer.get("precision")
+    if requested != AUTO_PRECISION:
+        return requested
+    accelerator = cfg.trainer.get("accelerator", "auto")
+    resolved = resolve_precision(requested, accelerator)
+    cfg.trainer.precision = resolved
+    # Every DDP rank resolves it alike (one machine, or nodes of one kind); rank 0 says so.
+    if rank_zero_only.rank == 0:
+        device = run_device(accelerator)
+        native = "native" if native_bf16(device) else "no native"
+        print(f"trainer.precision=auto: {resolved} ({native} bfloat16 on {device})", flush=True)
+    return resolved

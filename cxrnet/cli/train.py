@@ -32,13 +32,13 @@ from cxrnet.cli.hydra_support import (
     instantiate_group,
     job_overrides,
     register_resolvers,
+    resolve_trainer_precision,
     save_resolved_config,
     warn_deprecated_choices,
 )
 from cxrnet.cli.preflight import check_train_config
 from cxrnet.data import sources as data_sources
 from cxrnet.evaluation.report import NonFinitePredictions
-from cxrnet.hardware import AUTO_PRECISION, Precision, native_bf16, resolve_precision, run_device
 from cxrnet.models.checkpoint import load_checkpoint
 from cxrnet.models.inference import stamp_checkpoint
 from cxrnet.resume import CHECKPOINT_DIR, resolve_checkpoint, run_dir_of_checkpoint
@@ -248,22 +248,6 @@ def run(
     if recorder.write:
         _print_summary(recorder.record)
     return recorder.record
-
-
-def resolve_trainer_precision(cfg: DictConfig) -> Precision:
-    """Replace ``trainer.precision: auto`` in ``cfg`` by what it means on the device the Trainer
-    will use (``cxrnet.hardware``), saying so once; any other value is left as it is."""
-    requested = cfg.trainer.get("precision")
-    if requested != AUTO_PRECISION:
-        return requested
-    accelerator = cfg.trainer.get("accelerator", "auto")
-    resolved = resolve_precision(requested, accelerator)
-    cfg.trainer.precision = resolved
-    if rank_zero_only.rank == 0:
-        device = run_device(accelerator)
-        native = "native" if native_bf16(device) else "no native"
-        print(f"trainer.precision=auto: {resolved} ({native} bfloat16 on {device})", flush=True)
-    return resolved
 
 
 def _fill_wandb_run_defaults(cfg: DictConfig, ckpt_path: Path | None) -> None:
