@@ -5,8 +5,9 @@ the hardware computes bf16 itself: CPUs with AVX512-BF16 or AMX, and CUDA GPUs t
 (experiments/benchmarks/README.md, "Training speed"). Elsewhere bf16 is emulated, slower than
 float32, so ``trainer.precision: auto`` is ``bf16-mixed`` only where it is native.
 
-Lightning has no ``auto`` precision: ``cxrnet-train`` resolves it with ``resolve_precision``
-before building the Trainer, from the accelerator the Trainer will pick.
+Lightning has no ``auto`` precision: the entry points resolve it with ``resolve_precision``
+before building a Trainer, for the accelerator that Trainer will pick
+(``cxrnet.cli.hydra_support.resolve_trainer_precision``).
 """
 
 from __future__ import annotations

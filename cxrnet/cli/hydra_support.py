@@ -14,7 +14,6 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from cxrnet.evaluation.metrics import monitor_mode_for
@@ -111,6 +110,9 @@ def job_overrides() -> list[str]:
 def resolve_trainer_precision(cfg: DictConfig) -> Precision:
     """Replace ``trainer.precision: auto`` in ``cfg`` by what it means on the device the Trainer
     will use (``cxrnet.hardware``), saying so once; any other value is left as it is."""
+    # Imported here: cxrnet-predict and cxrnet-export share this module and run without Lightning.
+    from lightning.pytorch.utilities import rank_zero_only
+
     requested = cfg.trainer.get("precision")
     if requested != AUTO_PRECISION:
         return requested
