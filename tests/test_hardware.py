@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -150,3 +152,11 @@ def test_a_subtype_run_and_its_eval_build_their_trainers_with_precision_auto(
     evaluated = evaluate(eval_cfg)
     assert eval_cfg.trainer.precision == expected
     assert evaluated["test/auroc"] == pytest.approx(record.metrics["test/auroc"], abs=1e-6)
+
+
+def test_predict_and_export_still_start_without_importing_lightning() -> None:
+    """They share hydra_support with the entry points that resolve the precision."""
+    code = "import sys, cxrnet.cli.predict, cxrnet.cli.export; print('lightning' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
