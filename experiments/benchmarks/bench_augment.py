@@ -9,14 +9,18 @@ float32 in [0, 1] out, as training consumes them. Rows:
 
 - cpu path: ``XRayDataset[(index, seed)]``, the work a loader worker does per image today
   (albumentations ``Affine`` + ``HorizontalFlip``, the copy, float, /255), one process.
+- device path, loader work: ``SeededXRayDataset[(index, seed)]``, what a worker still does per
+  image with ``on_device=true`` (index the cache, copy the uint8 row), one process.
 - per batch size (32 and 256), the device path of ``data.augment.on_device=true``:
   ``draw`` the parameters from the seeds on the CPU (``DeviceAugment.prepare``), ``copy`` the
   uint8 batch to the device from pinned memory (cuda only; beside it the float32 copy the CPU
   path makes), ``warp`` on the device (``DeviceAugment.finish``), and ``total``: draw, copy
   and warp in a row, what a training step waits for.
 
-Every contender runs in each repetition, one after another (interleaved), and the table gives
-the median over repetitions with the range. On cuda the timed region is bracketed by
+torch runs one thread (``--threads``), as a loader worker does, so each CPU row is one core's
+rate; on a shared machine more threads mostly measure the contention. Every contender runs in
+each repetition, one after another (interleaved), and the table gives the median over
+repetitions with the range. On cuda the timed region is bracketed by
 ``torch.cuda.synchronize()``. Prints a markdown table and writes JSON to ``--out``.
 """
 
@@ -37,7 +41,7 @@ import torch
 from machine import cpu_name  # experiments/benchmarks/machine.py, beside this script
 
 from cxrnet.data.batch_augment import DeviceAugment
-from cxrnet.data.dataset import SeededSample, XRayDataset
+from cxrnet.data.dataset import SeededSample, SeededXRayDataset, XRayDataset
 from cxrnet.data.transforms import AffineRecipe, build_train_transform
 
 HERE = Path(__file__).resolve().parent
@@ -63,7 +67,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[32, 256])
     parser.add_argument("--images", type=int, default=2048, help="images per timed call group")
     parser.add_argument("--repetitions", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (CPU)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads; 1, as in a loader worker"
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=HERE / "bench_augment.json")
     args = parser.parse_args()
@@ -92,6 +98,12 @@ def main() -> None:
         lambda: [cpu_dataset[key] for key in keys[:per_image_calls]],
         per_image_calls,
         1,
+    )
+    seeded_dataset = SeededXRayDataset(cpu_dataset)
+    contenders["device path, loader work per image"] = (
+        lambda: [seeded_dataset[key] for key in keys[:largest]],
+        largest,
+        max(1, args.images // largest),
     )
     for batch in args.batches:
         sample = SeededSample(
