@@ -7,6 +7,7 @@ from pathlib import Path
 
 import albumentations as A
 import cv2
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -283,3 +284,16 @@ def test_on_device_augmentation_under_ddp_cpu(synthetic_root: Path, tmp_path: Pa
     record = _completed(done, tmp_path)
     assert record["status"] == "completed"
     assert record["extra"]["world_size"] == 2
+
+
+def test_the_augmented_batch_gets_the_true_precision_cast_the_cpu_path_gets(
+    synthetic_root: Path,
+) -> None:
+    # Lightning casts float inputs for "bf16-true" before the transfer; the uint8 batch was not
+    # float then, so the hook casts what it returns.
+    dm = make_dm(synthetic_root, augment=SEED_RECIPE | {"on_device": True})
+    dm.setup("fit")
+    dm.trainer = L.Trainer(precision="bf16-true", accelerator="cpu", logger=False)
+    raw = next(iter(dm.train_dataloader()))
+    images, _ = dm.on_after_batch_transfer(dm.on_before_batch_transfer(raw, 0), 0)
+    assert images.dtype == torch.bfloat16
