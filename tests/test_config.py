@@ -53,6 +53,7 @@ def test_notebook_baseline_is_the_seed_notebook_recipe(compose_cfg) -> None:
         "shift": 0.1,
         "hflip": True,
         "strength": 1.0,
+        "on_device": False,  # where it runs, not what it draws
     }
     assert cfg.trainer.max_epochs == 6
     assert cfg.model.optimizer.lr == 1e-3

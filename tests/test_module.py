@@ -3,6 +3,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import traceback
 
 import pytest
 import torch
@@ -204,3 +205,39 @@ def test_speed_options_leave_checkpoints_interchangeable() -> None:
     fast = make_module(channels_last=True, compile=True)
     assert list(fast.state_dict()) == list(plain.state_dict())
     fast.load_state_dict(plain.state_dict())
+
+
+# Every way a tensor's value reaches the host (each a device synchronisation on a GPU).
+HOST_READS = ("__bool__", "item", "tolist", "__float__", "__int__", "__index__")
+
+
+@pytest.mark.parametrize("num_classes", [2, 3])
+@pytest.mark.parametrize("stage", ["train", "val"])
+def test_a_step_reads_nothing_back_from_the_device(monkeypatch, num_classes, stage) -> None:
+    """Loss means, non-finite counts and metrics update without reading a value back: on a GPU
+    each read would stall the step until the device caught up. The only reads left are
+    torchmetrics' own logit checks, made on the CPU only (elsewhere it uses torch.where)."""
+    names = ["NORMAL", "BACTERIA", "VIRUS"][:num_classes] if num_classes == 3 else None
+    module = make_module(**({"class_names": names} if names else {}))
+    images = torch.rand(4, 1, 32, 32)
+    images[1] = float("nan")  # a non-finite prediction: the path that used to drop rows
+    targets = torch.tensor([0, 1, 0, 1])
+    reads: list[tuple[str, list[str]]] = []
+    for name in HOST_READS:
+        original = getattr(torch.Tensor, name)
+
+        def spy(self, *args, _original=original, _name=name):
+            reads.append((_name, [frame.name for frame in traceback.extract_stack()]))
+            return _original(self, *args)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    module._step((images, targets), stage)
+    monkeypatch.undo()
+
+    ours = [(name, frames) for name, frames in reads if "normalize_logits_if_needed" not in frames]
+    assert not ours, f"host reads in a {stage} step: {ours}"
+    # The spies were live: torchmetrics' CPU-only checks were seen.
+    assert reads
+    # The NaN row still voids the epoch's metrics.
+    values = module.compute_epoch_metrics(stage)
+    assert all(value != value for value in values.values())

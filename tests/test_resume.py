@@ -129,11 +129,13 @@ def _deterministic_args(
     ]
 
 
-# The seed recipe (class weights, ReduceLROnPlateau); and the weighted sampler with a one-cycle
-# schedule, which asks the trainer for the run's length before the loops are restored.
+# The seed recipe (class weights, ReduceLROnPlateau); the weighted sampler with a one-cycle
+# schedule, which asks the trainer for the run's length before the loops are restored; and the
+# augmentation of whole batches in the batch-transfer hooks (cxrnet/data/batch_augment.py).
 VARIANTS = {
     "recipe": (),
     "sampler_onecycle": ("data.imbalance=sampler", "model/scheduler=onecycle"),
+    "augment_on_device": ("data.augment.on_device=true", "data.augment.hflip=true"),
 }
 
 

@@ -11,10 +11,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from lightning import LightningDataModule
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from cxrnet.data.batch_augment import DeviceAugment, DeviceBatch
 from cxrnet.data.cache import load_images
-from cxrnet.data.dataset import XRayDataset
+from cxrnet.data.dataset import SeededSample, SeededXRayDataset, XRayDataset
 from cxrnet.data.decode import DecodeParams, Equalize
 from cxrnet.data.discovery import discover_folders
 from cxrnet.data.duplicates import DuplicateReport, check_duplicates
@@ -36,7 +37,7 @@ from cxrnet.data.splits import (
     make_splits,
     write_split_csv,
 )
-from cxrnet.data.transforms import build_train_transform
+from cxrnet.data.transforms import AffineRecipe, build_train_transform
 from cxrnet.plain import plain_data
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,9 @@ class ChestXRayDataModule(LightningDataModule):
     augmentation runs per epoch on the training split only. ``report_dir`` receives the counts,
     the split file and every skipped or ignored file with its reason. ``seed`` (the run's seed)
     fixes each epoch's training order, weighted draw and augmentation (``data.sampling``).
+    ``augment`` holds the recipe (``build_train_transform``'s arguments) and ``on_device``:
+    when true, training batches travel as uint8 and are augmented on the model's device
+    (``data.batch_augment``, in the batch-transfer hooks) instead of on the loader workers.
     """
 
     def __init__(
@@ -140,6 +144,8 @@ class ChestXRayDataModule(LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.imbalance = imbalance
         self.augment = dict(augment or {})
+        self.augment_on_device = bool(self.augment.pop("on_device", False))
+        self.device_augment: DeviceAugment | None = None
         self.task = task
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.decode_workers = decode_workers
@@ -204,7 +210,11 @@ class ChestXRayDataModule(LightningDataModule):
         )
         self.skipped = loaded.skipped
         position = {record.path: i for i, record in enumerate(loaded.records)}
-        train_transform = build_train_transform(**self.augment)
+        if self.augment_on_device:
+            train_transform = None
+            self.device_augment = DeviceAugment(AffineRecipe.scaled(**self.augment))
+        else:
+            train_transform = build_train_transform(**self.augment)
         for split, records in splits.items():
             kept = [record for record in records if record.path in position]
             self._check_classes_after_skipping(split, records, kept)
@@ -296,11 +306,15 @@ class ChestXRayDataModule(LightningDataModule):
         self._require_setup()
         if split not in self.datasets:
             raise DataError(f"no {split} split under {self.root}")
-        dataset = self.datasets[split]
-        if not train and dataset.transform is not None:
+        stored = self.datasets[split]
+        dataset: Dataset = stored
+        if not train and stored.transform is not None:
             # Predictions on the training split (a report, a threshold) need the films as they
             # are, not this epoch's augmented draw; the images array is shared, not copied.
-            dataset = XRayDataset(dataset.images, dataset.labels, dataset.indices)
+            dataset = XRayDataset(stored.images, stored.labels, stored.indices)
+        if train and self.device_augment is not None:
+            # uint8 and a seed per image; the hooks below augment the batch on the device.
+            dataset = SeededXRayDataset(stored)
         world_size = self.trainer.world_size if self.trainer is not None else 1
         if train:
             batch_size = per_process_batch_size(self.batch_size, world_size)
@@ -360,6 +374,26 @@ class ChestXRayDataModule(LightningDataModule):
         # estimated_stepping_batches): the next training loader starts there.
         if state_dict:
             self._resume_at = (int(state_dict["epoch"]), int(state_dict["batches"]))
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """On the CPU: each training image's augmentation parameters, drawn from its seed."""
+        if isinstance(batch, SeededSample) and self.device_augment is not None:
+            return self.device_augment.prepare(batch)
+        return batch
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """On the model's device: the training batch warped and scaled to [0, 1] in one call.
+
+        Evaluation batches (already float, never augmented) pass unchanged.
+        """
+        if not isinstance(batch, DeviceBatch) or self.device_augment is None:
+            return batch
+        images, labels = self.device_augment.finish(batch)
+        if self.trainer is not None:
+            # What the precision plugin does to float inputs before the transfer (a cast under
+            # "bf16-true"/"16-true"), which these images were not yet when it ran.
+            images = self.trainer.precision_plugin.convert_input(images)
+        return images, labels
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -66,3 +67,49 @@ class XRayDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         if seed != self._seeded_with and hasattr(self.transform, "set_random_seed"):
             self.transform.set_random_seed(seed % 2**32)
             self._seeded_with = seed
+
+
+class SeededSample(NamedTuple):
+    """A training image as decoded, with its label and the seed of its augmentation.
+
+    Collated by the DataLoader into a batch of the same type: images (N, 1, S, S) uint8, labels
+    (N,), seeds (N,) int64, which ``cxrnet.data.batch_augment`` augments on the device.
+    """
+
+    image: torch.Tensor
+    label: torch.Tensor
+    seed: int
+
+
+class SeededXRayDataset(Dataset[SeededSample]):
+    """``dataset``'s images un-augmented and as uint8, each with the seed of its augmentation.
+
+    Loader workers then only index the cache, and a quarter of float32's bytes cross to the
+    device. The seed is the sampler's (``SampleKey``); for a bare index (under DDP, whose
+    sampler yields no seeds) it is drawn from a generator seeded like ``XRayDataset``'s
+    albumentations stream: the run's seed, and a distinct one in each loader worker.
+    """
+
+    def __init__(self, dataset: XRayDataset) -> None:
+        self.images = dataset.images
+        self.indices = dataset.indices
+        self.labels = dataset.labels
+        self._generator: torch.Generator | None = None
+        self._seeded_with: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, key: int | SampleKey) -> SeededSample:
+        item, seed = key if isinstance(key, tuple) else (key, None)
+        if seed is None:
+            seed = self._next_seed()
+        # A copy: cached images are read-only memory maps, which torch will not wrap.
+        image = torch.from_numpy(np.array(self.images[self.indices[item]], dtype=np.uint8))
+        return SeededSample(image.unsqueeze(0), self.labels[item], int(seed))
+
+    def _next_seed(self) -> int:
+        if self._generator is None or self._seeded_with != torch.initial_seed():
+            self._seeded_with = torch.initial_seed()
+            self._generator = torch.Generator().manual_seed(self._seeded_with)
+        return int(torch.randint(2**31, (1,), generator=self._generator))

@@ -152,20 +152,25 @@ class ClassifierModule(LightningModule):
         # Keyed "<stage>_": a bare "train" would clash with nn.Module.train. ``threshold`` is
         # only where the per-epoch monitoring metrics call (0.5); the decision threshold is the
         # operating point the evaluation pass chooses and stores in the checkpoint.
-        # Probabilities and targets come from this module, so torchmetrics' input checks (a host
-        # synchronisation per update each) are skipped. The loss means keep their NaN check: it
-        # is what fails a diverged run outside a search (one check per step, on the value the
-        # progress bar synchronises on anyway).
+        # No host synchronisation per step (tests/test_module.py counts them): probabilities and
+        # targets come from this module, so torchmetrics' input checks are skipped, and the loss
+        # means and non-finite counts skip their NaN checks (each an ``if tensor.any()``). A NaN
+        # loss then makes the epoch's mean NaN rather than being dropped from it, and divergence
+        # is caught at the end of the step by FailOnNonFinite, on the loss the progress bar reads.
         self.metrics = torch.nn.ModuleDict(
             {
                 f"{s}_": classification_metrics(self.num_classes, threshold, validate_args=False)
                 for s in STAGES
             }
         )
-        self.losses = torch.nn.ModuleDict({f"{s}_": MeanMetric() for s in STAGES})
+        self.losses = torch.nn.ModuleDict(
+            {f"{s}_": MeanMetric(nan_strategy="disable") for s in STAGES}
+        )
         # Predictions that are NaN or infinite this epoch: any at all voids the epoch's metrics
         # (torchmetrics would sort NaNs and report a plausible AUROC for a diverged network).
-        self.non_finite = torch.nn.ModuleDict({f"{s}_": SumMetric() for s in STAGES})
+        self.non_finite = torch.nn.ModuleDict(
+            {f"{s}_": SumMetric(nan_strategy="disable") for s in STAGES}
+        )
         choices = epoch_metric_names("val", self.class_names)
         if monitor not in choices:
             raise ConfigError(
@@ -229,8 +234,12 @@ class ClassifierModule(LightningModule):
         probabilities = self.probabilities(logits.detach())
         finite = torch.isfinite(probabilities).reshape(len(targets), -1).all(dim=1)
         self.non_finite[f"{stage}_"].update((~finite).sum())
-        if bool(finite.any()):
-            self.metrics[f"{stage}_"].update(probabilities[finite], targets[finite])
+        # Non-finite rows are replaced, not dropped: dropping them needs the host to learn how
+        # many remain (a synchronisation per step on a GPU), and any of them voids the epoch's
+        # metrics anyway (compute_epoch_metrics reports NaN).
+        keep = finite.reshape(-1, *([1] * (probabilities.ndim - 1)))
+        placeholder = torch.full_like(probabilities, 1.0 / self.num_classes)
+        self.metrics[f"{stage}_"].update(torch.where(keep, probabilities, placeholder), targets)
         return loss
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:

@@ -12,7 +12,10 @@ The notebook CNN, 150 px, batch 32, Adam 1e-3, BCE, on the real training images 
 (c) ``cxrnet-train`` as a user runs it (Trainer, cache, augmentation in loader workers, metrics,
     CSV logging, checkpoints): the marginal rate between a short and a long run, so start-up,
     validation and testing cancel out, plus the whole run's wall time;
-(d) the seed's Keras pipeline, only where TensorFlow is installed (it is never a dependency).
+(d) the seed's Keras pipeline (``keras_seed.py`` beside this script: the notebook's network,
+    ``ImageDataGenerator`` and ``model.fit``) on the same films, where an interpreter with
+    TensorFlow is at hand: this one (``pip install -e '.[bench]'``) or ``--keras-python``.
+    TensorFlow is never a dependency of cxrnet itself.
 
 Every contender runs in its own process (peak resident memory is that process's), ``--reps``
 times, interleaved; the table shows medians. Then one row per network of the registry at 128 px.
@@ -119,8 +122,8 @@ def machine(device: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------- (a), (b): hand loop
 
 
-def training_images(data: Path, count: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``count`` real training films as float tensors in memory, both classes shuffled."""
+def training_arrays(data: Path, count: int | None, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` (None: all) real training films, uint8, both classes shuffled, and their labels."""
     from cxrnet.data.cache import load_images
     from cxrnet.data.decode import DecodeParams
     from cxrnet.data.discovery import list_images
@@ -135,9 +138,17 @@ def training_images(data: Path, count: int, size: int) -> tuple[torch.Tensor, to
     chosen = [records[i] for i in sorted(order)]
     cache = Path(os.environ.get("CXRNET_CACHE_DIR", Path.home() / ".cache" / "cxrnet")) / "images"
     loaded = load_images(chosen, DecodeParams(size), cache_dir=cache, progress=False)
-    images = torch.from_numpy(loaded.images).unsqueeze(1).float().div_(255)
-    labels = torch.tensor([r.label for r in loaded.records], dtype=torch.float32)
-    return images, labels
+    # Back in the shuffled order: sorted, the first batches would hold one class only.
+    position = {index: rank for rank, index in enumerate(order)}
+    by_rank = np.argsort([position[i] for i in sorted(order)])
+    labels = np.array([r.label for r in loaded.records], dtype=np.float32)
+    return np.ascontiguousarray(loaded.images[by_rank]), labels[by_rank]
+
+
+def training_images(data: Path, count: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` real training films as float tensors in memory, both classes shuffled."""
+    images, labels = training_arrays(data, count, size)
+    return torch.from_numpy(images).unsqueeze(1).float().div_(255), torch.from_numpy(labels)
 
 
 def hand_loop(spec: dict[str, Any]) -> dict[str, Any]:
@@ -245,6 +256,40 @@ def cxrnet_train(data: Path, batches: int, device: str, extra: list[str], work: 
     return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
+# --------------------------------------------------------------------------- (d): the seed's Keras
+
+
+def keras_python(requested: str | None) -> str | None:
+    """The interpreter for row (d): the one asked for, else this one if it has TensorFlow."""
+    if requested:
+        return requested
+    return sys.executable if importlib.util.find_spec("tensorflow") is not None else None
+
+
+def write_keras_inputs(data: Path, work: Path) -> tuple[Path, Path]:
+    """Every training film at 150 px, all in memory as the notebook holds them (keras_seed.py)."""
+    images, labels = training_arrays(data, None, SIZE)
+    paths = work / "keras_images.npy", work / "keras_labels.npy"
+    np.save(paths[0], images)
+    np.save(paths[1], labels)
+    return paths
+
+
+def keras_seed(python: str, inputs: tuple[Path, Path], args: argparse.Namespace) -> dict:
+    plan = {"short": args.cli_short, "long": args.cli_long, "warmup": args.warmup}
+    plan["bare"] = args.steps
+    script = Path(__file__).with_name("keras_seed.py")
+    done = subprocess.run(
+        [python, str(script), str(inputs[0]), str(inputs[1]), json.dumps(plan)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"keras_seed.py failed under {python}:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 # ------------------------------------------------------------------------------ the benchmark
 
 
@@ -267,7 +312,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "settings": {k: str(v) for k, v in vars(args).items()},
         "loop": {name: [] for name in variants},
         "networks": {},
-        "tensorflow": importlib.util.find_spec("tensorflow") is not None,
+        "keras_python": keras_python(args.keras_python),
+        "keras": [],
     }
     cli_runs: dict[str, list[str]] = {"default settings (c)": []}
     if low_precision:
@@ -286,6 +332,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        python = results["keras_python"]
+        inputs = write_keras_inputs(args.data, work) if python and not args.skip_keras else None
         for rep in range(args.reps):
             for name, variant in variants.items():
                 spec = common | {"variant": variant, "net": "notebook_cnn", "size": SIZE}
@@ -298,6 +346,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     results["cli"][name][length].append(measured)
                     save(results, args.out)
                 print(f"rep {rep}: cxrnet-train {name}: {cli_rate(results['cli'][name]):.1f} img/s")
+            if inputs is not None:
+                results["keras"].append(keras_seed(python, inputs, args))
+                save(results, args.out)
+                rate = results["keras"][-1]["images_per_s"]
+                print(f"rep {rep}: seed Keras pipeline: {rate:.1f} img/s")
             if rep == 0 and not args.skip_networks:
                 # After the first repetition, so that an interrupted run still has every row.
                 networks(args, common, variants, results)
@@ -388,6 +441,8 @@ def report(results: dict[str, Any]) -> str:
             f"{median([r['peak_rss_mb'] for r in runs]):.0f} |"
         )
     ratios = [f"(b)/(a) = {b_rate / a_rate:.2f}"]
+    keras = results.get("keras") or []
+    d_rate = median([r["images_per_s"] for r in keras]) if keras else float("nan")
     for name, runs in results["cli"].items():
         if not runs["long"]:
             continue
@@ -407,12 +462,26 @@ def report(results: dict[str, Any]) -> str:
             f"{max(r['peak_rss_mb'] for r in runs['long']):.0f} |"
         )
         ratios.append(f"(c)/(b) with {name}: {verdict(rate / b_rate, 0.9)}")
-    lines.append(
-        "| seed Keras pipeline (d) | not measured: TensorFlow not installed | | | |"
-        if not results["tensorflow"]
-        else "| seed Keras pipeline (d) | not measured: no Keras row implemented | | | |"
-    )
-    ratios.append("(c)/(d): not measured (target >= 1.5: NOT met, unmeasured)")
+        if keras:
+            ratios.append(f"(c)/(d) with {name}: {verdict(rate / d_rate, 1.5)}")
+    if keras:
+        bare = median([r["bare_images_per_s"] for r in keras])
+        whole = median([r["fit_long_s"] for r in keras])
+        rss = max(r["peak_rss_mb"] for r in keras)
+        about = f"TensorFlow {keras[0]['tensorflow']}, {keras[0]['trainable_parameters']:,} weights"
+        lines += [
+            f"| seed Keras pipeline, ImageDataGenerator + model.fit (d) | {d_rate:.1f} | "
+            f"{d_rate / a_rate:.2f}x | fit of {settings['cli_long']} batches: {whole:.1f} s | "
+            f"{rss:.0f} |",
+            f"| seed Keras network alone, train_on_batch | {bare:.1f} | {bare / a_rate:.2f}x | "
+            f"{about} | {rss:.0f} |",
+        ]
+    else:
+        lines.append(
+            "| seed Keras pipeline (d) | not measured: no interpreter with TensorFlow (pip "
+            "install -e '.[bench]', or --keras-python) | | | |"
+        )
+        ratios.append("(c)/(d): not measured (target >= 1.5)")
     lines += ["", *(f"- {r}" for r in ratios)]
     if results["networks"]:
         lines += [
@@ -462,6 +531,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--all", action="store_true", help="bf16 rows even without native bf16")
     parser.add_argument("--skip-cli", action="store_true")
     parser.add_argument("--skip-networks", action="store_true")
+    parser.add_argument("--skip-keras", action="store_true", help="no row (d)")
+    parser.add_argument(
+        "--keras-python",
+        help="an interpreter with TensorFlow and scipy for row (d) (default: this one, if it has "
+        "TensorFlow), e.g. a separate virtualenv's bin/python",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run: rough numbers")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("bench_train.json"))
     parser.add_argument("--report-only", action="store_true", help="tables from --out's JSON")

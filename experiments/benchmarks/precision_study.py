@@ -2,6 +2,8 @@
 
     python experiments/benchmarks/precision_study.py                # 3 seeds x 2 precisions
     python experiments/benchmarks/precision_study.py --report-only  # the table from the JSON
+    python experiments/benchmarks/precision_study.py --seeds 3 4 5 --work logs/more \
+        --out more.json --pool precision_study.json   # more seeds, pooled with an earlier study
 
 A short training of ``experiment=notebook_baseline`` (150 px, the seed recipe) on the real films
 in ``../shared``: a patient-grouped split of train+val into training, validation (20%) and a
@@ -59,7 +61,7 @@ def sweep_command(args: argparse.Namespace) -> list[str]:
         f"paths.log_dir={args.work / 'logs'}",
     ]
     swept = [
-        sweep_values("seed", range(args.seeds)),
+        sweep_values("seed", args.seeds),
         sweep_values("trainer.precision", PRECISIONS),
         *args.extra,
     ]
@@ -86,6 +88,23 @@ def collect(runs: Path) -> dict[str, list[dict[str, Any]]]:
     for rows in table.values():
         rows.sort(key=lambda row: row["seed"])
     return table
+
+
+def pooled(results: dict[str, Any], others: list[Path]) -> dict[str, Any]:
+    """``results`` with the runs of earlier studies of the same recipe added, by precision."""
+    for path in others:
+        other = json.loads(path.read_text())
+        if other["epochs"] != results["epochs"]:
+            raise SystemExit(f"{path}: {other['epochs']} epochs, this study {results['epochs']}")
+        seen = {(p, r["seed"]) for p, rows in results["runs"].items() for r in rows}
+        for precision, rows in other["runs"].items():
+            if clash := [r["seed"] for r in rows if (precision, r["seed"]) in seen]:
+                raise SystemExit(f"{path}: seeds {clash} at {precision} are in both studies")
+            results["runs"][precision] = sorted(
+                results["runs"][precision] + rows, key=lambda row: row["seed"]
+            )
+        results.setdefault("pooled_from", []).append(str(path))
+    return results
 
 
 def summary(values: list[float]) -> str:
@@ -140,13 +159,20 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--work", type=Path, default=REPO / "logs" / "precision_study")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--n-jobs", type=int, default=2, help="jobs side by side, 1 thread each")
     parser.add_argument(
         "--out", type=Path, default=Path(__file__).with_name("precision_study.json")
     )
     parser.add_argument("--report-only", action="store_true", help="the table from --out's JSON")
+    parser.add_argument(
+        "--pool",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="earlier studies' JSON (same recipe, other seeds) whose runs join this one's table",
+    )
     parser.add_argument("extra", nargs="*", help="more cxrnet-train overrides, after --")
     return parser.parse_args(argv)
 
@@ -154,7 +180,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if args.report_only:
-        print(report(json.loads(args.out.read_text())))
+        print(report(pooled(json.loads(args.out.read_text()), args.pool)))
         return 0
     if not (args.data / "train").is_dir():
         raise SystemExit(f"{args.data}/train not found; pass --data <folder with train/>")
@@ -171,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_at_end": os.getloadavg(),
         "runs": collect(args.work / "runs"),
     }
+    results = pooled(results, args.pool)
     text = report(results)
     results["report"] = text
     args.out.write_text(json.dumps(results, indent=1) + "\n")
