@@ -52,6 +52,8 @@ def test_training_beats_chance_and_writes_its_run_folder(trained, tmp_path: Path
     assert resolved["data"]["image_size"] == 32
     assert "${" not in (run_dir / "config.yaml").read_text()
     assert (run_dir / "csv" / "metrics.csv").is_file()
+    # The precision it trained in is recorded, an explicit one as given (auto: test_hardware).
+    assert metrics["extra"]["precision"] == resolved["trainer"]["precision"] == "32-true"
 
 
 def test_threshold_is_chosen_on_validation_and_applied_to_test(trained) -> None:
