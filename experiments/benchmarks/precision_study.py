@@ -131,8 +131,17 @@ def report(results: dict[str, Any]) -> str:
             + f" | {summary([r['holdout_auroc'] for r in rows])}"
             + f" | {statistics.mean([r['duration_s'] for r in rows]) / 60:.1f} |"
         )
-    fp32 = [r["val_auroc"] for r in table["32-true"]]
-    bf16 = [r["val_auroc"] for r in table["bf16-mixed"]]
+    lines.append("")
+    for key, name in (("val_auroc", "val AUROC"), ("holdout_auroc", "held-out AUROC")):
+        lines += compare(table, key, name)
+    return "\n".join(lines)
+
+
+def compare(table: dict[str, list[dict[str, Any]]], key: str, name: str) -> list[str]:
+    """bf16-mixed against 32-true on one score: the difference of the means against seed noise,
+    and the per-seed differences."""
+    fp32 = [r[key] for r in table["32-true"]]
+    bf16 = [r[key] for r in table["bf16-mixed"]]
     difference = statistics.mean(bf16) - statistics.mean(fp32)
     # Seed noise of a difference of two means of n runs each: the pooled seed-to-seed standard
     # deviation times sqrt(2/n).
@@ -141,18 +150,18 @@ def report(results: dict[str, Any]) -> str:
     within = abs(difference) <= 2 * noise
     # The same seed in both precisions starts from the same weights and draws the same batches,
     # so the per-seed differences are the sharper view of what the precision alone changes.
-    by_seed = {r["seed"]: r["val_auroc"] for r in table["32-true"]}
-    paired = [
-        r["val_auroc"] - by_seed[r["seed"]] for r in table["bf16-mixed"] if r["seed"] in by_seed
-    ]
-    lines += [
-        "",
-        f"- bf16-mixed − 32-true, mean val AUROC: {difference:+.4f}; seed noise of that "
-        f"difference (pooled sd × √(2/n)): {noise:.4f}; "
+    by_seed = {r["seed"]: r[key] for r in table["32-true"]}
+    paired = [r[key] - by_seed[r["seed"]] for r in table["bf16-mixed"] if r["seed"] in by_seed]
+    lower = sum(d < 0 for d in paired)
+    return [
+        f"- {name}, bf16-mixed − 32-true: {difference:+.4f}; seed noise of that difference "
+        f"(pooled sd × √(2/n)): {noise:.4f}; "
         + ("within 2× seed noise" if within else "OUTSIDE 2× seed noise"),
-        "- per seed (same initial weights and batches): " + ", ".join(f"{d:+.4f}" for d in paired),
+        "  - per seed (same initial weights and batches): "
+        + ", ".join(f"{d:+.4f}" for d in paired)
+        + f"; mean {statistics.mean(paired):+.4f} ± {statistics.stdev(paired):.4f} (sd), "
+        f"lower with bf16 for {lower} of {len(paired)} seeds",
     ]
-    return "\n".join(lines)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
