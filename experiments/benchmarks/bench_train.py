@@ -46,6 +46,8 @@ import torch
 import torch.nn.functional as F
 from machine import cpu_name  # experiments/benchmarks/machine.py, beside this script
 
+from cxrnet.hardware import cpu_features, native_bf16
+
 REPO = Path(__file__).resolve().parents[2]
 # ../shared beside the checkout, or beside the folder of worktrees that holds it.
 DEFAULT_DATA = next(
@@ -86,21 +88,6 @@ LOSS_TOLERANCE = {None: 1e-4, "bfloat16": 2e-2, "float16": 2e-2}
 
 
 # ------------------------------------------------------------------------------ the machine
-
-
-def cpu_features() -> dict[str, bool]:
-    checks = ("avx2", "avx512", "avx512_bf16", "vnni", "amx_tile", "amx_fp16")
-    return {
-        name: bool(getattr(torch.cpu, f"_is_{name}_supported", lambda: False)()) for name in checks
-    }
-
-
-def native_low_precision(device: str) -> bool:
-    """bf16 autocast only pays off where the hardware computes in bf16 (else it emulates)."""
-    if device == "cuda":
-        return torch.cuda.is_bf16_supported()
-    features = cpu_features()
-    return features["avx512_bf16"] or features["amx_tile"]
 
 
 def machine(device: str) -> dict[str, Any]:
@@ -299,7 +286,8 @@ def median(values: list[float]) -> float:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     device = args.device
-    low_precision = native_low_precision(device)
+    # bf16 autocast only pays off where the hardware computes in bf16 (else it emulates).
+    low_precision = native_bf16(device)
     variants = {
         name: v for name, v in VARIANTS.items() if v[1] is None or low_precision or args.all
     }
