@@ -198,16 +198,16 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def in_subprocess(spec: dict[str, Any]) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, __file__, "--worker", json.dumps(spec)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+def json_worker(command: list[str], what: str) -> dict[str, Any]:
+    """Run a worker process; its result is the JSON object on its last line of output."""
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"worker {spec} failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"{what} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def in_subprocess(spec: dict[str, Any]) -> dict[str, Any]:
+    return json_worker([sys.executable, __file__, "--worker", json.dumps(spec)], f"worker {spec}")
 
 
 # ------------------------------------------------------------------------- (c): cxrnet-train
@@ -266,15 +266,8 @@ def keras_seed(python: str, inputs: tuple[Path, Path], args: argparse.Namespace)
     plan = {"short": args.cli_short, "long": args.cli_long, "warmup": args.warmup}
     plan["bare"] = args.steps
     script = Path(__file__).with_name("keras_seed.py")
-    done = subprocess.run(
-        [python, str(script), str(inputs[0]), str(inputs[1]), json.dumps(plan)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"keras_seed.py failed under {python}:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    command = [python, str(script), str(inputs[0]), str(inputs[1]), json.dumps(plan)]
+    return json_worker(command, f"keras_seed.py under {python}")
 
 
 # ------------------------------------------------------------------------------ the benchmark
