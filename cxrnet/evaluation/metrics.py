@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from torchmetrics import Metric, MetricCollection
+import torch
+from torch import Tensor
+from torchmetrics import MeanMetric, Metric, MetricCollection
 from torchmetrics.classification import (
     BinaryAccuracy,
     BinaryAUROC,
@@ -24,6 +26,24 @@ from torchmetrics.classification import (
 from cxrnet.errors import ConfigError
 
 MonitorMode = Literal["max", "min"]
+
+
+class WeightedMean(MeanMetric):
+    """torchmetrics' weighted ``MeanMetric`` without its NaN check.
+
+    The check is an ``if nans.any()`` per update, a host synchronisation per step on a GPU. Its
+    ``nan_strategy="disable"`` would skip it but (torchmetrics 1.9) also replaces the weights with
+    ones, so this update is the parent's without the check: a NaN value makes the mean NaN.
+    Same states (``mean_value``, ``weight``), so checkpoints holding them load either way.
+    """
+
+    def update(self, value: float | Tensor, weight: float | Tensor = 1.0) -> None:
+        value = torch.as_tensor(value, dtype=self.dtype, device=self.device)
+        weight = torch.as_tensor(weight, dtype=self.dtype, device=self.device)
+        if value.numel() == 0:
+            return
+        self.mean_value += (value * torch.broadcast_to(weight, value.shape)).sum()
+        self.weight += torch.broadcast_to(weight, value.shape).sum()
 
 
 def classification_metrics(

@@ -14,10 +14,11 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
-from torchmetrics import MaxMetric, MeanMetric, MinMetric, SumMetric
+from torchmetrics import MaxMetric, MinMetric, SumMetric
 
 from cxrnet.errors import ConfigError
 from cxrnet.evaluation.metrics import (
+    WeightedMean,
     classification_metrics,
     epoch_metric_names,
     metric_states,
@@ -163,9 +164,7 @@ class ClassifierModule(LightningModule):
                 for s in STAGES
             }
         )
-        self.losses = torch.nn.ModuleDict(
-            {f"{s}_": MeanMetric(nan_strategy="disable") for s in STAGES}
-        )
+        self.losses = torch.nn.ModuleDict({f"{s}_": WeightedMean() for s in STAGES})
         # Predictions that are NaN or infinite this epoch: any at all voids the epoch's metrics
         # (torchmetrics would sort NaNs and report a plausible AUROC for a diverged network).
         self.non_finite = torch.nn.ModuleDict(
