@@ -10,7 +10,7 @@ in ``../shared``: a patient-grouped split of train+val into training, validation
 held-out set (20%), fixed across runs (``data.split_seed=0``, ``data.holdout_seed=19``); each run
 differs only in its seed (initialisation, sampling order, augmentation) and its precision. Every
 number in the table is read back from the jobs' run records (``metrics.json``): the validation
-AUROC of the best checkpoint, chosen on validation loss, and the held-out AUROC of that same
+AUROC of the best checkpoint, chosen on validation AUROC, and the held-out AUROC of that same
 checkpoint. Prints a markdown table and writes ``precision_study.json`` beside this script.
 """
 
