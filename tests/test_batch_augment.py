@@ -122,7 +122,7 @@ def _augment(images: torch.Tensor, seeds, recipe: AffineRecipe) -> torch.Tensor:
 def test_zero_strength_is_exactly_the_cpu_paths_conversion() -> None:
     images = _batch()
     recipe = AffineRecipe.scaled(**(SEED_RECIPE | {"hflip": False}), strength=0)
-    assert recipe.is_identity
+    assert not recipe.has_affine and not recipe.hflip
     out = _augment(images, range(len(images)), recipe)
     assert out.dtype == torch.float32 and out.shape == images.shape
     cpu_path = XRayDataset(images[:, 0].numpy(), [0] * len(images))

@@ -12,6 +12,14 @@ from torch.utils.data import Dataset
 from cxrnet.data.sampling import SampleKey
 
 
+def uint8_tensor(image: np.ndarray) -> torch.Tensor:
+    """One (S, S) image as a (1, S, S) uint8 tensor of its own.
+
+    A copy: cached images are read-only memory maps, which torch will not wrap.
+    """
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).unsqueeze(0)
+
+
 class XRayDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """Rows of ``images`` (N, S, S) uint8 selected by ``indices``, with their integer labels.
 
@@ -47,9 +55,7 @@ class XRayDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             else:
                 self._seed_sample(seed)
             image = self.transform(image=np.asarray(image))["image"]
-        # A copy: cached images are read-only memory maps, which torch will not wrap.
-        tensor = torch.from_numpy(np.array(image, dtype=np.uint8)).unsqueeze(0).float().div_(255.0)
-        return tensor, self.labels[item]
+        return uint8_tensor(image).float().div_(255.0), self.labels[item]
 
     def _seed_sample(self, seed: int) -> None:
         if hasattr(self.transform, "set_random_seed"):
@@ -104,9 +110,8 @@ class SeededXRayDataset(Dataset[SeededSample]):
         item, seed = key if isinstance(key, tuple) else (key, None)
         if seed is None:
             seed = self._next_seed()
-        # A copy: cached images are read-only memory maps, which torch will not wrap.
-        image = torch.from_numpy(np.array(self.images[self.indices[item]], dtype=np.uint8))
-        return SeededSample(image.unsqueeze(0), self.labels[item], int(seed))
+        image = uint8_tensor(self.images[self.indices[item]])
+        return SeededSample(image, self.labels[item], int(seed))
 
     def _next_seed(self) -> int:
         if self._generator is None or self._seeded_with != torch.initial_seed():

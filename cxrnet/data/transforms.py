@@ -41,10 +41,6 @@ class AffineRecipe:
     def has_affine(self) -> bool:
         return bool(self.rotate or self.zoom or self.shift)
 
-    @property
-    def is_identity(self) -> bool:
-        return not (self.has_affine or self.hflip)
-
 
 def build_train_transform(
     rotate: float = 20.0,

@@ -44,20 +44,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from machine import cpu_name  # experiments/benchmarks/machine.py, beside this script
+from machine import cpu_name, shared_data  # experiments/benchmarks/machine.py, beside this script
 
 from cxrnet.hardware import cpu_features, native_bf16
 
-REPO = Path(__file__).resolve().parents[2]
-# ../shared beside the checkout, or beside the folder of worktrees that holds it.
-DEFAULT_DATA = next(
-    (
-        folder / "shared" / "data" / "chest_xray_224"
-        for folder in (REPO.parent, REPO.parent.parent)
-        if (folder / "shared" / "data").is_dir()
-    ),
-    REPO.parent / "shared" / "data" / "chest_xray_224",
-)
+DEFAULT_DATA = shared_data()
 BATCH = 32
 SIZE = 150
 NETWORK_SIZE = 128

@@ -1,9 +1,20 @@
-"""What every benchmark table states about the machine it ran on."""
+"""The machine a benchmark runs on: what its tables state about it, and where its data lies."""
 
 from __future__ import annotations
 
 import platform
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def shared_data() -> Path:
+    """The real 224 px films: ../shared beside the checkout, or beside the folder of worktrees
+    that holds it (the first that exists; else the former, for the error message)."""
+    for folder in (REPO.parent, REPO.parent.parent):
+        if (folder / "shared" / "data").is_dir():
+            return folder / "shared" / "data" / "chest_xray_224"
+    return REPO.parent / "shared" / "data" / "chest_xray_224"
 
 
 def cpu_name() -> str:

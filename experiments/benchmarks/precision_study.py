@@ -24,21 +24,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(HERE))
+from machine import shared_data  # noqa: E402
+
 from cxrnet.runs import RunStatus, find_job_dirs, read_record  # noqa: E402
 from cxrnet.runs.sweeps import console_command, run_logged, sweep_values  # noqa: E402
 from cxrnet.runs.sweeps import sweep_command as train_sweep_command  # noqa: E402
 
 PRECISIONS = ("32-true", "bf16-mixed")
-DEFAULT_DATA = next(
-    (
-        folder / "shared" / "data" / "chest_xray_224"
-        for folder in (REPO.parent, REPO.parent.parent)
-        if (folder / "shared" / "data").is_dir()
-    ),
-    REPO.parent / "shared" / "data" / "chest_xray_224",
-)
+DEFAULT_DATA = shared_data()
 # The study's fixed split and its short training; the report's heatmaps and bootstrap intervals
 # are not used here, so they are kept small.
 RECIPE = (
