@@ -13,7 +13,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from cxrnet.cli.hydra_support import register_resolvers
+from cxrnet.config import register_resolvers
 from cxrnet.data.synthetic import SyntheticSpec, generate_synthetic
 
 # ../shared beside the checkout; a user's clone has none, and those tests skip.

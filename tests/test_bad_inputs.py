@@ -18,7 +18,7 @@ from PIL import Image
 
 from cxrnet.data.datamodule import ChestXRayDataModule
 from cxrnet.data.decode import MIN_IMAGE_SIDE
-from cxrnet.data.errors import DataError
+from cxrnet.user_errors import DataError
 
 
 def make_dm(root: Path | str, **kwargs) -> ChestXRayDataModule:

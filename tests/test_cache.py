@@ -20,8 +20,8 @@ from PIL import Image
 import cxrnet.data.cache as cache_module
 from cxrnet.data.cache import LoadedImages, cache_key, load_images
 from cxrnet.data.decode import DecodeParams, decode
-from cxrnet.data.errors import DataError
 from cxrnet.data.records import Record, make_record
+from cxrnet.user_errors import DataError
 
 PARAMS = DecodeParams(image_size=32)
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from console import run_script
 
-from cxrnet.errors import CheckpointError
 from cxrnet.models.checkpoint import load_checkpoint
 from cxrnet.models.module import ClassifierModule, build_component, component_config
+from cxrnet.user_errors import CheckpointError
 
 NET = {"name": "notebook_cnn", "image_size": 32, "widths": [4, 4, 8, 8], "hidden": 8}
 

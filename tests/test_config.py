@@ -9,9 +9,9 @@ import pytest
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
-from cxrnet.callbacks import FailOnNonFinite, LastCheckpoint
-from cxrnet.cli.hydra_support import instantiate_group
+from cxrnet.config import instantiate_group
 from cxrnet.models.module import ClassifierModule
+from cxrnet.training.callbacks import FailOnNonFinite, LastCheckpoint
 
 CONF = importlib.resources.files("cxrnet.conf")
 

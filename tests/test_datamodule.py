@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from cxrnet.data.datamodule import ChestXRayDataModule, balanced_class_weights
-from cxrnet.data.errors import DataError
 from cxrnet.data.sampling import EpochSampler
+from cxrnet.user_errors import DataError
 
 
 def make_dm(root: Path, **kwargs) -> ChestXRayDataModule:

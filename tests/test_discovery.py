@@ -14,7 +14,6 @@ from cxrnet.data.discovery import (
     find_split_root,
     list_images,
 )
-from cxrnet.data.errors import DataError
 from cxrnet.data.records import (
     CLASS_NAMES,
     SPLIT_NAMES,
@@ -26,6 +25,7 @@ from cxrnet.data.records import (
     subtype_counts,
     subtype_from_name,
 )
+from cxrnet.user_errors import DataError
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data"
 

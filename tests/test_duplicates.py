@@ -9,8 +9,8 @@ import pytest
 from cxrnet.data import duplicates as dup_module
 from cxrnet.data.discovery import discover
 from cxrnet.data.duplicates import check_duplicates, file_digest, find_duplicates
-from cxrnet.data.errors import DataError
 from cxrnet.data.records import Record, make_record
+from cxrnet.user_errors import DataError
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "chest_xray_224"
 

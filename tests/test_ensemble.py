@@ -15,10 +15,11 @@ from console import QUICK, run_script, run_train
 
 from cxrnet.evaluation.fold_ensemble import build_fold_ensemble
 from cxrnet.evaluation.thresholds import ThresholdRule
-from cxrnet.inference.ensemble import load_ensemble, read_manifest
+from cxrnet.inference.ensemble import load_ensemble
 from cxrnet.inference.inputs import list_inputs
 from cxrnet.inference.predict import iter_predictions
 from cxrnet.inference.scorers import FlipAveraged, load_scorer
+from cxrnet.models.ensemble_manifest import read_manifest
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

@@ -15,11 +15,10 @@ from console import QUICK, run_folder, run_train
 from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator, MPSAccelerator
 
-from cxrnet import hardware
+from cxrnet.training import hardware
 from cxrnet.cli.evaluate import evaluate
-from cxrnet.cli.hydra_support import resolve_trainer_precision
-from cxrnet.cli.train import run
-from cxrnet.hardware import resolve_precision, run_device
+from cxrnet.training.hardware import resolve_precision, resolve_trainer_precision, run_device
+from cxrnet.training.run import run
 
 TRAINER_CONFIGS = sorted(
     Path(str(p)).stem

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cxrnet.data.errors import DataError
 from cxrnet.inference.inputs import list_inputs
+from cxrnet.user_errors import DataError
 
 
 def _touch(path: Path) -> Path:

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from cxrnet.data.errors import DataError
 from cxrnet.data.manifest import combine_records, load_records, read_manifest
 from cxrnet.data.records import make_record
 from cxrnet.data.splits import SplitConfig, make_splits, write_split_csv
+from cxrnet.user_errors import DataError
 
 
 def image(path: Path) -> Path:

@@ -20,7 +20,7 @@ SUBTYPES = ("normal", "bacteria", "virus")
 
 def module_seeing_logits(**kwargs) -> ClassifierModule:
     module = ClassifierModule(
-        net={"name": "seed_cnn", "image_size": 32, "widths": [4, 4, 8, 8], "hidden": 8},
+        net={"name": "notebook_cnn", "image_size": 32, "widths": [4, 4, 8, 8], "hidden": 8},
         optimizer=functools.partial(torch.optim.SGD, lr=0.1),
         **kwargs,
     )

@@ -47,13 +47,3 @@ def test_registry_builds_by_name_and_rejects_unknown() -> None:
     assert isinstance(create_model("notebook_cnn", image_size=64), NotebookCNN)
     with pytest.raises(ValueError, match=r"name='resnet9000' is not a registered network"):
         create_model("resnet9000")
-
-
-def test_the_old_name_seed_cnn_still_builds_the_notebook_network_with_a_warning() -> None:
-    with pytest.warns(
-        FutureWarning, match="seed_cnn is deprecated; use model.net.name=notebook_cnn"
-    ):
-        model = create_model("seed_cnn")
-    assert isinstance(model, NotebookCNN)
-    assert count_trainable_parameters(model) == 844_737
-    assert "seed_cnn" not in available_models()

@@ -11,10 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from console import run_train
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 
-from cxrnet.cli.hydra_support import warn_deprecated_choices
 from cxrnet.models import available_models, count_trainable_parameters, create_model
 from cxrnet.models.adapt import classifier_name, stem_conv_name
 from cxrnet.models.registry import resolve_model
@@ -170,31 +168,9 @@ def test_each_network_is_a_config_option(compose_cfg, net: str, network_class: s
 def test_every_network_config_names_a_network_the_registry_builds(compose_cfg) -> None:
     folder = Path(__file__).resolve().parents[1] / "conf" / "model" / "net"
     for option in sorted(p.stem for p in folder.glob("*.yaml")):
-        if option in ("custom", "seed_cnn"):
+        if option == "custom":
             continue
         name = compose_cfg("train", [f"model/net={option}"]).model.net.name
         if name.startswith("timm/") and importlib.util.find_spec("timm") is None:
             continue
         assert resolve_model(name), option
-
-
-@pytest.mark.parametrize(
-    ("overrides", "message"),
-    [
-        (["model=seed_cnn"], "model=seed_cnn is deprecated; use model=classifier"),
-        (["model/net=seed_cnn"], "model/net=seed_cnn is deprecated; use model/net=notebook_cnn"),
-        (["experiment=seed_baseline"], "experiment=seed_baseline is deprecated"),
-    ],
-)
-def test_old_seed_names_compose_the_same_config_and_warn(compose_cfg, overrides, message) -> None:
-    new = {
-        "model=seed_cnn": "model=classifier",
-        "model/net=seed_cnn": "model/net=notebook_cnn",
-        "experiment=seed_baseline": "experiment=notebook_baseline",
-    }[overrides[0]]
-    current = compose_cfg("train", [new])
-    old = compose_cfg("train", overrides)
-    with pytest.warns(FutureWarning, match=message):
-        assert warn_deprecated_choices(HydraConfig.get().runtime.choices)
-    assert old.model == current.model and old.data == current.data
-    assert old.trainer == current.trainer

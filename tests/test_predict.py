@@ -19,9 +19,8 @@ from cxrnet.evaluation.thresholds import choose_threshold
 from cxrnet.inference.inputs import list_inputs
 from cxrnet.inference.predict import predict_files
 from cxrnet.inference.scorers import load_scorer
-from cxrnet.models.checkpoint import load_checkpoint
-from cxrnet.models.inference import INFERENCE_KEY
-from cxrnet.plain import plain_data
+from cxrnet.models.checkpoint import INFERENCE_KEY, load_checkpoint
+from cxrnet.plain_data import plain_data
 
 
 def _run(name: str, args: list[str], cwd: Path, cache: Path) -> subprocess.CompletedProcess:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cxrnet.cli.train import run
+from cxrnet.training.run import run
 
 pytestmark = pytest.mark.real_data
 

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from cxrnet.cli.train import run
 from cxrnet.data.datamodule import ChestXRayDataModule
 from cxrnet.data.decode import DecodeParams, decode, fit_to_square, read_gray
 from cxrnet.data.discovery import discover_folders
 from cxrnet.data.duplicates import check_duplicates
 from cxrnet.data.records import check_subtypes, subtype_counts
 from cxrnet.runs import RunStatus, read_record
+from cxrnet.training.run import run
 
 RGB_ORIGINAL = "train/PNEUMONIA/person1177_virus_1999.jpeg"
 FULL_RESOLUTION = (
@@ -128,7 +128,7 @@ def test_seed_recipe_trains_an_epoch_on_the_sample(compose_cfg, kermany_sample: 
     cfg = compose_cfg(
         "train",
         [
-            "experiment=seed_baseline",
+            "experiment=notebook_baseline",
             f"data.root={kermany_sample}",
             "data.image_size=64",
             "data.batch_size=8",

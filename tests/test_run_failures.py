@@ -17,14 +17,14 @@ import pytest
 import torch
 
 from cxrnet.cli.compare import collect_runs
-from cxrnet.cli.train import run
-from cxrnet.errors import ConfigError
 from cxrnet.evaluation.metrics import monitor_mode_for
 from cxrnet.models.module import ClassifierModule
 from cxrnet.runs import read_record
+from cxrnet.training.run import run
+from cxrnet.user_errors import ConfigError
 
 FAST = ["debug=fast", "model.net.widths=[8,8,16,16]", "model.net.hidden=16"]
-NET = {"name": "seed_cnn", "image_size": 32, "widths": [4, 4, 8, 8], "hidden": 8}
+NET = {"name": "notebook_cnn", "image_size": 32, "widths": [4, 4, 8, 8], "hidden": 8}
 
 
 def _train(tmp_path: Path, *overrides: str, env: dict[str, str] | None = None):
@@ -241,7 +241,7 @@ def test_a_user_error_in_a_sweep_fails_that_job_and_the_sweep_goes_on(
     synthetic_root: Path, tmp_path: Path
 ) -> None:
     done, _ = _train(
-        tmp_path, "-m", *FAST, f"data.root={synthetic_root}", "model.net.name=nope,seed_cnn"
+        tmp_path, "-m", *FAST, f"data.root={synthetic_root}", "model.net.name=nope,notebook_cnn"
     )
     assert done.returncode != 0
     (sweep,) = (tmp_path / "logs").glob("*/multiruns/*")
@@ -255,7 +255,7 @@ def test_no_threshold_is_chosen_on_nan_predictions(
     """The evaluation pass (cxrnet-train and cxrnet-eval) reports nothing from NaN scores."""
     from types import SimpleNamespace
 
-    import cxrnet.cli.evaluation_pass as evaluation_pass
+    import cxrnet.evaluation.evaluation_pass as evaluation_pass
     from cxrnet.data.datamodule import ChestXRayDataModule
     from cxrnet.evaluation.report import SplitPredictions
     from cxrnet.evaluation.thresholds import ThresholdRule

@@ -12,11 +12,11 @@ import pytest
 import torch
 from lightning.pytorch.demos.boring_classes import BoringModel
 
-from cxrnet.callbacks import LastCheckpoint
 from cxrnet.data.dataset import XRayDataset
 from cxrnet.data.sampling import EpochSampler, ResumableLoader
 from cxrnet.data.transforms import build_train_transform
-from cxrnet.seeding import capture_rng, restore_rng
+from cxrnet.training.callbacks import LastCheckpoint
+from cxrnet.training.seeding import capture_rng, restore_rng
 
 WEIGHTS = [3.0, 1.0, 1.0, 0.5, 0.5, 2.0, 1.0, 1.0, 0.25, 4.0, 1.0, 1.0]
 

@@ -13,7 +13,6 @@ import pytest
 
 from cxrnet.data.discovery import discover
 from cxrnet.data.duplicates import find_duplicates
-from cxrnet.data.errors import DataError
 from cxrnet.data.records import Record, make_record
 from cxrnet.data.splits import (
     SPLIT_CSV_COLUMNS,
@@ -24,6 +23,7 @@ from cxrnet.data.splits import (
     patient_overlap,
     write_split_csv,
 )
+from cxrnet.user_errors import DataError
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "chest_xray_224"
 

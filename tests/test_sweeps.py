@@ -183,7 +183,7 @@ def test_run_and_sweep_folders_carry_a_random_suffix(compose_cfg, config_name: s
 
 
 def test_every_rank_of_a_multi_task_srun_shares_one_run_folder() -> None:
-    from cxrnet.cli.hydra_support import run_stamp
+    from cxrnet.config import run_stamp
 
     rank = {"SLURM_JOB_ID": "4242", "SLURM_STEP_ID": "0", "SLURM_NTASKS": "8"}
     argv = ["trainer=ddp", "seed=1"]

@@ -20,11 +20,10 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from cxrnet.cli.hydra_support import register_resolvers
-from cxrnet.cli.train import run
+from cxrnet.config import register_resolvers
 from cxrnet.evaluation.report import confidently_wrong, curve_rows
 from cxrnet.models.checkpoint import load_checkpoint
-from cxrnet.tracking import (
+from cxrnet.tracking.wandb_logger import (
     CHECKPOINT_KEY,
     finish_wandb_run,
     resolve_wandb_mode,
@@ -33,7 +32,8 @@ from cxrnet.tracking import (
     wandb_run_defaults,
     wandb_run_id_from_checkpoint,
 )
-from cxrnet.tracking_callbacks import WandbReport, thumbnail
+from cxrnet.tracking.wandb_report import WandbReport, thumbnail
+from cxrnet.training.run import run
 
 FAST = [
     "debug=fast",
@@ -355,7 +355,7 @@ def test_mode_is_offline_without_credentials_and_online_with_them(
 ) -> None:
     monkeypatch.delenv("WANDB_MODE")
     assert resolve_wandb_mode("auto") == "offline"
-    with caplog.at_level(logging.WARNING, logger="cxrnet.tracking"):
+    with caplog.at_level(logging.WARNING, logger="cxrnet.tracking.wandb_logger"):
         assert resolve_wandb_mode("online") == "offline"
     assert "instead of prompting" in caplog.text
     netrc = tmp_path / "netrc"
@@ -383,7 +383,7 @@ def test_unreachable_service_falls_back_to_offline(
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
     logger = wandb_logger(save_dir=str(tmp_path), mode="online", init_timeout=2)
-    with caplog.at_level(logging.WARNING, logger="cxrnet.tracking"):
+    with caplog.at_level(logging.WARNING, logger="cxrnet.tracking.wandb_logger"):
         experiment = logger.experiment
     assert experiment.offline
     assert "could not go online" in caplog.text

@@ -11,7 +11,7 @@ import yaml
 from console import run_train
 
 from cxrnet.cli.evaluate import evaluate
-from cxrnet.cli.train import run
+from cxrnet.training.run import run
 
 FAST = [
     "debug=fast",
@@ -165,7 +165,7 @@ def test_a_training_run_predicts_each_split_once(
     """After fit: one prediction pass per split feeds metrics, CSVs, figures and loggers."""
     import lightning as L
 
-    import cxrnet.cli.evaluation_pass as evaluation_pass
+    import cxrnet.evaluation.evaluation_pass as evaluation_pass
 
     predicted: list[tuple[str, int]] = []
     real_predict_split = evaluation_pass.predict_split
@@ -186,7 +186,7 @@ def test_a_training_run_predicts_each_split_once(
         raise AssertionError("a second pass over the data after training")
 
     monkeypatch.setattr(evaluation_pass, "predict_split", spy)
-    monkeypatch.setattr("cxrnet.cli.train.run_evaluation_pass", remember)
+    monkeypatch.setattr("cxrnet.training.run.run_evaluation_pass", remember)
     monkeypatch.setattr(L.Trainer, "validate", refuse)
     monkeypatch.setattr(L.Trainer, "test", refuse)
     cfg = compose_cfg(

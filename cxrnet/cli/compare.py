@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cxrnet.comparison.jobs import UNFINISHED, RunResult, collect_runs
 from cxrnet.comparison.plot import build_figure
 from cxrnet.comparison.render import (
     CSV_NAME,
@@ -30,6 +29,7 @@ from cxrnet.comparison.render import (
 )
 from cxrnet.comparison.summary import DEFAULT_FOLD_KEYS, Summary, summarize
 from cxrnet.runs import overrides_as_dict as parse_overrides
+from cxrnet.runs.results import UNFINISHED, RunResult, collect_runs
 
 __all__ = [
     "CSV_NAME",

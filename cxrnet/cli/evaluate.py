@@ -12,24 +12,23 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from cxrnet.cli.errors import brief_errors
-from cxrnet.cli.evaluation_pass import report_settings, run_evaluation_pass, threshold_rule
-from cxrnet.cli.hydra_support import (
-    CONFIG_PATH,
-    HYDRA_VERSION,
-    job_overrides,
-    register_resolvers,
-    resolve_trainer_precision,
-    save_resolved_config,
-)
+from cxrnet.cli.exit_codes import brief_errors
+from cxrnet.cli.hydra_support import CONFIG_PATH, HYDRA_VERSION, job_overrides
+from cxrnet.config import register_resolvers, save_resolved_config
 from cxrnet.data.datamodule import ChestXRayDataModule
 from cxrnet.data.sources import resolve_data_root
-from cxrnet.errors import ConfigError
-from cxrnet.inference.ensemble import is_manifest
-from cxrnet.models.checkpoint import load_checkpoint
-from cxrnet.models.inference import PREPROCESSING_KEYS, operating_point_of, preprocessing_of
+from cxrnet.evaluation.evaluation_pass import report_settings, run_evaluation_pass, threshold_rule
+from cxrnet.models.checkpoint import (
+    PREPROCESSING_KEYS,
+    load_checkpoint,
+    operating_point_of,
+    preprocessing_of,
+)
+from cxrnet.models.ensemble_manifest import is_manifest
 from cxrnet.models.module import ClassifierModule
 from cxrnet.runs import RunRecorder
+from cxrnet.training.hardware import resolve_trainer_precision
+from cxrnet.user_errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -12,14 +12,9 @@ import hydra
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
-from cxrnet.cli.errors import brief_errors
-from cxrnet.cli.hydra_support import (
-    CONFIG_PATH,
-    HYDRA_VERSION,
-    job_overrides,
-    register_resolvers,
-    save_resolved_config,
-)
+from cxrnet.cli.exit_codes import brief_errors
+from cxrnet.cli.hydra_support import CONFIG_PATH, HYDRA_VERSION, job_overrides
+from cxrnet.config import register_resolvers, save_resolved_config
 from cxrnet.inference.inputs import list_inputs
 from cxrnet.inference.predict import PredictionSummary, predict_files
 from cxrnet.inference.scorers import load_scorer

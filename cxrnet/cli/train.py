@@ -1,372 +1,45 @@
-"""``cxrnet-train``: fit, pick the best checkpoint on validation, test it, write metrics.json."""
+"""``cxrnet-train``: fit, pick the best checkpoint on validation, test it, write metrics.json.
+
+The run itself is ``cxrnet.training.run``; this entry point composes the config, tells the run
+how it was launched and maps errors to exit codes.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import logging
-import math
 import os
 import sys
-from collections.abc import Iterator, Sequence
-from pathlib import Path
-from typing import Any
 
 import hydra
-import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 
-from cxrnet.callbacks import EpochSeed, LastCheckpoint, TrainingDiverged
-from cxrnet.cli.errors import brief_errors
-from cxrnet.cli.evaluation_pass import report_settings, run_evaluation_pass, threshold_rule
-from cxrnet.cli.hydra_support import (
-    CONFIG_PATH,
-    HYDRA_VERSION,
-    fix_run_stamp,
-    instantiate_group,
-    job_overrides,
-    register_resolvers,
-    resolve_trainer_precision,
-    save_resolved_config,
-    warn_deprecated_choices,
-)
-from cxrnet.cli.preflight import check_train_config
-from cxrnet.data import sources as data_sources
-from cxrnet.evaluation.report import NonFinitePredictions
-from cxrnet.models.checkpoint import load_checkpoint
-from cxrnet.models.inference import stamp_checkpoint
-from cxrnet.resume import CHECKPOINT_DIR, resolve_checkpoint, run_dir_of_checkpoint
-from cxrnet.runs import Override, RunRecord, RunRecorder, RunStatus, RunStopped
-from cxrnet.tracking import finish_wandb_run, wandb_run_defaults
-from cxrnet.tracking_callbacks import WandbReport
-
-log = logging.getLogger(__name__)
-
-# Set by rank 0 for the DDP ranks Lightning starts: the command line each rank must run.
-DDP_JOB_ENV = "CXRNET_DDP_JOB"
-
-
-def resolve_data_root(cfg: DictConfig) -> str | list[str]:
-    """The configured data root(s), or the built-in synthetic dataset (see ``data.sources``)."""
-    root = cfg.data.get("root")
-    return data_sources.resolve_data_root(
-        OmegaConf.to_container(root) if isinstance(root, ListConfig) else root,
-        OmegaConf.to_container(cfg.synthetic, resolve=True),
-        cfg.paths.cache_dir,
-    )
-
-
-def _metric_values(results: list[dict[str, float]]) -> dict[str, float]:
-    return {key: float(value) for result in results for key, value in result.items()}
-
-
-def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
-    """Run one training job from a composed config: its metrics and the paths it used.
-
-    ``extra_callbacks`` come from code rather than config, e.g. a search's pruning callback.
-    """
-    output_dir = Path(cfg.paths.output_dir)
-    if HydraConfig.initialized():
-        warn_deprecated_choices(HydraConfig.get().runtime.choices)
-    check_train_config(cfg)  # before any data work: a typo costs seconds, not a decode
-    is_rank_zero = rank_zero_only.rank == 0
-    ckpt_path = resolve_checkpoint(cfg.get("ckpt_path"), output_dir)
-    _fill_wandb_run_defaults(cfg, ckpt_path)
-    if is_rank_zero:
-        save_resolved_config(cfg, output_dir)
-    L.seed_everything(cfg.seed, workers=True)
-
-    root = resolve_data_root(cfg)
-    # Split files and counts are written once, by rank 0.
-    report_dir = str(output_dir) if is_rank_zero else None
-    datamodule = instantiate(cfg.data, root=root, report_dir=report_dir, seed=cfg.seed)
-    datamodule.setup("fit")
-    model = instantiate(
-        cfg.model,
-        class_names=list(datamodule.class_names),
-        class_weights=datamodule.class_weights,
-    )
-    callbacks = instantiate_group(cfg.get("callbacks"))
-    last = next((c for c in callbacks if isinstance(c, LastCheckpoint)), None)
-    if last is None:  # switched off in the config: SIGTERM and Ctrl-C still need it
-        last = LastCheckpoint(output_dir / CHECKPOINT_DIR)
-        callbacks.append(last)
-    callbacks += [EpochSeed(cfg.seed), *extra_callbacks]
-    loggers = instantiate_group(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-
-    # Checkpoints hold plain data only (cxrnet.models.checkpoint): nothing loaded runs code.
-    try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    except SystemExit as error:
-        # Lightning ends a run stopped by SIGTERM with SystemExit(None) (exit code 0) and one
-        # stopped by Ctrl-C with SystemExit(1): both are interruptions, not successes or failures.
-        if last.reason is None:
-            raise
-        raise RunStopped(
-            f"stopped by {last.reason} at epoch {trainer.current_epoch}, step "
-            f"{trainer.global_step}; resume with ckpt_path={last.path}",
-            status=RunStatus.INTERRUPTED,
-        ) from error
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    if not best:
-        # Metrics of weights nobody can load again are not a result.
-        raise RunStopped(
-            "no checkpoint was saved (no training epoch finished, or callbacks.model_checkpoint "
-            "is off), so the run has no result to report"
-        )
-    ckpt = best
-    if datamodule.num_classes == 2:
-        metrics = _evaluate_binary(cfg, trainer, model, datamodule, ckpt, loggers, callbacks)
-    else:
-        metrics = _evaluate_multiclass(cfg, trainer, model, datamodule, ckpt, root)
-    paths: dict[str, Any] = {"best_checkpoint": best, "data_root": root}
-    if ckpt_path is not None:
-        paths["resumed_from"] = str(ckpt_path)
-    return {"metrics": metrics, **paths, "world_size": trainer.world_size}
-
-
-def _evaluate_binary(
-    cfg: DictConfig,
-    trainer: L.Trainer,
-    model: Any,
-    datamodule: Any,
-    ckpt: str,
-    loggers: Sequence[Any],
-    callbacks: Sequence[Callback],
-) -> dict[str, float]:
-    """One evaluation pass over the best checkpoint on rank 0: each split predicted once, the
-    threshold chosen on validation and stored in the checkpoint with the preprocessing."""
-    if not trainer.is_global_zero:
-        return {}
-    model.load_state_dict(load_checkpoint(ckpt)["state_dict"])
-    splits = ["val"]
-    if cfg.get("test") and datamodule.has_test:
-        splits.append("test")
-    elif cfg.get("test"):
-        log.warning("no test split under %s: skipped testing", datamodule.root)
-    wandb_report = next((c for c in callbacks if isinstance(c, WandbReport)), None)
-    try:
-        report = run_evaluation_pass(
-            model,
-            datamodule,
-            splits,
-            Path(cfg.paths.output_dir),
-            rule=threshold_rule(cfg.get("threshold")),
-            settings=report_settings(cfg.get("report")),
-            loggers=loggers,
-            wandb_report=wandb_report,
-            checkpoint=ckpt,
-        )
-    except NonFinitePredictions as error:
-        raise TrainingDiverged(
-            f"{cfg.monitor} of the best checkpoint {ckpt} is nan: {error}; lower model.optimizer.lr"
-        ) from error
-    stamp_checkpoint(ckpt, report.operating_point, datamodule.decode_params)
-    metrics = dict(report.metrics)
-    best = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
-    if best is not None:
-        metrics[f"{cfg.monitor}_best"] = float(best)
-    return metrics
-
-
-def _evaluate_multiclass(
-    cfg: DictConfig,
-    trainer: L.Trainer,
-    model: Any,
-    datamodule: Any,
-    ckpt: str,
-    root: Any,
-) -> dict[str, float]:
-    """The subtype task has no threshold: the trainer's own validate and test passes."""
-    metrics = _metric_values(
-        trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
-    )
-    if not math.isfinite(metrics.get(cfg.monitor, math.nan)):
-        raise TrainingDiverged(
-            f"{cfg.monitor} of the best checkpoint {ckpt} is {metrics.get(cfg.monitor)}: its "
-            "predictions are not finite (training diverged); lower model.optimizer.lr"
-        )
-    if cfg.get("test") and datamodule.has_test:
-        metrics |= _metric_values(
-            trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
-        )
-    elif cfg.get("test"):
-        log.warning("no test split under %s: skipped testing", root)
-    return metrics
-
-
-def run(
-    cfg: DictConfig,
-    extra_callbacks: Sequence[Callback] = (),
-    *,
-    overrides: Sequence[str] | None = None,
-    extra: dict[str, Any] | None = None,
-) -> RunRecord:
-    """``train`` inside a run record: written as ``running`` first, then with how it ended.
-
-    ``overrides`` default to the Hydra job's own; a search passes each trial's. W&B is closed
-    whatever happens, so the next multirun job starts its own run.
-    """
-    output_dir = Path(cfg.paths.output_dir)
-    # Before anything saves or logs the config: it and the record carry the resolved value.
-    extra = {**(extra or {}), "precision": resolve_trainer_precision(cfg)}
-    if os.environ.get("SLURM_JOB_ID"):
-        # Which Slurm job ran it, and how often Slurm restarted (requeued) that job.
-        slurm = {
-            "slurm_job_id": os.environ["SLURM_JOB_ID"],
-            "slurm_restart_count": int(os.environ.get("SLURM_RESTART_COUNT", 0)),
-        }
-        extra = {**(extra or {}), **slurm}
-    recorder = RunRecorder(
-        output_dir,
-        "cxrnet-train",
-        job_overrides() if overrides is None else overrides,
-        monitor=cfg.get("monitor"),
-        # Under DDP every rank runs this; one writes.
-        write=rank_zero_only.rank == 0,
-        extra=extra,
-    )
-    try:
-        with recorder, _local_ddp_job(output_dir):
-            result = train(cfg, extra_callbacks)
-            recorder.update(extra={**recorder.record.extra, "world_size": result.pop("world_size")})
-            recorder.complete(result.pop("metrics"), paths=result)
-    except BaseException:
-        finish_wandb_run(exit_code=1)  # marks the W&B run failed; the finally finds none open
-        raise
-    finally:
-        finish_wandb_run()
-    if recorder.write:
-        _print_summary(recorder.record)
-    return recorder.record
-
-
-def _fill_wandb_run_defaults(cfg: DictConfig, ckpt_path: Path | None) -> None:
-    """Unset W&B group/name/id: a multirun job is grouped by its sweep folder and named by its
-    overrides; a resumed run continues the W&B run stored in its checkpoint."""
-    wandb_cfg = (cfg.get("logger") or {}).get("wandb")
-    if not wandb_cfg:
-        return
-    hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
-    multirun = hydra_cfg is not None and hydra_cfg.mode == RunMode.MULTIRUN
-    defaults = wandb_run_defaults(
-        sweep_dir=hydra_cfg.sweep.dir if multirun else None,
-        overrides=list(hydra_cfg.overrides.task) if multirun else (),
-        ckpt_path=None if ckpt_path is None else str(ckpt_path),
-    )
-    with open_dict(wandb_cfg):
-        for key, value in defaults.items():
-            if wandb_cfg.get(key) is None:
-                wandb_cfg[key] = value
-
-
-def _print_summary(record: RunRecord) -> None:
-    """A metric-by-split table of the best checkpoint, then where everything went."""
-    metrics = record.metrics
-    splits = [s for s in ("val", "test") if any(k.startswith(f"{s}/") for k in metrics)]
-    # Intervals and counts live in metrics.json and report.md; the table keeps point estimates.
-    names = sorted(
-        {
-            key.split("/", 1)[1]
-            for key in metrics
-            if key.split("/", 1)[0] in splits and "_ci_" not in key and "/n_" not in key
-        }
-    )
-    if not names:
-        print(f"\nrun folder: {record.run_dir}")
-        return
-    width = max(len(name) for name in names)
-    print(f"\n{'metric':<{width}}  " + "  ".join(f"{split:>8}" for split in splits))
-    for name in names:
-        cells = [metrics.get(f"{split}/{name}") for split in splits]
-        row = "  ".join("       -" if c is None else f"{c:8.4f}" for c in cells)
-        print(f"{name:<{width}}  {row}")
-    print(f"\nbest checkpoint: {record.paths.get('best_checkpoint')}")
-    print(f"run folder: {record.run_dir}")
+from cxrnet.cli.exit_codes import brief_errors
+from cxrnet.cli.hydra_support import CONFIG_PATH, HYDRA_VERSION, job_overrides
+from cxrnet.config import fix_run_stamp, register_resolvers
 
 
 @hydra.main(version_base=HYDRA_VERSION, config_path=CONFIG_PATH, config_name="train")
 @brief_errors
 def _hydra_main(cfg: DictConfig) -> float | None:
-    record = run(cfg)
+    from cxrnet.training.run import Launch, run  # torch and Lightning once the config is good
+
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    launch = Launch(
+        overrides=tuple(job_overrides()),
+        sweep_dir=str(hydra_cfg.sweep.dir) if multirun else None,
+        rerunnable=True,
+    )
+    record = run(cfg, launch=launch)
     # Sweepers minimise or maximise what the app returns: the monitored validation metric.
     value = record.metrics.get(cfg.monitor)
     return None if value is None else float(value)
 
 
-# What Lightning sets in the environment of the process that starts DDP ranks itself.
-_LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", DDP_JOB_ENV)
-
-
-@contextlib.contextmanager
-def _local_ddp_job(output_dir: Path) -> Iterator[None]:
-    """One job's worth of DDP ranks started by Lightning, and nothing left over after it.
-
-    Lightning starts ranks 1.. by running this process's command line again with
-    ``hydra.run.dir`` added. Under ``-m`` that command is the whole sweep, and ``hydra.run.dir``
-    is not the job's folder, so every rank would start a sweep of its own in other folders; the
-    ranks read this job's overrides and folder from the environment instead (``main``).
-    Lightning also leaves ``LOCAL_RANK`` and the process group behind, after which the next job
-    of a sweep would think its ranks already exist: both are undone when the job ends.
-    """
-    if "LOCAL_RANK" in os.environ or not HydraConfig.initialized():
-        yield  # a rank started by Lightning, srun or torchrun; or no Hydra app to rerun
-        return
-    previous = {key: os.environ.get(key) for key in _LAUNCHER_ENV}
-    os.environ[DDP_JOB_ENV] = json.dumps(
-        [
-            *job_overrides(),
-            f"hydra.run.dir={output_dir.resolve()}",
-            # Rank 0 wrote the job's .hydra/ folder; the other ranks add none.
-            "hydra.output_subdir=null",
-        ]
-    )
-    try:
-        yield
-    finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-        for key, value in previous.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def launch_arguments(argv: Sequence[str], environ: dict[str, str] | os._Environ[str]) -> list[str]:
-    """The command-line arguments Hydra should see.
-
-    A DDP rank started by Lightning runs its job's own overrides (see above). A run resumed
-    from a checkpoint of a run folder, ``ckpt_path=<run>/checkpoints/last.ckpt``, continues in
-    that folder (unless ``hydra.run.dir`` says otherwise), so it keeps one record.
-    """
-    if "LOCAL_RANK" in environ and environ.get(DDP_JOB_ENV):
-        rank = environ["LOCAL_RANK"]
-        return [*json.loads(environ[DDP_JOB_ENV]), f"hydra.job.name=train_rank{rank}"]
-    arguments = list(argv)
-    if any(arg in ("-m", "--multirun") for arg in arguments):
-        return arguments
-    overrides = [Override.parse(arg) for arg in arguments if not arg.startswith("-")]
-    if any(override.key == "hydra.run.dir" for override in overrides):
-        return arguments
-    for override in overrides:
-        if override.key == "ckpt_path" and override.value:
-            run_dir = run_dir_of_checkpoint(override.value)
-            if run_dir is not None:
-                return [*arguments, f"hydra.run.dir={run_dir}"]
-    return arguments
-
-
 def main() -> None:
+    from cxrnet.training.ddp import launch_arguments
+
     register_resolvers()
     arguments = launch_arguments(sys.argv[1:], os.environ)
     fix_run_stamp(arguments)

@@ -11,9 +11,9 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TextIO
 
-from cxrnet.comparison.jobs import RunResult
 from cxrnet.comparison.summary import Stat, Summary
 from cxrnet.runs import Value
+from cxrnet.runs.results import RunResult
 
 CSV_NAME, MARKDOWN_NAME, PLOT_NAME = "comparison.csv", "comparison.md", "comparison.png"
 # Shown for a key a job neither overrides nor has as a scalar in its saved config.

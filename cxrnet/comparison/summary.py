@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from cxrnet.comparison.jobs import RunResult
 from cxrnet.runs import Value
+from cxrnet.runs.results import RunResult
 
 # Runs that differ only in these keys are repeats of one configuration.
 DEFAULT_FOLD_KEYS = ("seed", "data.split_seed")

@@ -32,10 +32,11 @@ import numpy as np
 from numpy.lib.format import open_memmap
 from tqdm import tqdm
 
-from cxrnet.atomic import build_once, process_pool
 from cxrnet.data.decode import BadImageError, DecodeParams, decode, decoder_fingerprint
-from cxrnet.data.errors import DataError
 from cxrnet.data.records import PATH_ERRORS, Record
+from cxrnet.data.workers import process_pool
+from cxrnet.publish import build_once
+from cxrnet.user_errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,6 @@ from cxrnet.data.dataset import SeededSample, SeededXRayDataset, XRayDataset
 from cxrnet.data.decode import DecodeParams, Equalize
 from cxrnet.data.discovery import discover_folders
 from cxrnet.data.duplicates import DuplicateReport, check_duplicates
-from cxrnet.data.errors import DataError
 from cxrnet.data.manifest import combine_records, read_manifest
 from cxrnet.data.records import (
     CLASS_NAMES,
@@ -38,7 +37,8 @@ from cxrnet.data.splits import (
     write_split_csv,
 )
 from cxrnet.data.transforms import AffineRecipe, build_train_transform
-from cxrnet.plain import plain_data
+from cxrnet.plain_data import plain_data
+from cxrnet.user_errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cxrnet.data.errors import DataError
 from cxrnet.data.records import CLASS_NAMES, IMAGE_SUFFIXES, SPLIT_NAMES, Record, make_record
+from cxrnet.user_errors import DataError
 
 log = logging.getLogger(__name__)
 

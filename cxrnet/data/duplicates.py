@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cxrnet.data.errors import DataError
 from cxrnet.data.records import Record
+from cxrnet.user_errors import DataError
 
 _CHUNK = 1 << 20
 

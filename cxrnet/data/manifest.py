@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from cxrnet.data.discovery import discover
-from cxrnet.data.errors import DataError
 from cxrnet.data.records import (
     CLASS_NAMES,
     IMAGE_SUFFIXES,
@@ -23,6 +22,7 @@ from cxrnet.data.records import (
     Record,
     make_record,
 )
+from cxrnet.user_errors import DataError
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("path", "label")
 OPTIONAL_COLUMNS: tuple[str, ...] = ("patient_id", "split", "subtype")

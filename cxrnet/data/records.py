@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cxrnet.data.errors import DataError
+from cxrnet.user_errors import DataError
 
 CLASS_NAMES: tuple[str, str] = ("NORMAL", "PNEUMONIA")
 SUBTYPE_NAMES: tuple[str, str, str] = ("normal", "bacteria", "virus")

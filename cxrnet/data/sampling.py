@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from cxrnet.seeding import epoch_seed
+from cxrnet.training.seeding import epoch_seed
 
 # An index into the dataset and the seed of that draw's augmentation.
 SampleKey = tuple[int, int]

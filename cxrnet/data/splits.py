@@ -20,7 +20,6 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from cxrnet.data.errors import DataError
 from cxrnet.data.records import (
     CLASS_NAMES,
     PATH_ERRORS,
@@ -29,6 +28,7 @@ from cxrnet.data.records import (
     UNKNOWN_SUBTYPE,
     Record,
 )
+from cxrnet.user_errors import DataError
 
 SplitName = Literal["official", "stratified", "patient", "kfold"]
 SPLIT_METHODS: tuple[str, ...] = get_args(SplitName)

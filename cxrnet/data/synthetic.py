@@ -23,10 +23,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cxrnet.atomic import build_once, process_pool, publish_folder
 from cxrnet.data.radiograph import KINDS as _KINDS
 from cxrnet.data.radiograph import render_film
 from cxrnet.data.records import CLASS_NAMES, SPLIT_NAMES
+from cxrnet.data.workers import process_pool
+from cxrnet.publish import build_once, publish_folder
 
 # Bump when the drawing changes, so cached folders built by older code are not reused.
 GENERATOR_VERSION = 1

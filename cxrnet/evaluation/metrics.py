@@ -23,7 +23,7 @@ from torchmetrics.classification import (
     MulticlassSpecificity,
 )
 
-from cxrnet.errors import ConfigError
+from cxrnet.user_errors import ConfigError
 
 MonitorMode = Literal["max", "min"]
 

@@ -8,6 +8,26 @@ from typing import Any
 
 from cxrnet.evaluation.report import THRESHOLD_METRICS, EvaluationReport, finite
 
+# The known limits every model card lists: the official validation split (which a k-fold sweep
+# never uses), then the dataset's own.
+SMALL_VALIDATION_LIMIT = (
+    "The official validation split has 16 films; thresholds and intervals from it are too "
+    "uncertain to use. Use a patient-grouped split (data.split=patient) or a held-out set."
+)
+DATASET_LIMITS = (
+    "Single centre (Guangzhou), paediatric patients aged 1-5, anterior-posterior films: no "
+    "evidence about adults, other hospitals or other devices.",
+    "Normal and pneumonia films differ in original size and aspect ratio; squashing to a "
+    "square can leave a shortcut a network may learn (data.resize=letterbox avoids it).",
+    "Labels come from the dataset's folder names, graded by two physicians; no radiology "
+    "reports or follow-up.",
+)
+
+TTA_NOTE = (
+    "Test-time augmentation: every probability here is the mean of the film's and its mirror "
+    "image's (tta=true); a stored threshold was chosen without it."
+)
+
 _LABELS = {
     "accuracy": "accuracy",
     "precision": "precision (PPV)",

@@ -15,10 +15,12 @@ from typing import Literal
 import torch
 from torch import nn
 
-from cxrnet.inference.ensemble import EnsembleModel, is_manifest, load_ensemble
+from cxrnet.evaluation.probabilities import pneumonia_probability
+from cxrnet.inference.ensemble import EnsembleModel, load_ensemble
+from cxrnet.inference.model import InferenceModel, inference_model
 from cxrnet.inference.scorers import METADATA_KEY, export_metadata
 from cxrnet.models.checkpoint import load_checkpoint
-from cxrnet.models.inference import InferenceModel, inference_model
+from cxrnet.models.ensemble_manifest import is_manifest
 
 Exportable = InferenceModel | EnsembleModel
 
@@ -34,12 +36,12 @@ class ProbabilityNet(nn.Module):
         self.net = net
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.net(images).squeeze(-1))
+        return pneumonia_probability(self.net(images))
 
 
 class MeanProbabilityNet(nn.Module):
     """The members' probabilities averaged in the graph: the ensemble's rule
-    (``cxrnet.inference.ensemble.mean_probability``) inside one exported file."""
+    (``cxrnet.evaluation.probabilities.mean_probability``) inside one exported file."""
 
     def __init__(self, nets: list[nn.Module]) -> None:
         super().__init__()

@@ -6,8 +6,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from cxrnet.data.errors import DataError
 from cxrnet.data.records import IMAGE_SUFFIXES
+from cxrnet.user_errors import DataError
 
 
 def _hidden(path: Path, root: Path) -> bool:

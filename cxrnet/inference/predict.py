@@ -81,7 +81,7 @@ class PredictionSummary:
 def _explain(
     scorer: Scorer, good: list[tuple[int, np.ndarray]], scores: np.ndarray, paths, folder: Path
 ) -> None:
-    from cxrnet.inference.explain import gradcam, save_overlay
+    from cxrnet.models.gradcam import gradcam, save_overlay
 
     net = getattr(scorer, "net", None)
     if net is None:

@@ -13,10 +13,16 @@ import numpy as np
 import torch
 
 from cxrnet.data.decode import DecodeParams
+from cxrnet.evaluation.probabilities import (
+    DEFAULT_THRESHOLD,
+    mean_probability,
+    pneumonia_probability,
+)
 from cxrnet.evaluation.thresholds import OperatingPoint
-from cxrnet.inference.ensemble import ensemble_scorer, is_manifest, mean_probability
+from cxrnet.inference.ensemble import ensemble_scorer
+from cxrnet.inference.model import inference_model
 from cxrnet.models.checkpoint import load_checkpoint
-from cxrnet.models.inference import inference_model
+from cxrnet.models.ensemble_manifest import is_manifest
 
 # The metadata key exported files keep their threshold and preprocessing under.
 METADATA_KEY = "cxrnet"
@@ -33,7 +39,7 @@ class Scorer(Protocol):
 
 
 def threshold_of(scorer: Scorer) -> float:
-    return 0.5 if scorer.operating_point is None else scorer.operating_point.threshold
+    return DEFAULT_THRESHOLD if scorer.operating_point is None else scorer.operating_point.threshold
 
 
 def resolve_device(device: str) -> torch.device:
@@ -55,7 +61,7 @@ class TorchScorer:
     def __call__(self, images: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             batch = torch.from_numpy(images).to(self.device)
-            return torch.sigmoid(self.net(batch).squeeze(-1)).float().cpu().numpy()
+            return pneumonia_probability(self.net(batch)).float().cpu().numpy()
 
 
 @dataclass

@@ -1,10 +1,14 @@
-"""Reading checkpoints: plain data only, so opening a file can never run code.
+"""Reading checkpoints, and stamping them with what inference needs: plain data only, so
+opening a file can never run code.
 
 Every consumer (``cxrnet-train ckpt_path=``, ``cxrnet-eval``, the W&B resume lookup) loads
 through ``load_checkpoint``: ``torch.load(weights_only=True)``, with a missing, damaged or
 pickle-carrying file refused in one line that names it, before any data is read. Checkpoints
 therefore hold tensors, numbers, strings, lists and dicts only: the optimizer and scheduler as
-configuration (``cxrnet.models.module``), data settings via ``cxrnet.plain.plain_data``.
+configuration (``cxrnet.models.module``), data settings via ``cxrnet.plain_data.plain_data``.
+
+After training, the best checkpoint is stamped (``stamp_checkpoint``) with the validation-chosen
+operating point and the preprocessing, so evaluation, prediction and export need nothing else.
 """
 
 from __future__ import annotations
@@ -12,12 +16,16 @@ from __future__ import annotations
 import pickle
 import re
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from cxrnet.errors import CheckpointError
+from cxrnet.data.decode import DecodeParams
+from cxrnet.evaluation.thresholds import OperatingPoint
+from cxrnet.publish import write_file
+from cxrnet.user_errors import CheckpointError
 
 _HINT = "pass ckpt_path=<run folder>/checkpoints/<file>.ckpt, a file that cxrnet-train wrote"
 
@@ -68,3 +76,35 @@ def load_checkpoint(path: Path | str, *, mmap: bool = False) -> dict[str, Any]:
             f"checkpoint {path} holds no state_dict, so it is not a model; {_HINT}"
         )
     return checkpoint
+
+
+# The checkpoint key holding {"operating_point": {...}, "preprocessing": {...}, ...}.
+INFERENCE_KEY = "cxrnet_inference"
+PREPROCESSING_KEYS = ("image_size", "resize", "equalize", "interpolation")
+
+
+def preprocessing_of(checkpoint: Mapping[str, Any]) -> DecodeParams:
+    """The decoding the network was trained with: stored settings, else the data module's."""
+    stored = (checkpoint.get(INFERENCE_KEY) or {}).get("preprocessing")
+    if stored is None:
+        hparams = checkpoint.get("datamodule_hyper_parameters") or {}
+        stored = {key: hparams[key] for key in PREPROCESSING_KEYS if key in hparams}
+    return DecodeParams(**stored)
+
+
+def operating_point_of(checkpoint: Mapping[str, Any]) -> OperatingPoint | None:
+    stored = (checkpoint.get(INFERENCE_KEY) or {}).get("operating_point")
+    return None if stored is None else OperatingPoint.from_dict(stored)
+
+
+def stamp_checkpoint(
+    path: Path | str, operating_point: OperatingPoint, preprocessing: DecodeParams
+) -> None:
+    """Write the operating point and preprocessing into ``path``, replacing the file atomically."""
+    path = Path(path)
+    checkpoint = load_checkpoint(path)
+    checkpoint[INFERENCE_KEY] = {
+        "operating_point": operating_point.as_dict(),
+        "preprocessing": preprocessing.as_dict(),
+    }
+    write_file(path, lambda temporary: torch.save(checkpoint, temporary))

@@ -16,7 +16,6 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from torchmetrics import MaxMetric, MinMetric, SumMetric
 
-from cxrnet.errors import ConfigError
 from cxrnet.evaluation.metrics import (
     WeightedMean,
     classification_metrics,
@@ -25,10 +24,12 @@ from cxrnet.evaluation.metrics import (
     monitor_mode_for,
     restore_metric_states,
 )
+from cxrnet.evaluation.probabilities import DEFAULT_THRESHOLD, pneumonia_probability
 from cxrnet.models.adapt import classifier_name
 from cxrnet.models.registry import create_model
 from cxrnet.models.weights import load_weights
-from cxrnet.plain import plain_data
+from cxrnet.plain_data import plain_data
+from cxrnet.user_errors import ConfigError
 
 # ``{"_target_": "torch.optim.Adam", "lr": 1e-3}``, or the partial Hydra makes of it.
 ComponentConfig = Mapping[str, Any] | functools.partial
@@ -106,7 +107,7 @@ class ClassifierModule(LightningModule):
         class_weights: Sequence[float] | None = None,
         monitor: str = "val/auroc",
         monitor_mode: str | None = None,
-        threshold: float = 0.5,
+        threshold: float = DEFAULT_THRESHOLD,
         channels_last: bool = False,
         compile: bool = False,
         label_smoothing: float = 0.0,
@@ -209,7 +210,7 @@ class ClassifierModule(LightningModule):
     def probabilities(self, logits: Tensor) -> Tensor:
         """Pneumonia probability (binary) or class probabilities (multiclass)."""
         if self.num_classes == 2:
-            return torch.sigmoid(logits.squeeze(-1))
+            return pneumonia_probability(logits)
         return torch.softmax(logits, dim=-1)
 
     def loss(self, logits: Tensor, targets: Tensor) -> Tensor:

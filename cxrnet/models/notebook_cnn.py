@@ -86,5 +86,3 @@ class NotebookCNN(nn.Module):
 
 
 register_model("notebook_cnn", NotebookCNN)
-# The name it had before the rename: checkpoints and configs that say seed_cnn keep working.
-register_model("seed_cnn", NotebookCNN, deprecated_for="notebook_cnn")

@@ -10,7 +10,6 @@ importing it by name.
 from __future__ import annotations
 
 import importlib
-import warnings
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
@@ -22,22 +21,14 @@ ENTRY_POINT_GROUP = "cxrnet.models"
 NetworkFactory = Callable[..., nn.Module]
 
 _REGISTRY: dict[str, NetworkFactory] = {}
-_DEPRECATED: dict[str, str] = {}
 _FAMILIES: dict[str, Callable[[str], NetworkFactory]] = {}
 
 
-def register_model(
-    name: str, factory: NetworkFactory, *, deprecated_for: str | None = None
-) -> None:
-    """Make ``factory`` available as ``model.net.name=<name>``; names are unique.
-
-    ``deprecated_for`` keeps an old name working while warning users towards the new one.
-    """
+def register_model(name: str, factory: NetworkFactory) -> None:
+    """Make ``factory`` available as ``model.net.name=<name>``; names are unique."""
     if name in _REGISTRY and _REGISTRY[name] is not factory:
         raise ValueError(f"a model named {name!r} is already registered")
     _REGISTRY[name] = factory
-    if deprecated_for is not None:
-        _DEPRECATED[name] = deprecated_for
 
 
 def register_family(prefix: str, resolve: Callable[[str], NetworkFactory]) -> None:
@@ -47,7 +38,7 @@ def register_family(prefix: str, resolve: Callable[[str], NetworkFactory]) -> No
 
 def available_models() -> list[str]:
     """Registered names, entry points included (families and import paths are open-ended)."""
-    names = set(_REGISTRY) - set(_DEPRECATED)
+    names = set(_REGISTRY)
     names |= {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
     return sorted(names)
 
@@ -58,13 +49,6 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
 
 
 def resolve_model(name: str) -> NetworkFactory:
-    if name in _DEPRECATED:
-        warnings.warn(
-            f"model.net.name={name} is deprecated; use model.net.name={_DEPRECATED[name]} "
-            "(the same network)",
-            FutureWarning,
-            stacklevel=3,
-        )
     if name in _REGISTRY:
         return _REGISTRY[name]
     prefix, slash, rest = name.partition("/")

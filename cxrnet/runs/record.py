@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
+
+from cxrnet.publish import write_file
 
 RECORD_NAME = "metrics.json"
 SCHEMA_VERSION = 2
@@ -129,11 +130,8 @@ def json_safe(value: Any) -> Any:
 
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Write a JSON file whole or not at all: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(json_safe(payload), indent=2, sort_keys=True, default=str, allow_nan=False)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text + "\n")
-    tmp.replace(path)
+    write_file(path, lambda temporary: temporary.write_text(text + "\n"))
 
 
 def write_record(record: RunRecord, path: Path | None = None) -> Path:

@@ -163,7 +163,7 @@ def workers_lock(study_dir: Path) -> Iterator[None]:
     """Held while a worker joins the study (so workers starting together, a job array, do not
     both queue the same retry or take the same worker number) and while it writes study.json.
 
-    The file lock the image cache uses on shared storage (``cxrnet.atomic``), not Optuna's: a
+    The file lock the image cache uses on shared storage (``cxrnet.publish``), not Optuna's: a
     signal that interrupts the wait for Optuna's lock deletes the lock file, even when another
     worker holds it, and a SIGTERM is what a worker must expect.
     """

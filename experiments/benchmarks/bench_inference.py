@@ -42,7 +42,7 @@ from torch import nn
 
 from cxrnet.data.decode import DecodeParams
 from cxrnet.inference.export import ProbabilityNet, export_onnx
-from cxrnet.models.inference import InferenceModel
+from cxrnet.inference.model import InferenceModel
 from cxrnet.models.notebook_cnn import NotebookCNN
 
 HERE = Path(__file__).resolve().parent

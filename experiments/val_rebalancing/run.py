@@ -30,12 +30,12 @@ from pathlib import Path
 from types import ModuleType
 
 from cxrnet.data.duplicates import check_duplicates
-from cxrnet.data.errors import DataError
 from cxrnet.data.manifest import load_records
 from cxrnet.data.records import Record
 from cxrnet.data.splits import SplitConfig, count_table, make_splits, write_split_csv
 from cxrnet.runs.sweeps import console_command, run_logged, sweep_values
 from cxrnet.runs.sweeps import sweep_command as train_sweep_command
+from cxrnet.user_errors import DataError
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,7 +13,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from cxrnet.seeding import capture_rng, epoch_seed, restore_rng
+from cxrnet.publish import write_file
+from cxrnet.training.seeding import capture_rng, epoch_seed, restore_rng
 
 if TYPE_CHECKING:
     import lightning as L
@@ -130,11 +130,11 @@ class LastCheckpoint(Callback):
 
     def save(self, trainer: L.Trainer) -> None:
         """Write ``last.ckpt`` whole or not at all."""
-        staging = self.path.with_name(f".{self.FILENAME}.partial-{os.getpid()}")
         # Every rank takes part (the strategy gathers state); rank 0 writes the file.
-        trainer.save_checkpoint(staging)
         if trainer.is_global_zero:
-            os.replace(staging, self.path)
+            write_file(self.path, trainer.save_checkpoint)
+        else:
+            trainer.save_checkpoint(self.path)
 
 
 class EpochSeed(Callback):

@@ -5,14 +5,19 @@ the hardware computes bf16 itself: CPUs with AVX512-BF16 or AMX, and CUDA GPUs t
 (experiments/benchmarks/README.md, "Training speed"). Elsewhere bf16 is emulated, slower than
 float32, so ``trainer.precision: auto`` is ``bf16-mixed`` only where it is native.
 
-Lightning has no ``auto`` precision: the entry points resolve it with ``resolve_precision``
-before building a Trainer, for the accelerator that Trainer will pick
-(``cxrnet.cli.hydra_support.resolve_trainer_precision``).
+Lightning has no ``auto`` precision: training, search trials and evaluation resolve it with
+``resolve_trainer_precision`` before building a Trainer, for the accelerator that Trainer will
+pick.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 # A Lightning precision as configured: "32-true", "bf16-mixed", 32, ... or unset.
 Precision = str | int | None
@@ -84,3 +89,23 @@ def resolve_precision(precision: Precision, accelerator: object = "auto") -> Pre
     if precision != AUTO_PRECISION:
         return precision
     return auto_precision(run_device(accelerator))
+
+
+def resolve_trainer_precision(cfg: DictConfig) -> Precision:
+    """Replace ``trainer.precision: auto`` in ``cfg`` by what it means on the device the Trainer
+    will use, saying so once; any other value is left as it is."""
+    # Imported here: this module's detection is used where Lightning is not (benchmarks).
+    from lightning.pytorch.utilities import rank_zero_only
+
+    requested = cfg.trainer.get("precision")
+    if requested != AUTO_PRECISION:
+        return requested
+    accelerator = cfg.trainer.get("accelerator", "auto")
+    resolved = resolve_precision(requested, accelerator)
+    cfg.trainer.precision = resolved
+    # Every DDP rank resolves it alike (one machine, or nodes of one kind); rank 0 says so.
+    if rank_zero_only.rank == 0:
+        device = run_device(accelerator)
+        native = "native" if native_bf16(device) else "no native"
+        print(f"trainer.precision=auto: {resolved} ({native} bfloat16 on {device})", flush=True)
+    return resolved

@@ -25,9 +25,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from cxrnet.data.errors import DataError
-from cxrnet.errors import ConfigError
 from cxrnet.runs import RunStopped
+from cxrnet.user_errors import ConfigError, DataError
 
 USAGE_ERROR_EXIT = 2
 RUN_FAILED_EXIT = 1

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from cxrnet.errors import ConfigError
+from cxrnet.user_errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,12 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 
 from cxrnet.data.datamodule import ChestXRayDataModule
 from cxrnet.evaluation.figures import plot_split
-from cxrnet.evaluation.model_card import render_model_card
+from cxrnet.evaluation.model_card import (
+    DATASET_LIMITS,
+    SMALL_VALIDATION_LIMIT,
+    TTA_NOTE,
+    render_model_card,
+)
 from cxrnet.evaluation.predictions import predict_split
 from cxrnet.evaluation.report import (
     EvaluationReport,
@@ -25,25 +30,9 @@ from cxrnet.evaluation.report import (
 )
 from cxrnet.evaluation.thresholds import OperatingPoint, ThresholdRule
 from cxrnet.models.module import ClassifierModule
-from cxrnet.tracking_callbacks import WandbReport
+from cxrnet.tracking.wandb_report import WandbReport
 
 log = logging.getLogger(__name__)
-
-KNOWN_LIMITS = (
-    "The official validation split has 16 films; thresholds and intervals from it are too "
-    "uncertain to use. Use a patient-grouped split (data.split=patient) or a held-out set.",
-    "Single centre (Guangzhou), paediatric patients aged 1-5, anterior-posterior films: no "
-    "evidence about adults, other hospitals or other devices.",
-    "Normal and pneumonia films differ in original size and aspect ratio; squashing to a "
-    "square can leave a shortcut a network may learn (data.resize=letterbox avoids it).",
-    "Labels come from the dataset's folder names, graded by two physicians; no radiology "
-    "reports or follow-up.",
-)
-
-TTA_NOTE = (
-    "Test-time augmentation: every probability here is the mean of the film's and its mirror "
-    "image's (tta=true); a stored threshold was chosen without it."
-)
 
 
 def threshold_rule(values: Mapping[str, Any] | None) -> ThresholdRule:
@@ -105,7 +94,7 @@ def run_evaluation_pass(
         preprocessing=datamodule.decode_params.as_dict(),
         network=dict(model.hparams["net"]),
         figures=figures,
-        limits=KNOWN_LIMITS,
+        limits=(SMALL_VALIDATION_LIMIT, *DATASET_LIMITS),
         error_figures=errors,
         notes=[TTA_NOTE] if tta else [],
     )
@@ -122,7 +111,7 @@ def _error_heatmaps(
 ) -> dict[tuple[str, int], str]:
     """Grad-CAM overlays of each split's most confident errors, as paths relative to the run."""
     try:
-        from cxrnet.inference.explain import gradcam, save_overlay
+        from cxrnet.models.gradcam import gradcam, save_overlay
     except ImportError:  # pragma: no cover - captum is an optional extra
         return {}
     written: dict[tuple[str, int], str] = {}

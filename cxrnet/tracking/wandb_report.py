@@ -24,7 +24,7 @@ from cxrnet.evaluation.report import (
     curve_rows,
     predict_classes,
 )
-from cxrnet.tracking import CHECKPOINT_KEY
+from cxrnet.tracking.wandb_logger import CHECKPOINT_KEY
 
 log = logging.getLogger(__name__)
 

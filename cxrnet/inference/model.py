@@ -1,57 +1,23 @@
-"""What a checkpoint needs to make decisions outside training: the network, the preprocessing
-and the validation-chosen operating point, stored in it as plain values.
+"""A checkpoint's network ready to call films outside training: no Lightning, no data module.
 
-Plain ``str``/``float``/``int``/``dict`` only, so ``torch.load(weights_only=True)`` reads them.
+The preprocessing and the operating point come from the checkpoint's stamp
+(``cxrnet.models.checkpoint.stamp_checkpoint``).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from cxrnet.data.decode import DecodeParams
+from cxrnet.evaluation.probabilities import DEFAULT_THRESHOLD, pneumonia_probability
 from cxrnet.evaluation.thresholds import OperatingPoint
-from cxrnet.models.checkpoint import load_checkpoint
+from cxrnet.models.checkpoint import operating_point_of, preprocessing_of
 from cxrnet.models.registry import create_model
-
-# The checkpoint key holding {"operating_point": {...}, "preprocessing": {...}, ...}.
-INFERENCE_KEY = "cxrnet_inference"
-PREPROCESSING_KEYS = ("image_size", "resize", "equalize", "interpolation")
-
-
-def preprocessing_of(checkpoint: Mapping[str, Any]) -> DecodeParams:
-    """The decoding the network was trained with: stored settings, else the data module's."""
-    stored = (checkpoint.get(INFERENCE_KEY) or {}).get("preprocessing")
-    if stored is None:
-        hparams = checkpoint.get("datamodule_hyper_parameters") or {}
-        stored = {key: hparams[key] for key in PREPROCESSING_KEYS if key in hparams}
-    return DecodeParams(**stored)
-
-
-def operating_point_of(checkpoint: Mapping[str, Any]) -> OperatingPoint | None:
-    stored = (checkpoint.get(INFERENCE_KEY) or {}).get("operating_point")
-    return None if stored is None else OperatingPoint.from_dict(stored)
-
-
-def stamp_checkpoint(
-    path: Path | str, operating_point: OperatingPoint, preprocessing: DecodeParams
-) -> None:
-    """Write the operating point and preprocessing into ``path``, replacing the file atomically."""
-    path = Path(path)
-    checkpoint = load_checkpoint(path)
-    checkpoint[INFERENCE_KEY] = {
-        "operating_point": operating_point.as_dict(),
-        "preprocessing": preprocessing.as_dict(),
-    }
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(checkpoint, partial)
-    partial.replace(path)
 
 
 @dataclass(frozen=True)
@@ -66,11 +32,11 @@ class InferenceModel:
 
     @property
     def threshold(self) -> float:
-        return 0.5 if self.operating_point is None else self.operating_point.threshold
+        return DEFAULT_THRESHOLD if self.operating_point is None else self.operating_point.threshold
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """Pneumonia probability per (N, 1, S, S) image batch in [0, 1]."""
-        return torch.sigmoid(self.net(images).squeeze(-1))
+        return pneumonia_probability(self.net(images))
 
 
 def inference_model(checkpoint: Mapping[str, Any]) -> InferenceModel:

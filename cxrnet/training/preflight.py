@@ -1,24 +1,23 @@
 """Configuration checks that run before any data is read, so a typo costs seconds, not a decode.
 
 Each check raises ``ConfigError`` (or ``CheckpointError``) naming the key, the value and the fix;
-the entry points print it as one line (``cxrnet.cli.errors``).
+the entry points print it as one line (``cxrnet.cli.exit_codes``).
 """
 
 from __future__ import annotations
 
 import os
 import uuid
-import warnings
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from cxrnet.data.records import CLASS_NAMES, SUBTYPE_NAMES
-from cxrnet.errors import ConfigError
 from cxrnet.evaluation.metrics import epoch_metric_names, monitor_mode_for
 from cxrnet.models.checkpoint import load_checkpoint
 from cxrnet.models.registry import resolve_model
-from cxrnet.resume import resolve_checkpoint
+from cxrnet.training.resume import resolve_checkpoint
+from cxrnet.user_errors import ConfigError
 
 
 def check_writable(folder: Path | str, key: str) -> None:
@@ -41,9 +40,7 @@ def check_network(cfg: DictConfig) -> None:
     entry point (the registry's error names every form)."""
     name = cfg.model.net.get("name")
     try:
-        with warnings.catch_warnings():  # a deprecated name warns once, when it is built
-            warnings.simplefilter("ignore", FutureWarning)
-            resolve_model(str(name))
+        resolve_model(str(name))
     except ValueError as error:
         raise ConfigError(str(error)) from None
 

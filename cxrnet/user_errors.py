@@ -1,8 +1,9 @@
 """Errors a user causes and fixes: a wrong setting or a file that cannot be used.
 
 Entry points print these as one line and exit with status 2, without a traceback
-(``cxrnet.cli.errors``); anything else is a bug or a fault and keeps its traceback.
-``cxrnet.data.errors.DataError`` (bad data on disk) is the other kind of user error.
+(``cxrnet.cli.exit_codes``); anything else is a bug or a fault and keeps its traceback.
+Two kinds: a setting that cannot work (``ConfigError`` and its kinds) and data on disk that is
+not what cxrnet expects (``DataError``).
 """
 
 
@@ -17,3 +18,7 @@ class CheckpointError(ConfigError):
 class EnsembleError(ConfigError):
     """A fold ensemble that cannot be built or loaded: a fold failed, is missing or appears
     twice, or a manifest is unreadable; the message names the fold or the file."""
+
+
+class DataError(ValueError):
+    """The data on disk is not what cxrnet expects; the message names the path and the fix."""

@@ -3,8 +3,8 @@
 An exact resume needs every random number of the rest of the run to be the one the uninterrupted
 run drew. The training draw (order, weighted sample, augmentation) is a function of (seed, epoch)
 (``cxrnet.data.sampling``); what the network draws (dropout) comes from the global generators,
-reseeded at each epoch's start (``cxrnet.callbacks.EpochSeed``) and, for a checkpoint written in
-the middle of an epoch, saved with it and put back (``capture_rng`` / ``restore_rng``).
+reseeded at each epoch's start (``cxrnet.training.callbacks.EpochSeed``) and, for a checkpoint
+written in the middle of an epoch, saved with it and put back (``capture_rng`` / ``restore_rng``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,293 @@
+"""What a training run is: fit, pick the best checkpoint on validation, evaluate it once,
+stamp it with its operating point, and keep a run record of all of it (``run``).
+
+``cxrnet-train`` composes the config and calls ``run``; a search calls it once per trial.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+
+from cxrnet.config import instantiate_group, save_resolved_config
+from cxrnet.data import sources as data_sources
+from cxrnet.evaluation.evaluation_pass import report_settings, run_evaluation_pass, threshold_rule
+from cxrnet.evaluation.report import NonFinitePredictions
+from cxrnet.models.checkpoint import load_checkpoint, stamp_checkpoint
+from cxrnet.runs import RunRecord, RunRecorder, RunStatus, RunStopped
+from cxrnet.tracking.wandb_logger import finish_wandb_run, wandb_run_defaults
+from cxrnet.tracking.wandb_report import WandbReport
+from cxrnet.training.callbacks import EpochSeed, LastCheckpoint, TrainingDiverged
+from cxrnet.training.ddp import local_ddp_job
+from cxrnet.training.hardware import resolve_trainer_precision
+from cxrnet.training.preflight import check_train_config
+from cxrnet.training.resume import CHECKPOINT_DIR, resolve_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def resolve_data_root(cfg: DictConfig) -> str | list[str]:
+    """The configured data root(s), or the built-in synthetic dataset (see ``data.sources``)."""
+    root = cfg.data.get("root")
+    return data_sources.resolve_data_root(
+        OmegaConf.to_container(root) if isinstance(root, ListConfig) else root,
+        OmegaConf.to_container(cfg.synthetic, resolve=True),
+        cfg.paths.cache_dir,
+    )
+
+
+def _metric_values(results: list[dict[str, float]]) -> dict[str, float]:
+    return {key: float(value) for result in results for key, value in result.items()}
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How the job was started, as its entry point knows it.
+
+    ``overrides`` reproduce the job from the train config (the run record keeps them);
+    ``sweep_dir`` is the multirun sweep folder of a job of a sweep (W&B groups its runs by it);
+    ``rerunnable`` says the job is a ``cxrnet-train`` command line that DDP ranks can run again
+    (``cxrnet.training.ddp``), which a search trial, say, is not.
+    """
+
+    overrides: tuple[str, ...] = ()
+    sweep_dir: str | None = None
+    rerunnable: bool = False
+
+
+def train(
+    cfg: DictConfig, extra_callbacks: Sequence[Callback] = (), launch: Launch = Launch()
+) -> dict[str, Any]:
+    """Run one training job from a composed config: its metrics and the paths it used.
+
+    ``extra_callbacks`` come from code rather than config, e.g. a search's pruning callback.
+    """
+    output_dir = Path(cfg.paths.output_dir)
+    check_train_config(cfg)  # before any data work: a typo costs seconds, not a decode
+    is_rank_zero = rank_zero_only.rank == 0
+    ckpt_path = resolve_checkpoint(cfg.get("ckpt_path"), output_dir)
+    _fill_wandb_run_defaults(cfg, ckpt_path, launch)
+    if is_rank_zero:
+        save_resolved_config(cfg, output_dir)
+    L.seed_everything(cfg.seed, workers=True)
+
+    root = resolve_data_root(cfg)
+    # Split files and counts are written once, by rank 0.
+    report_dir = str(output_dir) if is_rank_zero else None
+    datamodule = instantiate(cfg.data, root=root, report_dir=report_dir, seed=cfg.seed)
+    datamodule.setup("fit")
+    model = instantiate(
+        cfg.model,
+        class_names=list(datamodule.class_names),
+        class_weights=datamodule.class_weights,
+    )
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    last = next((c for c in callbacks if isinstance(c, LastCheckpoint)), None)
+    if last is None:  # switched off in the config: SIGTERM and Ctrl-C still need it
+        last = LastCheckpoint(output_dir / CHECKPOINT_DIR)
+        callbacks.append(last)
+    callbacks += [EpochSeed(cfg.seed), *extra_callbacks]
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    # Checkpoints hold plain data only (cxrnet.models.checkpoint): nothing loaded runs code.
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except SystemExit as error:
+        # Lightning ends a run stopped by SIGTERM with SystemExit(None) (exit code 0) and one
+        # stopped by Ctrl-C with SystemExit(1): both are interruptions, not successes or failures.
+        if last.reason is None:
+            raise
+        raise RunStopped(
+            f"stopped by {last.reason} at epoch {trainer.current_epoch}, step "
+            f"{trainer.global_step}; resume with ckpt_path={last.path}",
+            status=RunStatus.INTERRUPTED,
+        ) from error
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if not best:
+        # Metrics of weights nobody can load again are not a result.
+        raise RunStopped(
+            "no checkpoint was saved (no training epoch finished, or callbacks.model_checkpoint "
+            "is off), so the run has no result to report"
+        )
+    ckpt = best
+    if datamodule.num_classes == 2:
+        metrics = _evaluate_binary(cfg, trainer, model, datamodule, ckpt, loggers, callbacks)
+    else:
+        metrics = _evaluate_multiclass(cfg, trainer, model, datamodule, ckpt, root)
+    paths: dict[str, Any] = {"best_checkpoint": best, "data_root": root}
+    if ckpt_path is not None:
+        paths["resumed_from"] = str(ckpt_path)
+    return {"metrics": metrics, **paths, "world_size": trainer.world_size}
+
+
+def _evaluate_binary(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    model: Any,
+    datamodule: Any,
+    ckpt: str,
+    loggers: Sequence[Any],
+    callbacks: Sequence[Callback],
+) -> dict[str, float]:
+    """One evaluation pass over the best checkpoint on rank 0: each split predicted once, the
+    threshold chosen on validation and stored in the checkpoint with the preprocessing."""
+    if not trainer.is_global_zero:
+        return {}
+    model.load_state_dict(load_checkpoint(ckpt)["state_dict"])
+    splits = ["val"]
+    if cfg.get("test") and datamodule.has_test:
+        splits.append("test")
+    elif cfg.get("test"):
+        log.warning("no test split under %s: skipped testing", datamodule.root)
+    wandb_report = next((c for c in callbacks if isinstance(c, WandbReport)), None)
+    try:
+        report = run_evaluation_pass(
+            model,
+            datamodule,
+            splits,
+            Path(cfg.paths.output_dir),
+            rule=threshold_rule(cfg.get("threshold")),
+            settings=report_settings(cfg.get("report")),
+            loggers=loggers,
+            wandb_report=wandb_report,
+            checkpoint=ckpt,
+        )
+    except NonFinitePredictions as error:
+        raise TrainingDiverged(
+            f"{cfg.monitor} of the best checkpoint {ckpt} is nan: {error}; lower model.optimizer.lr"
+        ) from error
+    stamp_checkpoint(ckpt, report.operating_point, datamodule.decode_params)
+    metrics = dict(report.metrics)
+    best = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
+    if best is not None:
+        metrics[f"{cfg.monitor}_best"] = float(best)
+    return metrics
+
+
+def _evaluate_multiclass(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    model: Any,
+    datamodule: Any,
+    ckpt: str,
+    root: Any,
+) -> dict[str, float]:
+    """The subtype task has no threshold: the trainer's own validate and test passes."""
+    metrics = _metric_values(
+        trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+    )
+    if not math.isfinite(metrics.get(cfg.monitor, math.nan)):
+        raise TrainingDiverged(
+            f"{cfg.monitor} of the best checkpoint {ckpt} is {metrics.get(cfg.monitor)}: its "
+            "predictions are not finite (training diverged); lower model.optimizer.lr"
+        )
+    if cfg.get("test") and datamodule.has_test:
+        metrics |= _metric_values(
+            trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+        )
+    elif cfg.get("test"):
+        log.warning("no test split under %s: skipped testing", root)
+    return metrics
+
+
+def run(
+    cfg: DictConfig,
+    extra_callbacks: Sequence[Callback] = (),
+    *,
+    launch: Launch = Launch(),
+    extra: dict[str, Any] | None = None,
+) -> RunRecord:
+    """``train`` inside a run record: written as ``running`` first, then with how it ended.
+
+    ``launch.overrides`` are recorded as the ones that reproduce the run (a search passes each
+    trial's). W&B is closed whatever happens, so the next multirun job starts its own run.
+    """
+    output_dir = Path(cfg.paths.output_dir)
+    # Before anything saves or logs the config: it and the record carry the resolved value.
+    extra = {**(extra or {}), "precision": resolve_trainer_precision(cfg)}
+    if os.environ.get("SLURM_JOB_ID"):
+        # Which Slurm job ran it, and how often Slurm restarted (requeued) that job.
+        slurm = {
+            "slurm_job_id": os.environ["SLURM_JOB_ID"],
+            "slurm_restart_count": int(os.environ.get("SLURM_RESTART_COUNT", 0)),
+        }
+        extra = {**(extra or {}), **slurm}
+    recorder = RunRecorder(
+        output_dir,
+        "cxrnet-train",
+        list(launch.overrides),
+        monitor=cfg.get("monitor"),
+        # Under DDP every rank runs this; one writes.
+        write=rank_zero_only.rank == 0,
+        extra=extra,
+    )
+    try:
+        ddp_overrides = list(launch.overrides) if launch.rerunnable else None
+        with recorder, local_ddp_job(output_dir, ddp_overrides):
+            result = train(cfg, extra_callbacks, launch)
+            recorder.update(extra={**recorder.record.extra, "world_size": result.pop("world_size")})
+            recorder.complete(result.pop("metrics"), paths=result)
+    except BaseException:
+        finish_wandb_run(exit_code=1)  # marks the W&B run failed; the finally finds none open
+        raise
+    finally:
+        finish_wandb_run()
+    if recorder.write:
+        print_summary(recorder.record)
+    return recorder.record
+
+
+def _fill_wandb_run_defaults(cfg: DictConfig, ckpt_path: Path | None, launch: Launch) -> None:
+    """Unset W&B group/name/id: a multirun job is grouped by its sweep folder and named by its
+    overrides; a resumed run continues the W&B run stored in its checkpoint."""
+    wandb_cfg = (cfg.get("logger") or {}).get("wandb")
+    if not wandb_cfg:
+        return
+    defaults = wandb_run_defaults(
+        sweep_dir=launch.sweep_dir,
+        overrides=launch.overrides if launch.sweep_dir else (),
+        ckpt_path=None if ckpt_path is None else str(ckpt_path),
+    )
+    with open_dict(wandb_cfg):
+        for key, value in defaults.items():
+            if wandb_cfg.get(key) is None:
+                wandb_cfg[key] = value
+
+
+def print_summary(record: RunRecord) -> None:
+    """A metric-by-split table of the best checkpoint, then where everything went."""
+    metrics = record.metrics
+    splits = [s for s in ("val", "test") if any(k.startswith(f"{s}/") for k in metrics)]
+    # Intervals and counts live in metrics.json and report.md; the table keeps point estimates.
+    names = sorted(
+        {
+            key.split("/", 1)[1]
+            for key in metrics
+            if key.split("/", 1)[0] in splits and "_ci_" not in key and "/n_" not in key
+        }
+    )
+    if not names:
+        print(f"\nrun folder: {record.run_dir}")
+        return
+    width = max(len(name) for name in names)
+    print(f"\n{'metric':<{width}}  " + "  ".join(f"{split:>8}" for split in splits))
+    for name in names:
+        cells = [metrics.get(f"{split}/{name}") for split in splits]
+        row = "  ".join("       -" if c is None else f"{c:8.4f}" for c in cells)
+        print(f"{name:<{width}}  {row}")
+    print(f"\nbest checkpoint: {record.paths.get('best_checkpoint')}")
+    print(f"run folder: {record.run_dir}")
