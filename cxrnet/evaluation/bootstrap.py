@@ -12,7 +12,9 @@ metrics that have no weighted form. Both draw the same patients for the same see
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +28,7 @@ BLOCK_ELEMENTS = 1 << 22
 class PatientDraws:
     """A block of resamples: ``counts[r, g]`` is how often patient ``g`` was drawn in ``r``."""
 
-    counts: np.ndarray  # (resamples, patients), int64
+    counts: np.ndarray  # (resamples, patients), whole numbers (float64: what the sums need)
     film_group: np.ndarray  # (films,): the patient index of every film
 
     def __len__(self) -> int:
@@ -36,7 +38,7 @@ class PatientDraws:
         """``(resamples, films)``: how many copies of each film (all, or ``films`` in that
         order) each resample holds; every drawn patient brings all of its films."""
         groups = self.film_group if films is None else self.film_group[films]
-        return self.counts[:, groups]
+        return np.take(self.counts, groups, axis=1)  # several times faster than [:, groups]
 
 
 WeightedMetricFn = Callable[[PatientDraws], Mapping[str, np.ndarray]]
@@ -85,23 +87,38 @@ def bootstrap_weighted(
     resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    workers: int | None = None,
 ) -> dict[str, tuple[float, float]]:
     """``bootstrap_intervals`` for a metric of per-film weights, a block of resamples per call.
 
     ``metrics(draws)`` returns one array per metric with a value per resample of the block
     (``draws.weights()`` gives the films' copy counts). Same seed, same intervals as
-    ``bootstrap_intervals`` with the equivalent metric of indices.
+    ``bootstrap_intervals`` with the equivalent metric of indices. Blocks are scored on
+    ``workers`` threads (default: up to 2; NumPy releases the GIL in the heavy loops), so
+    ``metrics`` must be thread-safe; patients are still drawn in order from one stream.
     """
     film_group, n_groups = film_groups(groups, n)
+    workers = workers or min(2, os.cpu_count() or 1)
+    results: list[Future[Mapping[str, np.ndarray]]] = []
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for drawn in draw_blocks(n_groups, resamples, seed, _block_size(n, n_groups)):
+            # At most ``workers`` blocks wait at a time: a block's weights are tens of MB.
+            while sum(not f.done() for f in results) >= workers:
+                wait([f for f in results if not f.done()], return_when=FIRST_COMPLETED)
+            results.append(pool.submit(metrics, _counted(drawn, n_groups, film_group)))
     samples: dict[str, list[np.ndarray]] = {}
-    for drawn in draw_blocks(n_groups, resamples, seed, _block_size(n, n_groups)):
-        rows = len(drawn)
-        offsets = (np.arange(rows) * n_groups)[:, None]
-        counts = np.bincount((drawn + offsets).ravel(), minlength=rows * n_groups)
-        block = PatientDraws(counts.reshape(rows, n_groups), film_group)
-        for name, values in metrics(block).items():
+    for future in results:  # block order, whichever thread finished first
+        for name, values in future.result().items():
             samples.setdefault(name, []).append(np.asarray(values, dtype=np.float64))
     return percentile_intervals({k: np.concatenate(v) for k, v in samples.items()}, level)
+
+
+def _counted(drawn: np.ndarray, n_groups: int, film_group: np.ndarray) -> PatientDraws:
+    """Drawn patient indices ``(resamples, n_groups)`` as per-patient draw counts."""
+    rows = len(drawn)
+    offsets = (np.arange(rows) * n_groups)[:, None]
+    counts = np.bincount((drawn + offsets).ravel(), minlength=rows * n_groups)
+    return PatientDraws(counts.reshape(rows, n_groups).astype(np.float64), film_group)
 
 
 def bootstrap_intervals(

@@ -72,13 +72,18 @@ def average_precision(probabilities: np.ndarray, labels: np.ndarray) -> float:
 class RankedScores:
     """Films sorted once by probability, per class, so that any reweighting of them (a block
     of bootstrap resamples) gets its AUROC, average precision and confusion counts from
-    cumulative sums alone: no new sort, and no copy of repeated films."""
+    cumulative sums and precomputed positions alone: no new sort, no copies of films."""
 
     positives: np.ndarray  # film indices of the pneumonia films, by ascending probability
     negatives: np.ndarray  # the same for the normal films
     positive_scores: np.ndarray
     negative_scores: np.ndarray
-    values: np.ndarray  # the distinct probabilities, ascending
+    # Per distinct probability u (ascending): positives and negatives with p < u.
+    positives_below: np.ndarray
+    negatives_below: np.ndarray
+    # Per positive film: negatives strictly below it, and at or below it (ties count half).
+    negatives_under: np.ndarray
+    negatives_at_or_under: np.ndarray
 
     @classmethod
     def of(cls, probabilities: np.ndarray, labels: np.ndarray) -> RankedScores:
@@ -88,50 +93,53 @@ class RankedScores:
         order = np.argsort(probabilities, kind="stable")
         positive = np.asarray(labels)[order] == 1
         positives, negatives = order[positive], order[~positive]
+        pos_scores, neg_scores = probabilities[positives], probabilities[negatives]
+        values = np.unique(probabilities)
         return cls(
             positives,
             negatives,
-            probabilities[positives],
-            probabilities[negatives],
-            np.unique(probabilities),
+            pos_scores,
+            neg_scores,
+            np.searchsorted(pos_scores, values, side="left"),
+            np.searchsorted(neg_scores, values, side="left"),
+            np.searchsorted(neg_scores, pos_scores, side="left"),
+            np.searchsorted(neg_scores, pos_scores, side="right"),
         )
 
     def tally(self, weights_of: Callable[[np.ndarray], np.ndarray]) -> WeightedTally:
-        """Cumulative class counts for the weights ``weights_of(films)`` gives: one row per
-        resample, one column per film of ``films`` (in that order)."""
+        """Cumulative class weights for ``weights_of(films)``: one row per resample, one column
+        per film of ``films`` (in that order), e.g. ``PatientDraws.weights``."""
+        positive = np.asarray(weights_of(self.positives), dtype=np.float64)
         return WeightedTally(
             self,
-            _cumulative_with_zero(weights_of(self.positives)),
+            positive,
+            _cumulative_with_zero(positive),
             _cumulative_with_zero(weights_of(self.negatives)),
         )
 
 
 def _cumulative_with_zero(weights: np.ndarray) -> np.ndarray:
-    """``out[:, j]``: the total weight of the first ``j`` columns (so ``out[:, 0]`` is 0)."""
-    out = np.zeros((weights.shape[0], weights.shape[1] + 1), dtype=np.int64)
+    """``out[:, j]``: the total weight of the first ``j`` columns (so ``out[:, 0]`` is 0).
+
+    Float64 holds these integer sums exactly (far below 2**53), and the areas divide them.
+    """
+    out = np.zeros((weights.shape[0], weights.shape[1] + 1), dtype=np.float64)
     np.cumsum(weights, axis=1, out=out[:, 1:])
     return out
 
 
 @dataclass(frozen=True)
 class WeightedTally:
-    """Per resample, how much weight of each class lies below each probability.
+    """Per resample, the weight of each class below each probability.
 
-    Counts are integers, so the areas come out bit for bit as ``auroc`` and
+    Counts are exact integers, so the areas come out bit for bit as ``auroc`` and
     ``average_precision`` give them on the resample's films written out with repeats.
     """
 
     ranked: RankedScores
+    positive_weights: np.ndarray  # (resamples, positives)
     positive_below: np.ndarray  # (resamples, positives + 1), cumulative
     negative_below: np.ndarray  # (resamples, negatives + 1)
-
-    def _through(self, side: str) -> tuple[np.ndarray, np.ndarray]:
-        """Positive and negative weight with probability < (``left``) or <= (``right``) each
-        distinct value."""
-        r = self.ranked
-        p = np.searchsorted(r.positive_scores, r.values, side=side)
-        n = np.searchsorted(r.negative_scores, r.values, side=side)
-        return self.positive_below[:, p], self.negative_below[:, n]
 
     def class_totals(self) -> tuple[np.ndarray, np.ndarray]:
         return self.positive_below[:, -1], self.negative_below[:, -1]
@@ -145,33 +153,50 @@ class WeightedTally:
         return Confusion(n_pos - fn, n_neg - tn, fn, tn)
 
     def auroc(self) -> np.ndarray:
-        """``auroc`` per resample: the mid-rank (Mann-Whitney) sum from tied-group counts."""
-        pos_through, neg_through = self._through("right")
-        pos_below, neg_below = self._through("left")
-        tied_pos = pos_through - pos_below
-        tied = tied_pos + neg_through - neg_below
-        # Twice the positives' mid-rank sum, in integers: rank of a tied group is
-        # (films through it) - (its size - 1) / 2.
-        twice_rank_sum = np.sum(tied_pos * (2 * (pos_through + neg_through) - tied + 1), axis=1)
+        """``auroc`` per resample, as the Mann-Whitney count of (pneumonia, normal) pairs.
+
+        Twice that count, an integer, is every positive's weight times the negative weight
+        strictly under it plus the negative weight at or under it: exactly the numerator the
+        mid-rank formula of ``auroc`` computes, so the quotient is the same float.
+        """
+        r = self.ranked
+        under = np.take(self.negative_below, r.negatives_under, axis=1)
+        under += np.take(self.negative_below, r.negatives_at_or_under, axis=1)
+        twice_pairs = np.einsum("ij,ij->i", self.positive_weights, under)
         n_pos, n_neg = self.class_totals()
         with np.errstate(divide="ignore", invalid="ignore"):
-            area = (twice_rank_sum / 2.0 - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+            area = (twice_pairs / 2.0) / (n_pos * n_neg)
         return np.where((n_pos > 0) & (n_neg > 0), area, np.nan)
 
     def average_precision(self) -> np.ndarray:
-        """``average_precision`` per resample, summed over the same terms in the same order."""
-        pos_below, neg_below = self._through("left")
-        tied = self._through("right")
-        present = (tied[0] - pos_below + tied[1] - neg_below) > 0
+        """``average_precision`` per resample, summed over the same terms in the same order.
+
+        Columns are the distinct probabilities; those no film of a resample holds are dropped
+        before the terms are formed, because ``np.sum``'s pairwise summation rounds
+        differently when the number of terms changes.
+        """
+        r = self.ranked
         n_pos, n_neg = self.class_totals()
-        # From the highest value down: true and false positives of p >= value.
-        tps = (n_pos[:, None] - pos_below)[:, ::-1]
-        fps = (n_neg[:, None] - neg_below)[:, ::-1]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            recall = tps / n_pos[:, None]
-            # A value no film of the resample has adds recall 0 but may be 0/0: it is dropped
-            # below, so each row sums exactly the terms the unweighted function sums.
-            terms = np.diff(recall, axis=1, prepend=0.0) * (tps / (tps + fps))
-        present = present[:, ::-1]
-        areas = np.array([np.sum(row[keep]) for row, keep in zip(terms, present, strict=True)])
-        return np.where(n_pos > 0, areas, np.nan)
+        # True positives and all calls of p >= u for each distinct u, ascending.
+        tps = np.take(self.positive_below, r.positives_below, axis=1)
+        np.subtract(n_pos[:, None], tps, out=tps)
+        called = np.take(self.negative_below, r.negatives_below, axis=1)
+        np.subtract(n_neg[:, None], called, out=called)
+        called += tps
+        # A value is present in a resample when calling it adds films.
+        present = np.empty(called.shape, dtype=bool)
+        np.greater(called[:, :-1], called[:, 1:], out=present[:, :-1])
+        present[:, -1] = called[:, -1] > 0
+        areas = np.full(len(n_pos), np.nan)
+        for row in np.flatnonzero(n_pos > 0):
+            keep = present[row]
+            areas[row] = _step_area(tps[row][keep], called[row][keep], n_pos[row])
+        return areas
+
+
+def _step_area(tps: np.ndarray, called: np.ndarray, n_pos: float) -> float:
+    """``average_precision``'s sum from the ascending present values' counts: recall steps
+    times precision, summed from the highest value down as ``pr_curve`` orders them."""
+    recall = tps[::-1] / n_pos
+    precision = tps[::-1] / called[::-1]
+    return float(np.sum(np.diff(recall, prepend=0.0) * precision))
