@@ -17,6 +17,8 @@ from cxrnet.data.records import Record, make_record
 from cxrnet.data.splits import (
     SPLIT_CSV_COLUMNS,
     SplitConfig,
+    assign_folds,
+    build_groups,
     count_table,
     format_count_table,
     make_splits,
@@ -315,3 +317,34 @@ def test_real_holdout_is_identical_across_folds() -> None:
     assert len(holdouts) == 1
     for result in results:
         assert patient_overlap(result) == {}
+
+
+@pytest.mark.parametrize("big_class", [0, 1])
+@pytest.mark.parametrize("seed", range(8))
+def test_kfold_keeps_each_class_within_its_largest_group_per_fold(
+    big_class: int, seed: int
+) -> None:
+    # One 3-film patient of one class, two 1-film patients of the other, two folds. Balancing
+    # totals alone would put both small patients opposite the big one (class counts 0 and 2
+    # per fold); per class, each fold may differ by at most that class's largest group.
+    small_class = 1 - big_class
+    folder = {0: ("NORMAL", "IM-{:04d}-{:04d}"), 1: ("PNEUMONIA", "person{}_bacteria_{}")}
+
+    def films(label: int, patient: int, count: int) -> list[Record]:
+        name, pattern = folder[label]
+        return [
+            make_record(
+                Path("/data/train", name, pattern.format(patient, k) + ".jpeg"), label, "train"
+            )
+            for k in range(count)
+        ]
+
+    pool = films(big_class, 1, 3) + films(small_class, 2, 1) + films(small_class, 3, 1)
+    groups = build_groups(pool, by_patient=True)
+    folds = assign_folds(groups, 2, np.random.default_rng(seed))
+    per_fold = {label: [0, 0] for label in (0, 1)}
+    for group, fold in zip(groups, folds, strict=True):
+        for record in group:
+            per_fold[record.label][fold] += 1
+    assert sorted(per_fold[big_class]) == [0, 3]
+    assert per_fold[small_class] == [1, 1]

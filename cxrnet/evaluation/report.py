@@ -22,14 +22,14 @@ from torch import Tensor
 from torchmetrics.functional.classification import binary_precision_recall_curve, binary_roc
 
 from cxrnet.data.records import Record
-from cxrnet.evaluation.bootstrap import bootstrap_intervals
+from cxrnet.evaluation.bootstrap import PatientDraws, WeightedMetricFn, bootstrap_weighted
 from cxrnet.evaluation.calibration import apply_temperature, fit_temperature, reliability
-from cxrnet.evaluation.curves import auroc, average_precision
+from cxrnet.evaluation.confusion import confusion_at_threshold
+from cxrnet.evaluation.curves import RankedScores, auroc, average_precision
 from cxrnet.evaluation.thresholds import (
     OperatingPoint,
     ThresholdRule,
     choose_operating_point,
-    metrics_from_confusion,
 )
 
 log = logging.getLogger(__name__)
@@ -114,18 +114,32 @@ class EvaluationReport:
 
 def _scores(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
     values: dict[str, float] = {}
-    positive = labels == 1
     for suffix, t in (("_at_threshold", threshold), ("", 0.5)):
-        predicted = probabilities >= t
-        tp = float(np.sum(predicted & positive))
-        fp = float(np.sum(predicted & ~positive))
-        fn = float(np.sum(~predicted & positive))
-        tn = float(np.sum(~predicted & ~positive))
-        for name, value in metrics_from_confusion(tp, fp, fn, tn).items():
+        for name, value in confusion_at_threshold(probabilities, labels, t).metrics().items():
             values[f"{name}{suffix}"] = value
     values["auroc"] = auroc(probabilities, labels)
     values["auprc"] = average_precision(probabilities, labels)
     return values
+
+
+def _resampled_scores(
+    probabilities: np.ndarray, labels: np.ndarray, threshold: float
+) -> WeightedMetricFn:
+    """``_scores`` for a block of bootstrap resamples at once, from per-film weights: the
+    films are ranked once, and every resample's counts are cumulative sums over them."""
+    ranked = RankedScores.of(probabilities, labels)
+
+    def scores(draws: PatientDraws) -> dict[str, np.ndarray]:
+        tally = ranked.tally(draws.weights)
+        values: dict[str, np.ndarray] = {}
+        for suffix, t in (("_at_threshold", threshold), ("", 0.5)):
+            for name, value in tally.confusion(t).metrics().items():
+                values[f"{name}{suffix}"] = value
+        values["auroc"] = tally.auroc()
+        values["auprc"] = tally.average_precision()
+        return values
+
+    return scores
 
 
 def weighted_log_loss(
@@ -187,8 +201,8 @@ def evaluate_predictions(
     for split, preds in predictions.items():
         probs, labels = preds.probabilities, preds.labels
         point = _scores(probs, labels, threshold)
-        intervals = bootstrap_intervals(
-            lambda idx, probs=probs, labels=labels: _scores(probs[idx], labels[idx], threshold),
+        intervals = bootstrap_weighted(
+            _resampled_scores(probs, labels, threshold),
             len(preds),
             groups=preds.patients,
             resamples=settings.resamples,
@@ -208,13 +222,7 @@ def evaluate_predictions(
                 caught = float(np.mean(probs[chosen] >= threshold))
                 metrics[f"{split}/recall_{subtype}_at_threshold"] = caught
                 metrics[f"{split}/n_{subtype}"] = float(chosen.sum())
-        predicted = probs >= threshold
-        confusion = {
-            "tp": int(np.sum(predicted & (labels == 1))),
-            "fp": int(np.sum(predicted & (labels == 0))),
-            "fn": int(np.sum(~predicted & (labels == 1))),
-            "tn": int(np.sum(~predicted & (labels == 0))),
-        }
+        confusion = confusion_at_threshold(probs, labels, threshold).as_dict()
         rel = reliability(probs, labels, settings.bins)
         metrics[f"{split}/ece"] = rel.ece
         report = SplitReport(preds, confusion, rel.ece, rel)

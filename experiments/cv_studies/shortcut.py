@@ -24,8 +24,8 @@ sys.path.insert(0, str(HERE))
 from analysis import write_outputs  # noqa: E402
 
 from cxrnet.data.records import patient_from_name  # noqa: E402
-from cxrnet.evaluation.bootstrap import bootstrap_intervals  # noqa: E402
-from cxrnet.evaluation.curves import auroc  # noqa: E402
+from cxrnet.evaluation.bootstrap import PatientDraws, bootstrap_weighted  # noqa: E402
+from cxrnet.evaluation.curves import RankedScores, auroc  # noqa: E402
 
 CLASSES = ("NORMAL", "PNEUMONIA")
 
@@ -60,10 +60,12 @@ def shortcut_table(rows: list[tuple[str, str, int, int]]) -> dict[str, dict[str,
         value = auroc(values, labels)
         sign = 1.0 if value >= 0.5 else -1.0  # score so that larger predicts pneumonia
 
-        def metrics(indices: np.ndarray, v: np.ndarray = sign * values) -> dict[str, float]:
-            return {"auroc": auroc(v[indices], labels[indices])}
+        ranked = RankedScores.of(sign * values, labels)
 
-        low, high = bootstrap_intervals(metrics, len(labels), patients, resamples=2000)["auroc"]
+        def metrics(draws: PatientDraws, r: RankedScores = ranked) -> dict[str, np.ndarray]:
+            return {"auroc": r.tally(draws.weights).auroc()}
+
+        low, high = bootstrap_weighted(metrics, len(labels), patients, resamples=2000)["auroc"]
         table[name] = {
             "auroc": max(value, 1 - value),
             "low": float(low),
