@@ -28,6 +28,7 @@ from omegaconf import OmegaConf
 from cxrnet.config import register_resolvers
 from cxrnet.data.decode import DecodeParams
 from cxrnet.evaluation.bootstrap import bootstrap_intervals
+from cxrnet.evaluation.confusion import confusion_at
 from cxrnet.evaluation.curves import auroc
 from cxrnet.evaluation.evaluation_pass import report_settings, threshold_rule
 from cxrnet.evaluation.figures import plot_split
@@ -45,7 +46,6 @@ from cxrnet.evaluation.report import (
 from cxrnet.evaluation.thresholds import (
     ThresholdRule,
     choose_operating_point,
-    metrics_from_confusion,
 )
 from cxrnet.models.checkpoint import load_checkpoint, preprocessing_of
 from cxrnet.models.ensemble_manifest import MANIFEST_NAME, EnsembleManifest, write_manifest
@@ -202,14 +202,7 @@ def cross_validated_metrics(
 
     def score(indices: np.ndarray) -> dict[str, float]:
         p, y = pooled.probabilities[indices], pooled.labels[indices]
-        called, positive = p >= thresholds[indices], y == 1
-        counts = (
-            np.sum(called & positive),
-            np.sum(called & ~positive),
-            np.sum(~called & positive),
-            np.sum(~called & ~positive),
-        )
-        return {**metrics_from_confusion(*map(float, counts)), "auroc": auroc(p, y)}
+        return {**confusion_at(p >= thresholds[indices], y).metrics(), "auroc": auroc(p, y)}
 
     everything = np.arange(len(pooled))
     intervals = bootstrap_intervals(
