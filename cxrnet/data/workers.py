@@ -1,4 +1,5 @@
-"""The process pool that decodes and writes images in parallel (image cache, synthetic set)."""
+"""Worker processes: how many the job was given (``available_cpus``, ``resolve_workers``), and
+the process pool that decodes and writes images in parallel (image cache, synthetic set)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,49 @@ import multiprocessing
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 
 import cv2
+
+# ``data.decode_workers`` and ``data.num_workers``: as many as the job's CPUs, up to a cap.
+AUTO_WORKERS = "auto"
+# Decoding scales with cores until the disk or the file system is the limit; a cap keeps a
+# 128-core node from starting 128 readers against one shared file system. (Only 2 cores were
+# measured here: the cap is a guard, not a measured optimum.)
+MAX_DECODE_WORKERS = 32
+# Loader workers only index the uint8 cache and augment; 8 keep a GPU fed at the seed's sizes,
+# and each one holds a copy of the dataset's Python objects.
+MAX_LOADER_WORKERS = 8
+
+
+def available_cpus(environ: Mapping[str, str] | None = None) -> tuple[int, str]:
+    """The CPUs this process may use, and where that number came from.
+
+    Slurm's ``SLURM_CPUS_PER_TASK`` first (the task's share, even where the affinity mask was
+    not set), then the process's affinity mask (``taskset``, cgroups' cpusets, Slurm's binding),
+    then every core of the machine.
+    """
+    env = os.environ if environ is None else environ
+    slurm = env.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit() and int(slurm) > 0:
+        return int(slurm), "SLURM_CPUS_PER_TASK"
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)), "the affinity mask"
+    return os.cpu_count() or 1, "os.cpu_count()"
+
+
+def resolve_workers(value: int | str, key: str, cpus: int, cap: int) -> int:
+    """``value`` as a number of worker processes: ``auto`` is ``cpus`` up to ``cap``."""
+    if value == AUTO_WORKERS:
+        return max(1, min(cpus, cap))
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(
+            f"{key} must be an integer >= 0 (0 works in the main process) or {AUTO_WORKERS!r}, "
+            f"got {value!r}"
+        )
+    return value
 
 
 def _init_spawned_worker() -> None:
