@@ -11,12 +11,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from cxrnet.evaluation.curves import pr_curve, roc_curve
+from cxrnet.evaluation.probabilities import DEFAULT_THRESHOLD
 from cxrnet.evaluation.report import EvaluationReport, finite
 
 
 def plot_split(report: EvaluationReport, split: str, path: Path) -> Path:
-    """ROC and PR curves with the operating point (and 0.5) marked, the reliability diagram
-    with its ECE, and the confusion matrix at the chosen threshold."""
+    """ROC and PR curves with the operating point (and the default threshold) marked, the
+    reliability diagram with its ECE, and the confusion matrix at the chosen threshold."""
     part = report.splits[split]
     probs, labels = part.predictions.probabilities, part.predictions.labels
     threshold = report.operating_point.threshold
@@ -32,10 +33,10 @@ def plot_split(report: EvaluationReport, split: str, path: Path) -> Path:
         pr_ax.step(recall, precision, where="post", color="C0")
         pr_ax.plot([], [], color="C0", label=f"AUPRC {m[f'{split}/auprc']:.3f}")
         pr_ax.axhline(labels.mean(), color="0.7", linestyle="--", linewidth=1, label="prevalence")
-        for t, key, style in ((threshold, "_at_threshold", "o"), (0.5, "", "s")):
+        for t, key, style in ((threshold, "_at_threshold", "o"), (DEFAULT_THRESHOLD, "", "s")):
             sens, spec = m[f"{split}/recall{key}"], m[f"{split}/specificity{key}"]
             prec = m[f"{split}/precision{key}"]
-            name = "chosen" if key else "0.5"
+            name = "chosen" if key else f"{DEFAULT_THRESHOLD:g}"
             roc_ax.plot(1 - spec, sens, style, markersize=9, label=f"{name} t={t:.3f}")
             pr_ax.plot(sens, prec, style, markersize=9, label=f"{name} t={t:.3f}")
     roc_ax.set(title=f"ROC ({split})", xlabel="1 - specificity", ylabel="sensitivity")

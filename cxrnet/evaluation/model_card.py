@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from cxrnet.evaluation.probabilities import DEFAULT_THRESHOLD
 from cxrnet.evaluation.report import THRESHOLD_METRICS, EvaluationReport, finite
 
 # The known limits every model card lists: the official validation split (which a k-fold sweep
@@ -105,7 +106,10 @@ def render_model_card(
     header = "| metric | " + " | ".join(splits) + " |"
     lines += [header, "|" + " --- |" * (len(splits) + 1)]
     for name in THRESHOLD_METRICS:
-        for suffix, where in (("_at_threshold", f"at {op.threshold:.3f}"), ("", "at 0.5")):
+        for suffix, where in (
+            ("_at_threshold", f"at {op.threshold:.3f}"),
+            ("", f"at {DEFAULT_THRESHOLD:g}"),
+        ):
             cells = [_cell(report, f"{split}/{name}{suffix}") for split in splits]
             lines.append(f"| {_LABELS[name]} {where} | " + " | ".join(cells) + " |")
     for name, label in (("auroc", "AUROC"), ("auprc", "AUPRC")):
