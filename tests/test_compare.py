@@ -13,19 +13,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cxrnet.cli.compare import (
+from cxrnet.cli.compare import main, write_report
+from cxrnet.comparison.plot import build_figure
+from cxrnet.comparison.render import (
     CSV_NAME,
     MARKDOWN_NAME,
     PLOT_NAME,
-    UNFINISHED,
-    build_figure,
-    collect_runs,
-    main,
-    parse_overrides,
-    summarize,
-    write_report,
+    table_lines,
+    terminal_metrics,
 )
-from cxrnet.comparison.render import table_lines, terminal_metrics
+from cxrnet.comparison.summary import summarize
+from cxrnet.runs import overrides_as_dict
+from cxrnet.runs.results import UNFINISHED, collect_runs
 
 # val/auroc per configuration, one value per seed; hand-computed mean and sample std below.
 GRID = {
@@ -286,7 +285,7 @@ def test_missing_override_takes_the_value_from_the_saved_config(tmp_path: Path) 
 
 
 def test_parse_overrides_handles_hydra_prefixes() -> None:
-    parsed = parse_overrides(
+    parsed = overrides_as_dict(
         ["+trainer.max_epochs=3", "++model.name='seed cnn'", "hydra.run.dir=x", "flag=true"]
     )
     assert parsed == {"trainer.max_epochs": 3, "model.name": "seed cnn", "flag": True}

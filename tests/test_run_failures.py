@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from cxrnet.cli.compare import collect_runs
 from cxrnet.evaluation.metrics import monitor_mode_for
 from cxrnet.models.module import ClassifierModule
 from cxrnet.runs import read_record
+from cxrnet.runs.results import collect_runs
 from cxrnet.training.run import run
 from cxrnet.user_errors import ConfigError
 

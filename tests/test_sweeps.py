@@ -12,7 +12,7 @@ import pytest
 import yaml
 from console import run_train
 
-from cxrnet.cli.compare import collect_runs
+from cxrnet.runs.results import collect_runs
 
 TINY = ["debug=fast", "model.net.widths=[8,8,16,16]", "model.net.hidden=16"]
 

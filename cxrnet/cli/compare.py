@@ -28,22 +28,9 @@ from cxrnet.comparison.render import (
     write_csv,
 )
 from cxrnet.comparison.summary import DEFAULT_FOLD_KEYS, Summary, summarize
-from cxrnet.runs import overrides_as_dict as parse_overrides
-from cxrnet.runs.results import UNFINISHED, RunResult, collect_runs
+from cxrnet.runs.results import collect_runs
 
-__all__ = [
-    "CSV_NAME",
-    "MARKDOWN_NAME",
-    "PLOT_NAME",
-    "UNFINISHED",
-    "RunResult",
-    "build_figure",
-    "collect_runs",
-    "main",
-    "parse_overrides",
-    "summarize",
-    "write_report",
-]
+__all__ = ["main", "write_report"]
 
 
 @dataclass(frozen=True)

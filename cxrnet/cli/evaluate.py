@@ -26,7 +26,7 @@ from cxrnet.models.checkpoint import (
 )
 from cxrnet.models.ensemble_manifest import is_manifest
 from cxrnet.models.module import ClassifierModule
-from cxrnet.runs import RunRecorder
+from cxrnet.runs import Override, RunRecorder
 from cxrnet.training.hardware import resolve_trainer_precision
 from cxrnet.user_errors import ConfigError
 
@@ -39,7 +39,7 @@ def _explicit_data_keys() -> set[str]:
         return set()
     keys = set()
     for line in HydraConfig.get().overrides.task:
-        key = str(line).split("=", 1)[0].lstrip("+~")
+        key = Override.parse(line).key
         if key.startswith("data."):
             keys.add(key.removeprefix("data."))
     return keys

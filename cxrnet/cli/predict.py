@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from cxrnet.cli.exit_codes import brief_errors
 from cxrnet.cli.hydra_support import CONFIG_PATH, HYDRA_VERSION, job_overrides
 from cxrnet.config import register_resolvers, save_resolved_config
+from cxrnet.evaluation.probabilities import DEFAULT_THRESHOLD
 from cxrnet.inference.inputs import list_inputs
 from cxrnet.inference.predict import PredictionSummary, predict_files
 from cxrnet.inference.scorers import load_scorer
@@ -35,7 +36,7 @@ def predict(cfg: DictConfig) -> tuple[PredictionSummary, Path]:
         "%d films, %s backend, threshold %s",
         len(paths),
         scorer.backend,
-        "0.5 (none stored)" if point is None else point.describe(),
+        f"{DEFAULT_THRESHOLD:g} (none stored)" if point is None else point.describe(),
     )
     explain_dir = output.with_name(f"{output.stem}_heatmaps") if cfg.explain else None
     summary = predict_files(

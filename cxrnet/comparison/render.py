@@ -11,7 +11,8 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TextIO
 
-from cxrnet.comparison.summary import Stat, Summary
+from cxrnet.comparison.stat import Stat
+from cxrnet.comparison.summary import Summary
 from cxrnet.runs import Value
 from cxrnet.runs.results import RunResult
 
@@ -39,9 +40,7 @@ def format_stat(stat: Stat | None, n: int, digits: int = DIGITS) -> str:
     """``0.920 ± 0.020``; a lone run shows its value, a partial metric its own n."""
     if stat is None:
         return "–"
-    text = f"{stat.mean:.{digits}f}"
-    if stat.std is not None:
-        text += f" ± {stat.std:.{digits}f}"
+    text = stat.text(digits)
     if stat.n != n:
         text += f" (n={stat.n})"
     return text

@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-import math
-import statistics
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
+from cxrnet.comparison.stat import Stat, finite_stat
 from cxrnet.runs import Value
 from cxrnet.runs.results import RunResult
 
 # Runs that differ only in these keys are repeats of one configuration.
 DEFAULT_FOLD_KEYS = ("seed", "data.split_seed")
 DEFAULT_METRIC_PREFIXES = ("val/", "test/")
-
-
-@dataclass(frozen=True)
-class Stat:
-    """A metric over the repeats of one configuration; std is the sample std (n - 1)."""
-
-    mean: float
-    std: float | None  # None for n == 1: one run says nothing about the spread
-    n: int
 
 
 @dataclass(frozen=True)
@@ -102,19 +92,10 @@ def _default_sort(runs: Sequence[RunResult], chosen: list[str], explicit: bool) 
     return chosen[0]
 
 
-def _stat(values: list[float]) -> Stat | None:
-    # A NaN metric (e.g. AUROC of a one-class split) would poison the mean; it lowers n instead.
-    finite = [v for v in values if math.isfinite(v)]
-    if not finite:
-        return None
-    std = statistics.stdev(finite) if len(finite) > 1 else None
-    return Stat(statistics.fmean(finite), std, len(finite))
-
-
 def _make_row(config: dict[str, Value], members: list[RunResult], metrics: list[str]) -> Row:
     stats = {}
     for metric in metrics:
-        stat = _stat([run.metrics[metric] for run in members if metric in run.metrics])
+        stat = finite_stat([run.metrics[metric] for run in members if metric in run.metrics])
         if stat is not None:
             stats[metric] = stat
     return Row(config, stats, tuple(run.path for run in members))

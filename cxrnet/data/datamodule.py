@@ -70,6 +70,17 @@ def per_process_batch_size(global_batch: int, world_size: int, key: str = "data.
     return global_batch // world_size
 
 
+def _check_choices(imbalance: str, task: str, batch_size: int) -> None:
+    if imbalance not in ("class_weight", "sampler", "none"):
+        raise ValueError(
+            f"imbalance must be 'class_weight', 'sampler' or 'none', got {imbalance!r}"
+        )
+    if task not in ("binary", "subtype"):
+        raise ValueError(f"task must be 'binary' or 'subtype', got {task!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+
 class ChestXRayDataModule(LightningDataModule):
     """Train/val/test loaders for ``root/{train,val,test}/{NORMAL,PNEUMONIA}`` or a CSV manifest.
 
@@ -112,14 +123,7 @@ class ChestXRayDataModule(LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if imbalance not in ("class_weight", "sampler", "none"):
-            raise ValueError(
-                f"imbalance must be 'class_weight', 'sampler' or 'none', got {imbalance!r}"
-            )
-        if task not in ("binary", "subtype"):
-            raise ValueError(f"task must be 'binary' or 'subtype', got {task!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        _check_choices(imbalance, task, batch_size)
         # Any sequence of sources (a Hydra ListConfig too), or one folder or manifest. Absolute,
         # so the checkpoint's data settings work from any folder; plain data, so it loads with
         # weights_only=True (cxrnet.models.checkpoint).
@@ -152,6 +156,10 @@ class ChestXRayDataModule(LightningDataModule):
         self.on_bad_image = on_bad_image
         self.report_dir = Path(report_dir) if report_dir else None
         self.seed = seed
+        self._init_state()
+
+    def _init_state(self) -> None:
+        """What ``setup`` and the loaders fill in."""
         # The training sampler in use, and where the next one starts when resuming.
         self._train_sampler: EpochSampler | None = None
         self._resume_at: tuple[int, int] | None = None
@@ -303,18 +311,7 @@ class ChestXRayDataModule(LightningDataModule):
         )
 
     def _loader(self, split: str, train: bool = False) -> DataLoader:
-        self._require_setup()
-        if split not in self.datasets:
-            raise DataError(f"no {split} split under {self.root}")
-        stored = self.datasets[split]
-        dataset: Dataset = stored
-        if not train and stored.transform is not None:
-            # Predictions on the training split (a report, a threshold) need the films as they
-            # are, not this epoch's augmented draw; the images array is shared, not copied.
-            dataset = XRayDataset(stored.images, stored.labels, stored.indices)
-        if train and self.device_augment is not None:
-            # uint8 and a seed per image; the hooks below augment the batch on the device.
-            dataset = SeededXRayDataset(stored)
+        dataset = self._loader_dataset(split, train)
         world_size = self.trainer.world_size if self.trainer is not None else 1
         if train:
             batch_size = per_process_batch_size(self.batch_size, world_size)
@@ -322,11 +319,7 @@ class ChestXRayDataModule(LightningDataModule):
             batch_size = per_process_batch_size(
                 self.eval_batch_size, world_size, "data.eval_batch_size (or data.batch_size)"
             )
-        weights = None
-        if train and self.imbalance == "sampler":
-            labels = self._labels(split)
-            per_class = balanced_class_weights(labels, self.num_classes)
-            weights = [per_class[label] for label in labels]
+        weights = self._sampling_weights(split) if train else None
         options: dict[str, Any] = {
             "batch_size": batch_size,
             "num_workers": self.num_workers,
@@ -352,6 +345,30 @@ class ChestXRayDataModule(LightningDataModule):
                 replacement=True,
             )
         return DataLoader(dataset, shuffle=train and sampler is None, sampler=sampler, **options)
+
+    def _loader_dataset(self, split: str, train: bool) -> Dataset:
+        """The split's films as the loader serves them: augmented (on the workers or, seeded,
+        on the device) for training, as they are otherwise."""
+        self._require_setup()
+        if split not in self.datasets:
+            raise DataError(f"no {split} split under {self.root}")
+        stored = self.datasets[split]
+        if not train and stored.transform is not None:
+            # Predictions on the training split (a report, a threshold) need the films as they
+            # are, not this epoch's augmented draw; the images array is shared, not copied.
+            return XRayDataset(stored.images, stored.labels, stored.indices)
+        if train and self.device_augment is not None:
+            # uint8 and a seed per image; the hooks below augment the batch on the device.
+            return SeededXRayDataset(stored)
+        return stored
+
+    def _sampling_weights(self, split: str) -> list[float] | None:
+        """Each film's draw weight under ``imbalance=sampler`` (classes drawn equally often)."""
+        if self.imbalance != "sampler":
+            return None
+        labels = self._labels(split)
+        per_class = balanced_class_weights(labels, self.num_classes)
+        return [per_class[label] for label in labels]
 
     def _current_epoch(self) -> int:
         """The epoch Lightning passes to the sampler's set_epoch next."""

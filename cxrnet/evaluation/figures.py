@@ -9,22 +9,42 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never a display
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
 
 from cxrnet.evaluation.curves import pr_curve, roc_curve
+from cxrnet.evaluation.probabilities import DEFAULT_THRESHOLD
 from cxrnet.evaluation.report import EvaluationReport, finite
 
 
 def plot_split(report: EvaluationReport, split: str, path: Path) -> Path:
-    """ROC and PR curves with the operating point (and 0.5) marked, the reliability diagram
-    with its ECE, and the confusion matrix at the chosen threshold."""
-    part = report.splits[split]
-    probs, labels = part.predictions.probabilities, part.predictions.labels
+    """ROC and PR curves with the operating point (and the default threshold) marked, the
+    reliability diagram with its ECE, and the confusion matrix at the chosen threshold."""
     threshold = report.operating_point.threshold
-    m = report.metrics
     fig, axes = plt.subplots(2, 2, figsize=(10, 9))
     (roc_ax, pr_ax), (rel_ax, cm_ax) = axes
-    both = len(np.unique(labels)) == 2
-    if both:
+    _plot_curves(roc_ax, pr_ax, report, split)
+    _plot_reliability(rel_ax, report, split)
+    _plot_confusion(cm_ax, report, split)
+    m = report.metrics
+    sens, spec = m[f"{split}/recall_at_threshold"], m[f"{split}/specificity_at_threshold"]
+    if finite(sens) and finite(spec):
+        fig.suptitle(
+            f"{split}: sensitivity {sens:.3f}, specificity {spec:.3f} at threshold "
+            f"{threshold:.3f} ({report.operating_point.criterion})"
+        )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _plot_curves(roc_ax: Axes, pr_ax: Axes, report: EvaluationReport, split: str) -> None:
+    """ROC and precision-recall curves, the chosen and the default threshold marked on both."""
+    part = report.splits[split]
+    probs, labels = part.predictions.probabilities, part.predictions.labels
+    m = report.metrics
+    if len(np.unique(labels)) == 2:  # a curve needs both classes
         fpr, tpr, _ = roc_curve(probs, labels)
         roc_ax.plot(fpr, tpr, color="C0", label=f"AUROC {m[f'{split}/auroc']:.3f}")
         roc_ax.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=1)
@@ -32,10 +52,11 @@ def plot_split(report: EvaluationReport, split: str, path: Path) -> Path:
         pr_ax.step(recall, precision, where="post", color="C0")
         pr_ax.plot([], [], color="C0", label=f"AUPRC {m[f'{split}/auprc']:.3f}")
         pr_ax.axhline(labels.mean(), color="0.7", linestyle="--", linewidth=1, label="prevalence")
-        for t, key, style in ((threshold, "_at_threshold", "o"), (0.5, "", "s")):
+        chosen = report.operating_point.threshold
+        for t, key, style in ((chosen, "_at_threshold", "o"), (DEFAULT_THRESHOLD, "", "s")):
             sens, spec = m[f"{split}/recall{key}"], m[f"{split}/specificity{key}"]
             prec = m[f"{split}/precision{key}"]
-            name = "chosen" if key else "0.5"
+            name = "chosen" if key else f"{DEFAULT_THRESHOLD:g}"
             roc_ax.plot(1 - spec, sens, style, markersize=9, label=f"{name} t={t:.3f}")
             pr_ax.plot(sens, prec, style, markersize=9, label=f"{name} t={t:.3f}")
     roc_ax.set(title=f"ROC ({split})", xlabel="1 - specificity", ylabel="sensitivity")
@@ -47,6 +68,10 @@ def plot_split(report: EvaluationReport, split: str, path: Path) -> Path:
         ax.legend(loc="lower right" if ax is roc_ax else "lower left", fontsize=9)
         ax.grid(alpha=0.3)
 
+
+def _plot_reliability(rel_ax: Axes, report: EvaluationReport, split: str) -> None:
+    """Observed pneumonia rate per probability bin, with each bin's film count."""
+    part = report.splits[split]
     rel = part.reliability
     centres = (rel.edges[:-1] + rel.edges[1:]) / 2
     filled = rel.counts > 0
@@ -70,6 +95,9 @@ def plot_split(report: EvaluationReport, split: str, path: Path) -> Path:
     rel_ax.set_ylim(0, 1.05)
     rel_ax.legend(loc="lower right", fontsize=9)  # the bars crowd the top left
 
+
+def _plot_confusion(cm_ax: Axes, report: EvaluationReport, split: str) -> None:
+    part = report.splits[split]
     c = part.confusion
     matrix = np.array([[c["tn"], c["fp"]], [c["fn"], c["tp"]]])
     cm_ax.imshow(matrix, cmap="Blues")
@@ -79,18 +107,8 @@ def plot_split(report: EvaluationReport, split: str, path: Path) -> Path:
     cm_ax.set_xticks([0, 1], ["NORMAL", "PNEUMONIA"])
     cm_ax.set_yticks([0, 1], ["NORMAL", "PNEUMONIA"])
     cm_ax.set(
-        title=f"Confusion at threshold {threshold:.3f} ({split}, n={len(labels)})",
+        title=f"Confusion at threshold {report.operating_point.threshold:.3f} "
+        f"({split}, n={len(part.predictions.labels)})",
         xlabel="predicted",
         ylabel="true",
     )
-    sens, spec = m[f"{split}/recall_at_threshold"], m[f"{split}/specificity_at_threshold"]
-    if finite(sens) and finite(spec):
-        fig.suptitle(
-            f"{split}: sensitivity {sens:.3f}, specificity {spec:.3f} at threshold "
-            f"{threshold:.3f} ({report.operating_point.criterion})"
-        )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path

@@ -49,6 +49,7 @@ from cxrnet.evaluation.thresholds import (
 )
 from cxrnet.models.checkpoint import load_checkpoint, preprocessing_of
 from cxrnet.models.ensemble_manifest import MANIFEST_NAME, EnsembleManifest, write_manifest
+from cxrnet.runs import Override, lookup
 from cxrnet.runs.results import UNREADABLE, RunResult, collect_runs
 from cxrnet.user_errors import EnsembleError
 
@@ -287,14 +288,7 @@ def build_fold_ensemble(
 def member_overrides(member: FoldMember) -> list[str]:
     """A fold job's command-line overrides without its fold: the recipe every member shares."""
     overrides = member.run.record.overrides if member.run.record else ()
-    return [override for override in overrides if not override.startswith("data.fold=")]
-
-
-def member_config(member: FoldMember, dotted: str) -> Any:
-    node: Any = member.run.config
-    for part in dotted.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
+    return [override for override in overrides if Override.parse(override).key != "data.fold"]
 
 
 # --------------------------------------------------------------------------- the folder
@@ -394,7 +388,7 @@ def write_fold_ensemble(
         data_sources=[str(first.run.record.paths.get("data_root")) if first.run.record else ""],
         counts=_counts(ensemble),
         preprocessing=preprocessing.as_dict(),
-        network=member_config(first, "model.net") or {},
+        network=lookup(first.run.config, "model.net", default=None) or {},
         figures=figures,
         limits=DATASET_LIMITS,
         notes=(*ENSEMBLE_NOTES, _cross_validated_note(report.metrics)),

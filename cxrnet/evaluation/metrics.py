@@ -23,6 +23,7 @@ from torchmetrics.classification import (
     MulticlassSpecificity,
 )
 
+from cxrnet.evaluation.probabilities import DEFAULT_THRESHOLD
 from cxrnet.user_errors import ConfigError
 
 MonitorMode = Literal["max", "min"]
@@ -47,7 +48,7 @@ class WeightedMean(MeanMetric):
 
 
 def classification_metrics(
-    num_classes: int, threshold: float = 0.5, validate_args: bool = True
+    num_classes: int, threshold: float = DEFAULT_THRESHOLD, validate_args: bool = True
 ) -> MetricCollection:
     """Accuracy, precision, recall (sensitivity), specificity, F1 and AUROC.
 

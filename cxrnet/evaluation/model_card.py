@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from cxrnet.evaluation.probabilities import DEFAULT_THRESHOLD
 from cxrnet.evaluation.report import THRESHOLD_METRICS, EvaluationReport, finite
 
 # The known limits every model card lists: the official validation split (which a k-fold sweep
@@ -62,14 +63,27 @@ def render_model_card(
 ) -> str:
     """The card as Markdown; ``notes`` are paragraphs added after the threshold's, for what
     the reader must know to read the numbers (e.g. what each column of an ensemble is)."""
-    s = report.settings
-    op = report.operating_point
-    level = round(s.level * 100)
     lines = [
         "# Model card: pneumonia vs normal on paediatric chest films",
         "",
         f"Checkpoint: `{checkpoint}`",
         "",
+        *_data_section(data_sources, counts),
+        *_recipe_section(report, preprocessing, network, notes),
+        *_metrics_section(report),
+        *_confusion_section(report),
+    ]
+    if figures:
+        lines += ["", "## Figures", ""]
+        lines += [f"![{split}]({path})" for split, path in figures.items()]
+    lines += _errors_section(report, error_figures)
+    lines += ["", "## Known limits", ""]
+    lines += [f"- {limit}" for limit in limits]
+    return "\n".join(lines) + "\n"
+
+
+def _data_section(data_sources: Sequence[str], counts: Sequence[Mapping[str, Any]]) -> list[str]:
+    lines = [
         "## Data",
         "",
         "Sources: " + ", ".join(f"`{source}`" for source in data_sources),
@@ -80,7 +94,17 @@ def render_model_card(
         lines += ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
         lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in counts]
         lines.append("")
-    lines += [
+    return lines
+
+
+def _recipe_section(
+    report: EvaluationReport,
+    preprocessing: Mapping[str, Any],
+    network: Mapping[str, Any],
+    notes: Sequence[str],
+) -> list[str]:
+    """Preprocessing, network and the decision threshold, with the notes on reading it."""
+    return [
         "## Preprocessing and network",
         "",
         "Preprocessing (applied identically by training, evaluation, prediction and export): "
@@ -91,21 +115,33 @@ def render_model_card(
         "",
         "## Decision threshold",
         "",
-        f"Threshold {op.describe()}. A film is called PNEUMONIA when its probability is at least "
-        "the threshold. It is stored with the model and used unchanged on every other split.",
+        f"Threshold {report.operating_point.describe()}. A film is called PNEUMONIA when its "
+        "probability is at least the threshold. It is stored with the model and used unchanged "
+        "on every other split.",
         "",
         *(line for note in notes for line in (note, "")),
+    ]
+
+
+def _metrics_section(report: EvaluationReport) -> list[str]:
+    """The metrics table (at the chosen and the default threshold) and subtype sensitivity."""
+    s = report.settings
+    op = report.operating_point
+    lines = [
         "## Metrics",
         "",
-        f"Point estimate ({level}% bootstrap interval: {s.resamples} resamples of patients, "
-        f"seed {s.seed}).",
+        f"Point estimate ({round(s.level * 100)}% bootstrap interval: {s.resamples} resamples "
+        f"of patients, seed {s.seed}).",
         "",
     ]
     splits = list(report.splits)
     header = "| metric | " + " | ".join(splits) + " |"
     lines += [header, "|" + " --- |" * (len(splits) + 1)]
     for name in THRESHOLD_METRICS:
-        for suffix, where in (("_at_threshold", f"at {op.threshold:.3f}"), ("", "at 0.5")):
+        for suffix, where in (
+            ("_at_threshold", f"at {op.threshold:.3f}"),
+            ("", f"at {DEFAULT_THRESHOLD:g}"),
+        ):
             cells = [_cell(report, f"{split}/{name}{suffix}") for split in splits]
             lines.append(f"| {_LABELS[name]} {where} | " + " | ".join(cells) + " |")
     for name, label in (("auroc", "AUROC"), ("auprc", "AUPRC")):
@@ -119,7 +155,11 @@ def render_model_card(
             if key in report.metrics:
                 n = int(report.metrics[f"{split}/n_{subtype}"])
                 lines.append(f"| {split} | {subtype} | {n} | {report.metrics[key]:.3f} |")
-    lines += ["", "### Confusion and calibration", ""]
+    return lines
+
+
+def _confusion_section(report: EvaluationReport) -> list[str]:
+    lines = ["", "### Confusion and calibration", ""]
     lines += ["| split | TP | FP | FN | TN | ECE | ECE after temperature |"]
     lines += ["| --- | --- | --- | --- | --- | --- | --- |"]
     for split, part in report.splits.items():
@@ -131,10 +171,14 @@ def render_model_card(
         )
     if report.temperature is not None:
         lines += ["", f"Temperature {report.temperature:.3f}, fitted on validation only."]
-    if figures:
-        lines += ["", "## Figures", ""]
-        lines += [f"![{split}]({path})" for split, path in figures.items()]
-    lines += ["", "## Most confident errors", ""]
+    return lines
+
+
+def _errors_section(
+    report: EvaluationReport, error_figures: Mapping[tuple[str, int], str] | None
+) -> list[str]:
+    """The most confident errors per split, each with its heatmap where one was drawn."""
+    lines = ["", "## Most confident errors", ""]
     if error_figures:
         lines += ["Each links a Grad-CAM heatmap: where the network saw evidence of pneumonia.", ""]
     for split, part in report.splits.items():
@@ -147,6 +191,4 @@ def render_model_card(
             )
             figure = (error_figures or {}).get((split, index))
             lines.append(f"{line} ([heatmap]({figure}))" if figure else line)
-    lines += ["", "## Known limits", ""]
-    lines += [f"- {limit}" for limit in limits]
-    return "\n".join(lines) + "\n"
+    return lines

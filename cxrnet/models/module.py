@@ -125,6 +125,21 @@ class ClassifierModule(LightningModule):
         self.num_classes = len(self.class_names)
         if self.num_classes < 2:
             raise ValueError(f"need at least two classes, got {list(class_names)}")
+        self._build_net(net, channels_last=channels_last, compile=compile)
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+        self.register_buffer("class_weights", self._class_weight_tensor(class_weights))
+        self._add_epoch_metrics(threshold)
+        choices = epoch_metric_names("val", self.class_names)
+        if monitor not in choices:
+            raise ConfigError(
+                f"monitor={monitor!r} is not a logged metric; choose one of {choices}"
+            )
+        self.monitor_mode = monitor_mode_for(monitor, monitor_mode)
+        self.best_val = MaxMetric() if self.monitor_mode == "max" else MinMetric()
+
+    def _build_net(self, net: Mapping[str, Any], *, channels_last: bool, compile: bool) -> None:
+        """``self.net`` from its registry name and arguments, its weights file loaded."""
         net_kwargs = dict(net)
         name = net_kwargs.pop("name")
         weights = net_kwargs.pop("weights", None)
@@ -139,18 +154,18 @@ class ClassifierModule(LightningModule):
         self.net.to(memory_format=self.memory_format)
         if compile:
             self.net.compile()  # in place: parameter names (and checkpoints) stay unprefixed
-        if not 0 <= label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+
+    def _class_weight_tensor(self, class_weights: Sequence[float] | None) -> Tensor:
         if class_weights is not None and len(class_weights) != self.num_classes:
             raise ValueError(
                 f"class_weights has {len(class_weights)} entries for {self.num_classes} classes"
             )
-        self.register_buffer(
-            "class_weights",
-            torch.ones(self.num_classes)
-            if class_weights is None
-            else torch.tensor([float(w) for w in class_weights]),
-        )
+        if class_weights is None:
+            return torch.ones(self.num_classes)
+        return torch.tensor([float(w) for w in class_weights])
+
+    def _add_epoch_metrics(self, threshold: float) -> None:
+        """Per stage: the classification metrics, the mean loss and the non-finite count."""
         # Keyed "<stage>_": a bare "train" would clash with nn.Module.train. ``threshold`` is
         # only where the per-epoch monitoring metrics call (0.5); the decision threshold is the
         # operating point the evaluation pass chooses and stores in the checkpoint.
@@ -171,13 +186,6 @@ class ClassifierModule(LightningModule):
         self.non_finite = torch.nn.ModuleDict(
             {f"{s}_": SumMetric(nan_strategy="disable") for s in STAGES}
         )
-        choices = epoch_metric_names("val", self.class_names)
-        if monitor not in choices:
-            raise ConfigError(
-                f"monitor={monitor!r} is not a logged metric; choose one of {choices}"
-            )
-        self.monitor_mode = monitor_mode_for(monitor, monitor_mode)
-        self.best_val = MaxMetric() if self.monitor_mode == "max" else MinMetric()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x.contiguous(memory_format=self.memory_format))

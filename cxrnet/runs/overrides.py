@@ -78,12 +78,12 @@ def overrides_as_dict(lines: Iterable[object]) -> dict[str, Value]:
 MISSING = object()
 
 
-def lookup(config: Mapping[str, Any], dotted: str) -> Any:
-    """``config["a"]["b"]`` for ``"a.b"``, or ``MISSING`` where a part is absent."""
+def lookup(config: Mapping[str, Any], dotted: str, default: Any = MISSING) -> Any:
+    """``config["a"]["b"]`` for ``"a.b"``, or ``default`` (``MISSING``) where a part is absent."""
     node: Any = config
     for part in dotted.split("."):
         if not isinstance(node, Mapping) or part not in node:
-            return MISSING
+            return default
         node = node[part]
     return node
 

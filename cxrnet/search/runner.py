@@ -229,6 +229,46 @@ def _check_search_inputs(
         )
 
 
+def _join_study(
+    settings: SearchSettings, direction: str, study_dir: Path, location: str
+) -> optuna.Study:
+    """The study, opened or created, its trial folders checked and its interrupted trials (and
+    those of dead workers) queued again, ahead of ``settings.enqueue``."""
+    # Workers of one study (a job array) start together: one at a time joins it.
+    with workers_lock(study_dir):
+        study = open_study(settings, direction, study_dir)
+        check_trial_folders(study, study_dir / TRIALS_DIR, location)
+        fail_dead_workers_trials(study)
+        requeued = requeue_interrupted(study)
+        if requeued:
+            log.info("trial(s) %s were interrupted: they run again first", requeued)
+        for params in settings.enqueue:
+            study.enqueue_trial(params, skip_if_exists=True)
+    return study
+
+
+def _log_start(study: optuna.Study, settings: SearchSettings, location: str) -> int:
+    """Log where the study stands as this worker joins; returns the trials already started."""
+    started = count_started(study)
+    log.info(
+        "study %s in %s, worker %s: %d trial(s) finished or running, %d to start",
+        settings.study_name,
+        location,
+        worker_name(),
+        started,
+        max(settings.n_trials - started, 0),
+    )
+    running = count_running(study)
+    if started >= settings.n_trials and running:
+        log.info(
+            "%d trial(s) still running: on other workers, or left by a worker that died, "
+            "which a worker started once its heartbeat is hparams_search.grace_s old runs "
+            "again",
+            running,
+        )
+    return started
+
+
 def search(
     cfg: DictConfig, study_dir: Path, user_overrides: Sequence[str], compose: ComposeFn
 ) -> dict[str, Any]:
@@ -261,33 +301,8 @@ def search(
     with warnings.catch_warnings(), stop_on_sigterm() as sigterm:
         # Heartbeats and retries are marked experimental; they are what makes resuming work.
         warnings.simplefilter("ignore", ExperimentalWarning)
-        # Workers of one study (a job array) start together: one at a time joins it.
-        with workers_lock(study_dir):
-            study = open_study(settings, direction, study_dir)
-            check_trial_folders(study, study_dir / TRIALS_DIR, location)
-            fail_dead_workers_trials(study)
-            requeued = requeue_interrupted(study)
-            if requeued:
-                log.info("trial(s) %s were interrupted: they run again first", requeued)
-            for params in settings.enqueue:
-                study.enqueue_trial(params, skip_if_exists=True)
-        started = count_started(study)
-        log.info(
-            "study %s in %s, worker %s: %d trial(s) finished or running, %d to start",
-            settings.study_name,
-            location,
-            worker_name(),
-            started,
-            max(settings.n_trials - started, 0),
-        )
-        running = count_running(study)
-        if started >= settings.n_trials and running:
-            log.info(
-                "%d trial(s) still running: on other workers, or left by a worker that died, "
-                "which a worker started once its heartbeat is hparams_search.grace_s old runs "
-                "again",
-                running,
-            )
+        study = _join_study(settings, direction, study_dir, location)
+        started = _log_start(study, settings, location)
         try:
             if started < settings.n_trials:
                 # No per-worker number of trials: StopAtNTrials counts every worker's.

@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 from machine import shared_data  # noqa: E402
 
-from cxrnet.runs import RunStatus, find_job_dirs, read_record  # noqa: E402
+from cxrnet.runs.results import collect_runs  # noqa: E402
 from cxrnet.runs.sweeps import console_command, run_logged, sweep_values  # noqa: E402
 from cxrnet.runs.sweeps import sweep_command as train_sweep_command  # noqa: E402
 
@@ -68,18 +68,16 @@ def sweep_command(args: argparse.Namespace) -> list[str]:
 def collect(runs: Path) -> dict[str, list[dict[str, Any]]]:
     """Every completed job's seed, precision and AUROCs, by precision."""
     table: dict[str, list[dict[str, Any]]] = {precision: [] for precision in PRECISIONS}
-    for job in find_job_dirs(runs):
-        record = read_record(job)
-        if record is None or record.status != RunStatus.COMPLETED:
-            raise SystemExit(f"{job}: the job did not complete; see its log, then run again")
-        overrides = dict(item.split("=", 1) for item in record.overrides if "=" in item)
-        table[overrides["trainer.precision"]].append(
+    for run in collect_runs([runs]):
+        if not run.completed or run.record is None:
+            raise SystemExit(f"{run.path}: the job did not complete; see its log, then run again")
+        table[str(run.overrides["trainer.precision"])].append(
             {
-                "seed": int(overrides["seed"]),
-                "val_auroc": record.metrics["val/auroc"],
-                "holdout_auroc": record.metrics.get("test/auroc"),
-                "duration_s": record.duration_s,
-                "run_dir": str(job),
+                "seed": int(run.overrides["seed"]),  # type: ignore[arg-type]
+                "val_auroc": run.metrics["val/auroc"],
+                "holdout_auroc": run.metrics.get("test/auroc"),
+                "duration_s": run.record.duration_s,
+                "run_dir": str(run.path),
             }
         )
     for rows in table.values():

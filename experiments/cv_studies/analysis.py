@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cxrnet.comparison.stat import Stat
 from cxrnet.evaluation.calibration import apply_temperature, fit_temperature
 from cxrnet.evaluation.curves import auroc
 from cxrnet.evaluation.fold_ensemble import (
@@ -37,7 +38,7 @@ from cxrnet.evaluation.fold_ensemble import (
 )
 from cxrnet.evaluation.report import ReportSettings, SplitPredictions, read_predictions
 from cxrnet.evaluation.thresholds import ThresholdRule, binary_metrics_at, choose_operating_point
-from cxrnet.runs import RunStatus, find_job_dirs, overrides_as_dict, read_record
+from cxrnet.runs.results import collect_runs
 
 # The criteria of the operating-point study; the sensitivity criterion keeps >= this floor.
 # The criteria of the operating-point study: name -> (threshold.criterion, sensitivity floor).
@@ -63,19 +64,8 @@ class Job:
     test: SplitPredictions
 
 
-@dataclass(frozen=True)
-class Stat:
-    mean: float
-    std: float | None
-    n: int
-
-    def text(self, digits: int = 3) -> str:
-        if self.std is None:
-            return f"{self.mean:.{digits}f}"
-        return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
-
-
 def stat(values: Iterable[float]) -> Stat:
+    # NumPy's mean, with a NaN kept (finite_stat drops it): as the committed results were made.
     array = np.asarray(list(values), dtype=np.float64)
     return Stat(
         float(array.mean()), float(array.std(ddof=1)) if array.size > 1 else None, array.size
@@ -86,22 +76,19 @@ def collect_jobs(out: Path) -> list[Job]:
     """Every completed job under ``<out>/runs``; failed or unfinished ones are listed, not used."""
     jobs = []
     for variant_dir in sorted((out / "runs").glob("*/*")):
-        for job_dir in find_job_dirs(variant_dir):
-            record = read_record(job_dir)
-            if record is None or record.status != RunStatus.COMPLETED:
-                status = "no record" if record is None else record.status.value
-                print(f"skipped {job_dir}: {status}", file=sys.stderr)
+        for run in collect_runs([variant_dir]):
+            if not run.completed or run.record is None:
+                print(f"skipped {run.path}: {run.status}", file=sys.stderr)
                 continue
-            overrides = overrides_as_dict(record.overrides)
             jobs.append(
                 Job(
                     study=variant_dir.parent.name,
                     variant=variant_dir.name,
-                    seed=int(overrides.get("seed", 42)),
-                    fold=int(overrides.get("data.fold", 0)),
-                    seconds=float(record.duration_s or 0.0),
-                    val=read_predictions(job_dir / "predictions_val.csv"),
-                    test=read_predictions(job_dir / "predictions_test.csv"),
+                    seed=int(run.overrides.get("seed", 42)),  # type: ignore[arg-type]
+                    fold=int(run.overrides.get("data.fold", 0)),  # type: ignore[arg-type]
+                    seconds=float(run.record.duration_s or 0.0),
+                    val=read_predictions(run.path / "predictions_val.csv"),
+                    test=read_predictions(run.path / "predictions_test.csv"),
                 )
             )
     return jobs

@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO / "experiments" / "benchmarks"))
 from machine import cpu_name  # noqa: E402
 from studies import STUDIES, Study, Variant, variants_of  # noqa: E402
 
-from cxrnet.runs import RunStatus, find_job_dirs, read_record  # noqa: E402
+from cxrnet.runs.results import collect_runs  # noqa: E402
 from cxrnet.runs.sweeps import console_command, run_logged, sweep_values  # noqa: E402
 from cxrnet.runs.sweeps import sweep_command as train_sweep_command  # noqa: E402
 
@@ -46,11 +46,7 @@ def completed_jobs(folder: Path) -> int:
     """How many jobs under ``folder`` finished with status completed."""
     if not folder.is_dir():
         return 0
-    done = 0
-    for job in find_job_dirs(folder):
-        record = read_record(job)
-        done += record is not None and record.status == RunStatus.COMPLETED
-    return done
+    return sum(run.completed for run in collect_runs([folder]))
 
 
 def sweep_command(

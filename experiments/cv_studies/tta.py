@@ -32,7 +32,7 @@ from cxrnet.evaluation.report import SplitPredictions, read_predictions  # noqa:
 from cxrnet.evaluation.thresholds import binary_metrics_at  # noqa: E402
 from cxrnet.inference.predict import to_input  # noqa: E402
 from cxrnet.inference.scorers import FlipAveraged, load_scorer  # noqa: E402
-from cxrnet.runs import RunStatus, find_job_dirs, overrides_as_dict, read_record  # noqa: E402
+from cxrnet.runs.results import collect_runs  # noqa: E402
 
 BATCH = 128
 # The largest difference allowed between this script's plain scores and the evaluation pass's
@@ -66,17 +66,16 @@ def _at(part: SplitPredictions, threshold: float) -> dict[str, float]:
 def study(variant_dir: Path) -> dict[str, dict[str, float]]:
     per_seed: dict[int, list[tuple[SplitPredictions, SplitPredictions, SplitPredictions]]]
     per_seed = defaultdict(list)
-    for job_dir in find_job_dirs(variant_dir):
-        record = read_record(job_dir)
-        if record is None or record.status != RunStatus.COMPLETED:
+    for run in collect_runs([variant_dir]):
+        if not run.completed or run.record is None:
             continue
-        seed = int(overrides_as_dict(record.overrides).get("seed", 42))
-        val = read_predictions(job_dir / "predictions_val.csv")
-        test = read_predictions(job_dir / "predictions_test.csv")
-        plain, tta = score(Path(record.paths["best_checkpoint"]), test.files)
+        seed = int(run.overrides.get("seed", 42))  # type: ignore[arg-type]
+        val = read_predictions(run.path / "predictions_val.csv")
+        test = read_predictions(run.path / "predictions_test.csv")
+        plain, tta = score(Path(run.record.paths["best_checkpoint"]), test.files)
         gap = float(np.max(np.abs(plain - test.probabilities)))
         if gap > AGREEMENT:
-            raise SystemExit(f"{job_dir}: plain scores differ from predictions_test.csv by {gap}")
+            raise SystemExit(f"{run.path}: plain scores differ from predictions_test.csv by {gap}")
         per_seed[seed].append((val, test, replace(test, probabilities=tta)))
     results = {}
     for seed, jobs in sorted(per_seed.items()):

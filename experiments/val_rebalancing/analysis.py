@@ -17,21 +17,23 @@ import math
 import re
 import statistics
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cxrnet.cli.compare import RunResult, collect_runs
+from cxrnet.comparison.stat import Stat, finite_stat
+from cxrnet.evaluation.curves import auroc
+from cxrnet.evaluation.report import SplitPredictions, read_predictions
 from cxrnet.evaluation.thresholds import binary_metrics_at, choose_threshold
 from cxrnet.runs import json_safe
+from cxrnet.runs.results import RunResult, collect_runs
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-POSITIVE = "PNEUMONIA"
 SCHEME_ORDER = ("official", "stratified 10%", "stratified 20%", "patient 20%", "5-fold")
 KFOLD_POOLED = "k-fold pooled"
 CSV_NAME, JSON_NAME, MARKDOWN_NAME, PLOT_NAME = (
@@ -68,13 +70,6 @@ ALL_COLUMNS = SUMMARY_COLUMNS + CONSISTENT_COLUMNS
 
 
 @dataclass(frozen=True)
-class Predictions:
-    labels: np.ndarray  # 1 = pneumonia
-    probabilities: np.ndarray
-    files: tuple[str, ...]
-
-
-@dataclass(frozen=True)
 class RunRow:
     """One job of the study, with what the analysis derived from its files."""
 
@@ -106,52 +101,10 @@ class RunRow:
     test_auroc_recomputed: float  # from predictions_test.csv, a check on test/auroc
 
 
-@dataclass(frozen=True)
-class Stat:
-    mean: float
-    std: float | None  # sample std (n - 1); None for a single value
-    n: int
-
-
 # --------------------------------------------------------------------------- reading
 
 
-def read_predictions(path: Path) -> Predictions:
-    """``predictions_<split>.csv`` as written by the evaluation pass (cxrnet.evaluation.report)."""
-    with Path(path).open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows:
-        raise ValueError(f"{path} holds no predictions")
-    return Predictions(
-        labels=np.array([row["label"] == POSITIVE for row in rows], dtype=np.int64),
-        probabilities=np.array([float(row["probability"]) for row in rows], dtype=np.float64),
-        files=tuple(row["file"] for row in rows),
-    )
-
-
-def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Mann–Whitney AUROC with ties counted half; NaN when a class is missing."""
-    labels = np.asarray(labels)
-    scores = np.asarray(scores, dtype=np.float64)
-    n_pos = int(np.sum(labels == 1))
-    n_neg = int(np.sum(labels == 0))
-    if n_pos == 0 or n_neg == 0:
-        return math.nan
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores), dtype=np.float64)
-    sorted_scores = scores[order]
-    start = 0
-    while start < len(scores):  # average ranks over tied scores
-        stop = start
-        while stop + 1 < len(scores) and sorted_scores[stop + 1] == sorted_scores[start]:
-            stop += 1
-        ranks[order[start : stop + 1]] = (start + stop) / 2 + 1
-        start = stop + 1
-    rank_sum = float(np.sum(ranks[labels == 1]))
-    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-
-
-def best_f1(predictions: Predictions) -> tuple[float, float]:
+def best_f1(predictions: SplitPredictions) -> tuple[float, float]:
     """(best F1, its threshold) over every threshold, with the project's F1 and tie rule."""
     threshold = choose_threshold(predictions.probabilities, predictions.labels, criterion="f1")
     f1 = binary_metrics_at(predictions.probabilities, predictions.labels, threshold)["f1"]
@@ -162,7 +115,7 @@ def youden(metrics: Mapping[str, float]) -> float:
     return metrics["recall"] + metrics["specificity"] - 1
 
 
-def best_youden(predictions: Predictions) -> float:
+def best_youden(predictions: SplitPredictions) -> float:
     """The best Youden J over every threshold (an oracle on held-out data)."""
     threshold = choose_threshold(predictions.probabilities, predictions.labels, "youden")
     return youden(binary_metrics_at(predictions.probabilities, predictions.labels, threshold))
@@ -226,7 +179,7 @@ def run_row(run: RunResult) -> RunRow:
         threshold_f1=threshold_f1,
         test_f1_at_f1_threshold=f1_at_f1,
         f1_shortfall_f1_threshold=top_f1 - f1_at_f1,
-        test_auroc_recomputed=auroc(test.labels, test.probabilities),
+        test_auroc_recomputed=auroc(test.probabilities, test.labels),
     )
 
 
@@ -245,20 +198,9 @@ def collect_rows(study_runs: Path | str) -> tuple[list[RunRow], list[RunResult]]
 # --------------------------------------------------------------------------- summarizing
 
 
-def stat(values: Iterable[float]) -> Stat | None:
-    finite = [float(v) for v in values if math.isfinite(v)]
-    if not finite:
-        return None
-    return Stat(
-        statistics.fmean(finite),
-        statistics.stdev(finite) if len(finite) > 1 else None,
-        len(finite),
-    )
-
-
 def summarize_rows(rows: Sequence[RunRow]) -> dict[str, Stat | None]:
     """Mean ± sample std of every summary column over ``rows``."""
-    return {name: stat(getattr(row, name) for row in rows) for _, name in ALL_COLUMNS}
+    return {name: finite_stat(getattr(row, name) for row in rows) for _, name in ALL_COLUMNS}
 
 
 def pooled_kfold(rows: Sequence[RunRow]) -> list[dict[str, float]]:
@@ -291,7 +233,7 @@ def pooled_kfold(rows: Sequence[RunRow]) -> list[dict[str, float]]:
         )
         j_at = statistics.fmean(youden(m) for m in at)
         best_j = statistics.fmean(r.test_best_youden for r in members)
-        val_auroc = auroc(labels, probabilities)
+        val_auroc = auroc(probabilities, labels)
         test_auroc = statistics.fmean(r.test_auroc for r in members)
         f1_at = statistics.fmean(m["f1"] for m in at)
         best = statistics.fmean(r.test_best_f1 for r in members)
@@ -352,7 +294,7 @@ def summary_tables(
             )
         )
     if pooled:
-        stats = {name: stat(p[name] for p in pooled) for _, name in ALL_COLUMNS}
+        stats = {name: finite_stat(p[name] for p in pooled) for _, name in ALL_COLUMNS}
         main.append(
             TableRow(
                 f"{KFOLD_POOLED} (per seed)",
@@ -380,10 +322,7 @@ def summary_tables(
 
 
 def format_stat(value: Stat | None, digits: int = 3) -> str:
-    if value is None:
-        return "–"
-    text = f"{value.mean:.{digits}f}"
-    return text if value.std is None else f"{text} ± {value.std:.{digits}f}"
+    return "–" if value is None else value.text(digits)
 
 
 def markdown_table(
