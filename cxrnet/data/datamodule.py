@@ -37,6 +37,13 @@ from cxrnet.data.splits import (
     write_split_csv,
 )
 from cxrnet.data.transforms import AffineRecipe, build_train_transform
+from cxrnet.data.workers import (
+    AUTO_WORKERS,
+    MAX_DECODE_WORKERS,
+    MAX_LOADER_WORKERS,
+    available_cpus,
+    resolve_workers,
+)
 from cxrnet.plain_data import plain_data
 from cxrnet.user_errors import DataError
 
@@ -103,7 +110,7 @@ class ChestXRayDataModule(LightningDataModule):
         interpolation: Literal["area", "bilinear"] = "area",
         batch_size: int = 32,
         eval_batch_size: int | None = None,
-        num_workers: int = 2,
+        num_workers: int | str = AUTO_WORKERS,
         pin_memory: bool | None = None,
         imbalance: Imbalance = "class_weight",
         augment: Mapping[str, Any] | None = None,
@@ -117,7 +124,7 @@ class ChestXRayDataModule(LightningDataModule):
         holdout_seed: int | None = None,
         allow_cross_split_duplicates: bool = False,
         cache_dir: str | Path | None = None,
-        decode_workers: int = 0,
+        decode_workers: int | str = 0,
         on_bad_image: Literal["error", "skip"] = "error",
         report_dir: str | Path | None = None,
         seed: int = 0,
@@ -143,7 +150,22 @@ class ChestXRayDataModule(LightningDataModule):
         self.decode_params = DecodeParams(image_size, resize, equalize, interpolation)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
+        # ``auto``: the CPUs this job was given (Slurm's share or the affinity mask), capped.
+        cpus, cpus_from = available_cpus()
+        self.num_workers = resolve_workers(
+            num_workers, "data.num_workers", cpus, MAX_LOADER_WORKERS
+        )
+        self.decode_workers = resolve_workers(
+            decode_workers, "data.decode_workers", cpus, MAX_DECODE_WORKERS
+        )
+        if AUTO_WORKERS in (num_workers, decode_workers):
+            log.info(
+                "data workers: %d decoding, %d loading (%d CPUs available, from %s)",
+                self.decode_workers,
+                self.num_workers,
+                cpus,
+                cpus_from,
+            )
         # Pinned pages only speed up copies to a GPU; on a CPU-only machine they cost memory.
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.imbalance = imbalance
@@ -152,7 +174,6 @@ class ChestXRayDataModule(LightningDataModule):
         self.device_augment: DeviceAugment | None = None
         self.task = task
         self.cache_dir = Path(cache_dir) if cache_dir else None
-        self.decode_workers = decode_workers
         self.on_bad_image = on_bad_image
         self.report_dir = Path(report_dir) if report_dir else None
         self.seed = seed
