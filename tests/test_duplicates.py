@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from cxrnet.data import duplicates as dup_module
+from cxrnet.data import digests as digests_module
 from cxrnet.data.discovery import discover
-from cxrnet.data.duplicates import check_duplicates, file_digest, find_duplicates
+from cxrnet.data.digests import file_digest
+from cxrnet.data.duplicates import check_duplicates, find_duplicates
 from cxrnet.data.records import Record, make_record
 from cxrnet.user_errors import DataError
 
@@ -50,7 +51,7 @@ def test_only_files_sharing_a_size_are_hashed(
         hashed.append(Path(path))
         return file_digest(path)
 
-    monkeypatch.setattr(dup_module, "file_digest", spy)
+    monkeypatch.setattr(digests_module, "file_digest", spy)
     find_duplicates(files.values())
     assert files["unique"].path not in hashed
     assert sorted(hashed) == sorted(files[k].path for k in ("a", "a_copy", "same_size"))

@@ -17,6 +17,7 @@ from cxrnet.data.batch_augment import DeviceAugment, DeviceBatch
 from cxrnet.data.cache import load_images
 from cxrnet.data.dataset import SeededSample, SeededXRayDataset, XRayDataset
 from cxrnet.data.decode import DecodeParams, Equalize
+from cxrnet.data.digests import DigestStore
 from cxrnet.data.discovery import discover_folders
 from cxrnet.data.duplicates import DuplicateReport, check_duplicates
 from cxrnet.data.manifest import combine_records, read_manifest
@@ -189,6 +190,7 @@ class ChestXRayDataModule(LightningDataModule):
         self.skipped: list[tuple[Record, str]] = []
         self.ignored: list[tuple[Path, str]] = []
         self.duplicates = DuplicateReport()
+        self.files_hashed = 0  # by the duplicate check of the last setup (0 on a warm start)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -219,11 +221,16 @@ class ChestXRayDataModule(LightningDataModule):
         found = self._find_records()
         if self.task == "subtype":
             check_subtypes([record for records in found.values() for record in records])
+        # Digests kept beside the image cache: a warm start reads no file to compare them.
+        digests = DigestStore(self.cache_dir)
         self.duplicates = check_duplicates(
             found,
             allow_cross_split=self.allow_cross_split_duplicates,
             skip_unreadable=self.on_bad_image == "skip",
+            digests=digests,
         )
+        digests.save()
+        self.files_hashed = digests.hashed
         splits = make_splits(found, self.split_config, duplicates=self.duplicates.all_groups)
         # One canonical order, so every re-split (each k-fold fold, each seed) shares one cache.
         ordered = sorted(

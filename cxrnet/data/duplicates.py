@@ -1,72 +1,65 @@
 """Byte-identical files: reported within a split, an error across train/val/test.
 
 Files are grouped by size first, so only files that share a size are read and hashed (blake2b);
-on the Kermany training split that is a small fraction of the files.
+with a ``DigestStore`` beside the image cache (``cxrnet.data.digests``) a file is hashed once,
+not at every start.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cxrnet.data.digests import DigestStore
 from cxrnet.data.records import Record
 from cxrnet.user_errors import DataError
 
-_CHUNK = 1 << 20
 
-
-def file_digest(path: Path) -> str:
-    """blake2b hex digest of the file's bytes, read in chunks so large films stay cheap."""
-    digest = hashlib.blake2b()
+def _stat(path: Path) -> tuple[int, int]:
     try:
-        with Path(path).open("rb") as handle:
-            while chunk := handle.read(_CHUNK):
-                digest.update(chunk)
+        stat = Path(path).stat()
     except OSError as error:
         raise DataError(f"cannot read {path} to look for duplicates: {error}") from error
-    return digest.hexdigest()
+    return stat.st_size, stat.st_mtime_ns
 
 
-def _size(path: Path) -> int:
-    try:
-        return Path(path).stat().st_size
-    except OSError as error:
-        raise DataError(f"cannot read {path} to look for duplicates: {error}") from error
-
-
-def find_duplicates(records: Iterable[Record], skip_unreadable: bool = False) -> list[list[Record]]:
+def find_duplicates(
+    records: Iterable[Record],
+    skip_unreadable: bool = False,
+    digests: DigestStore | None = None,
+) -> list[list[Record]]:
     """Groups of two or more records whose files have identical bytes.
 
     Each group is sorted by path and the groups by their first path. The same file listed
     twice (say in two manifests) is a group of its own: it is the same picture twice.
     An unreadable file raises ``DataError``, or with ``skip_unreadable`` is left out here (the
-    decoder then skips and reports it, as ``on_bad_image="skip"`` asks).
+    decoder then skips and reports it, as ``on_bad_image="skip"`` asks). ``digests`` supplies
+    (and keeps) the digests of files seen before; without it every candidate is hashed.
     """
-    by_size: dict[int, list[Record]] = defaultdict(list)
+    digests = DigestStore() if digests is None else digests
+    by_size: dict[int, list[tuple[Record, int]]] = defaultdict(list)
     for record in records:
         try:
-            by_size[_size(record.path)].append(record)
+            size, mtime_ns = _stat(record.path)
         except DataError:
             if not skip_unreadable:
                 raise
-    digests: dict[str, str] = {}  # path -> digest, so a file listed twice is read once
+            continue
+        by_size[size].append((record, mtime_ns))
     by_digest: dict[str, list[Record]] = defaultdict(list)
-    for same_size in by_size.values():
+    for size, same_size in by_size.items():
         if len(same_size) < 2:
             continue
-        for record in same_size:
-            key = str(record.path)
-            if key not in digests:
-                try:
-                    digests[key] = file_digest(record.path)
-                except DataError:
-                    if not skip_unreadable:
-                        raise
-                    continue
-            by_digest[digests[key]].append(record)
+        for record, mtime_ns in same_size:
+            try:
+                digest = digests.digest(record.path, size, mtime_ns)
+            except DataError:
+                if not skip_unreadable:
+                    raise
+                continue
+            by_digest[digest].append(record)
     groups = [sorted(g, key=lambda r: str(r.path)) for g in by_digest.values() if len(g) > 1]
     return sorted(groups, key=lambda g: str(g[0].path))
 
@@ -105,6 +98,7 @@ def check_duplicates(
     allow_cross_split: bool = False,
     limit: int = 20,
     skip_unreadable: bool = False,
+    digests: DigestStore | None = None,
 ) -> DuplicateReport:
     """Find duplicates in ``splits``; raise a DataError when a group spans two splits.
 
@@ -114,7 +108,7 @@ def check_duplicates(
     split_of = {id(record): split for split, items in splits.items() for record in items}
     everything = [record for items in splits.values() for record in items]
     report = DuplicateReport()
-    for group in find_duplicates(everything, skip_unreadable=skip_unreadable):
+    for group in find_duplicates(everything, skip_unreadable=skip_unreadable, digests=digests):
         tagged = [(split_of[id(record)], record) for record in group]
         names = {split for split, _ in tagged}
         if len(names) == 1:
