@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from cxrnet.data import digests as digests_module
-from cxrnet.data.discovery import discover
 from cxrnet.data.digests import file_digest
+from cxrnet.data.discovery import discover
 from cxrnet.data.duplicates import check_duplicates, find_duplicates
 from cxrnet.data.records import Record, make_record
 from cxrnet.user_errors import DataError
