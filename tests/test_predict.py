@@ -256,3 +256,26 @@ def test_export_parity_and_predict_through_onnx_runtime(
     assert done.returncode == 0, done.stderr[-3000:]
     rows = _read_csv(tmp_path / "p.csv")
     assert len(rows) == 4 and not any(row["error"] for row in rows)
+
+
+@pytest.mark.parametrize("threshold", [7.5, float("nan"), -0.1])
+def test_a_stored_threshold_that_is_no_probability_is_refused_naming_the_file(
+    trained, synthetic_root, tmp_path, threshold
+) -> None:
+    # Before: 7.5 called every film NORMAL and exited 0.
+    checkpoint = load_checkpoint(trained["ckpt"])
+    checkpoint[INFERENCE_KEY]["operating_point"]["threshold"] = threshold
+    bad = tmp_path / "bad-threshold.ckpt"
+    torch.save(checkpoint, bad)
+    film = next((synthetic_root / "test" / "NORMAL").iterdir())
+    output = tmp_path / "predictions.csv"
+    for name, args in (
+        ("cxrnet-predict", [f"ckpt_path={bad}", f"input={film}", f"output={output}"]),
+        ("cxrnet-export", [f"ckpt_path={bad}", f"output={tmp_path / 'model.onnx'}"]),
+    ):
+        done = _run(name, args, tmp_path, tmp_path / "cache")
+        assert done.returncode == 2, (name, done.stderr[-2000:])
+        assert f"error: checkpoint {bad}" in done.stderr
+        assert "must be a probability in [0, 1]" in done.stderr
+        assert "Traceback" not in done.stderr
+    assert not output.exists() and not (tmp_path / "model.onnx").exists()

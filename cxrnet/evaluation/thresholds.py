@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -49,6 +50,8 @@ class ThresholdRule:
                 raise ValueError(f"threshold.{name} must be in [0, 1], got {getattr(self, name)}")
         if self.criterion == "fixed" and self.value is None:
             raise ValueError("threshold.criterion=fixed needs threshold.value=<probability>")
+        if self.value is not None and not (math.isfinite(self.value) and 0.0 <= self.value <= 1.0):
+            raise ValueError(f"threshold.value must be a probability in [0, 1], got {self.value}")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> ThresholdRule:
@@ -65,6 +68,13 @@ class OperatingPoint:
     criterion: str
     floor: float | None = None  # the sensitivity or specificity floor where one applied
     chosen_on: str = "val"
+
+    def __post_init__(self) -> None:
+        # A stored threshold of 7.5 or NaN would call every film NORMAL without a word.
+        if not (math.isfinite(self.threshold) and 0.0 <= self.threshold <= 1.0):
+            raise ValueError(
+                f"the decision threshold must be a probability in [0, 1], got {self.threshold}"
+            )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -13,8 +13,7 @@ import torch
 from cxrnet.data.decode import DecodeParams
 from cxrnet.evaluation.probabilities import mean_probability, pneumonia_probability
 from cxrnet.evaluation.thresholds import OperatingPoint
-from cxrnet.inference.model import InferenceModel, inference_model
-from cxrnet.models.checkpoint import load_checkpoint
+from cxrnet.inference.model import InferenceModel, load_inference_model
 from cxrnet.models.ensemble_manifest import member_paths, read_manifest
 from cxrnet.user_errors import EnsembleError
 
@@ -38,7 +37,7 @@ def load_ensemble(path: Path | str) -> EnsembleModel:
     manifest = read_manifest(path)
     members = []
     for member in member_paths(manifest, path):
-        model = inference_model(load_checkpoint(member))
+        model = load_inference_model(member)
         if model.preprocessing != manifest.preprocessing:
             raise EnsembleError(
                 f"ensemble manifest {path}: member {member} decodes films with "

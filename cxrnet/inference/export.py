@@ -17,9 +17,8 @@ from torch import nn
 
 from cxrnet.evaluation.probabilities import pneumonia_probability
 from cxrnet.inference.ensemble import EnsembleModel, load_ensemble
-from cxrnet.inference.model import InferenceModel, inference_model
+from cxrnet.inference.model import InferenceModel, load_inference_model
 from cxrnet.inference.scorers import METADATA_KEY, export_metadata
-from cxrnet.models.checkpoint import load_checkpoint
 from cxrnet.models.ensemble_manifest import is_manifest
 
 Exportable = InferenceModel | EnsembleModel
@@ -112,7 +111,7 @@ def export_checkpoint(
     if is_manifest(checkpoint):
         model = load_ensemble(checkpoint)
     else:
-        model = inference_model(load_checkpoint(checkpoint))
+        model = load_inference_model(checkpoint)
     target = Path(output) if output else checkpoint.with_suffix(SUFFIXES[fmt])
     target.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "onnx":

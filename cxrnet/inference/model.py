@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,8 +17,9 @@ from torch import nn
 from cxrnet.data.decode import DecodeParams
 from cxrnet.evaluation.probabilities import DEFAULT_THRESHOLD, pneumonia_probability
 from cxrnet.evaluation.thresholds import OperatingPoint
-from cxrnet.models.checkpoint import operating_point_of, preprocessing_of
+from cxrnet.models.checkpoint import load_checkpoint, operating_point_of, preprocessing_of
 from cxrnet.models.registry import create_model
+from cxrnet.user_errors import CheckpointError
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,19 @@ class InferenceModel:
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """Pneumonia probability per (N, 1, S, S) image batch in [0, 1]."""
         return pneumonia_probability(self.net(images))
+
+
+def load_inference_model(path: Path | str) -> InferenceModel:
+    """The checkpoint at ``path`` as an ``InferenceModel``; a stored value that cannot be used
+    (a threshold outside [0, 1], unknown preprocessing) is a ``CheckpointError`` naming it."""
+    checkpoint = load_checkpoint(path)
+    try:
+        return inference_model(checkpoint)
+    except (ValueError, TypeError) as error:
+        raise CheckpointError(
+            f"checkpoint {path}: {error}; use a checkpoint cxrnet-train wrote and stamped, or "
+            "re-run cxrnet-eval with threshold.rechoose=true to choose its threshold again"
+        ) from error
 
 
 def inference_model(checkpoint: Mapping[str, Any]) -> InferenceModel:

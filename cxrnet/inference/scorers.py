@@ -20,9 +20,9 @@ from cxrnet.evaluation.probabilities import (
 )
 from cxrnet.evaluation.thresholds import OperatingPoint
 from cxrnet.inference.ensemble import ensemble_scorer
-from cxrnet.inference.model import inference_model
-from cxrnet.models.checkpoint import load_checkpoint
+from cxrnet.inference.model import load_inference_model
 from cxrnet.models.ensemble_manifest import is_manifest
+from cxrnet.user_errors import CheckpointError
 
 # The metadata key exported files keep their threshold and preprocessing under.
 METADATA_KEY = "cxrnet"
@@ -94,8 +94,11 @@ def _from_metadata(text: str, path: Path) -> tuple[DecodeParams, OperatingPoint 
             None if point is None else OperatingPoint.from_dict(point)
         )
     except (ValueError, KeyError, TypeError) as error:
-        message = f"{path}: its '{METADATA_KEY}' metadata is unreadable ({error})"
-        raise ValueError(message) from error
+        message = (
+            f"{path}: its '{METADATA_KEY}' metadata is unreadable ({error}); export the "
+            "checkpoint again with cxrnet-export"
+        )
+        raise CheckpointError(message) from error
 
 
 def onnx_scorer(path: Path, device: str = "cpu", threads: int | None = None) -> OnnxScorer:
@@ -168,6 +171,6 @@ def _load_scorer(path: Path, device: str) -> Scorer:
         return onnx_scorer(path, "cpu" if device == "auto" else device)
     if is_manifest(path):
         return ensemble_scorer(path, resolve_device(device))
-    model = inference_model(load_checkpoint(path))
+    model = load_inference_model(path)
     target = resolve_device(device)
     return TorchScorer(model.net.to(target), model.preprocessing, model.operating_point, target)
