@@ -18,13 +18,13 @@ from cxrnet.cli.exit_codes import brief_errors
 from cxrnet.cli.hydra_support import CONFIG_PATH, HYDRA_VERSION, job_overrides
 from cxrnet.config import fix_run_stamp, register_resolvers
 from cxrnet.training.ddp import launch_arguments
-from cxrnet.training.preflight import check_train_config
+from cxrnet.training.preflight import preflight_train
 
 
 @hydra.main(version_base=HYDRA_VERSION, config_path=CONFIG_PATH, config_name="train")
 @brief_errors
 def _hydra_main(cfg: DictConfig) -> float | None:
-    check_train_config(cfg)  # a typo ends here, before torch and Lightning are imported
+    preflight_train(cfg, job_overrides())  # a typo ends here, before torch and Lightning
     from cxrnet.training.run import Launch, run
 
     hydra_cfg = HydraConfig.get()

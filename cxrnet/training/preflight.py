@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -18,6 +19,7 @@ from omegaconf import DictConfig
 from cxrnet.data.records import CLASS_NAMES, SUBTYPE_NAMES
 from cxrnet.evaluation.metric_names import epoch_metric_names, monitor_mode_for
 from cxrnet.models.registry import check_model_name
+from cxrnet.runs import RunRecorder
 from cxrnet.training.resume import resolve_checkpoint
 from cxrnet.user_errors import ConfigError
 
@@ -82,3 +84,31 @@ def check_train_config(cfg: DictConfig) -> None:
         load_checkpoint(ckpt_path, mmap=True)
     if cfg.data.get("cache_dir"):
         check_writable(cfg.data.cache_dir, "data.cache_dir")
+
+
+# Where Lightning reads a process's rank from, in its order (lightning.fabric's _get_rank).
+_RANK_ENV = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+
+
+def _rank_from_env() -> int:
+    return next((int(os.environ[key]) for key in _RANK_ENV if key in os.environ), 0)
+
+
+def preflight_train(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
+    """``check_train_config`` as a ``cxrnet-train`` job's first step, before torch is imported.
+
+    A job that fails it leaves a ``failed`` run record with its error (rank 0 writes it), as one
+    that fails later in ``cxrnet.training.run.run`` does, so tools list it with the reason.
+    """
+    try:
+        check_train_config(cfg)
+    except Exception as error:
+        recorder = RunRecorder(
+            cfg.paths.output_dir,
+            "cxrnet-train",
+            overrides,
+            monitor=cfg.get("monitor"),
+            write=_rank_from_env() == 0,
+        )
+        recorder.fail(error)
+        raise
