@@ -51,12 +51,12 @@ def _run(name: str, args: list[str], tmp_path: Path) -> tuple[subprocess.Complet
     return result, json.loads(report.read_text())
 
 
-@pytest.mark.parametrize("name", ["cxrnet-train", "cxrnet-eval", "cxrnet-predict", "cxrnet-search"])
+@pytest.mark.parametrize("name", sorted(MODULES))
 def test_help_imports_no_heavy_package(tmp_path: Path, name: str) -> None:
-    assert name in MODULES
     result, imported = _run(name, ["--help"], tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "Powered by Hydra" in result.stdout
+    # Hydra's help for the Hydra apps, argparse's usage (naming the program) for the others.
+    assert "Powered by Hydra" in result.stdout or f"usage: {name}" in result.stdout
     assert imported == [], f"{name} --help imported {imported}"
 
 
