@@ -19,8 +19,8 @@ from console import console_script, script_env
 
 optuna = pytest.importorskip("optuna")
 
-from cxrnet.cli import search as search_module  # noqa: E402
 from cxrnet.runs import RunRecord, RunStatus  # noqa: E402
+from cxrnet.search import runner as search_module  # noqa: E402
 from cxrnet.search.runner import search  # noqa: E402
 from cxrnet.search.signals import SearchInterrupted, stop_on_sigterm  # noqa: E402
 from cxrnet.search.space import SearchSettings  # noqa: E402
