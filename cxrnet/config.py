@@ -77,7 +77,8 @@ def register_resolvers() -> None:
 
 
 def _monitor_mode(monitor: object) -> str:
-    # Imported when a config is resolved, not when a command starts (it imports torchmetrics).
-    from cxrnet.evaluation.metrics import monitor_mode_for
+    # Imported when a config is resolved, not when a command starts; the light module of names,
+    # not cxrnet.evaluation.metrics (torchmetrics).
+    from cxrnet.evaluation.metric_names import monitor_mode_for
 
     return monitor_mode_for(str(monitor))

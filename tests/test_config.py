@@ -6,10 +6,14 @@ import importlib.resources
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from omegaconf import OmegaConf
 
-from cxrnet.config import instantiate_group
+from cxrnet.config import instantiate_group, register_resolvers
 from cxrnet.models.module import ClassifierModule
 from cxrnet.training.callbacks import FailOnNonFinite, LastCheckpoint
 
@@ -17,9 +21,9 @@ CONF = importlib.resources.files("cxrnet.conf")
 
 
 def _options(group: str) -> list[str]:
-    return sorted(
-        Path(str(p)).stem for p in CONF.joinpath(group).iterdir() if p.name.endswith(".yaml")
-    )
+    """A group's options, those of its nested folders too: ``studies/cv_study``."""
+    folder = Path(str(CONF.joinpath(group)))
+    return sorted(str(p.relative_to(folder).with_suffix("")) for p in folder.rglob("*.yaml"))
 
 
 @pytest.mark.parametrize("experiment", _options("experiment"))
@@ -29,17 +33,74 @@ def test_every_experiment_composes(compose_cfg, experiment: str) -> None:
     assert cfg.monitor.startswith("val/"), "model selection must use validation data"
 
 
-@pytest.mark.parametrize(
-    ("group", "option"),
-    [
-        (g, o)
-        for g in ("data", "model", "trainer", "callbacks", "logger", "debug")
-        for o in _options(g)
-    ],
-)
-def test_every_group_option_composes(compose_cfg, group: str, option: str) -> None:
-    cfg = compose_cfg("train", [f"{group}={option}"])
-    assert cfg.seed == 42
+# Groups whose sub-folders sort options (experiment=studies/cv_study) rather than being groups of
+# their own (model/net=resnet18).
+OPTION_FOLDERS = ("experiment",)
+
+
+def _group_options() -> list[tuple[str, str]]:
+    """Every option of every config group, nested groups included: ("model/net", "resnet18")."""
+    root = Path(str(CONF))
+    found = []
+    for path in root.rglob("*.yaml"):
+        parts = path.relative_to(root).with_suffix("").parts
+        if len(parts) < 2:
+            continue  # a primary config (train, eval, ...), not a group's option
+        if parts[0] in OPTION_FOLDERS:
+            found.append((parts[0], "/".join(parts[1:])))
+        else:
+            found.append(("/".join(parts[:-1]), parts[-1]))
+    return sorted(found)
+
+
+def _own_settings(group: str, option: str) -> tuple[str, dict]:
+    """The option file's package (dotted, "" for _global_) and its own keys, as the YAML holds
+    them: its defaults list is not its own, and the hydra node is dropped from global ones
+    (composed apart, as cxrnet-train's job config never holds it)."""
+    path = Path(str(CONF.joinpath(group, f"{option}.yaml")))
+    text = path.read_text()
+    own = OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
+    own.pop("defaults", None)
+    if "# @package _global_" in text.splitlines()[:3]:
+        own.pop("hydra", None)
+        return "", own
+    return group.replace("/", "."), own
+
+
+def _assert_holds(composed: object, own: object, where: str) -> None:
+    """Every key of ``own`` is in ``composed`` with the same value (lists compared whole)."""
+    if isinstance(own, dict):
+        assert isinstance(composed, dict), f"{where}: {composed!r} is not a mapping"
+        for key, value in own.items():
+            assert key in composed, f"{where}.{key} missing from the composed config"
+            _assert_holds(composed[key], value, f"{where}.{key}")
+    else:
+        assert composed == own, f"{where}: composed {composed!r}, the option file says {own!r}"
+
+
+@pytest.mark.parametrize(("group", "option"), _group_options())
+def test_every_group_option_composes(group: str, option: str) -> None:
+    """Selecting an option puts its own settings into the composed config: nothing selected
+    later in a defaults list silently overrides what the option file says."""
+    register_resolvers()
+    config_name = "search" if group == "hparams_search" else "train"
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module("cxrnet.conf", version_base="1.3"):
+            cfg = compose(config_name, overrides=[f"{group}={option}"], return_hydra_config=True)
+    finally:
+        GlobalHydra.instance().clear()
+    package, own = _own_settings(group, option)
+    node = OmegaConf.select(cfg, package) if package else cfg
+    assert node is not None, f"{group}={option}: nothing composed at {package}"
+    composed = OmegaConf.to_container(node, resolve=False)
+    _assert_holds(composed, own, package or group)
+    # Interpolations the option writes resolve in the composed config (hydra's own need a
+    # running job, so only the job's config is resolved).
+    HydraConfig.instance().set_config(cfg)
+    job = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+    if package.split(".")[0] != "hydra":
+        OmegaConf.to_container(OmegaConf.select(job, package) if package else job, resolve=True)
 
 
 def test_notebook_baseline_is_the_seed_notebook_recipe(compose_cfg) -> None:
@@ -129,6 +190,6 @@ def test_best_cv_is_best_on_patient_grouped_folds_with_a_fixed_holdout(compose_c
     assert cv.data.holdout_fraction > 0 and cv.data.holdout_seed is not None
     assert cv.threshold.criterion == best.threshold.criterion
     # The studies' held-out films, so best's held-out numbers sit beside theirs.
-    study = compose_cfg("train", ["experiment=cv_study"])
+    study = compose_cfg("train", ["experiment=studies/cv_study"])
     for key in ("holdout_fraction", "holdout_seed", "split_seed", "num_folds"):
         assert cv.data[key] == study.data[key], key

@@ -32,13 +32,13 @@ def _pairwise_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 def test_every_variant_sweeps_the_folds_on_top_of_the_cv_recipe(compose_cfg) -> None:
     studies = load_script("cv_studies", "studies")
-    cfg = compose_cfg(overrides=["experiment=cv_study"])
+    cfg = compose_cfg(overrides=["experiment=studies/cv_study"])
     assert (cfg.data.split, cfg.data.num_folds, cfg.data.image_size) == ("kfold", 5, 64)
     assert (cfg.data.holdout_fraction, cfg.data.holdout_seed) == (0.2, 19)
     assert cfg.trainer.max_epochs == 6 and cfg.data.augment.hflip  # the seed recipe
     for _study, variant in studies.variants_of(list(studies.STUDIES)):
         # Each variant's overrides compose into a valid config (a typo fails here, not mid-study).
-        compose_cfg(overrides=["experiment=cv_study", *variant.overrides])
+        compose_cfg(overrides=["experiment=studies/cv_study", *variant.overrides])
     with pytest.raises(SystemExit, match="unknown study"):
         studies.variants_of(["nonsense"])
 
@@ -103,7 +103,7 @@ def test_best_is_the_recipe_the_study_measured(compose_cfg) -> None:
     """experiment=best must be the variant the studies chose, setting for setting."""
     studies = load_script("cv_studies", "studies")
     (variant,) = [v for v in studies.STUDIES["recipe"].variants if v.name == "aug_half"]
-    studied = compose_cfg(overrides=["experiment=cv_study", *variant.overrides])
+    studied = compose_cfg(overrides=["experiment=studies/cv_study", *variant.overrides])
     best = compose_cfg(overrides=["experiment=best"])
     assert best.model == studied.model
     assert best.trainer.max_epochs == studied.trainer.max_epochs == 6

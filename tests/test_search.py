@@ -46,7 +46,7 @@ DIVERGING = "hparams_search.enqueue=[{model:{optimizer:{lr:1.0e8}}}]"
 
 def _study(tmp_path: Path) -> optuna.Study:
     url = f"sqlite:///{tmp_path / 'study' / 'study.db'}"
-    return optuna.load_study(study_name="seed_cnn", storage=url)
+    return optuna.load_study(study_name="notebook_recipe", storage=url)
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ def test_every_shipped_search_composes_and_parses(compose_cfg, name: str) -> Non
         assert OmegaConf.select(train_cfg, spec.key) is not None, spec.key
 
 
-def test_the_seed_cnn_search_covers_the_recipe_knobs(compose_cfg) -> None:
+def test_the_notebook_recipe_search_covers_the_recipe_knobs(compose_cfg) -> None:
     settings = SearchSettings.from_config(compose_cfg("search").hparams_search)
     specs = {spec.key: spec for spec in settings.space}
     assert set(specs) == {

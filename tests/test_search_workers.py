@@ -37,7 +37,7 @@ TINY = [
 ]
 
 
-def journal_study(study_dir: Path, name: str = "seed_cnn") -> optuna.Study:
+def journal_study(study_dir: Path, name: str = "notebook_recipe") -> optuna.Study:
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(study_dir / JOURNAL_FILE))
     )

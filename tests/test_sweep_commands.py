@@ -15,14 +15,14 @@ from cxrnet.runs.sweeps import console_command, run_logged, sweep_command, sweep
 
 def test_the_command_keeps_the_order_hydra_numbers_jobs_by(tmp_path: Path) -> None:
     command = sweep_command(
-        ["experiment=cv_study", "data.root=/d"],
+        ["experiment=studies/cv_study", "data.root=/d"],
         tmp_path / "runs",
         2,
         [sweep_values("data.fold", range(3)), sweep_values("seed", [0, 1]), "x=1"],
     )
     assert command == [
         sys.executable, "-m", "cxrnet.cli.train", "-m",
-        "experiment=cv_study", "data.root=/d",
+        "experiment=studies/cv_study", "data.root=/d",
         f"hydra.sweep.dir={tmp_path / 'runs'}", "hydra/launcher=parallel",
         "hydra.launcher.n_jobs=2",
         "data.fold=0,1,2", "seed=0,1", "x=1",

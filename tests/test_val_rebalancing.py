@@ -69,7 +69,7 @@ def test_the_analysis_auroc_matches_pairwise_counting_with_ties() -> None:
 
 
 def test_experiment_config_is_the_seed_recipe_at_64_px(compose_cfg) -> None:
-    cfg = compose_cfg(overrides=["experiment=val_rebalancing", "seed=7"])
+    cfg = compose_cfg(overrides=["experiment=studies/val_rebalancing", "seed=7"])
     assert cfg.data.image_size == 64
     assert cfg.data.split_seed == 7  # one knob per repeat
     assert cfg.trainer.max_epochs == 6

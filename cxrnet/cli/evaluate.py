@@ -5,30 +5,20 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from cxrnet.cli.exit_codes import brief_errors
 from cxrnet.cli.hydra_support import CONFIG_PATH, HYDRA_VERSION, job_overrides
 from cxrnet.config import register_resolvers, save_resolved_config
-from cxrnet.data.datamodule import ChestXRayDataModule
-from cxrnet.data.sources import resolve_data_root
-from cxrnet.evaluation.evaluation_pass import report_settings, run_evaluation_pass, threshold_rule
-from cxrnet.models.checkpoint import (
-    PREPROCESSING_KEYS,
-    load_checkpoint,
-    operating_point_of,
-    preprocessing_of,
-)
-from cxrnet.models.ensemble_manifest import is_manifest
-from cxrnet.models.module import ClassifierModule
 from cxrnet.runs import Override, RunRecorder
-from cxrnet.training.hardware import resolve_trainer_precision
 from cxrnet.user_errors import ConfigError
+
+if TYPE_CHECKING:
+    from cxrnet.data.datamodule import ChestXRayDataModule
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +41,10 @@ def datamodule_for(cfg: DictConfig, checkpoint: dict[str, Any]) -> ChestXRayData
     Other data is decoded with the checkpoint's preprocessing unless the command line sets a
     preprocessing key; a setting the network cannot take is an error before any decoding.
     """
+    from cxrnet.data.datamodule import ChestXRayDataModule
+    from cxrnet.data.sources import resolve_data_root
+    from cxrnet.models.checkpoint import PREPROCESSING_KEYS, preprocessing_of
+
     stored = preprocessing_of(checkpoint)
     if not cfg.get("data"):
         hparams = checkpoint.get("datamodule_hyper_parameters")
@@ -89,6 +83,19 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     Binary checkpoints use their stored operating point (``threshold.rechoose=true`` chooses it
     again on this data's validation split); the subtype task uses the trainer's own passes.
     """
+    # Here, not at the top: `cxrnet-eval --help` and usage errors need no torch or Lightning.
+    from hydra.utils import instantiate
+
+    from cxrnet.evaluation.evaluation_pass import (
+        report_settings,
+        run_evaluation_pass,
+        threshold_rule,
+    )
+    from cxrnet.models.checkpoint import load_checkpoint, operating_point_of
+    from cxrnet.models.ensemble_manifest import is_manifest
+    from cxrnet.models.module import ClassifierModule
+    from cxrnet.training.hardware import resolve_trainer_precision
+
     ckpt_path = Path(cfg.ckpt_path).expanduser()
     if is_manifest(ckpt_path):
         # Its members' data modules hold their own folds: no split here is unseen by all of them.

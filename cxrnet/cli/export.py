@@ -12,13 +12,14 @@ from omegaconf import DictConfig
 from cxrnet.cli.exit_codes import brief_errors
 from cxrnet.cli.hydra_support import CONFIG_PATH, HYDRA_VERSION, job_overrides
 from cxrnet.config import register_resolvers, save_resolved_config
-from cxrnet.inference.export import export_checkpoint
 from cxrnet.runs import RunRecorder
 
 
 @hydra.main(version_base=HYDRA_VERSION, config_path=CONFIG_PATH, config_name="export")
 @brief_errors
 def _hydra_main(cfg: DictConfig) -> None:
+    from cxrnet.inference.export import export_checkpoint  # torch, once the config composed
+
     output_dir = Path(cfg.paths.output_dir)
     save_resolved_config(cfg, output_dir)
     ckpt = Path(to_absolute_path(str(cfg.ckpt_path)))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.utils import to_absolute_path
@@ -15,11 +16,10 @@ from omegaconf import DictConfig
 from cxrnet.cli.exit_codes import brief_errors
 from cxrnet.cli.hydra_support import CONFIG_PATH, HYDRA_VERSION, job_overrides
 from cxrnet.config import register_resolvers, save_resolved_config
-from cxrnet.evaluation.probabilities import DEFAULT_THRESHOLD
-from cxrnet.inference.inputs import list_inputs
-from cxrnet.inference.predict import PredictionSummary, predict_files
-from cxrnet.inference.scorers import load_scorer
 from cxrnet.runs import RunRecorder
+
+if TYPE_CHECKING:
+    from cxrnet.inference.predict import PredictionSummary
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,12 @@ EXIT_SOME_FAILED = 3
 
 
 def predict(cfg: DictConfig) -> tuple[PredictionSummary, Path]:
+    # Here, not at the top: `cxrnet-predict --help` and usage errors need no torch.
+    from cxrnet.evaluation.probabilities import DEFAULT_THRESHOLD
+    from cxrnet.inference.inputs import list_inputs
+    from cxrnet.inference.predict import predict_files
+    from cxrnet.inference.scorers import load_scorer
+
     scorer = load_scorer(to_absolute_path(str(cfg.ckpt_path)), cfg.device, tta=cfg.tta)
     paths = list_inputs(to_absolute_path(str(cfg.input)))
     output = Path(to_absolute_path(str(cfg.output)))

@@ -17,12 +17,15 @@ from omegaconf import DictConfig
 from cxrnet.cli.exit_codes import brief_errors
 from cxrnet.cli.hydra_support import CONFIG_PATH, HYDRA_VERSION, job_overrides
 from cxrnet.config import fix_run_stamp, register_resolvers
+from cxrnet.training.ddp import launch_arguments
+from cxrnet.training.preflight import preflight_train
 
 
 @hydra.main(version_base=HYDRA_VERSION, config_path=CONFIG_PATH, config_name="train")
 @brief_errors
 def _hydra_main(cfg: DictConfig) -> float | None:
-    from cxrnet.training.run import Launch, run  # torch and Lightning once the config is good
+    preflight_train(cfg, job_overrides())  # a typo ends here, before torch and Lightning
+    from cxrnet.training.run import Launch, run
 
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
@@ -38,8 +41,6 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    from cxrnet.training.ddp import launch_arguments
-
     register_resolvers()
     arguments = launch_arguments(sys.argv[1:], os.environ)
     fix_run_stamp(arguments)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -23,10 +23,19 @@ from torchmetrics.classification import (
     MulticlassSpecificity,
 )
 
+# The names live apart so that config checks need no torch; imported here for the modules that
+# build and log the metrics.
+from cxrnet.evaluation.metric_names import MonitorMode, epoch_metric_names, monitor_mode_for
 from cxrnet.evaluation.probabilities import DEFAULT_THRESHOLD
-from cxrnet.user_errors import ConfigError
 
-MonitorMode = Literal["max", "min"]
+__all__ = [
+    "MonitorMode",
+    "WeightedMean",
+    "classification_metrics",
+    "epoch_metric_names",
+    "metric_states",
+    "monitor_mode_for",
+]
 
 
 class WeightedMean(MeanMetric):
@@ -83,35 +92,6 @@ def classification_metrics(
             ),
         }
     )
-
-
-def epoch_metric_names(stage: str, class_names: Sequence[str]) -> list[str]:
-    """Every ``<stage>/<metric>`` name ``ClassifierModule`` logs at the end of an epoch."""
-    names = ["loss", "accuracy", "precision", "recall", "specificity", "f1", "auroc"]
-    if len(class_names) > 2:
-        names += [f"recall_{name.lower()}" for name in class_names]
-    return [f"{stage}/{name}" for name in names]
-
-
-def monitor_mode_for(monitor: str, mode: str | None = None) -> MonitorMode:
-    """Whether a higher or lower ``monitor`` is better: losses are minimised, scores maximised.
-
-    ``mode`` None follows the metric; a mode that contradicts it (keep the highest loss) is an
-    error, since it would silently pick the worst checkpoint.
-    """
-    natural: MonitorMode = "min" if "loss" in monitor.rsplit("/", 1)[-1] else "max"
-    if mode is None:
-        return natural
-    if mode not in ("max", "min"):
-        raise ConfigError(f"monitor_mode must be 'max', 'min' or null, got {mode!r}")
-    if mode != natural:
-        raise ConfigError(
-            f"monitor_mode={mode} contradicts monitor={monitor}: a "
-            f"{'loss' if natural == 'min' else 'score'} is best when "
-            f"{'lowest' if natural == 'min' else 'highest'}; set monitor_mode={natural} or "
-            "leave it unset (null) to follow the metric"
-        )
-    return mode
 
 
 def metric_states(metrics: Mapping[str, Metric | MetricCollection]) -> dict[str, dict[str, Any]]:

@@ -5,6 +5,10 @@ registers itself where it is defined); ``<family>/<name>`` for a family such as 
 ``package.module:Attribute``, imported from the user's own code; or an entry point of the
 ``cxrnet.models`` group, which is how an installed package contributes networks without cxrnet
 importing it by name.
+
+The networks cxrnet ships are listed in ``BUILTIN_NETWORKS`` by the module that registers them,
+which is imported when one is first asked for: this module imports no torch, so a command checks
+``model.net.name`` in milliseconds (``check_model_name``) and builds the network later.
 """
 
 from __future__ import annotations
@@ -12,20 +16,43 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
 ENTRY_POINT_GROUP = "cxrnet.models"
 
-NetworkFactory = Callable[..., nn.Module]
+NetworkFactory = Callable[..., "nn.Module"]
+
+# Every network cxrnet ships, by the module whose import registers it (tests/test_networks.py
+# checks that the modules register exactly these).
+BUILTIN_NETWORKS: dict[str, str] = {
+    "convnext_tiny": "cxrnet.models.convnext",
+    "densenet121": "cxrnet.models.densenet",
+    "efficientnet_b0": "cxrnet.models.efficientnet",
+    "mobilenet_v3_large": "cxrnet.models.mobilenet",
+    "mobilenet_v3_small": "cxrnet.models.mobilenet",
+    "notebook_cnn": "cxrnet.models.notebook_cnn",
+    "resnet18": "cxrnet.models.resnet",
+    "resnet34": "cxrnet.models.resnet",
+    "resnet50": "cxrnet.models.resnet",
+}
+BUILTIN_FAMILIES: dict[str, str] = {"timm": "cxrnet.models.timm_nets"}
 
 _REGISTRY: dict[str, NetworkFactory] = {}
 _FAMILIES: dict[str, Callable[[str], NetworkFactory]] = {}
 
 
+def _load_builtin(name: str) -> None:
+    """Import the module that registers built-in network ``name`` (once; a no-op for others)."""
+    if name in BUILTIN_NETWORKS and name not in _REGISTRY:
+        importlib.import_module(BUILTIN_NETWORKS[name])
+
+
 def register_model(name: str, factory: NetworkFactory) -> None:
     """Make ``factory`` available as ``model.net.name=<name>``; names are unique."""
+    _load_builtin(name)  # a built-in name is taken whether or not its module was imported yet
     if name in _REGISTRY and _REGISTRY[name] is not factory:
         raise ValueError(f"a model named {name!r} is already registered")
     _REGISTRY[name] = factory
@@ -38,7 +65,7 @@ def register_family(prefix: str, resolve: Callable[[str], NetworkFactory]) -> No
 
 def available_models() -> list[str]:
     """Registered names, entry points included (families and import paths are open-ended)."""
-    names = set(_REGISTRY)
+    names = set(_REGISTRY) | set(BUILTIN_NETWORKS)
     names |= {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
     return sorted(names)
 
@@ -48,20 +75,32 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     return resolve_model(name)(**kwargs)
 
 
+def check_model_name(name: str) -> None:
+    """Raise ``ValueError`` (naming every choice) unless ``name`` resolves. A built-in or
+    registered name is checked without importing anything; a family, import path or entry point
+    is resolved, importing what the user named."""
+    if name in _REGISTRY or name in BUILTIN_NETWORKS:
+        return
+    resolve_model(name)
+
+
 def resolve_model(name: str) -> NetworkFactory:
+    _load_builtin(name)
     if name in _REGISTRY:
         return _REGISTRY[name]
     prefix, slash, rest = name.partition("/")
+    if slash and prefix in BUILTIN_FAMILIES and prefix not in _FAMILIES:
+        importlib.import_module(BUILTIN_FAMILIES[prefix])
     if slash and prefix in _FAMILIES:
         return _FAMILIES[prefix](rest)
     if ":" in name:
         return _import_factory(name)
     for entry_point in entry_points(group=ENTRY_POINT_GROUP, name=name):
         return entry_point.load()
+    families = sorted(set(_FAMILIES) | set(BUILTIN_FAMILIES))
     raise ValueError(
         f"model.net.name={name!r} is not a registered network; choose one of "
-        f"{available_models()}, "
-        f"{', '.join(f'{p}/<name>' for p in sorted(_FAMILIES))}, an import path "
+        f"{available_models()}, {', '.join(f'{p}/<name>' for p in families)}, an import path "
         "'package.module:Class', or register your own with cxrnet.models.register_model"
     )
 

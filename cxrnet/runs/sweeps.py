@@ -2,7 +2,7 @@
 
 The runners in ``experiments/`` each start sweeps of parallel jobs and keep what they ran::
 
-    command = sweep_command(["experiment=cv_study", f"data.root={data}"], out / "runs", 2,
+    command = sweep_command(["experiment=studies/cv_study", f"data.root={data}"], out / "runs", 2,
                             [sweep_values("seed", [0, 1, 2])])
     code, seconds = run_logged(command, out / "sweep.log", threads=1)
 

@@ -15,8 +15,6 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-import torch
-
 from cxrnet.runs import Override
 from cxrnet.training.resume import run_dir_of_checkpoint
 
@@ -53,6 +51,8 @@ def local_ddp_job(output_dir: Path, overrides: Sequence[str] | None) -> Iterator
     try:
         yield
     finally:
+        import torch  # here, not at the top: cxrnet-train reads launch_arguments before torch
+
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
         for key, value in previous.items():

@@ -1,21 +1,25 @@
 """Configuration checks that run before any data is read, so a typo costs seconds, not a decode.
 
 Each check raises ``ConfigError`` (or ``CheckpointError``) naming the key, the value and the fix;
-the entry points print it as one line (``cxrnet.cli.exit_codes``).
+the entry points print it as one line (``cxrnet.cli.exit_codes``). The entry points run these
+before importing torch, Lightning or W&B, so nothing here imports them: network names come from
+the registry's catalogue, metric names from ``evaluation.metric_names``. Only a run that resumes
+from a checkpoint imports torch here, to open it.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from cxrnet.data.records import CLASS_NAMES, SUBTYPE_NAMES
-from cxrnet.evaluation.metrics import epoch_metric_names, monitor_mode_for
-from cxrnet.models.checkpoint import load_checkpoint
-from cxrnet.models.registry import resolve_model
+from cxrnet.evaluation.metric_names import epoch_metric_names, monitor_mode_for
+from cxrnet.models.registry import check_model_name
+from cxrnet.runs import RunRecorder
 from cxrnet.training.resume import resolve_checkpoint
 from cxrnet.user_errors import ConfigError
 
@@ -40,7 +44,7 @@ def check_network(cfg: DictConfig) -> None:
     entry point (the registry's error names every form)."""
     name = cfg.model.net.get("name")
     try:
-        resolve_model(str(name))
+        check_model_name(str(name))
     except ValueError as error:
         raise ConfigError(str(error)) from None
 
@@ -75,6 +79,36 @@ def check_train_config(cfg: DictConfig) -> None:
     # ckpt_path=last/auto, or a requeued job's own folder: the checkpoint a resume would load.
     ckpt_path = resolve_checkpoint(cfg.get("ckpt_path"), cfg.paths.output_dir)
     if ckpt_path is not None:
+        from cxrnet.models.checkpoint import load_checkpoint  # torch: only to resume
+
         load_checkpoint(ckpt_path, mmap=True)
     if cfg.data.get("cache_dir"):
         check_writable(cfg.data.cache_dir, "data.cache_dir")
+
+
+# Where Lightning reads a process's rank from, in its order (lightning.fabric's _get_rank).
+_RANK_ENV = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+
+
+def _rank_from_env() -> int:
+    return next((int(os.environ[key]) for key in _RANK_ENV if key in os.environ), 0)
+
+
+def preflight_train(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
+    """``check_train_config`` as a ``cxrnet-train`` job's first step, before torch is imported.
+
+    A job that fails it leaves a ``failed`` run record with its error (rank 0 writes it), as one
+    that fails later in ``cxrnet.training.run.run`` does, so tools list it with the reason.
+    """
+    try:
+        check_train_config(cfg)
+    except Exception as error:
+        recorder = RunRecorder(
+            cfg.paths.output_dir,
+            "cxrnet-train",
+            overrides,
+            monitor=cfg.get("monitor"),
+            write=_rank_from_env() == 0,
+        )
+        recorder.fail(error)
+        raise

@@ -4,10 +4,10 @@
         --out logs/cv_studies --study baseline input recipe imbalance networks
     python experiments/cv_studies/run.py --out logs/cv_studies --analyze-only
 
-Each variant is one ``cxrnet-train -m experiment=cv_study`` sweep over the 5 folds (and its seeds)
-into ``<out>/runs/<study>/<variant>``. A variant whose sweep folder already holds a completed
-record for every (fold, seed) is not run again, so an interrupted study continues where it
-stopped. ``study.json`` keeps each sweep's command, exit code and wall time.
+Each variant is one ``cxrnet-train -m experiment=studies/cv_study`` sweep over the 5 folds (and
+its seeds) into ``<out>/runs/<study>/<variant>``. A variant whose sweep folder already holds a
+completed record for every (fold, seed) is not run again, so an interrupted study continues where
+it stopped. ``study.json`` keeps each sweep's command, exit code and wall time.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def sweep_command(
     extra: Sequence[str],
 ) -> list[str]:
     settings = [
-        "experiment=cv_study",
+        "experiment=studies/cv_study",
         f"data.root={data}",
         f"paths.cache_dir={cache_dir}",
         f"paths.log_dir={out / 'logs'}",

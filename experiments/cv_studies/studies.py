@@ -1,8 +1,9 @@
 """The recipe studies: for each question, the variants it compares as ``cxrnet-train`` overrides.
 
-Every variant runs on top of ``experiment=cv_study`` (the seed recipe at 64 px, 5 patient-grouped
-folds of train+val, a fixed patient-grouped held-out set) and sweeps ``data.fold=0,...,4``. The
-``baseline`` variant is the seed recipe itself; each study is read against it, fold by fold.
+Every variant runs on top of ``experiment=studies/cv_study`` (the seed recipe at 64 px, 5
+patient-grouped folds of train+val, a fixed patient-grouped held-out set) and sweeps
+``data.fold=0,...,4``. The ``baseline`` variant is the seed recipe itself; each study is read
+against it, fold by fold.
 """
 
 from __future__ import annotations

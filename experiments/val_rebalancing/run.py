@@ -8,7 +8,7 @@
    manifest holding it as the ``test`` split, the rest of train as ``train`` and the official
    validation images as ``val``. Every run reads that manifest, so every scheme and seed is
    scored on the same held-out images while ``data.split_seed`` (tied to ``seed`` by
-   conf/experiment/val_rebalancing.yaml) draws a fresh validation split or fold assignment.
+   conf/experiment/studies/val_rebalancing.yaml) draws a fresh validation split or fold assignment.
 2. Runs one ``cxrnet-train -m`` sweep per split method into ``<study>/runs/<method>``.
 3. Runs ``cxrnet-compare`` on ``<study>/runs`` and the analysis (analysis.py) on the study.
 """
@@ -182,7 +182,7 @@ def sweep_command(
     extra: Sequence[str],
 ) -> list[str]:
     settings = [
-        "experiment=val_rebalancing",
+        "experiment=studies/val_rebalancing",
         f"data.root={manifest}",
         f"paths.cache_dir={cache_dir}",
         f"paths.log_dir={study / 'logs'}",
