@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from console import QUICK, run_folder, run_train
+from helpers.console import QUICK, run_folder, run_train
 from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator, MPSAccelerator
 
-from cxrnet.training import hardware
 from cxrnet.cli.evaluate import evaluate
+from cxrnet.training import hardware
 from cxrnet.training.hardware import resolve_precision, resolve_trainer_precision, run_device
 from cxrnet.training.run import run
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from console import console_script, script_env
+from helpers.console import console_script, script_env
 
 optuna = pytest.importorskip("optuna")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from console import run_train
+from helpers.console import run_train
 
 from cxrnet.cli.compare import collect_runs
 

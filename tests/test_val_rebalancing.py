@@ -13,7 +13,7 @@ from types import ModuleType
 
 import numpy as np
 import pytest
-from experiment_scripts import load_script
+from helpers.experiment_scripts import load_script
 
 from cxrnet.data.discovery import discover_folders
 from cxrnet.data.duplicates import check_duplicates
