@@ -8,13 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers.compose import compose_in
 from helpers.real_films import REAL_224, build_sample, require
-from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
-from cxrnet.config import register_resolvers
 from cxrnet.data.synthetic import SyntheticSpec, generate_synthetic
 
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -65,19 +63,9 @@ ComposeFn = Callable[..., DictConfig]
 @pytest.fixture
 def compose_cfg(tmp_path: Path) -> ComposeFn:
     """Compose a cxrnet config as the entry point would, outputs and caches under tmp_path."""
-    register_resolvers()
 
     def _compose(config_name: str = "train", overrides: list[str] | None = None) -> DictConfig:
-        GlobalHydra.instance().clear()
-        with initialize_config_module("cxrnet.conf", version_base="1.3"):
-            cfg = compose(config_name, overrides=overrides or [], return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(tmp_path / "run")
-            cfg.paths.cache_dir = str(tmp_path / "cache")
-            cfg.paths.log_dir = str(tmp_path / "logs")
-            del cfg.hydra
-        return cfg
+        return compose_in(tmp_path, config_name, overrides)
 
     yield _compose
     GlobalHydra.instance().clear()

@@ -248,6 +248,7 @@ def test_resuming_from_a_checkpoint_continues_the_same_wandb_run(
     assert f"wandb sync {resumed_dir}" in out
 
 
+@pytest.mark.slow
 def test_two_multirun_jobs_are_two_runs_in_one_group_even_when_one_fails(
     synthetic_root: Path, tmp_path: Path
 ) -> None:

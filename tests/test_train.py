@@ -8,15 +8,18 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers.compose import compose_in
 from helpers.console import QUICK, run_train
 
 from cxrnet.cli.evaluate import evaluate
 from cxrnet.training.run import run
 
 
-@pytest.fixture
-def trained(compose_cfg, synthetic_root: Path, tmp_path: Path):
-    cfg = compose_cfg(
+@pytest.fixture(scope="module")
+def trained(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One run that the tests below only read."""
+    cfg = compose_in(
+        tmp_path_factory.mktemp("trained"),
         "train",
         [
             *QUICK,
@@ -29,7 +32,7 @@ def trained(compose_cfg, synthetic_root: Path, tmp_path: Path):
     return cfg, run(cfg)
 
 
-def test_training_beats_chance_and_writes_its_run_folder(trained, tmp_path: Path) -> None:
+def test_training_beats_chance_and_writes_its_run_folder(trained) -> None:
     _, result = trained
     run_dir = Path(result.run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())

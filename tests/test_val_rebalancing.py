@@ -95,6 +95,7 @@ def test_the_real_holdout_keeps_every_official_val_image(
     assert manifest_test == {str(record.path.absolute()) for record in carved}
 
 
+@pytest.mark.slow
 def test_debug_study_runs_every_scheme_and_analyses_it(
     synthetic_root: Path, tmp_path: Path, analysis: ModuleType
 ) -> None:
