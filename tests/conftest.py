@@ -8,19 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_module
+from helpers.compose import compose_in
+from helpers.real_films import REAL_224, build_sample, require
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
-from cxrnet.config import register_resolvers
 from cxrnet.data.synthetic import SyntheticSpec, generate_synthetic
-
-# ../shared beside the checkout; a user's clone has none, and those tests skip.
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-REAL_224 = SHARED_DATA / "chest_xray_224"
-# 32 real films committed with the tests (tests/data/kermany_sample/README.md): present everywhere.
-KERMANY_SAMPLE = Path(__file__).resolve().parent / "data" / "kermany_sample"
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -53,16 +46,15 @@ def synthetic_copy(synthetic_root: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def real_224() -> Path:
-    if not REAL_224.is_dir():
-        pytest.skip(f"real images not found at {REAL_224} (only the project's workspace has them)")
-    return REAL_224
+    """../shared/data/chest_xray_224 (read-only); skips where this checkout has none."""
+    return require(REAL_224)
 
 
-@pytest.fixture
-def kermany_sample() -> Path:
-    """The committed real sample; read-only by convention (tests copy what they change)."""
-    assert KERMANY_SAMPLE.is_dir(), f"the committed sample is missing: {KERMANY_SAMPLE}"
-    return KERMANY_SAMPLE
+@pytest.fixture(scope="session")
+def real_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """32 real films copied from ../shared/data (tests/helpers/real_films.py); read-only by
+    convention (tests copy what they change). Skips where ../shared/data is absent."""
+    return build_sample(tmp_path_factory.mktemp("real_sample"))
 
 
 ComposeFn = Callable[..., DictConfig]
@@ -71,19 +63,9 @@ ComposeFn = Callable[..., DictConfig]
 @pytest.fixture
 def compose_cfg(tmp_path: Path) -> ComposeFn:
     """Compose a cxrnet config as the entry point would, outputs and caches under tmp_path."""
-    register_resolvers()
 
     def _compose(config_name: str = "train", overrides: list[str] | None = None) -> DictConfig:
-        GlobalHydra.instance().clear()
-        with initialize_config_module("cxrnet.conf", version_base="1.3"):
-            cfg = compose(config_name, overrides=overrides or [], return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(tmp_path / "run")
-            cfg.paths.cache_dir = str(tmp_path / "cache")
-            cfg.paths.log_dir = str(tmp_path / "logs")
-            del cfg.hydra
-        return cfg
+        return compose_in(tmp_path, config_name, overrides)
 
     yield _compose
     GlobalHydra.instance().clear()
@@ -91,8 +73,8 @@ def compose_cfg(tmp_path: Path) -> ComposeFn:
 
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
-    """A single-node Slurm cluster on localhost for the session (tests/slurm_cluster.py)."""
-    from slurm_cluster import SlurmCluster, SlurmUnavailable
+    """A single-node Slurm cluster on localhost for the session (tests/helpers/slurm_cluster.py)."""
+    from helpers.slurm_cluster import SlurmCluster, SlurmUnavailable
 
     cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
     try:

@@ -14,16 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.datamodule import make_dm
 from PIL import Image
 
 from cxrnet.data.datamodule import ChestXRayDataModule
 from cxrnet.data.decode import MIN_IMAGE_SIDE
 from cxrnet.user_errors import DataError
-
-
-def make_dm(root: Path | str, **kwargs) -> ChestXRayDataModule:
-    defaults = {"image_size": 32, "batch_size": 8, "num_workers": 0, "cache_dir": None}
-    return ChestXRayDataModule(root=root, **(defaults | kwargs))
 
 
 def make_unreadable(path: Path) -> None:

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 from albumentations.augmentations.geometric import functional as albumentations_geometry
-from console import QUICK, run_folder, run_train
+from helpers.console import QUICK, run_folder, run_train
+from helpers.datamodule import make_dm
 
 from cxrnet.data.batch_augment import (
     AffineParams,
@@ -22,7 +23,6 @@ from cxrnet.data.batch_augment import (
     augment_batch,
     draw_params,
 )
-from cxrnet.data.datamodule import ChestXRayDataModule
 from cxrnet.data.dataset import SeededSample, SeededXRayDataset, XRayDataset
 from cxrnet.data.transforms import AffineRecipe
 
@@ -173,11 +173,6 @@ def test_a_non_uint8_batch_is_refused_with_what_was_given() -> None:
     expected = r"expected a uint8 batch \(N, C, H, W\), got torch.float32 \(2, 1, 8, 8\)"
     with pytest.raises(ValueError, match=expected):
         augment_batch(torch.zeros(2, 1, 8, 8), None)
-
-
-def make_dm(root: Path, **kwargs) -> ChestXRayDataModule:
-    options = {"image_size": 32, "batch_size": 8, "num_workers": 0, "cache_dir": None}
-    return ChestXRayDataModule(root=root, **(options | kwargs))
 
 
 @pytest.mark.parametrize("imbalance", ["class_weight", "sampler"])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from console import run_script
+from helpers.console import run_script
 
 from cxrnet.models.checkpoint import load_checkpoint
 from cxrnet.models.module import ClassifierModule, build_component, component_config

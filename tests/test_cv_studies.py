@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from experiment_scripts import load_script
+from helpers.experiment_scripts import load_script
 
 from cxrnet.evaluation.report import read_predictions
 from cxrnet.evaluation.thresholds import choose_threshold

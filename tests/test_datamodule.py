@@ -7,15 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.datamodule import make_dm
 
 from cxrnet.data.datamodule import ChestXRayDataModule, balanced_class_weights
 from cxrnet.data.sampling import EpochSampler
 from cxrnet.user_errors import DataError
-
-
-def make_dm(root: Path, **kwargs) -> ChestXRayDataModule:
-    defaults = {"image_size": 32, "batch_size": 8, "num_workers": 0, "cache_dir": None}
-    return ChestXRayDataModule(root=root, **(defaults | kwargs))
 
 
 def files_in(root: Path, split: str, cls: str) -> int:

@@ -7,11 +7,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers.real_films import ORIGINALS, require
 from PIL import Image, ImageFile, ImageOps
 
 from cxrnet.data.decode import BadImageError, DecodeParams, decode, fit_to_square, read_gray
 
-ORIGINALS = Path(__file__).resolve().parents[2] / "shared" / "data" / "originals"
 ORIENTATION = 0x0112
 
 
@@ -270,10 +270,7 @@ def test_large_jpeg_is_decoded_reduced_and_stays_faithful(tmp_path: Path) -> Non
 
 
 def _originals() -> list[Path]:
-    originals = sorted(ORIGINALS.rglob("*.jpeg")) if ORIGINALS.is_dir() else []
-    if not originals:
-        pytest.skip(f"real originals not found at {ORIGINALS}")
-    return originals
+    return sorted(require(ORIGINALS).rglob("*.jpeg"))
 
 
 def _size(path: Path) -> tuple[int, int]:

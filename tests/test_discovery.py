@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from helpers.real_films import REAL_224, require
 
 from cxrnet.data.discovery import (
     discover,
@@ -26,8 +27,6 @@ from cxrnet.data.records import (
     subtype_from_name,
 )
 from cxrnet.user_errors import DataError
-
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 NORMAL_FILES = ["IM-0115-0001.jpeg", "IM-0115-0002.jpeg", "NORMAL2-IM-0115-0001.jpeg"]
 PNEUMONIA_FILES = ["person1_bacteria_1.jpeg", "person1_virus_6.jpeg", "person2_bacteria_3.jpeg"]
@@ -254,9 +253,7 @@ def test_record_rejects_a_contradicting_subtype() -> None:
 
 @pytest.mark.real_data
 def test_real_training_folder_counts_and_patients() -> None:
-    root = REAL / "chest_xray_224"
-    if not root.is_dir():
-        pytest.skip(f"real images not found at {root}")
+    root = require(REAL_224)
     result = discover_folders(root)
     assert result.ignored == []
     assert sorted(result.records) == ["train", "val"]  # the official test split is not shipped

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from console import QUICK, run_folder, run_train
+from helpers.console import QUICK, run_folder, run_train
 from hydra.utils import instantiate
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 
@@ -143,7 +143,7 @@ def test_a_multirun_of_ddp_jobs_writes_one_folder_per_job(
 
 
 def _draws_under_ddp(synthetic_root: Path, tmp_path: Path, imbalance: str) -> list[dict]:
-    """Train ddp_cpu for three epochs with tests/draw_probe.py recording each rank's draws."""
+    """Train ddp_cpu for three epochs, tests/helpers/draw_probe.py recording each rank's draws."""
     draws = tmp_path / "draws"
     done = run_train(
         [
@@ -156,7 +156,7 @@ def _draws_under_ddp(synthetic_root: Path, tmp_path: Path, imbalance: str) -> li
             "trainer.max_epochs=3",
             "test=false",
             f"paths.log_dir={tmp_path / 'logs'}",
-            "+callbacks.draws._target_=draw_probe.RecordDraws",
+            "+callbacks.draws._target_=helpers.draw_probe.RecordDraws",
             f"+callbacks.draws.out_dir={draws}",
         ],
         tmp_path,

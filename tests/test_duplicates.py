@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers.real_films import REAL_224, require
 
 from cxrnet.data import digests as digests_module
 from cxrnet.data.digests import file_digest
@@ -12,8 +13,6 @@ from cxrnet.data.discovery import discover
 from cxrnet.data.duplicates import check_duplicates, find_duplicates
 from cxrnet.data.records import Record, make_record
 from cxrnet.user_errors import DataError
-
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "chest_xray_224"
 
 
 def write(path: Path, content: bytes, label: int = 1, split: str = "train") -> Record:
@@ -88,9 +87,7 @@ def test_unreadable_file_is_named(tmp_path: Path) -> None:
 
 @pytest.mark.real_data
 def test_real_training_split_duplicate_groups() -> None:
-    if not REAL.is_dir():
-        pytest.skip(f"real images not found at {REAL}")
-    records = discover(REAL)
+    records = discover(require(REAL_224))
     report = check_duplicates(records)
     # The 224-pixel copy in ../shared holds 24 groups (22 pairs, 2 triples), all in train and
     # each within one patient; none crosses into val.

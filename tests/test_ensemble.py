@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from console import QUICK, run_script, run_train
+from helpers.console import QUICK, run_script, run_train
 
 from cxrnet.evaluation.fold_ensemble import build_fold_ensemble
 from cxrnet.evaluation.thresholds import ThresholdRule

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from console import QUICK, run_folder, run_train
+from helpers.console import QUICK, run_folder, run_train
 from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator, MPSAccelerator
 

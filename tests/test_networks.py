@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from console import run_train
+from helpers.console import run_train
 from hydra.utils import instantiate
 
 from cxrnet.models import available_models, count_trainable_parameters, create_model

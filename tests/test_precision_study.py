@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from experiment_scripts import load_script
+from helpers.experiment_scripts import load_script
 
 from cxrnet.runs import RunRecord, RunStatus, write_record
 

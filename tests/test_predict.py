@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from console import run_script
+from helpers.console import run_script
+from helpers.real_films import REAL_224
 
 from cxrnet.data.datamodule import ChestXRayDataModule
 from cxrnet.evaluation.thresholds import choose_threshold
@@ -205,9 +206,7 @@ def test_predict_reads_a_text_list_and_matches_the_training_cache(
     np.testing.assert_allclose(from_files, from_cache, atol=1e-6)
 
 
-def test_export_parity_and_predict_through_onnx_runtime(
-    trained, synthetic_root, tmp_path, request
-) -> None:
+def test_export_parity_and_predict_through_onnx_runtime(trained, synthetic_root, tmp_path) -> None:
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
     root = trained["root"]
     onnx_file = tmp_path / "model.onnx"
@@ -229,7 +228,7 @@ def test_export_parity_and_predict_through_onnx_runtime(
         trained["metrics"]["val/threshold"]
     )
     # Parity on real films where the workspace has them, else on the synthetic test films.
-    real = Path(request.config.rootpath).parent / "shared" / "data" / "chest_xray_224" / "train"
+    real = REAL_224 / "train"
     source = real if real.is_dir() else synthetic_root / "test"
     films = sorted(source.rglob("*.jpeg"))[:: max(1, len(list(source.rglob("*.jpeg"))) // 64)]
     out_torch = predict_files(films, torch_scorer, tmp_path / "t.csv", progress=False)

@@ -1,6 +1,7 @@
-"""The committed sample of real films: parsing, decoding, duplicates and a real training step.
+"""A sample of 32 real films: parsing, decoding, duplicates and a real training step.
 
-Unlike the ``real_data`` tests these never skip: the 32 files live in tests/data/kermany_sample.
+The sample is copied from ../shared/data (tests/helpers/real_films.py says which files and why);
+where that folder is absent these tests skip, saying so.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from cxrnet.data.duplicates import check_duplicates
 from cxrnet.data.records import check_subtypes, subtype_counts
 from cxrnet.runs import RunStatus, read_record
 from cxrnet.training.run import run
+
+pytestmark = pytest.mark.real_data
 
 RGB_ORIGINAL = "train/PNEUMONIA/person1177_virus_1999.jpeg"
 FULL_RESOLUTION = (
@@ -37,9 +40,9 @@ def _full_decode_reference(path: Path, params: DecodeParams) -> np.ndarray:
     return fit_to_square(gray, params)
 
 
-def test_every_file_is_found_with_its_class_subtype_and_patient(kermany_sample: Path) -> None:
-    result = discover_folders(kermany_sample)
-    assert result.ignored == []  # README.md and LICENSE sit beside the split folders
+def test_every_file_is_found_with_its_class_subtype_and_patient(real_sample: Path) -> None:
+    result = discover_folders(real_sample)
+    assert result.ignored == []
     train, val = result.records["train"], result.records["val"]
     assert sorted(result.records) == ["train", "val"]
     assert [sum(r.label == i for r in train) for i in (0, 1)] == [12, 12]
@@ -58,13 +61,13 @@ def test_every_file_is_found_with_its_class_subtype_and_patient(kermany_sample: 
     assert len({r.patient for r in train}) == 21
 
 
-def test_the_sample_holds_the_kinds_of_file_it_is_meant_to(kermany_sample: Path) -> None:
-    with Image.open(kermany_sample / RGB_ORIGINAL) as image:
+def test_the_sample_holds_the_kinds_of_file_it_is_meant_to(real_sample: Path) -> None:
+    with Image.open(real_sample / RGB_ORIGINAL) as image:
         assert image.mode == "RGB"
     for name in FULL_RESOLUTION:
-        with Image.open(kermany_sample / name) as image:
+        with Image.open(real_sample / name) as image:
             assert image.mode == "L" and min(image.size) >= 800
-    assert sum(path.stat().st_size for path in _files(kermany_sample)) < 2_000_000
+    assert sum(path.stat().st_size for path in _files(real_sample)) < 2_000_000
 
 
 @pytest.mark.parametrize(
@@ -73,9 +76,9 @@ def test_the_sample_holds_the_kinds_of_file_it_is_meant_to(kermany_sample: Path)
     ids=["150-squash", "224-squash", "150-letterbox"],
 )
 def test_every_file_decodes_within_one_grey_level_of_a_full_decode(
-    kermany_sample: Path, params: DecodeParams
+    real_sample: Path, params: DecodeParams
 ) -> None:
-    files = _files(kermany_sample)
+    files = _files(real_sample)
     assert len(files) == 32
     for path in files:
         image = decode(path, params)
@@ -87,17 +90,17 @@ def test_every_file_decodes_within_one_grey_level_of_a_full_decode(
         assert difference <= 1.0, (path.name, difference)
 
 
-def test_full_resolution_films_are_decoded_reduced(kermany_sample: Path) -> None:
+def test_full_resolution_films_are_decoded_reduced(real_sample: Path) -> None:
     for name in FULL_RESOLUTION:
-        path = kermany_sample / name
+        path = real_sample / name
         with Image.open(path) as image:
             width, height = image.size
         rows, cols = read_gray(path, target=150).shape
         assert rows <= -(-height // 2) and cols <= -(-width // 2)  # at most half each way
 
 
-def test_both_byte_identical_pairs_are_found_within_one_patient(kermany_sample: Path) -> None:
-    report = check_duplicates(discover_folders(kermany_sample).records)
+def test_both_byte_identical_pairs_are_found_within_one_patient(real_sample: Path) -> None:
+    report = check_duplicates(discover_folders(real_sample).records)
     assert report.across == []
     pairs = sorted(sorted(r.path.name for r in group) for group in report.within["train"])
     assert pairs == [
@@ -107,9 +110,9 @@ def test_both_byte_identical_pairs_are_found_within_one_patient(kermany_sample: 
     assert all(len({r.patient for r in group}) == 1 for group in report.within["train"])
 
 
-def test_subtype_batches_from_real_films(kermany_sample: Path, tmp_path: Path) -> None:
+def test_subtype_batches_from_real_films(real_sample: Path, tmp_path: Path) -> None:
     dm = ChestXRayDataModule(
-        root=kermany_sample,
+        root=real_sample,
         image_size=64,
         batch_size=8,
         num_workers=0,
@@ -123,13 +126,13 @@ def test_subtype_batches_from_real_films(kermany_sample: Path, tmp_path: Path) -
     assert sorted(set(dm.datasets["train"].labels.tolist())) == [0, 1, 2]
 
 
-def test_seed_recipe_trains_an_epoch_on_the_sample(compose_cfg, kermany_sample: Path) -> None:
-    before = [(path, path.stat().st_mtime_ns) for path in _files(kermany_sample)]
+def test_seed_recipe_trains_an_epoch_on_the_sample(compose_cfg, real_sample: Path) -> None:
+    before = [(path, path.stat().st_mtime_ns) for path in _files(real_sample)]
     cfg = compose_cfg(
         "train",
         [
             "experiment=notebook_baseline",
-            f"data.root={kermany_sample}",
+            f"data.root={real_sample}",
             "data.image_size=64",
             "data.batch_size=8",
             "trainer.max_epochs=1",
@@ -147,5 +150,5 @@ def test_seed_recipe_trains_an_epoch_on_the_sample(compose_cfg, kermany_sample: 
     assert counts[1].startswith("train,24,")
     assert counts[2].startswith("val,8,")
     assert "NORMAL2-IM-0587-0001-0002" in (run_dir / "duplicates.csv").read_text()
-    # The committed sample is an input: the run wrote nothing into it.
-    assert [(path, path.stat().st_mtime_ns) for path in _files(kermany_sample)] == before
+    # The sample is an input: the run wrote nothing into it.
+    assert [(path, path.stat().st_mtime_ns) for path in _files(real_sample)] == before

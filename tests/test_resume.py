@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from console import QUICK, run_folder, run_train, start_train
+from helpers.console import QUICK, run_folder, run_train, start_train
 
 pytestmark = pytest.mark.slow
 
@@ -194,7 +194,7 @@ def test_a_run_killed_mid_epoch_resumes_exactly(
 
     args = _deterministic_args(synthetic_root, tmp_path, VARIANTS[variant])
     killer = [
-        "+callbacks.sigkill._target_=sigkill.SigkillAtStep",
+        "+callbacks.sigkill._target_=helpers.sigkill.SigkillAtStep",
         f"+callbacks.sigkill.step={KILL_AT_STEP}",
     ]
     killed = run_train([*args, *killer], tmp_path, env={"PYTHONPATH": str(TESTS)})

@@ -237,6 +237,7 @@ def test_full_hydra_error_shows_the_traceback_of_a_user_error(tmp_path: Path) ->
     assert "error: model.net.name='nope'" in done.stderr
 
 
+@pytest.mark.slow
 def test_a_user_error_in_a_sweep_fails_that_job_and_the_sweep_goes_on(
     synthetic_root: Path, tmp_path: Path
 ) -> None:

@@ -186,6 +186,7 @@ def test_precision_auto_is_resolved_for_every_trial(run_search, tmp_path: Path, 
     assert f"trainer.precision=auto: {expected} (" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_running_the_same_search_again_resumes_the_study(run_search, tmp_path: Path) -> None:
     first = run_search("hparams_search.n_trials=2")
     assert first["n_trials"] == 2
@@ -228,6 +229,7 @@ def test_a_trial_below_the_pruners_bar_is_pruned_after_its_first_epoch(
     assert written == ["running", "pruned"]
 
 
+@pytest.mark.slow
 def test_an_interrupted_trial_is_rerun_when_the_search_resumes(
     run_search, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -270,6 +272,7 @@ def test_a_searched_key_missing_from_the_config_is_refused(run_search) -> None:
         run_search(edit={"hparams_search.space.model.net.dropuot": typo})
 
 
+@pytest.mark.slow
 def test_cxrnet_search_command_writes_a_study_folder_named_by_the_study(tmp_path: Path) -> None:
     env = os.environ | {"CXRNET_CACHE_DIR": str(tmp_path / "cache"), "WANDB_MODE": "offline"}
     command = [

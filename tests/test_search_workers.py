@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from console import console_script, script_env
+from helpers.console import console_script, script_env
 
 optuna = pytest.importorskip("optuna")
 
@@ -55,6 +55,7 @@ def test_an_unknown_storage_is_refused_with_the_choices() -> None:
         SearchSettings.from_config(node)
 
 
+@pytest.mark.slow
 def test_workers_of_one_journal_study_draw_distinct_trials_and_count_together(
     compose_cfg, synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

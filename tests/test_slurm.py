@@ -1,6 +1,6 @@
 """cxrnet under a real Slurm: a launcher sweep, DDP with sbatch + srun, and a requeue.
 
-The cluster is a single node on localhost (tests/slurm_cluster.py); these tests skip, saying
+The cluster is a single node on localhost (tests/helpers/slurm_cluster.py); these tests skip, saying
 why, where Slurm cannot be installed or started. CI installs slurm-wlm and munge (.ci/run).
 """
 
@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from console import QUICK, console_script, run_train, script_env
+from helpers.console import QUICK, console_script, run_train, script_env
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

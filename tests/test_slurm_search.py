@@ -1,6 +1,6 @@
 """Two cxrnet-search workers as a Slurm job array sharing one study in a journal file.
 
-The cluster is the single localhost node of tests/slurm_cluster.py (2 CPUs: both array tasks
+The cluster is the single localhost node of tests/helpers/slurm_cluster.py (2 CPUs: both array tasks
 run at once); the test skips, saying why, where Slurm cannot run.
 """
 
@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from console import console_script, script_env
+from helpers.console import console_script, script_env
 
 optuna = pytest.importorskip("optuna")
 

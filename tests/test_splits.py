@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.real_films import REAL_224, require
 
 from cxrnet.data.discovery import discover
 from cxrnet.data.duplicates import find_duplicates
@@ -26,8 +27,6 @@ from cxrnet.data.splits import (
     write_split_csv,
 )
 from cxrnet.user_errors import DataError
-
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "chest_xray_224"
 
 
 def synthetic(seed: int = 0, with_test: bool = False) -> dict[str, list[Record]]:
@@ -275,9 +274,7 @@ def test_write_split_csv_writes_one_row_per_image(tmp_path: Path) -> None:
 
 
 def real_records() -> dict[str, list[Record]]:
-    if not REAL.is_dir():
-        pytest.skip(f"real images not found at {REAL}")
-    return discover(REAL)
+    return discover(require(REAL_224))
 
 
 @pytest.mark.real_data

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from console import run_train
+from helpers.console import run_train
 
 from cxrnet.runs.results import collect_runs
 
@@ -34,6 +34,7 @@ def _job(job_dir: Path) -> tuple[list[str], dict]:
     return overrides, json.loads((job_dir / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 def test_a_parallel_sweep_puts_each_job_in_its_own_folder_and_survives_a_failure(
     synthetic_root: Path, tmp_path: Path
 ) -> None:
@@ -107,6 +108,7 @@ def test_the_slurm_local_launcher_runs_each_job_as_its_own_process(
     assert len({p.parent for p in submitted}) == 2
 
 
+@pytest.mark.slow
 def test_the_basic_launcher_runs_every_job_even_after_one_fails(tmp_path: Path) -> None:
     """Hydra 1.3 runs all the jobs of a batch, then raises the first failure."""
     missing = [tmp_path / "missing_a", tmp_path / "missing_b"]
@@ -130,6 +132,7 @@ def test_the_basic_launcher_runs_every_job_even_after_one_fails(tmp_path: Path) 
         assert metrics["status"] == "failed" and "does not exist" in metrics["error"]
 
 
+@pytest.mark.slow
 def test_two_runs_started_at_the_same_moment_get_their_own_folders(
     synthetic_root: Path, tmp_path: Path
 ) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers.console import QUICK
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -35,11 +36,8 @@ from cxrnet.tracking.wandb_logger import (
 from cxrnet.tracking.wandb_report import WandbReport, thumbnail
 from cxrnet.training.run import run
 
-FAST = [
-    "debug=fast",
-    "trainer.limit_train_batches=null",
-    "trainer.limit_val_batches=null",
-    "trainer.limit_test_batches=null",
+TINY = [
+    *QUICK,
     "model.net.widths=[4,4,8,8]",
     "model.net.hidden=8",
     "test=false",
@@ -159,7 +157,7 @@ def many_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory):
         patch.delenv("WANDB_API_KEY", raising=False)
         cfg = _compose(
             [
-                *FAST,
+                *TINY,
                 f"data.root={synthetic_root}",
                 "logger=many",
                 "logger.wandb.log_model=true",
@@ -230,7 +228,7 @@ def test_resuming_from_a_checkpoint_continues_the_same_wandb_run(
 
     cfg = _compose(
         [
-            *FAST,
+            *TINY,
             f"data.root={synthetic_root}",
             "logger=wandb",
             "trainer.max_epochs=3",
@@ -250,6 +248,7 @@ def test_resuming_from_a_checkpoint_continues_the_same_wandb_run(
     assert f"wandb sync {resumed_dir}" in out
 
 
+@pytest.mark.slow
 def test_two_multirun_jobs_are_two_runs_in_one_group_even_when_one_fails(
     synthetic_root: Path, tmp_path: Path
 ) -> None:
@@ -264,7 +263,7 @@ def test_two_multirun_jobs_are_two_runs_in_one_group_even_when_one_fails(
             # Diverges in training, after its W&B run started (a bad monitor now fails before).
             "model.optimizer.lr=1e8,1e-3",
             "logger=wandb",
-            *FAST,
+            *TINY,
             f"data.root={synthetic_root}",
             f"paths.cache_dir={tmp_path / 'cache'}",
             f"hydra.sweep.dir={sweep}",
@@ -296,7 +295,7 @@ def test_under_ddp_only_rank_zero_makes_a_wandb_run(synthetic_root: Path, tmp_pa
             "-m",
             "cxrnet.cli.train",
             "logger=wandb",
-            *FAST,
+            *TINY,
             "+trainer.strategy=ddp",
             "trainer.devices=2",
             f"data.root={synthetic_root}",
@@ -326,7 +325,7 @@ def test_csv_and_tensorboard_together_and_the_report_is_inert_without_wandb(
 ) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    cfg = compose_cfg("train", [*FAST, f"data.root={synthetic_root}", "logger=[csv,tensorboard]"])
+    cfg = compose_cfg("train", [*TINY, f"data.root={synthetic_root}", "logger=[csv,tensorboard]"])
     assert set(cfg.logger) == {"csv", "tensorboard"}
     assert "wandb_report" not in cfg.callbacks
     report = WandbReport(split_csv=str(Path(cfg.paths.output_dir) / "split.csv"))

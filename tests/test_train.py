@@ -8,25 +8,21 @@ from pathlib import Path
 
 import pytest
 import yaml
-from console import run_train
+from helpers.compose import compose_in
+from helpers.console import QUICK, run_train
 
 from cxrnet.cli.evaluate import evaluate
 from cxrnet.training.run import run
 
-FAST = [
-    "debug=fast",
-    "trainer.limit_train_batches=null",
-    "trainer.limit_val_batches=null",
-    "trainer.limit_test_batches=null",
-]
 
-
-@pytest.fixture
-def trained(compose_cfg, synthetic_root: Path, tmp_path: Path):
-    cfg = compose_cfg(
+@pytest.fixture(scope="module")
+def trained(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One run that the tests below only read."""
+    cfg = compose_in(
+        tmp_path_factory.mktemp("trained"),
         "train",
         [
-            *FAST,
+            *QUICK,
             f"data.root={synthetic_root}",
             "trainer.max_epochs=5",
             "data.batch_size=8",
@@ -36,7 +32,7 @@ def trained(compose_cfg, synthetic_root: Path, tmp_path: Path):
     return cfg, run(cfg)
 
 
-def test_training_beats_chance_and_writes_its_run_folder(trained, tmp_path: Path) -> None:
+def test_training_beats_chance_and_writes_its_run_folder(trained) -> None:
     _, result = trained
     run_dir = Path(result.run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -81,9 +77,8 @@ def test_threshold_is_chosen_on_validation_and_applied_to_test(trained) -> None:
 
 
 def test_subtype_task_trains_a_three_class_head(compose_cfg, synthetic_root: Path) -> None:
-    cfg = compose_cfg(
-        "train", [*FAST, f"data.root={synthetic_root}", "data.task=subtype", "trainer.max_epochs=1"]
-    )
+    overrides = [*QUICK, f"data.root={synthetic_root}", "data.task=subtype", "trainer.max_epochs=1"]
+    cfg = compose_cfg("train", overrides)
     result = run(cfg)
     metrics = result.metrics
     for name in ("recall_normal", "recall_bacteria", "recall_virus", "auroc", "f1"):
@@ -101,7 +96,7 @@ def test_eval_reproduces_the_test_metrics_from_the_checkpoint(trained, compose_c
 
 
 def test_a_failing_run_writes_a_failed_metrics_file(compose_cfg, tmp_path: Path) -> None:
-    cfg = compose_cfg("train", [*FAST, f"data.root={tmp_path / 'missing'}"])
+    cfg = compose_cfg("train", [*QUICK, f"data.root={tmp_path / 'missing'}"])
     with pytest.raises(ValueError, match="does not exist"):
         run(cfg)
     metrics = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
@@ -113,7 +108,7 @@ def test_no_test_folder_trains_and_skips_testing(compose_cfg, synthetic_copy: Pa
     import shutil
 
     shutil.rmtree(synthetic_copy / "test")
-    cfg = compose_cfg("train", [*FAST, f"data.root={synthetic_copy}", "trainer.max_epochs=1"])
+    cfg = compose_cfg("train", [*QUICK, f"data.root={synthetic_copy}", "trainer.max_epochs=1"])
     result = run(cfg)
     assert "val/auroc" in result.metrics
     assert not any(key.startswith("test/") for key in result.metrics)
@@ -151,7 +146,7 @@ def test_data_root_may_list_several_sources(compose_cfg, synthetic_root: Path, t
     copy.write_bytes(image.read_bytes() + b"\0")  # same picture, not byte-identical
     extra.write_text(f"path,label,split\n{copy},NORMAL,train\n")
     cfg = compose_cfg(
-        "train", [*FAST, f"data.root=[{synthetic_root},{extra}]", "trainer.max_epochs=1"]
+        "train", [*QUICK, f"data.root=[{synthetic_root},{extra}]", "trainer.max_epochs=1"]
     )
     result = run(cfg)
     assert result.paths["data_root"] == [str(synthetic_root), str(extra)]
@@ -191,7 +186,7 @@ def test_a_training_run_predicts_each_split_once(
     monkeypatch.setattr(L.Trainer, "test", refuse)
     cfg = compose_cfg(
         "train",
-        [*FAST, f"data.root={synthetic_root}", "trainer.max_epochs=1", "logger=[csv,tensorboard]"],
+        [*QUICK, f"data.root={synthetic_root}", "trainer.max_epochs=1", "logger=[csv,tensorboard]"],
     )
     result = run(cfg)
     sizes = {split: len(recs) for split, recs in datamodules[0].split_records.items()}
@@ -213,7 +208,7 @@ def test_early_stopping_from_the_config_ends_training(compose_cfg, synthetic_roo
     cfg = compose_cfg(
         "train",
         [
-            *FAST,
+            *QUICK,
             f"data.root={synthetic_root}",
             "callbacks=early_stopping",
             "+callbacks.early_stopping.min_delta=1.0",

@@ -13,7 +13,7 @@ from types import ModuleType
 
 import numpy as np
 import pytest
-from experiment_scripts import load_script
+from helpers.experiment_scripts import load_script
 
 from cxrnet.data.discovery import discover_folders
 from cxrnet.data.duplicates import check_duplicates
@@ -96,6 +96,7 @@ def test_the_real_holdout_keeps_every_official_val_image(
     assert manifest_test == {str(record.path.absolute()) for record in carved}
 
 
+@pytest.mark.slow
 def test_debug_study_runs_every_scheme_and_analyses_it(
     synthetic_root: Path, tmp_path: Path, analysis: ModuleType
 ) -> None:

@@ -1,8 +1,9 @@
 """A callback that kills its own training process with SIGKILL at a given step.
 
-The tests add it from the command line (``+callbacks.sigkill._target_=sigkill.SigkillAtStep``)
-to kill a run at an exact point in the middle of an epoch: polling for a checkpoint from outside
-races with a run that takes a fraction of a second per step. SIGKILL cannot be caught, so the
+The tests add it from the command line
+(``+callbacks.sigkill._target_=helpers.sigkill.SigkillAtStep``) to kill a run at an exact point
+in the middle of an epoch: polling for a checkpoint from outside races with a run that takes a
+fraction of a second per step. SIGKILL cannot be caught, so the
 run saves and records nothing, as when a node is lost or the OOM killer strikes.
 """
 

@@ -2,7 +2,7 @@
 
 Added to a cxrnet-train run from the command line (the tests folder on ``PYTHONPATH``):
 
-    +callbacks.draws._target_=draw_probe.RecordDraws +callbacks.draws.out_dir=<folder>
+    +callbacks.draws._target_=helpers.draw_probe.RecordDraws +callbacks.draws.out_dir=<folder>
 
 Each rank writes ``<folder>/draws_rank<r>.json``: per epoch the dataset indices its training
 loader yielded and, when Lightning wrapped a custom sampler (``DistributedSamplerWrapper``),
