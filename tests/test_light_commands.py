@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from console import MODULES, console_script, script_env
+from helpers.console import MODULES, console_script, script_env
 
 HEAVY = ("torch", "lightning", "wandb", "torchmetrics")
 
