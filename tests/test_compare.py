@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cxrnet.cli.compare import main, write_report
+from cxrnet.cli.compare import main
 from cxrnet.comparison.plot import build_figure
 from cxrnet.comparison.render import (
     CSV_NAME,
@@ -22,6 +22,7 @@ from cxrnet.comparison.render import (
     table_lines,
     terminal_metrics,
 )
+from cxrnet.comparison.report import write_report
 from cxrnet.comparison.summary import summarize
 from cxrnet.runs import overrides_as_dict
 from cxrnet.runs.results import UNFINISHED, collect_runs
