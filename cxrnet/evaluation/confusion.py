@@ -65,23 +65,11 @@ def confusion_at_threshold(
 
 def metrics_from_confusion(tp: float, fp: float, fn: float, tn: float) -> dict[str, float]:
     """Sensitivity (``recall``), specificity, precision, F1 and accuracy; 0 where undefined."""
-
-    def ratio(a: float, b: float) -> float:
-        return a / b if b else 0.0
-
-    precision = ratio(tp, tp + fp)
-    recall = ratio(tp, tp + fn)
-    return {
-        "recall": recall,
-        "specificity": ratio(tn, tn + fp),
-        "precision": precision,
-        "f1": ratio(2 * precision * recall, precision + recall) if precision + recall else 0.0,
-        "accuracy": ratio(tp + tn, tp + fp + fn + tn),
-    }
+    return {name: float(value) for name, value in metrics_from_counts(tp, fp, fn, tn).items()}
 
 
 def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a / b``, 0 where ``b`` is 0: the same float operations as the scalar ``ratio``."""
+    """``a / b``, 0 where ``b`` is 0."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     return np.divide(a, b, out=np.zeros(np.broadcast(a, b).shape), where=b != 0)
 
@@ -89,11 +77,9 @@ def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def metrics_from_counts(
     tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, tn: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """``metrics_from_confusion`` on arrays of counts, bit for bit (one value per element).
-
-    Both evaluate the same IEEE operations in the same order, so a threshold or a bootstrap
-    computed on arrays agrees exactly with the scalar definition.
-    """
+    """Sensitivity (``recall``), specificity, precision, F1 and accuracy of arrays of counts
+    (one value per element; 0 where undefined). ``metrics_from_confusion`` is this on one set
+    of counts, so a threshold or a bootstrap computed on arrays agrees exactly with it."""
     tp, fp, fn, tn = (np.asarray(x, dtype=np.float64) for x in (tp, fp, fn, tn))
     precision = _ratio(tp, tp + fp)
     recall = _ratio(tp, tp + fn)
