@@ -29,14 +29,62 @@ def _explicit_data_keys() -> set[str]:
         return set()
     keys = set()
     for line in HydraConfig.get().overrides.task:
-        key = Override.parse(line).key
+        key = Override.parse(line).key.lstrip("+~")
         if key.startswith("data."):
             keys.add(key.removeprefix("data."))
     return keys
 
 
-def datamodule_for(cfg: DictConfig, checkpoint: dict[str, Any]) -> ChestXRayDataModule:
-    """The data the checkpoint was trained with, unless the config names other data.
+def _data_group_chosen() -> bool:
+    """``data=<group>`` on the command line: that group's data, its root or synthetic data."""
+    return HydraConfig.initialized() and bool(HydraConfig.get().runtime.choices.get("data"))
+
+
+def _check_image_size(cfg: DictConfig, checkpoint: dict[str, Any], image_size: int) -> None:
+    net = checkpoint["hyper_parameters"]["net"]
+    if "image_size" in net and image_size != net["image_size"]:
+        raise ConfigError(
+            f"checkpoint {cfg.ckpt_path}: its network ({net['name']}) was built for "
+            f"image_size {net['image_size']}, so data.image_size={image_size} cannot "
+            "work; drop data.image_size to use the checkpoint's preprocessing"
+        )
+
+
+def _checkpoint_data(
+    cfg: DictConfig, checkpoint: dict[str, Any], explicit: set[str]
+) -> tuple[ChestXRayDataModule, str]:
+    """The checkpoint's own data settings with the command line's ``data.*`` keys on top.
+
+    The image cache is this machine's (``paths.cache_dir``, ``CXRNET_CACHE_DIR``), never the
+    folder the training machine used, which may be gone, read-only or someone else's.
+    """
+    from cxrnet.data.datamodule import ChestXRayDataModule
+
+    hparams = checkpoint.get("datamodule_hyper_parameters")
+    if not hparams:
+        raise ConfigError(
+            f"checkpoint {cfg.ckpt_path} does not record its data settings; pass "
+            "data=chest_xray data.root=<folder>"
+        )
+    settings = dict(hparams)
+    if settings.get("cache_dir"):
+        # Where conf/data/chest_xray.yaml puts it: ${paths.cache_dir}/images.
+        settings["cache_dir"] = str(Path(cfg.paths.cache_dir).expanduser() / "images")
+    given = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else {}
+    for key in sorted({key.split(".")[0] for key in explicit}):
+        settings[key] = given[key]
+    if "image_size" in explicit:
+        _check_image_size(cfg, checkpoint, settings["image_size"])
+    datamodule = ChestXRayDataModule(**settings)
+    sources = ", ".join(str(source) for source in datamodule.sources)
+    return datamodule, f"the checkpoint's own data ({sources})"
+
+
+def datamodule_for(cfg: DictConfig, checkpoint: dict[str, Any]) -> tuple[ChestXRayDataModule, str]:
+    """The data to score and a line saying which: the data the checkpoint was trained with,
+    unless the command line names other data (``data.root=...``, or ``data=<group>``, whose
+    ``root: null`` is the built-in synthetic set). Other ``data.*`` keys alone change settings
+    of the checkpoint's own data.
 
     Other data is decoded with the checkpoint's preprocessing unless the command line sets a
     preprocessing key; a setting the network cannot take is an error before any decoding.
@@ -45,36 +93,28 @@ def datamodule_for(cfg: DictConfig, checkpoint: dict[str, Any]) -> ChestXRayData
     from cxrnet.data.sources import resolve_data_root
     from cxrnet.models.checkpoint import PREPROCESSING_KEYS, preprocessing_of
 
+    explicit = _explicit_data_keys()
+    if not cfg.get("data") or ("root" not in explicit and not _data_group_chosen()):
+        return _checkpoint_data(cfg, checkpoint, explicit)
     stored = preprocessing_of(checkpoint)
-    if not cfg.get("data"):
-        hparams = checkpoint.get("datamodule_hyper_parameters")
-        if not hparams:
-            raise ConfigError(
-                f"checkpoint {cfg.ckpt_path} does not record its data settings; pass "
-                "data=chest_xray data.root=<folder>"
-            )
-        return ChestXRayDataModule(**hparams)
     settings = OmegaConf.to_container(cfg.data, resolve=True)
     settings.pop("_target_", None)
-    explicit = _explicit_data_keys()
     for key in PREPROCESSING_KEYS:
         if key not in explicit:
             settings[key] = getattr(stored, key)
         elif settings[key] != getattr(stored, key):
             log.warning("data.%s=%s differs from the checkpoint's %s", key, settings[key], stored)
-    net = checkpoint["hyper_parameters"]["net"]
-    if "image_size" in net and settings["image_size"] != net["image_size"]:
-        raise ConfigError(
-            f"checkpoint {cfg.ckpt_path}: its network ({net['name']}) was built for "
-            f"image_size {net['image_size']}, so data.image_size={settings['image_size']} cannot "
-            "work; drop data.image_size to use the checkpoint's preprocessing"
-        )
+    _check_image_size(cfg, checkpoint, settings["image_size"])
     settings["root"] = resolve_data_root(
         settings.get("root"),
         OmegaConf.to_container(cfg.synthetic, resolve=True) if cfg.get("synthetic") else None,
         cfg.paths.cache_dir,
     )
-    return ChestXRayDataModule(**settings)
+    datamodule = ChestXRayDataModule(**settings)
+    sources = ", ".join(str(source) for source in datamodule.sources)
+    if not cfg.data.get("root"):
+        return datamodule, f"the built-in synthetic dataset, as data.root is not set ({sources})"
+    return datamodule, f"data.root from the command line ({sources})"
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -107,7 +147,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     checkpoint = load_checkpoint(ckpt_path)
     model = ClassifierModule(**checkpoint["hyper_parameters"])
     model.load_state_dict(checkpoint["state_dict"])
-    datamodule = datamodule_for(cfg, checkpoint)
+    datamodule, data_scored = datamodule_for(cfg, checkpoint)
+    log.info("scoring %s", data_scored)
     datamodule.setup("test")
     for stage in cfg.stages:
         if stage not in ("val", "test"):
@@ -131,6 +172,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             settings=report_settings(cfg.get("report")),
             checkpoint=str(ckpt_path),
             tta=tta,
+            data_scored=data_scored,
         )
         return dict(report.metrics)
     resolve_trainer_precision(cfg)

@@ -18,10 +18,12 @@ relabelling the same files reuses the pixels (index.csv keeps the labels seen at
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import json
 import logging
 import os
+import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -204,11 +206,54 @@ def _read_reasons(entry: Path, stamps: Sequence[_Stamp]) -> list[str | None]:
     return [row["error"] or None for row in rows]
 
 
+# A filesystem that cannot allocate ahead: compare the free space instead.
+_NO_FALLOCATE = (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS)
+
+
+def _mapped_file(path: Path, shape: tuple[int, ...]) -> np.memmap:
+    """A new .npy at ``path`` opened memory-mapped, its disk blocks allocated now.
+
+    ``open_memmap`` makes a sparse file: on a full disk, writing through the map would kill the
+    process with SIGBUS, with no message, leaving the staging folder behind. Allocating first
+    turns a full disk into an error that says how much space is needed and how much is free.
+    """
+    images = open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    size = path.stat().st_size
+    free = shutil.disk_usage(path.parent).free
+    try:
+        _allocate(path, size)
+    except OSError as error:
+        del images
+        if error.errno in _NO_FALLOCATE and free >= size:
+            return open_memmap(path, mode="r+")
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT, *_NO_FALLOCATE):
+            raise
+        raise DataError(
+            f"the image cache folder {path.parent.parent} is on a full disk: decoding these "
+            f"images needs {_megabytes(size)} and {_megabytes(free)} is free there; free space "
+            "there, or set CXRNET_CACHE_DIR (or paths.cache_dir / data.cache_dir) to a folder "
+            "on a disk with room"
+        ) from None
+    return images
+
+
+def _allocate(path: Path, size: int) -> None:
+    descriptor = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(descriptor, 0, size)
+    finally:
+        os.close(descriptor)
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
 def _keep_first_rows(path: Path, rows: int) -> None:
     """Shrink the .npy at ``path`` to its first ``rows`` images (bad files leave a tail)."""
     full = np.load(path, mmap_mode="r")
     smaller = path.with_name(f"kept-{path.name}")
-    kept = open_memmap(smaller, mode="w+", dtype=np.uint8, shape=(rows, *full.shape[1:]))
+    kept = _mapped_file(smaller, (rows, *full.shape[1:]))
     kept[:] = full[:rows]
     kept.flush()
     del kept, full
@@ -226,9 +271,7 @@ def _build(
 ) -> None:
     """Decode into the staging folder ``temporary``; ``build_once`` publishes it as ``key``."""
     size = params.image_size
-    images = open_memmap(
-        temporary / IMAGES_FILE, mode="w+", dtype=np.uint8, shape=(len(records), size, size)
-    )
+    images = _mapped_file(temporary / IMAGES_FILE, (len(records), size, size))
     reasons = _decode_into(images, [s.path for s in stamps], params, num_workers, progress)
     images.flush()
     del images

@@ -59,12 +59,14 @@ def run_evaluation_pass(
     wandb_report: WandbReport | None = None,
     checkpoint: str = "",
     tta: bool = False,
+    data_scored: str = "",
 ) -> EvaluationReport:
     """Predict each of ``splits`` once and write predictions, figures and report.md.
 
     ``operating_point`` None: chosen by ``rule`` on the validation split, which is then
     predicted even if not listed. Splits the data has none of are skipped with a warning.
-    ``tta``: every film's probability is averaged with its mirror image's.
+    ``tta``: every film's probability is averaged with its mirror image's. ``data_scored``
+    says in the report's header which data this is (by default, its sources).
     """
     wanted = list(dict.fromkeys([*(["val"] if operating_point is None else []), *splits]))
     predictions = {}
@@ -89,6 +91,7 @@ def run_evaluation_pass(
     card = render_model_card(
         report,
         checkpoint=checkpoint,
+        data_scored=data_scored,
         data_sources=[str(source) for source in datamodule.sources],
         counts=datamodule.counts(),
         preprocessing=datamodule.decode_params.as_dict(),

@@ -143,13 +143,34 @@ def find_fold_members(sweep_dir: Path | str) -> tuple[list[FoldMember], int]:
         raise EnsembleError("the ensemble needs every fold: " + "; ".join(problems))
     members = []
     for fold, (run,) in sorted(by_fold.items()):
-        checkpoint = (run.record.paths if run.record else {}).get("best_checkpoint")
-        if not checkpoint or not Path(checkpoint).is_file():
+        checkpoint = job_checkpoint(run)
+        if checkpoint is None or not checkpoint.is_file():
             raise EnsembleError(
                 f"fold {fold}: its best checkpoint {checkpoint} is missing; {_rerun_hint(run)}"
             )
-        members.append(FoldMember(fold, run, Path(checkpoint)))
+        members.append(FoldMember(fold, run, checkpoint))
     return members, k
+
+
+def job_checkpoint(run: RunResult) -> Path | None:
+    """The job's best checkpoint in the folder being read.
+
+    The record stores the absolute path the job wrote, in the folder it ran in. A sweep that was
+    copied, moved or synced since is read where it is now: a checkpoint that was inside the job's
+    folder is found at the same place inside ``run.path``, never in the original folder (which
+    may be gone, or another copy).
+    """
+    record = run.record
+    stored = (record.paths if record else {}).get("best_checkpoint")
+    if not stored:
+        return None
+    checkpoint = Path(stored)
+    if record is not None and record.run_dir:
+        try:
+            return run.path / checkpoint.relative_to(record.run_dir)
+        except ValueError:  # written outside its job folder: only the stored path can say where
+            pass
+    return checkpoint
 
 
 def _read(member: FoldMember, split: str) -> SplitPredictions:

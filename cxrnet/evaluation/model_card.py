@@ -60,13 +60,18 @@ def render_model_card(
     limits: Sequence[str] = (),
     error_figures: Mapping[tuple[str, int], str] | None = None,
     notes: Sequence[str] = (),
+    data_scored: str = "",
 ) -> str:
     """The card as Markdown; ``notes`` are paragraphs added after the threshold's, for what
-    the reader must know to read the numbers (e.g. what each column of an ensemble is)."""
+    the reader must know to read the numbers (e.g. what each column of an ensemble is).
+    ``data_scored`` says in the header which data the numbers are of (default: the sources)."""
+    scored = data_scored or ", ".join(str(source) for source in data_sources)
     lines = [
         "# Model card: pneumonia vs normal on paediatric chest films",
         "",
         f"Checkpoint: `{checkpoint}`",
+        "",
+        f"Data scored: {scored}",
         "",
         *_data_section(data_sources, counts),
         *_recipe_section(report, preprocessing, network, notes),

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from cxrnet.data.records import CLASS_NAMES, SUBTYPE_NAMES
 from cxrnet.evaluation.metric_names import epoch_metric_names, monitor_mode_for
 from cxrnet.models.registry import check_model_name
-from cxrnet.runs import RunRecorder
+from cxrnet.runs import RECORD_NAME, RunRecorder
 from cxrnet.training.resume import resolve_checkpoint
 from cxrnet.user_errors import ConfigError
 
@@ -98,17 +98,20 @@ def preflight_train(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     """``check_train_config`` as a ``cxrnet-train`` job's first step, before torch is imported.
 
     A job that fails it leaves a ``failed`` run record with its error (rank 0 writes it), as one
-    that fails later in ``cxrnet.training.run.run`` does, so tools list it with the reason.
+    that fails later in ``cxrnet.training.run.run`` does, so tools list it with the reason. In a
+    folder that already holds a record (a resume of that run, a requeued job) the job never
+    started, so the record of the run it tried to continue stays as it was.
     """
     try:
         check_train_config(cfg)
     except Exception as error:
+        output_dir = Path(cfg.paths.output_dir)
         recorder = RunRecorder(
-            cfg.paths.output_dir,
+            output_dir,
             "cxrnet-train",
             overrides,
             monitor=cfg.get("monitor"),
-            write=_rank_from_env() == 0,
+            write=_rank_from_env() == 0 and not (output_dir / RECORD_NAME).exists(),
         )
         recorder.fail(error)
         raise
