@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from console import QUICK, run_train
+from helpers.console import QUICK, run_train
 
 import cxrnet.data.cache as cache
 from cxrnet.user_errors import DataError

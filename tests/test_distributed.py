@@ -69,11 +69,11 @@ def test_global_batch_is_divided_over_the_processes() -> None:
 
 
 def _single_process_val_metrics(compose_cfg, checkpoint: str) -> dict[str, float]:
-    from cxrnet.cli.evaluate import evaluate
+    from cxrnet.evaluation.checkpoint_eval import evaluate_checkpoint
 
     # The checkpoint records its data settings; one CPU process evaluates them.
     cfg = compose_cfg("eval", [f"ckpt_path={checkpoint}", "stages=[val]", "trainer=cpu"])
-    return evaluate(cfg)
+    return evaluate_checkpoint(cfg)
 
 
 @pytest.mark.slow

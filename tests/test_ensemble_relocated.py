@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from console import QUICK, run_script, run_train
+from helpers.console import QUICK, run_script, run_train
 
 from cxrnet.models.ensemble_manifest import member_paths, read_manifest
 

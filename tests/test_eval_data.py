@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from console import QUICK, run_folder, run_script, run_train
+from helpers.console import QUICK, run_folder, run_script, run_train
 
 FAST = [*QUICK, "model.net.widths=[4,4,8,8]", "model.net.hidden=8", "trainer.max_epochs=1"]
 

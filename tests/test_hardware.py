@@ -15,7 +15,7 @@ from helpers.console import QUICK, run_folder, run_train
 from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator, MPSAccelerator
 
-from cxrnet.cli.evaluate import evaluate
+from cxrnet.evaluation.checkpoint_eval import evaluate_checkpoint
 from cxrnet.training import hardware
 from cxrnet.training.hardware import resolve_precision, resolve_trainer_precision, run_device
 from cxrnet.training.run import run
@@ -148,7 +148,7 @@ def test_a_subtype_run_and_its_eval_build_their_trainers_with_precision_auto(
         "eval",
         [f"ckpt_path={record.paths['best_checkpoint']}", "stages=[test]", "trainer.precision=auto"],
     )
-    evaluated = evaluate(eval_cfg)
+    evaluated = evaluate_checkpoint(eval_cfg)
     assert eval_cfg.trainer.precision == expected
     assert evaluated["test/auroc"] == pytest.approx(record.metrics["test/auroc"], abs=1e-6)
 

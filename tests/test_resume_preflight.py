@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from console import QUICK, run_folder, run_train
+from helpers.console import QUICK, run_folder, run_train
 
 FAST = [*QUICK, "model.net.widths=[4,4,8,8]", "model.net.hidden=8", "trainer.max_epochs=1"]
 

@@ -11,7 +11,7 @@ import yaml
 from helpers.compose import compose_in
 from helpers.console import QUICK, run_train
 
-from cxrnet.cli.evaluate import evaluate
+from cxrnet.evaluation.checkpoint_eval import evaluate_checkpoint
 from cxrnet.training.run import run
 
 
@@ -89,7 +89,7 @@ def test_subtype_task_trains_a_three_class_head(compose_cfg, synthetic_root: Pat
 def test_eval_reproduces_the_test_metrics_from_the_checkpoint(trained, compose_cfg) -> None:
     _, result = trained
     cfg = compose_cfg("eval", [f"ckpt_path={result.paths['best_checkpoint']}", "stages=[val,test]"])
-    evaluated = evaluate(cfg)
+    evaluated = evaluate_checkpoint(cfg)
     keys = ("test/auroc", "test/f1", "test/accuracy", "test/loss", "val/auroc", "val/threshold")
     for key in (*keys, "test/f1_at_threshold", "test/recall_virus_at_threshold"):
         assert evaluated[key] == pytest.approx(result.metrics[key], abs=1e-6), key
