@@ -90,7 +90,7 @@ def formats(films: Sequence[Path], work: Path) -> dict[str, list[Path]]:
         ("DICOM 8-bit JPEG 2000 lossless", JPEG2000Lossless, False),
     ]
     for name, syntax, twelve in variants:
-        if not get_encoder(syntax).is_available:
+        if syntax.is_compressed and not get_encoder(syntax).is_available:
             print(f"skipping {name}: no encoder installed", file=sys.stderr)
             continue
         folder = work / name.split(" (")[0].replace(" ", "_")
