@@ -91,7 +91,7 @@ def _key(stamps: Sequence[_Stamp], params: DecodeParams) -> str:
     payload = {
         "format": CACHE_FORMAT,
         "params": params.as_dict(),
-        "decoder": decoder_fingerprint(),
+        "decoder": decoder_fingerprint(s.path for s in stamps),
         "files": [[s.path, s.size, s.mtime_ns] for s in stamps],
     }
     digest = hashlib.sha256(json.dumps(payload, separators=(",", ":")).encode()).hexdigest()
@@ -283,7 +283,7 @@ def _build(
         "format": CACHE_FORMAT,
         "key": key,
         "params": params.as_dict(),
-        "decoder": decoder_fingerprint(),
+        "decoder": decoder_fingerprint(s.path for s in stamps),
         "images": kept,
         "skipped": len(records) - kept,
     }

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from cxrnet.data.batch_augment import DeviceAugment, DeviceBatch
 from cxrnet.data.cache import load_images
 from cxrnet.data.dataset import SeededSample, SeededXRayDataset, XRayDataset
-from cxrnet.data.decode import DecodeParams, Equalize
+from cxrnet.data.decode import DecodeParams, DicomWindow, Equalize
 from cxrnet.data.digests import DigestStore
 from cxrnet.data.discovery import discover_folders
 from cxrnet.data.duplicates import DuplicateReport, check_duplicates
@@ -109,6 +109,7 @@ class ChestXRayDataModule(LightningDataModule):
         resize: Literal["squash", "letterbox"] = "squash",
         equalize: Equalize | bool = "none",
         interpolation: Literal["area", "bilinear"] = "area",
+        dicom_window: DicomWindow = "auto",
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         num_workers: int | str = AUTO_WORKERS,
@@ -148,7 +149,7 @@ class ChestXRayDataModule(LightningDataModule):
             split, val_fraction, num_folds, fold, holdout_fraction, split_seed, holdout_seed
         )
         self.allow_cross_split_duplicates = allow_cross_split_duplicates
-        self.decode_params = DecodeParams(image_size, resize, equalize, interpolation)
+        self.decode_params = DecodeParams(image_size, resize, equalize, interpolation, dicom_window)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         # ``auto``: the CPUs this job was given (Slurm's share or the affinity mask), capped.

@@ -4,11 +4,14 @@ Decoding is the slow part of building the image cache, so JPEGs are reduced in t
 (libjpeg's 1/2, 1/4, 1/8 scaled decoding via PIL ``draft``) before an area resize. The reduction
 stops while the decoded image is still ``DCT_HEADROOM`` times the target, which keeps the result
 within 1 grey level (mean absolute difference) of a full decode followed by the same resize.
+DICOM files (``.dcm``, or any name carrying the DICOM preamble) are windowed to 8 bits by
+``cxrnet.data.dicom`` and then resized like any other film.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -18,10 +21,16 @@ import numpy as np
 import PIL
 from PIL import Image, ImageFile, ImageOps
 
+from cxrnet.data.records import PIL_SUFFIXES, is_dicom
+
 ResizeMode = Literal["squash", "letterbox"]
 Interpolation = Literal["area", "bilinear"]
 Equalize = Literal["none", "hist", "clahe"]
 EQUALIZE_MODES: tuple[Equalize, ...] = ("none", "hist", "clahe")
+# DICOM films: auto (the header's VOI LUT or window where present, else the percentile window)
+# | percentile (always the 0.5-99.5 percentile window; cxrnet.data.dicom).
+DicomWindow = Literal["auto", "percentile"]
+DICOM_WINDOWS: tuple[DicomWindow, ...] = ("auto", "percentile")
 # CLAHE as usually applied to chest films: contrast limited at 2, 8x8 tiles at any size.
 CLAHE_CLIP_LIMIT = 2.0
 CLAHE_TILES = 8
@@ -61,6 +70,7 @@ class DecodeParams:
     # none | hist (global histogram equalization) | clahe; true/false are read as hist/none.
     equalize: Equalize | bool = "none"
     interpolation: Interpolation = "area"
+    dicom_window: DicomWindow = "auto"
 
     def __post_init__(self) -> None:
         if isinstance(self.equalize, bool):
@@ -81,19 +91,46 @@ class DecodeParams:
             raise ValueError(
                 f"interpolation must be 'area' or 'bilinear', got {self.interpolation!r}"
             )
+        if self.dicom_window not in DICOM_WINDOWS:
+            raise ValueError(
+                f"dicom_window must be one of {', '.join(DICOM_WINDOWS)}, got {self.dicom_window!r}"
+            )
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        # Settings added later are written only when not at their default, so the cache keys,
+        # checkpoints and exports of earlier versions stay identical (and load: the default
+        # fills in).
+        return {
+            name: value
+            for name, value in asdict(self).items()
+            if name not in _ADDED_LATER or value != _ADDED_LATER[name]
+        }
 
 
-def decoder_fingerprint() -> dict[str, object]:
-    """What, besides ``DecodeParams``, decides the pixels: library versions and the reduction."""
-    return {
+_ADDED_LATER: dict[str, object] = {"dicom_window": "auto"}
+
+
+def decoder_fingerprint(paths: Iterable[Path | str] = ()) -> dict[str, object]:
+    """What, besides ``DecodeParams``, decides the pixels: library versions and the reduction.
+
+    With ``paths`` that include a DICOM name (``.dcm`` or no image suffix), the DICOM stack's
+    versions too; a set of JPEGs and PNGs keeps the key it had before DICOM was read.
+    """
+    found = {
         "pillow": PIL.__version__,
         "opencv": cv2.__version__,
         "dct_headroom": DCT_HEADROOM,
         "min_side": MIN_IMAGE_SIDE,
     }
+    if any(not _is_pil_name(Path(path)) for path in paths):
+        from cxrnet.data.dicom import dicom_fingerprint  # pydicom is imported only when needed
+
+        found["dicom"] = dicom_fingerprint()
+    return found
+
+
+def _is_pil_name(path: Path) -> bool:
+    return path.suffix.lower() in PIL_SUFFIXES
 
 
 def _load_strictly(image: Image.Image) -> None:
@@ -132,8 +169,13 @@ Extent = tuple[float, float]
 
 
 def _read_gray_extent(
-    path: Path, target: int | None, min_side: int = 0
+    path: Path, target: int | None, min_side: int = 0, dicom_window: DicomWindow = "auto"
 ) -> tuple[np.ndarray, Extent]:
+    if is_dicom(path):
+        from cxrnet.data.dicom import read_dicom  # pydicom is imported only when needed
+
+        array = read_dicom(path, dicom_window, min_side)
+        return array, (float(array.shape[1]), float(array.shape[0]))
     try:
         with Image.open(path) as image:
             extent = (float(image.width), float(image.height))
@@ -171,14 +213,16 @@ def _read_gray_extent(
         raise BadImageError(path, f"{type(error).__name__}: {error}") from error
 
 
-def read_gray(path: Path | str, target: int | None = None) -> np.ndarray:
-    """Decode ``path`` to one uint8 channel, EXIF orientation applied.
+def read_gray(
+    path: Path | str, target: int | None = None, dicom_window: DicomWindow = "auto"
+) -> np.ndarray:
+    """Decode ``path`` to one uint8 channel, EXIF orientation applied (DICOM: windowed).
 
     With ``target``, JPEGs are decoded at a reduced DCT scale whose short side stays at least
     ``DCT_HEADROOM * target``, so a 2,000-pixel film is never fully decoded for a 150-pixel input.
     Raises ``BadImageError`` for a missing, empty, truncated or unreadable file.
     """
-    return _read_gray_extent(Path(path), target)[0]
+    return _read_gray_extent(Path(path), target, dicom_window=dicom_window)[0]
 
 
 def _scale(array: np.ndarray, fx: float, fy: float, flag: int) -> np.ndarray:
@@ -235,5 +279,7 @@ def fit_to_square(
 def decode(path: Path | str, params: DecodeParams) -> np.ndarray:
     """One file to a ``(image_size, image_size)`` uint8 array; ``BadImageError`` if unreadable
     or smaller than ``MIN_IMAGE_SIDE`` on a side."""
-    array, extent = _read_gray_extent(Path(path), params.image_size, MIN_IMAGE_SIDE)
+    array, extent = _read_gray_extent(
+        Path(path), params.image_size, MIN_IMAGE_SIDE, params.dicom_window
+    )
     return fit_to_square(array, params, extent)

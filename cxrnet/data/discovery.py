@@ -13,14 +13,21 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cxrnet.data.records import CLASS_NAMES, IMAGE_SUFFIXES, SPLIT_NAMES, Record, make_record
+from cxrnet.data.records import (
+    CLASS_NAMES,
+    IMAGE_SUFFIXES,
+    SPLIT_NAMES,
+    Record,
+    is_image_file,
+    make_record,
+)
 from cxrnet.user_errors import DataError
 
 log = logging.getLogger(__name__)
 
 # The Kaggle zip nests the layout (chest_xray/chest_xray/train/...); look a few levels down.
 _MAX_NESTING = 3
-_SUFFIXES_TEXT = ", ".join(sorted(IMAGE_SUFFIXES))
+_SUFFIXES_TEXT = ", ".join(sorted(IMAGE_SUFFIXES)) + " (or DICOM files without a suffix)"
 _LAYOUT = "root/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg (val and test optional)"
 
 
@@ -58,7 +65,8 @@ def _child_dir(folder: Path, name: str) -> Path | None:
 
 def _has_any_image(folder: Path) -> bool:
     return any(
-        path.suffix.lower() in IMAGE_SUFFIXES and not _is_hidden(path) for path in folder.rglob("*")
+        not _is_hidden(path) and path.is_file() and is_image_file(path)
+        for path in folder.rglob("*")
     )
 
 
@@ -116,7 +124,7 @@ def scan_folder(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
         relative = path.relative_to(folder)
         if any(_is_hidden(Path(part)) for part in relative.parts):
             ignored.append((path, "hidden file or __MACOSX content"))
-        elif path.suffix.lower() in IMAGE_SUFFIXES:
+        elif is_image_file(path):
             images.append(path)
         else:
             ignored.append((path, f"not an image (expected a name ending in {_SUFFIXES_TEXT})"))

@@ -14,7 +14,14 @@ CLASS_NAMES: tuple[str, str] = ("NORMAL", "PNEUMONIA")
 SUBTYPE_NAMES: tuple[str, str, str] = ("normal", "bacteria", "virus")
 UNKNOWN_SUBTYPE = "unknown"
 SPLIT_NAMES: tuple[str, str, str] = ("train", "val", "test")
-IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpeg", ".jpg", ".png"})
+# Films PIL decodes, and DICOM files by name. A DICOM file may also have no suffix, or a UID as
+# its name ("1.2.840.113619.2.55.3.1234" ends in ".1234"): is_dicom reads its preamble.
+PIL_SUFFIXES: frozenset[str] = frozenset({".jpeg", ".jpg", ".png"})
+DICOM_SUFFIXES: frozenset[str] = frozenset({".dcm", ".dicom"})
+IMAGE_SUFFIXES: frozenset[str] = PIL_SUFFIXES | DICOM_SUFFIXES
+# Part 10 files: 128 bytes of preamble, then these four.
+_DICOM_MAGIC = b"DICM"
+_DICOM_MAGIC_AT = 128
 # The error handler for every text file that lists image paths (cache index, split and report
 # CSVs, manifests). File names are bytes on Linux and need not be UTF-8; Python keeps the odd
 # bytes as surrogates, which this handler writes back (and reads) as the same bytes.
@@ -138,3 +145,26 @@ def check_subtypes(records: Iterable[Record], limit: int = 20) -> None:
         "'_virus_' (as in person1_virus_6.jpeg), give a subtype column in a CSV manifest, or "
         "leave them out."
     )
+
+
+def has_dicom_preamble(path: Path) -> bool:
+    """Whether ``path`` starts like a DICOM Part 10 file (``DICM`` after 128 bytes)."""
+    try:
+        with Path(path).open("rb") as handle:
+            head = handle.read(_DICOM_MAGIC_AT + len(_DICOM_MAGIC))
+    except OSError:
+        return False
+    return head[_DICOM_MAGIC_AT:] == _DICOM_MAGIC
+
+
+def is_dicom(path: Path) -> bool:
+    """A DICOM file: named ``.dcm`` / ``.dicom``, or with another name and the DICOM preamble."""
+    suffix = path.suffix.lower()
+    if suffix in DICOM_SUFFIXES:
+        return True
+    return suffix not in PIL_SUFFIXES and has_dicom_preamble(path)
+
+
+def is_image_file(path: Path) -> bool:
+    """A film cxrnet reads: a JPEG, PNG or DICOM name, or a DICOM file found by its preamble."""
+    return path.suffix.lower() in IMAGE_SUFFIXES or has_dicom_preamble(path)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from cxrnet.data.records import IMAGE_SUFFIXES
+from cxrnet.data.records import IMAGE_SUFFIXES, is_image_file
 from cxrnet.user_errors import DataError
 
 
@@ -46,9 +46,7 @@ def list_inputs(source: str | Path) -> list[Path]:
     path = Path(source).expanduser()
     if path.is_dir():
         found = sorted(
-            p
-            for p in path.rglob("*")
-            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not _hidden(p, path)
+            p for p in path.rglob("*") if p.is_file() and not _hidden(p, path) and is_image_file(p)
         )
         if not found:
             raise DataError(
@@ -61,7 +59,7 @@ def list_inputs(source: str | Path) -> list[Path]:
             f"input {path} does not exist; pass input=<folder | image | list.txt | manifest.csv>"
         )
     suffix = path.suffix.lower()
-    if suffix in IMAGE_SUFFIXES:
+    if is_image_file(path):
         return [path]
     if suffix == ".csv":
         return _manifest(path)

@@ -80,7 +80,7 @@ def load_checkpoint(path: Path | str, *, mmap: bool = False) -> dict[str, Any]:
 
 # The checkpoint key holding {"operating_point": {...}, "preprocessing": {...}, ...}.
 INFERENCE_KEY = "cxrnet_inference"
-PREPROCESSING_KEYS = ("image_size", "resize", "equalize", "interpolation")
+PREPROCESSING_KEYS = ("image_size", "resize", "equalize", "interpolation", "dicom_window")
 
 
 def preprocessing_of(checkpoint: Mapping[str, Any]) -> DecodeParams:
