@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from cxrnet.cli.exit_codes import brief_errors
-from cxrnet.cli.hydra_support import CONFIG_PATH, HYDRA_VERSION, job_overrides
+from cxrnet.cli.hydra_support import CONFIG_PATH, HYDRA_VERSION, allowed_network, job_overrides
 from cxrnet.config import register_resolvers, save_resolved_config
 from cxrnet.runs import Override, RunRecorder
 from cxrnet.user_errors import ConfigError
@@ -91,7 +91,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         run_evaluation_pass,
         threshold_rule,
     )
-    from cxrnet.models.checkpoint import load_checkpoint, operating_point_of
+    from cxrnet.models.checkpoint import check_network_of, load_checkpoint, operating_point_of
     from cxrnet.models.ensemble_manifest import is_manifest
     from cxrnet.models.module import ClassifierModule
     from cxrnet.training.hardware import resolve_trainer_precision
@@ -105,6 +105,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             "cxrnet-predict ckpt_path=<ensemble.json>"
         )
     checkpoint = load_checkpoint(ckpt_path)
+    check_network_of(checkpoint, ckpt_path, allowed_network(cfg))
     model = ClassifierModule(**checkpoint["hyper_parameters"])
     model.load_state_dict(checkpoint["state_dict"])
     datamodule = datamodule_for(cfg, checkpoint)

@@ -14,7 +14,7 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
 from cxrnet.cli.exit_codes import brief_errors
-from cxrnet.cli.hydra_support import CONFIG_PATH, HYDRA_VERSION, job_overrides
+from cxrnet.cli.hydra_support import CONFIG_PATH, HYDRA_VERSION, allowed_network, job_overrides
 from cxrnet.config import register_resolvers, save_resolved_config
 from cxrnet.runs import RunRecorder
 
@@ -34,7 +34,9 @@ def predict(cfg: DictConfig) -> tuple[PredictionSummary, Path]:
     from cxrnet.inference.predict import predict_files
     from cxrnet.inference.scorers import load_scorer
 
-    scorer = load_scorer(to_absolute_path(str(cfg.ckpt_path)), cfg.device, tta=cfg.tta)
+    scorer = load_scorer(
+        to_absolute_path(str(cfg.ckpt_path)), cfg.device, tta=cfg.tta, network=allowed_network(cfg)
+    )
     paths = list_inputs(to_absolute_path(str(cfg.input)))
     output = Path(to_absolute_path(str(cfg.output)))
     point = scorer.operating_point

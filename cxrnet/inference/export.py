@@ -100,18 +100,22 @@ def export_torchscript(model: Exportable, output: Path) -> Path:
 
 
 def export_checkpoint(
-    checkpoint: Path | str, output: Path | str | None, fmt: ExportFormat = "onnx"
+    checkpoint: Path | str,
+    output: Path | str | None,
+    fmt: ExportFormat = "onnx",
+    network: str | None = None,
 ) -> Path:
     """Export ``checkpoint`` (or an ensemble manifest) as ``fmt``; ``output`` defaults to its
-    name with the format's suffix."""
+    name with the format's suffix. ``network``: the ``model.net.name`` the user allows it to
+    import."""
     if fmt not in SUFFIXES:
         raise ValueError(f"format must be one of {sorted(SUFFIXES)}, got {fmt!r}")
     checkpoint = Path(checkpoint).expanduser()
     model: Exportable
     if is_manifest(checkpoint):
-        model = load_ensemble(checkpoint)
+        model = load_ensemble(checkpoint, network)
     else:
-        model = load_inference_model(checkpoint)
+        model = load_inference_model(checkpoint, network)
     target = Path(output) if output else checkpoint.with_suffix(SUFFIXES[fmt])
     target.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "onnx":

@@ -157,20 +157,23 @@ class FlipAveraged:
         return mean_probability([self.scorer(images), self.scorer(mirrored)]).astype(np.float32)
 
 
-def load_scorer(path: str | Path, device: str = "auto", tta: bool = False) -> Scorer:
+def load_scorer(
+    path: str | Path, device: str = "auto", tta: bool = False, network: str | None = None
+) -> Scorer:
     """A checkpoint (``.ckpt``), an ensemble manifest (``ensemble.json``) or an exported ONNX
-    file (``.onnx``) ready to score films; ``tta`` adds horizontal-flip averaging."""
-    scorer = _load_scorer(Path(path).expanduser(), device)
+    file (``.onnx``) ready to score films; ``tta`` adds horizontal-flip averaging. ``network``:
+    the ``model.net.name`` the user allows a checkpoint to import."""
+    scorer = _load_scorer(Path(path).expanduser(), device, network)
     return FlipAveraged(scorer) if tta else scorer
 
 
-def _load_scorer(path: Path, device: str) -> Scorer:
+def _load_scorer(path: Path, device: str, network: str | None) -> Scorer:
     if path.suffix.lower() == ".onnx":
         if not path.is_file():
             raise FileNotFoundError(f"ONNX file {path} does not exist")
         return onnx_scorer(path, "cpu" if device == "auto" else device)
     if is_manifest(path):
-        return ensemble_scorer(path, resolve_device(device))
-    model = load_inference_model(path)
+        return ensemble_scorer(path, resolve_device(device), network)
+    model = load_inference_model(path, network)
     target = resolve_device(device)
     return TorchScorer(model.net.to(target), model.preprocessing, model.operating_point, target)
