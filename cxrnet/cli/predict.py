@@ -31,14 +31,18 @@ def predict(cfg: DictConfig) -> tuple[PredictionSummary, Path]:
     # Here, not at the top: `cxrnet-predict --help` and usage errors need no torch.
     from cxrnet.evaluation.probabilities import DEFAULT_THRESHOLD
     from cxrnet.inference.inputs import list_inputs
-    from cxrnet.inference.predict import predict_files
+    from cxrnet.inference.predict import check_output, check_settings, predict_files
     from cxrnet.inference.scorers import load_scorer
 
-    scorer = load_scorer(
-        to_absolute_path(str(cfg.ckpt_path)), cfg.device, tta=cfg.tta, network=allowed_network(cfg)
-    )
-    paths = list_inputs(to_absolute_path(str(cfg.input)))
+    # Every check that can refuse the command runs before the model or a film is opened.
+    check_settings(cfg.batch_size, cfg.num_workers)
+    ckpt_path = Path(to_absolute_path(str(cfg.ckpt_path)))
+    source = Path(to_absolute_path(str(cfg.input)))
     output = Path(to_absolute_path(str(cfg.output)))
+    check_output(output, [ckpt_path, source])
+    paths = list_inputs(source)
+    check_output(output, paths)
+    scorer = load_scorer(ckpt_path, cfg.device, tta=cfg.tta, network=allowed_network(cfg))
     point = scorer.operating_point
     log.info(
         "%d films, %s backend, threshold %s",

@@ -7,8 +7,9 @@ then scaled to [0, 1] as the training dataset does, so a film scores the same ei
 from __future__ import annotations
 
 import csv
+import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from cxrnet.data.decode import BadImageError, DecodeParams, decode
 from cxrnet.inference.scorers import Scorer, threshold_of
+from cxrnet.publish import write_file
+from cxrnet.user_errors import ConfigError
 
 COLUMNS = ("path", "probability", "prediction", "threshold", "error")
 
@@ -33,6 +36,41 @@ class PredictionRow:
     def as_row(self) -> list[str]:
         probability = "" if self.probability is None else f"{self.probability:.6f}"
         return [self.path, probability, self.prediction, f"{self.threshold:.6f}", self.error]
+
+
+def check_settings(batch_size: object, num_workers: object) -> None:
+    """Refuse settings that cannot score films, before any file is opened or written."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size} must be a whole number >= 1 (films per batch)")
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise ConfigError(
+            f"num_workers={num_workers} must be a whole number >= 0 (0 decodes in this process)"
+        )
+
+
+def check_output(output: Path, inputs: Iterable[Path]) -> None:
+    """Refuse an ``output`` that is a folder or one of ``inputs`` (the model, the input list,
+    a film): the predictions would replace the file they are made from."""
+    if output.is_dir():
+        raise ConfigError(
+            f"output={output} is a folder; name a CSV file, e.g. "
+            f"output={output / 'predictions.csv'}"
+        )
+    resolved = output.resolve()
+    # An existing output may also be an input under another name (a hard link, a bind mount).
+    existing = output.stat() if output.is_file() else None
+    for path in inputs:
+        same = path.resolve() == resolved
+        if not same and existing is not None:
+            try:
+                same = os.path.samestat(existing, path.stat())
+            except OSError:
+                same = False
+        if same:
+            raise ConfigError(
+                f"output={output} is one of the inputs ({path}); writing the predictions would "
+                "replace it: choose another output file"
+            )
 
 
 def to_input(image: np.ndarray) -> np.ndarray:
@@ -143,21 +181,28 @@ def predict_files(
     progress: bool = True,
     explain_dir: Path | None = None,
 ) -> PredictionSummary:
-    """Score ``paths`` and write ``output`` (CSV, ``COLUMNS``) as rows arrive."""
+    """Score ``paths`` and write ``output`` (CSV, ``COLUMNS``): rows go to a temporary file as
+    they arrive, renamed to ``output`` at the end, so a failed run leaves an earlier ``output``
+    whole and a reader never sees half of one."""
     from tqdm import tqdm
 
-    output.parent.mkdir(parents=True, exist_ok=True)
+    check_settings(batch_size, num_workers)
+    check_output(output, paths)
     rows: list[PredictionRow] = []
     torch.set_grad_enabled(False)
     start = time.perf_counter()
-    with (
-        output.open("w", newline="") as handle,
-        tqdm(total=len(paths), unit="film", disable=not progress, desc="predicting") as bar,
-    ):
-        writer = csv.writer(handle)
-        writer.writerow(COLUMNS)
-        for batch in iter_predictions(paths, scorer, batch_size, num_workers, explain_dir):
-            writer.writerows(row.as_row() for row in batch)
-            rows.extend(batch)
-            bar.update(len(batch))
+
+    def write(temporary: Path) -> None:
+        with (
+            temporary.open("w", newline="") as handle,
+            tqdm(total=len(paths), unit="film", disable=not progress, desc="predicting") as bar,
+        ):
+            writer = csv.writer(handle)
+            writer.writerow(COLUMNS)
+            for batch in iter_predictions(paths, scorer, batch_size, num_workers, explain_dir):
+                writer.writerows(row.as_row() for row in batch)
+                rows.extend(batch)
+                bar.update(len(batch))
+
+    write_file(output, write)
     return PredictionSummary(rows, time.perf_counter() - start, threshold_of(scorer))

@@ -1,0 +1,150 @@
+"""cxrnet-predict never destroys what the user gave it (issue 20 rows 3, 13 and 14): the output is
+written through a temporary file, an output that is one of the inputs or a bad setting is refused
+before any file is touched, and every input the user named gets its row."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from console import run_script
+
+from cxrnet.data.decode import DecodeParams
+from cxrnet.inference.predict import predict_files
+from cxrnet.models.registry import create_model
+
+PREPROCESSING = {"image_size": 32, "resize": "squash", "equalize": "none", "interpolation": "area"}
+NET = {"name": "notebook_cnn", "image_size": 32, "widths": [4, 4, 4, 4], "hidden": 8}
+
+
+def plain_checkpoint(
+    path: Path,
+    threshold: float | None = 0.4,
+    class_names: tuple[str, ...] = ("NORMAL", "PNEUMONIA"),
+) -> Path:
+    """A small stamped checkpoint of a built-in network, as cxrnet-train writes one."""
+    outputs = 1 if len(class_names) == 2 else len(class_names)
+    kwargs = {key: value for key, value in NET.items() if key != "name"}
+    net = create_model(NET["name"], num_outputs=outputs, **kwargs)
+    point = None
+    if threshold is not None:
+        point = {"threshold": threshold, "criterion": "youden", "floor": None, "chosen_on": "val"}
+    torch.save(
+        {
+            "state_dict": {f"net.{key}": value for key, value in net.state_dict().items()},
+            "hyper_parameters": {"net": NET, "class_names": list(class_names)},
+            "cxrnet_inference": {"operating_point": point, "preprocessing": PREPROCESSING},
+        },
+        path,
+    )
+    return path
+
+
+@pytest.fixture
+def films(tmp_path: Path, synthetic_root: Path) -> Path:
+    folder = tmp_path / "films"
+    folder.mkdir()
+    for film in sorted((synthetic_root / "test" / "NORMAL").iterdir())[:3]:
+        shutil.copy(film, folder / film.name)
+    return folder
+
+
+def predict(tmp_path: Path, *args: str, cwd: Path | None = None):
+    return run_script(
+        "cxrnet-predict", [*args, f"paths.log_dir={tmp_path / 'logs'}"], cwd or tmp_path
+    )
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def constant_scorer():
+    class Constant:
+        preprocessing = DecodeParams(**PREPROCESSING)
+        operating_point = None
+        backend = "test"
+
+        def __call__(self, images: np.ndarray) -> np.ndarray:
+            return np.full(len(images), 0.7, dtype=np.float32)
+
+    return Constant()
+
+
+# --- row 3: the output is never one of the inputs, and is replaced whole or not at all ---------
+
+
+@pytest.mark.parametrize("which", ["image", "list", "checkpoint"])
+def test_an_output_that_is_one_of_the_inputs_is_refused_and_left_alone(tmp_path, films, which):
+    # Before: the output was opened for writing first, so the image or list was destroyed.
+    ckpt = plain_checkpoint(tmp_path / "model.ckpt")
+    image = sorted(films.iterdir())[0]
+    listing = tmp_path / "films.txt"
+    listing.write_text("\n".join(str(p) for p in sorted(films.iterdir())) + "\n")
+    source = {"image": image, "list": listing, "checkpoint": films}[which]
+    victim = {"image": image, "list": listing, "checkpoint": ckpt}[which]
+    before = victim.read_bytes()
+    done = predict(tmp_path, f"ckpt_path={ckpt}", f"input={source}", f"output={victim}")
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert f"error: output={victim} is one of the inputs" in done.stderr
+    assert victim.read_bytes() == before
+
+
+def test_the_default_output_is_refused_when_the_input_is_predictions_csv(tmp_path, films):
+    ckpt = plain_checkpoint(tmp_path / "model.ckpt")
+    work = tmp_path / "work"
+    work.mkdir()
+    manifest = work / "predictions.csv"
+    manifest.write_text("path\n" + "".join(f"{p}\n" for p in sorted(films.iterdir())))
+    before = manifest.read_bytes()
+    done = predict(tmp_path, f"ckpt_path={ckpt}", "input=predictions.csv", cwd=work)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "is one of the inputs" in done.stderr
+    assert manifest.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("batch_size=0", "batch_size=0 must be a whole number >= 1"),
+        ("num_workers=-1", "num_workers=-1 must be a whole number >= 0"),
+    ],
+)
+def test_a_bad_setting_is_refused_before_the_output_is_touched(tmp_path, films, setting, message):
+    # Before: batch_size=0 emptied the existing output, then failed with a traceback.
+    ckpt = plain_checkpoint(tmp_path / "model.ckpt")
+    output = tmp_path / "earlier.csv"
+    output.write_text("path,probability\nkept.png,0.9\n")
+    done = predict(tmp_path, f"ckpt_path={ckpt}", f"input={films}", f"output={output}", setting)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert f"error: {message}" in done.stderr and "Traceback" not in done.stderr
+    assert output.read_text() == "path,probability\nkept.png,0.9\n"
+
+
+def test_a_run_that_fails_midway_leaves_the_earlier_output_whole(tmp_path, films) -> None:
+    class FailsOnSecondBatch:
+        preprocessing = DecodeParams(**PREPROCESSING)
+        operating_point = None
+        backend = "test"
+        calls = 0
+
+        def __call__(self, images: np.ndarray) -> np.ndarray:
+            self.calls += 1
+            if self.calls == 2:
+                raise RuntimeError("out of memory")
+            return np.full(len(images), 0.7, dtype=np.float32)
+
+    output = tmp_path / "predictions.csv"
+    output.write_text("earlier\n")
+    paths = sorted(films.iterdir())
+    with pytest.raises(RuntimeError, match="out of memory"):
+        predict_files(paths, FailsOnSecondBatch(), output, batch_size=1, progress=False)
+    assert output.read_text() == "earlier\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["films", "predictions.csv"]
+    summary = predict_files(paths, constant_scorer(), output, batch_size=2, progress=False)
+    assert len(read_rows(output)) == len(summary.rows) == 3
