@@ -25,7 +25,9 @@ def _hydra_main(cfg: DictConfig) -> None:
     ckpt = Path(to_absolute_path(str(cfg.ckpt_path)))
     output = Path(to_absolute_path(str(cfg.output))) if cfg.get("output") else None
     with RunRecorder(output_dir, "cxrnet-export", job_overrides()) as recorder:
-        written = export_checkpoint(ckpt, output, cfg.format, allowed_network(cfg))
+        written = export_checkpoint(
+            ckpt, output, cfg.format, allowed_network(cfg), overwrite=bool(cfg.overwrite)
+        )
         recorder.complete({}, paths={"ckpt_path": str(ckpt), "exported": str(written)})
     print(f"exported: {written}")
 

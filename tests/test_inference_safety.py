@@ -1,10 +1,12 @@
-"""cxrnet-predict never destroys what the user gave it (issue 20 rows 3, 13 and 14): the output is
-written through a temporary file, an output that is one of the inputs or a bad setting is refused
-before any file is touched, and every input the user named gets its row."""
+"""cxrnet-predict and cxrnet-export never destroy what the user gave them (issue 20 rows 3, 4, 13
+and 14): outputs are written through a temporary file, an output that is one of the inputs, an
+existing file without overwrite=true or a bad setting is refused before any file is touched, and
+every input the user named gets its row."""
 
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -51,6 +53,10 @@ def films(tmp_path: Path, synthetic_root: Path) -> Path:
     for film in sorted((synthetic_root / "test" / "NORMAL").iterdir())[:3]:
         shutil.copy(film, folder / film.name)
     return folder
+
+
+def export(tmp_path: Path, *args: str):
+    return run_script("cxrnet-export", [*args, f"paths.log_dir={tmp_path / 'logs'}"], tmp_path)
 
 
 def predict(tmp_path: Path, *args: str, cwd: Path | None = None):
@@ -148,3 +154,34 @@ def test_a_run_that_fails_midway_leaves_the_earlier_output_whole(tmp_path, films
     assert sorted(p.name for p in tmp_path.iterdir()) == ["films", "predictions.csv"]
     summary = predict_files(paths, constant_scorer(), output, batch_size=2, progress=False)
     assert len(read_rows(output)) == len(summary.rows) == 3
+
+
+# --- row 4: export never replaces the checkpoint, and replaces a file only when asked -------
+
+
+def test_export_onto_the_checkpoint_itself_is_refused(tmp_path) -> None:
+    # Before: the trained checkpoint was replaced by the exported file.
+    ckpt = plain_checkpoint(tmp_path / "model.ckpt")
+    before = ckpt.read_bytes()
+    done = export(tmp_path, f"ckpt_path={ckpt}", f"output={ckpt}", "format=torchscript")
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert f"error: output={ckpt} is the model being exported" in done.stderr
+    assert ckpt.read_bytes() == before
+
+
+def test_an_existing_export_is_replaced_only_with_overwrite(tmp_path) -> None:
+    # Before: an existing file was overwritten silently.
+    ckpt = plain_checkpoint(tmp_path / "model.ckpt")
+    output = tmp_path / "deployed.pt"
+    output.write_bytes(b"the file in production")
+    args = [f"ckpt_path={ckpt}", f"output={output}", "format=torchscript"]
+    done = export(tmp_path, *args)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert f"error: output={output} exists; pass overwrite=true" in done.stderr
+    assert output.read_bytes() == b"the file in production"
+    done = export(tmp_path, *args, "overwrite=true")
+    assert done.returncode == 0, done.stderr[-3000:]
+    extra = {"cxrnet.json": ""}
+    torch.jit.load(str(output), _extra_files=extra)
+    assert json.loads(extra["cxrnet.json"])["operating_point"]["threshold"] == 0.4
+    assert not list(tmp_path.glob(".deployed.pt.partial-*"))  # written through a rename
