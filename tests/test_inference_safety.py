@@ -185,3 +185,36 @@ def test_an_existing_export_is_replaced_only_with_overwrite(tmp_path) -> None:
     torch.jit.load(str(output), _extra_files=extra)
     assert json.loads(extra["cxrnet.json"])["operating_point"]["threshold"] == 0.4
     assert not list(tmp_path.glob(".deployed.pt.partial-*"))  # written through a rename
+
+
+# --- row 13: one row per input the user gave --------------------------------------------------
+
+
+def test_a_dangling_symlink_and_a_symlink_loop_get_their_rows(tmp_path, films) -> None:
+    # Before: both were dropped without a row, exit 0 (training lists them in ignored.csv).
+    ckpt = plain_checkpoint(tmp_path / "model.ckpt")
+    (films / "gone.jpeg").symlink_to(tmp_path / "deleted.jpeg")
+    (films / "loop.jpeg").symlink_to(films / "loop.jpeg")
+    output = tmp_path / "p.csv"
+    done = predict(tmp_path, f"ckpt_path={ckpt}", f"input={films}", f"output={output}")
+    assert done.returncode == 3, done.stderr[-3000:]
+    rows = {Path(row["path"]).name: row for row in read_rows(output)}
+    assert len(rows) == 5
+    assert "not found" in rows["gone.jpeg"]["error"] and not rows["gone.jpeg"]["probability"]
+    assert "symbolic links" in rows["loop.jpeg"]["error"]
+    assert sum(1 for row in rows.values() if row["probability"]) == 3
+
+
+def test_an_empty_path_in_a_manifest_gets_its_row(tmp_path, films) -> None:
+    # Before: the row was dropped silently and the other films scored, exit 0.
+    ckpt = plain_checkpoint(tmp_path / "model.ckpt")
+    first, second = sorted(films.iterdir())[:2]
+    manifest = tmp_path / "films.csv"
+    manifest.write_text(f"path,site\n{first},a\n,b\n{second},c\n")
+    output = tmp_path / "p.csv"
+    done = predict(tmp_path, f"ckpt_path={ckpt}", f"input={manifest}", f"output={output}")
+    assert done.returncode == 3, done.stderr[-3000:]
+    rows = read_rows(output)
+    assert [row["path"] for row in rows] == [str(first), f"{manifest}:3", str(second)]
+    assert rows[1]["error"].startswith(f"empty path on line 3 of {manifest}")
+    assert rows[0]["probability"] and rows[2]["probability"] and not rows[1]["probability"]

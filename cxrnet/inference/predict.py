@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from cxrnet.data.decode import BadImageError, DecodeParams, decode
+from cxrnet.inference.inputs import Input, UnusableEntry
 from cxrnet.inference.scorers import Scorer, threshold_of
 from cxrnet.publish import write_file
 from cxrnet.user_errors import ConfigError
@@ -48,7 +49,7 @@ def check_settings(batch_size: object, num_workers: object) -> None:
         )
 
 
-def check_output(output: Path, inputs: Iterable[Path]) -> None:
+def check_output(output: Path, inputs: Iterable[Input]) -> None:
     """Refuse an ``output`` that is a folder or one of ``inputs`` (the model, the input list,
     a film): the predictions would replace the file they are made from."""
     if output.is_dir():
@@ -56,11 +57,14 @@ def check_output(output: Path, inputs: Iterable[Path]) -> None:
             f"output={output} is a folder; name a CSV file, e.g. "
             f"output={output / 'predictions.csv'}"
         )
-    resolved = output.resolve()
+    # realpath, not Path.resolve: a symlink loop among the inputs gets its error row later.
+    resolved = os.path.realpath(output)
     # An existing output may also be an input under another name (a hard link, a bind mount).
     existing = output.stat() if output.is_file() else None
     for path in inputs:
-        same = path.resolve() == resolved
+        if not isinstance(path, Path):
+            continue
+        same = os.path.realpath(path) == resolved
         if not same and existing is not None:
             try:
                 same = os.path.samestat(existing, path.stat())
@@ -79,7 +83,7 @@ def to_input(image: np.ndarray) -> np.ndarray:
 
 
 class _Films(Dataset[tuple[int, np.ndarray | None, str]]):
-    def __init__(self, paths: Sequence[Path], params: DecodeParams) -> None:
+    def __init__(self, paths: Sequence[Input], params: DecodeParams) -> None:
         self.paths = list(paths)
         self.params = params
 
@@ -88,6 +92,8 @@ class _Films(Dataset[tuple[int, np.ndarray | None, str]]):
 
     def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, str]:
         path = self.paths[index]
+        if isinstance(path, UnusableEntry):
+            return index, None, path.reason
         try:
             return index, to_input(decode(path, self.params)), ""
         except BadImageError as error:
@@ -133,7 +139,7 @@ def _explain(
 
 
 def iter_predictions(
-    paths: Sequence[Path],
+    paths: Sequence[Input],
     scorer: Scorer,
     batch_size: int = 64,
     num_workers: int = 0,
@@ -173,7 +179,7 @@ def iter_predictions(
 
 
 def predict_files(
-    paths: Sequence[Path],
+    paths: Sequence[Input],
     scorer: Scorer,
     output: Path,
     batch_size: int = 64,
