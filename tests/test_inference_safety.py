@@ -218,3 +218,77 @@ def test_an_empty_path_in_a_manifest_gets_its_row(tmp_path, films) -> None:
     assert [row["path"] for row in rows] == [str(first), f"{manifest}:3", str(second)]
     assert rows[1]["error"].startswith(f"empty path on line 3 of {manifest}")
     assert rows[0]["probability"] and rows[2]["probability"] and not rows[1]["probability"]
+
+
+# --- row 14: a user's mistake is one error line and exit 2, not a traceback -----------------
+
+
+def _mistakes(tmp_path: Path, films: Path) -> dict[str, tuple[str, list[str], str]]:
+    ckpt = plain_checkpoint(tmp_path / "model.ckpt")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    (tmp_path / "out-folder").mkdir()
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"not a protobuf at all")
+    base = [f"ckpt_path={ckpt}", f"input={films}"]
+    return {
+        "output under a file": (
+            "cxrnet-predict",
+            [*base, f"output={blocker / 'out.csv'}"],
+            f"{blocker} is a file, not a folder",
+        ),
+        "output onto a folder": (
+            "cxrnet-predict",
+            [*base, f"output={tmp_path / 'out-folder'}"],
+            "is a folder; name a CSV file",
+        ),
+        "output in /proc": ("cxrnet-predict", [*base, "output=/proc/out.csv"], "cannot write"),
+        "cuda without a GPU": ("cxrnet-predict", [*base, "device=cuda"], "no CUDA GPU is visible"),
+        "export format=bogus": (
+            "cxrnet-export",
+            [f"ckpt_path={ckpt}", "format=bogus"],
+            "format=bogus is not a format",
+        ),
+        "corrupt onnx": (
+            "cxrnet-predict",
+            [f"ckpt_path={corrupt}", f"input={films}"],
+            "is not a readable ONNX model",
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "output under a file",
+        "output onto a folder",
+        "output in /proc",
+        "cuda without a GPU",
+        "export format=bogus",
+        "corrupt onnx",
+    ],
+)
+def test_a_user_mistake_is_one_error_line_and_exit_2(tmp_path, films, case) -> None:
+    if case == "cuda without a GPU" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    if case == "corrupt onnx":
+        pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    if case == "output in /proc" and not Path("/proc/self").is_dir():
+        pytest.skip("no /proc on this system")
+    command, args, message = _mistakes(tmp_path, films)[case]
+    done = run_script(command, [*args, f"paths.log_dir={tmp_path / 'logs'}"], tmp_path)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert message in line
+
+
+def test_a_checkpoint_without_a_threshold_says_it_used_one_half(tmp_path, films) -> None:
+    # Before: only an info log line said so; the output CSV and the note now both do.
+    ckpt = plain_checkpoint(tmp_path / "last.ckpt", threshold=None)
+    output = tmp_path / "p.csv"
+    done = predict(tmp_path, f"ckpt_path={ckpt}", f"input={films}", f"output={output}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "note: last.ckpt stores no decision threshold" in done.stderr
+    assert "called at 0.5" in done.stderr
+    assert {row["threshold"] for row in read_rows(output)} == {"0.500000"}

@@ -50,6 +50,13 @@ def predict(cfg: DictConfig) -> tuple[PredictionSummary, Path]:
         scorer.backend,
         f"{DEFAULT_THRESHOLD:g} (none stored)" if point is None else point.describe(),
     )
+    if point is None:
+        print(
+            f"note: {ckpt_path.name} stores no decision threshold (last.ckpt is saved before one "
+            f"is chosen), so films are called at {DEFAULT_THRESHOLD:g} (the threshold column); "
+            "use the best checkpoint, or choose one with cxrnet-eval threshold.rechoose=true",
+            file=sys.stderr,
+        )
     explain_dir = output.with_name(f"{output.stem}_heatmaps") if cfg.explain else None
     summary = predict_files(
         paths,

@@ -52,6 +52,14 @@ def check_settings(batch_size: object, num_workers: object) -> None:
 def check_output(output: Path, inputs: Iterable[Input]) -> None:
     """Refuse an ``output`` that is a folder or one of ``inputs`` (the model, the input list,
     a film): the predictions would replace the file they are made from."""
+    for folder in output.parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise ConfigError(
+                    f"output={output} cannot be written: {folder} is a file, not a folder; "
+                    "choose another output path"
+                )
+            break
     if output.is_dir():
         raise ConfigError(
             f"output={output} is a folder; name a CSV file, e.g. "
@@ -75,6 +83,14 @@ def check_output(output: Path, inputs: Iterable[Input]) -> None:
                 f"output={output} is one of the inputs ({path}); writing the predictions would "
                 "replace it: choose another output file"
             )
+
+
+def check_explainable(scorer: Scorer, explain_dir: Path | None) -> None:
+    if explain_dir is not None and getattr(scorer, "net", None) is None:
+        raise ConfigError(
+            "explain=true needs a checkpoint (.ckpt) whose network Grad-CAM can open, not an "
+            "exported file or an ensemble; drop explain=true or pass the .ckpt"
+        )
 
 
 def to_input(image: np.ndarray) -> np.ndarray:
@@ -128,8 +144,6 @@ def _explain(
     from cxrnet.models.gradcam import gradcam, save_overlay
 
     net = getattr(scorer, "net", None)
-    if net is None:
-        raise ValueError("explain=true needs a checkpoint (.ckpt), not an exported file")
     images = torch.from_numpy(np.stack([image for _, image in good]))
     maps = gradcam(net, images.to(next(net.parameters()).device))
     for (index, image), heatmap, p in zip(good, maps, scores, strict=True):
@@ -194,6 +208,7 @@ def predict_files(
 
     check_settings(batch_size, num_workers)
     check_output(output, paths)
+    check_explainable(scorer, explain_dir)
     rows: list[PredictionRow] = []
     torch.set_grad_enabled(False)
     start = time.perf_counter()
@@ -210,5 +225,13 @@ def predict_files(
                 rows.extend(batch)
                 bar.update(len(batch))
 
-    write_file(output, write)
+    try:
+        write_file(output, write)
+    except OSError as error:
+        if error.filename is None or Path(error.filename).parent != output.parent:
+            raise  # a film or the model, not the output
+        raise ConfigError(
+            f"cannot write output={output} ({error.strerror}); choose a file in a folder you "
+            "can write to"
+        ) from error
     return PredictionSummary(rows, time.perf_counter() - start, threshold_of(scorer))

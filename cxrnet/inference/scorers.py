@@ -22,7 +22,7 @@ from cxrnet.evaluation.thresholds import OperatingPoint
 from cxrnet.inference.ensemble import ensemble_scorer
 from cxrnet.inference.model import load_inference_model
 from cxrnet.models.ensemble_manifest import is_manifest
-from cxrnet.user_errors import CheckpointError
+from cxrnet.user_errors import CheckpointError, ConfigError
 
 # The metadata key exported files keep their threshold and preprocessing under.
 METADATA_KEY = "cxrnet"
@@ -46,7 +46,7 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device} asked for, but no CUDA GPU is visible; use device=cpu")
+        raise ConfigError(f"device={device} asked for, but no CUDA GPU is visible; use device=cpu")
     return torch.device(device)
 
 
@@ -114,10 +114,17 @@ def onnx_scorer(path: Path, device: str = "cpu", threads: int | None = None) -> 
     providers = ["CPUExecutionProvider"]
     if device != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
-    session = ort.InferenceSession(str(path), options, providers=providers)
+    try:
+        session = ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as error:  # onnxruntime's own types (InvalidProtobuf, Fail, ...)
+        raise CheckpointError(
+            f"{path} is not a readable ONNX model ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}); export it again with "
+            "cxrnet-export"
+        ) from error
     meta = session.get_modelmeta().custom_metadata_map
     if METADATA_KEY not in meta:
-        raise ValueError(
+        raise CheckpointError(
             f"{path} has no '{METADATA_KEY}' metadata (threshold and preprocessing); export it "
             "with cxrnet-export"
         )
