@@ -210,7 +210,6 @@ def predict_files(
     check_output(output, paths)
     check_explainable(scorer, explain_dir)
     rows: list[PredictionRow] = []
-    torch.set_grad_enabled(False)
     start = time.perf_counter()
 
     def write(temporary: Path) -> None:
@@ -226,7 +225,9 @@ def predict_files(
                 bar.update(len(batch))
 
     try:
-        write_file(output, write)
+        # A context, not torch.set_grad_enabled(False): a library caller's autograd stays on.
+        with torch.no_grad():
+            write_file(output, write)
     except OSError as error:
         if error.filename is None or Path(error.filename).parent != output.parent:
             raise  # a film or the model, not the output
