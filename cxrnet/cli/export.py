@@ -10,7 +10,7 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
 from cxrnet.cli.exit_codes import brief_errors
-from cxrnet.cli.hydra_support import CONFIG_PATH, HYDRA_VERSION, job_overrides
+from cxrnet.cli.hydra_support import CONFIG_PATH, HYDRA_VERSION, allowed_network, job_overrides
 from cxrnet.config import register_resolvers, save_resolved_config
 from cxrnet.runs import RunRecorder
 
@@ -25,7 +25,9 @@ def _hydra_main(cfg: DictConfig) -> None:
     ckpt = Path(to_absolute_path(str(cfg.ckpt_path)))
     output = Path(to_absolute_path(str(cfg.output))) if cfg.get("output") else None
     with RunRecorder(output_dir, "cxrnet-export", job_overrides()) as recorder:
-        written = export_checkpoint(ckpt, output, cfg.format)
+        written = export_checkpoint(
+            ckpt, output, cfg.format, allowed_network(cfg), overwrite=bool(cfg.overwrite)
+        )
         recorder.complete({}, paths={"ckpt_path": str(ckpt), "exported": str(written)})
     print(f"exported: {written}")
 

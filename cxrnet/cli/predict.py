@@ -14,7 +14,7 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
 from cxrnet.cli.exit_codes import brief_errors
-from cxrnet.cli.hydra_support import CONFIG_PATH, HYDRA_VERSION, job_overrides
+from cxrnet.cli.hydra_support import CONFIG_PATH, HYDRA_VERSION, allowed_network, job_overrides
 from cxrnet.config import register_resolvers, save_resolved_config
 from cxrnet.runs import RunRecorder
 
@@ -31,12 +31,18 @@ def predict(cfg: DictConfig) -> tuple[PredictionSummary, Path]:
     # Here, not at the top: `cxrnet-predict --help` and usage errors need no torch.
     from cxrnet.evaluation.probabilities import DEFAULT_THRESHOLD
     from cxrnet.inference.inputs import list_inputs
-    from cxrnet.inference.predict import predict_files
+    from cxrnet.inference.predict import check_output, check_settings, predict_files
     from cxrnet.inference.scorers import load_scorer
 
-    scorer = load_scorer(to_absolute_path(str(cfg.ckpt_path)), cfg.device, tta=cfg.tta)
-    paths = list_inputs(to_absolute_path(str(cfg.input)))
+    # Every check that can refuse the command runs before the model or a film is opened.
+    check_settings(cfg.batch_size, cfg.num_workers)
+    ckpt_path = Path(to_absolute_path(str(cfg.ckpt_path)))
+    source = Path(to_absolute_path(str(cfg.input)))
     output = Path(to_absolute_path(str(cfg.output)))
+    check_output(output, [ckpt_path, source])
+    paths = list_inputs(source)
+    check_output(output, paths)
+    scorer = load_scorer(ckpt_path, cfg.device, tta=cfg.tta, network=allowed_network(cfg))
     point = scorer.operating_point
     log.info(
         "%d films, %s backend, threshold %s",
@@ -44,6 +50,13 @@ def predict(cfg: DictConfig) -> tuple[PredictionSummary, Path]:
         scorer.backend,
         f"{DEFAULT_THRESHOLD:g} (none stored)" if point is None else point.describe(),
     )
+    if point is None:
+        print(
+            f"note: {ckpt_path.name} stores no decision threshold (last.ckpt is saved before one "
+            f"is chosen), so films are called at {DEFAULT_THRESHOLD:g} (the threshold column); "
+            "use the best checkpoint, or choose one with cxrnet-eval threshold.rechoose=true",
+            file=sys.stderr,
+        )
     explain_dir = output.with_name(f"{output.stem}_heatmaps") if cfg.explain else None
     summary = predict_files(
         paths,

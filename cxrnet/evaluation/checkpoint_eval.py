@@ -117,7 +117,7 @@ def evaluate_checkpoint(
         run_evaluation_pass,
         threshold_rule,
     )
-    from cxrnet.models.checkpoint import load_checkpoint, operating_point_of
+    from cxrnet.models.checkpoint import check_network_of, load_checkpoint, operating_point_of
     from cxrnet.models.ensemble_manifest import is_manifest
     from cxrnet.models.module import ClassifierModule
     from cxrnet.training.hardware import resolve_trainer_precision
@@ -131,6 +131,9 @@ def evaluate_checkpoint(
             "cxrnet-predict ckpt_path=<ensemble.json>"
         )
     checkpoint = load_checkpoint(ckpt_path)
+    # An import path stored in the checkpoint runs only if the user named it on this command.
+    allowed = OmegaConf.select(cfg, "model.net.name")
+    check_network_of(checkpoint, ckpt_path, None if allowed is None else str(allowed))
     model = ClassifierModule(**checkpoint["hyper_parameters"])
     model.load_state_dict(checkpoint["state_dict"])
     datamodule, data_scored = datamodule_for(cfg, checkpoint, explicit, data_group_chosen)

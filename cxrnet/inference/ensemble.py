@@ -31,13 +31,14 @@ class EnsembleModel:
         return self.operating_point.threshold
 
 
-def load_ensemble(path: Path | str) -> EnsembleModel:
+def load_ensemble(path: Path | str, network: str | None = None) -> EnsembleModel:
     """Every member of the manifest at ``path``, each checked to decode films as the manifest
-    says: a member trained at another size would score different pixels than it was fit on."""
+    says: a member trained at another size would score different pixels than it was fit on.
+    ``network``: the ``model.net.name`` the user allows members to import."""
     manifest = read_manifest(path)
     members = []
     for member in member_paths(manifest, path):
-        model = load_inference_model(member)
+        model = load_inference_model(member, network)
         if model.preprocessing != manifest.preprocessing:
             raise EnsembleError(
                 f"ensemble manifest {path}: member {member} decodes films with "
@@ -65,8 +66,10 @@ class EnsembleScorer:
         return mean_probability([p.numpy() for p in each]).astype(np.float32)
 
 
-def ensemble_scorer(path: Path | str, device: torch.device) -> EnsembleScorer:
-    model = load_ensemble(path)
+def ensemble_scorer(
+    path: Path | str, device: torch.device, network: str | None = None
+) -> EnsembleScorer:
+    model = load_ensemble(path, network)
     nets = tuple(member.net.to(device) for member in model.members)
     backend = f"pytorch, mean of {len(nets)} members"
     return EnsembleScorer(nets, model.preprocessing, model.operating_point, device, backend)

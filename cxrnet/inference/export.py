@@ -8,6 +8,7 @@ ensemble (its ``ensemble.json``) exports as one file whose graph averages its me
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -19,7 +20,9 @@ from cxrnet.evaluation.probabilities import pneumonia_probability
 from cxrnet.inference.ensemble import EnsembleModel, load_ensemble
 from cxrnet.inference.model import InferenceModel, load_inference_model
 from cxrnet.inference.scorers import METADATA_KEY, export_metadata
-from cxrnet.models.ensemble_manifest import is_manifest
+from cxrnet.models.ensemble_manifest import is_manifest, member_paths, read_manifest
+from cxrnet.publish import write_file
+from cxrnet.user_errors import ConfigError
 
 Exportable = InferenceModel | EnsembleModel
 
@@ -99,21 +102,57 @@ def export_torchscript(model: Exportable, output: Path) -> Path:
     return output
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)  # a hard link or a bind mount of the same file
+    except OSError:
+        return False
+
+
+def check_target(target: Path, inputs: list[Path], overwrite: bool) -> None:
+    """Refuse a ``target`` that is an input (the export would replace the trained model) or a
+    folder, and an existing file unless ``overwrite``."""
+    for source in inputs:
+        if _same_file(target, source):
+            raise ConfigError(
+                f"output={target} is the model being exported ({source}); writing it would "
+                "replace the trained model: choose another output file"
+            )
+    if target.is_dir():
+        raise ConfigError(f"output={target} is a folder; name a file, e.g. {target / 'model'}")
+    if target.exists() and not overwrite:
+        raise ConfigError(
+            f"output={target} exists; pass overwrite=true to replace it, or another output="
+        )
+
+
 def export_checkpoint(
-    checkpoint: Path | str, output: Path | str | None, fmt: ExportFormat = "onnx"
+    checkpoint: Path | str,
+    output: Path | str | None,
+    fmt: ExportFormat = "onnx",
+    network: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Export ``checkpoint`` (or an ensemble manifest) as ``fmt``; ``output`` defaults to its
-    name with the format's suffix."""
+    name with the format's suffix. ``network``: the ``model.net.name`` the user allows it to
+    import. The file is written whole through a temporary file; an existing ``output`` is
+    replaced only with ``overwrite``, and never when it is the checkpoint or a member."""
     if fmt not in SUFFIXES:
-        raise ValueError(f"format must be one of {sorted(SUFFIXES)}, got {fmt!r}")
+        raise ConfigError(f"format={fmt} is not a format; choose one of {sorted(SUFFIXES)}")
     checkpoint = Path(checkpoint).expanduser()
-    model: Exportable
-    if is_manifest(checkpoint):
-        model = load_ensemble(checkpoint)
-    else:
-        model = load_inference_model(checkpoint)
     target = Path(output) if output else checkpoint.with_suffix(SUFFIXES[fmt])
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "onnx":
-        return export_onnx(model, target)
-    return export_torchscript(model, target)
+    manifest = is_manifest(checkpoint)
+    inputs = [checkpoint]
+    if manifest:
+        inputs += member_paths(read_manifest(checkpoint), checkpoint)
+    check_target(target, inputs, overwrite)
+    model: Exportable
+    if manifest:
+        model = load_ensemble(checkpoint, network)
+    else:
+        model = load_inference_model(checkpoint, network)
+    write = export_onnx if fmt == "onnx" else export_torchscript
+    write_file(target, lambda temporary: write(model, temporary))
+    return target

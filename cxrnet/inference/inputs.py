@@ -4,10 +4,32 @@ manifest with a ``path`` column. Labels are never needed; the order is always th
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 
 from cxrnet.data.records import IMAGE_SUFFIXES, is_image_file
 from cxrnet.user_errors import DataError
+
+
+@dataclass(frozen=True)
+class UnusableEntry:
+    """A manifest row that names no file (an empty path): it still gets its own error row."""
+
+    source: Path
+    line: int
+
+    @property
+    def reason(self) -> str:
+        return (
+            f"empty path on line {self.line} of {self.source}; fill in the film's path or "
+            "remove the row"
+        )
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.line}"
+
+
+Input = Path | UnusableEntry
 
 
 def _hidden(path: Path, root: Path) -> bool:
@@ -22,7 +44,7 @@ def _listed(path: Path) -> list[Path]:
     return [Path(entry) if Path(entry).is_absolute() else base / entry for entry in entries]
 
 
-def _manifest(path: Path) -> list[Path]:
+def _manifest(path: Path) -> list[Input]:
     base = path.absolute().parent
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
@@ -32,21 +54,28 @@ def _manifest(path: Path) -> list[Path]:
                 f"manifest {path} has no 'path' column (columns: {reader.fieldnames}); "
                 "add a header line starting with path"
             )
-        rows = [(row[columns["path"]] or "").strip() for row in reader]
-    return [Path(p) if Path(p).is_absolute() else base / p for p in rows if p]
+        rows = [((row[columns["path"]] or "").strip(), reader.line_num) for row in reader]
+    return [
+        (Path(p) if Path(p).is_absolute() else base / p) if p else UnusableEntry(path, line)
+        for p, line in rows
+    ]
 
 
-def list_inputs(source: str | Path) -> list[Path]:
+def list_inputs(source: str | Path) -> list[Input]:
     """The image files ``source`` names, in a deterministic order.
 
     A folder is searched recursively for image files (hidden files and ``__MACOSX`` left out)
     and sorted by path; a list or manifest keeps its own order. Listed files are not checked
-    here: one that is missing or unreadable becomes its own error row at prediction time.
+    here: one that is missing or unreadable, a dangling symlink or a symlink loop in a folder,
+    and a manifest row with an empty path each become their own error row at prediction time.
     """
     path = Path(source).expanduser()
     if path.is_dir():
         found = sorted(
-            p for p in path.rglob("*") if p.is_file() and not _hidden(p, path) and is_image_file(p)
+            p
+            for p in path.rglob("*")
+            # A symlink that leads nowhere (dangling, a loop) is still a film the user gave.
+            if (p.is_file() or p.is_symlink()) and is_image_file(p) and not _hidden(p, path)
         )
         if not found:
             raise DataError(

@@ -17,8 +17,13 @@ from torch import nn
 from cxrnet.data.decode import DecodeParams
 from cxrnet.evaluation.probabilities import DEFAULT_THRESHOLD, pneumonia_probability
 from cxrnet.evaluation.thresholds import OperatingPoint
-from cxrnet.models.checkpoint import load_checkpoint, operating_point_of, preprocessing_of
-from cxrnet.models.registry import create_model
+from cxrnet.models.checkpoint import (
+    check_network_of,
+    load_checkpoint,
+    operating_point_of,
+    preprocessing_of,
+)
+from cxrnet.models.registry import check_stored_network, create_model
 from cxrnet.user_errors import CheckpointError
 
 
@@ -41,12 +46,14 @@ class InferenceModel:
         return pneumonia_probability(self.net(images))
 
 
-def load_inference_model(path: Path | str) -> InferenceModel:
+def load_inference_model(path: Path | str, network: str | None = None) -> InferenceModel:
     """The checkpoint at ``path`` as an ``InferenceModel``; a stored value that cannot be used
-    (a threshold outside [0, 1], unknown preprocessing) is a ``CheckpointError`` naming it."""
+    (a threshold outside [0, 1], unknown preprocessing, a network it would have to import) is a
+    ``CheckpointError`` naming it. ``network``: the ``model.net.name`` the user passed."""
     checkpoint = load_checkpoint(path)
+    check_network_of(checkpoint, path, network)
     try:
-        return inference_model(checkpoint)
+        return inference_model(checkpoint, network)
     except (ValueError, TypeError) as error:
         raise CheckpointError(
             f"checkpoint {path}: {error}; use a checkpoint cxrnet-train wrote and stamped, or "
@@ -54,8 +61,11 @@ def load_inference_model(path: Path | str) -> InferenceModel:
         ) from error
 
 
-def inference_model(checkpoint: Mapping[str, Any]) -> InferenceModel:
-    """The checkpoint's network in eval mode, with its preprocessing and operating point."""
+def inference_model(checkpoint: Mapping[str, Any], network: str | None = None) -> InferenceModel:
+    """The checkpoint's network in eval mode, with its preprocessing and operating point.
+
+    A stored import path is imported only when it is ``network``, the name the user gave
+    (``cxrnet.models.registry.check_stored_network``)."""
     hparams = checkpoint["hyper_parameters"]
     class_names = tuple(hparams.get("class_names", ("NORMAL", "PNEUMONIA")))
     if len(class_names) != 2:
@@ -69,7 +79,9 @@ def inference_model(checkpoint: Mapping[str, Any]) -> InferenceModel:
     # trained weights come from the state dict below, never from a weights file.
     for key in ("weights", "initial_weights", "freeze_backbone_epochs"):
         kwargs.pop(key, None)
-    net = create_model(kwargs.pop("name"), num_outputs=1, **kwargs)
+    name = str(kwargs.pop("name"))
+    check_stored_network(name, network)
+    net = create_model(name, num_outputs=1, **kwargs)
     state = {
         key.removeprefix("net."): value
         for key, value in checkpoint["state_dict"].items()

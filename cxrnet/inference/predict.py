@@ -7,8 +7,9 @@ then scaled to [0, 1] as the training dataset does, so a film scores the same ei
 from __future__ import annotations
 
 import csv
+import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from cxrnet.data.decode import BadImageError, DecodeParams, decode
+from cxrnet.inference.inputs import Input, UnusableEntry
 from cxrnet.inference.scorers import Scorer, threshold_of
+from cxrnet.publish import write_file
+from cxrnet.user_errors import ConfigError
 
 COLUMNS = ("path", "probability", "prediction", "threshold", "error")
 
@@ -35,13 +39,67 @@ class PredictionRow:
         return [self.path, probability, self.prediction, f"{self.threshold:.6f}", self.error]
 
 
+def check_settings(batch_size: object, num_workers: object) -> None:
+    """Refuse settings that cannot score films, before any file is opened or written."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size} must be a whole number >= 1 (films per batch)")
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise ConfigError(
+            f"num_workers={num_workers} must be a whole number >= 0 (0 decodes in this process)"
+        )
+
+
+def check_output(output: Path, inputs: Iterable[Input]) -> None:
+    """Refuse an ``output`` that is a folder or one of ``inputs`` (the model, the input list,
+    a film): the predictions would replace the file they are made from."""
+    for folder in output.parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise ConfigError(
+                    f"output={output} cannot be written: {folder} is a file, not a folder; "
+                    "choose another output path"
+                )
+            break
+    if output.is_dir():
+        raise ConfigError(
+            f"output={output} is a folder; name a CSV file, e.g. "
+            f"output={output / 'predictions.csv'}"
+        )
+    # realpath, not Path.resolve: a symlink loop among the inputs gets its error row later.
+    resolved = os.path.realpath(output)
+    # An existing output may also be an input under another name (a hard link, a bind mount).
+    existing = output.stat() if output.is_file() else None
+    for path in inputs:
+        if not isinstance(path, Path):
+            continue
+        same = os.path.realpath(path) == resolved
+        if not same and existing is not None:
+            try:
+                same = os.path.samestat(existing, path.stat())
+            except OSError:
+                same = False
+        if same:
+            raise ConfigError(
+                f"output={output} is one of the inputs ({path}); writing the predictions would "
+                "replace it: choose another output file"
+            )
+
+
+def check_explainable(scorer: Scorer, explain_dir: Path | None) -> None:
+    if explain_dir is not None and getattr(scorer, "net", None) is None:
+        raise ConfigError(
+            "explain=true needs a checkpoint (.ckpt) whose network Grad-CAM can open, not an "
+            "exported file or an ensemble; drop explain=true or pass the .ckpt"
+        )
+
+
 def to_input(image: np.ndarray) -> np.ndarray:
     """A decoded uint8 film as the network's (1, S, S) float32 input, as ``XRayDataset`` does."""
     return (image.astype(np.float32) / 255.0)[None]
 
 
 class _Films(Dataset[tuple[int, np.ndarray | None, str]]):
-    def __init__(self, paths: Sequence[Path], params: DecodeParams) -> None:
+    def __init__(self, paths: Sequence[Input], params: DecodeParams) -> None:
         self.paths = list(paths)
         self.params = params
 
@@ -50,6 +108,8 @@ class _Films(Dataset[tuple[int, np.ndarray | None, str]]):
 
     def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, str]:
         path = self.paths[index]
+        if isinstance(path, UnusableEntry):
+            return index, None, path.reason
         try:
             return index, to_input(decode(path, self.params)), ""
         except BadImageError as error:
@@ -84,8 +144,6 @@ def _explain(
     from cxrnet.models.gradcam import gradcam, save_overlay
 
     net = getattr(scorer, "net", None)
-    if net is None:
-        raise ValueError("explain=true needs a checkpoint (.ckpt), not an exported file")
     images = torch.from_numpy(np.stack([image for _, image in good]))
     maps = gradcam(net, images.to(next(net.parameters()).device))
     for (index, image), heatmap, p in zip(good, maps, scores, strict=True):
@@ -95,7 +153,7 @@ def _explain(
 
 
 def iter_predictions(
-    paths: Sequence[Path],
+    paths: Sequence[Input],
     scorer: Scorer,
     batch_size: int = 64,
     num_workers: int = 0,
@@ -135,7 +193,7 @@ def iter_predictions(
 
 
 def predict_files(
-    paths: Sequence[Path],
+    paths: Sequence[Input],
     scorer: Scorer,
     output: Path,
     batch_size: int = 64,
@@ -143,21 +201,38 @@ def predict_files(
     progress: bool = True,
     explain_dir: Path | None = None,
 ) -> PredictionSummary:
-    """Score ``paths`` and write ``output`` (CSV, ``COLUMNS``) as rows arrive."""
+    """Score ``paths`` and write ``output`` (CSV, ``COLUMNS``): rows go to a temporary file as
+    they arrive, renamed to ``output`` at the end, so a failed run leaves an earlier ``output``
+    whole and a reader never sees half of one."""
     from tqdm import tqdm
 
-    output.parent.mkdir(parents=True, exist_ok=True)
+    check_settings(batch_size, num_workers)
+    check_output(output, paths)
+    check_explainable(scorer, explain_dir)
     rows: list[PredictionRow] = []
-    torch.set_grad_enabled(False)
     start = time.perf_counter()
-    with (
-        output.open("w", newline="") as handle,
-        tqdm(total=len(paths), unit="film", disable=not progress, desc="predicting") as bar,
-    ):
-        writer = csv.writer(handle)
-        writer.writerow(COLUMNS)
-        for batch in iter_predictions(paths, scorer, batch_size, num_workers, explain_dir):
-            writer.writerows(row.as_row() for row in batch)
-            rows.extend(batch)
-            bar.update(len(batch))
+
+    def write(temporary: Path) -> None:
+        with (
+            temporary.open("w", newline="") as handle,
+            tqdm(total=len(paths), unit="film", disable=not progress, desc="predicting") as bar,
+        ):
+            writer = csv.writer(handle)
+            writer.writerow(COLUMNS)
+            for batch in iter_predictions(paths, scorer, batch_size, num_workers, explain_dir):
+                writer.writerows(row.as_row() for row in batch)
+                rows.extend(batch)
+                bar.update(len(batch))
+
+    try:
+        # A context, not torch.set_grad_enabled(False): a library caller's autograd stays on.
+        with torch.no_grad():
+            write_file(output, write)
+    except OSError as error:
+        if error.filename is None or Path(error.filename).parent != output.parent:
+            raise  # a film or the model, not the output
+        raise ConfigError(
+            f"cannot write output={output} ({error.strerror}); choose a file in a folder you "
+            "can write to"
+        ) from error
     return PredictionSummary(rows, time.perf_counter() - start, threshold_of(scorer))

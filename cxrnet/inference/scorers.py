@@ -22,7 +22,7 @@ from cxrnet.evaluation.thresholds import OperatingPoint
 from cxrnet.inference.ensemble import ensemble_scorer
 from cxrnet.inference.model import load_inference_model
 from cxrnet.models.ensemble_manifest import is_manifest
-from cxrnet.user_errors import CheckpointError
+from cxrnet.user_errors import CheckpointError, ConfigError
 
 # The metadata key exported files keep their threshold and preprocessing under.
 METADATA_KEY = "cxrnet"
@@ -46,7 +46,7 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device} asked for, but no CUDA GPU is visible; use device=cpu")
+        raise ConfigError(f"device={device} asked for, but no CUDA GPU is visible; use device=cpu")
     return torch.device(device)
 
 
@@ -114,10 +114,17 @@ def onnx_scorer(path: Path, device: str = "cpu", threads: int | None = None) -> 
     providers = ["CPUExecutionProvider"]
     if device != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
-    session = ort.InferenceSession(str(path), options, providers=providers)
+    try:
+        session = ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as error:  # onnxruntime's own types (InvalidProtobuf, Fail, ...)
+        raise CheckpointError(
+            f"{path} is not a readable ONNX model ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}); export it again with "
+            "cxrnet-export"
+        ) from error
     meta = session.get_modelmeta().custom_metadata_map
     if METADATA_KEY not in meta:
-        raise ValueError(
+        raise CheckpointError(
             f"{path} has no '{METADATA_KEY}' metadata (threshold and preprocessing); export it "
             "with cxrnet-export"
         )
@@ -157,20 +164,23 @@ class FlipAveraged:
         return mean_probability([self.scorer(images), self.scorer(mirrored)]).astype(np.float32)
 
 
-def load_scorer(path: str | Path, device: str = "auto", tta: bool = False) -> Scorer:
+def load_scorer(
+    path: str | Path, device: str = "auto", tta: bool = False, network: str | None = None
+) -> Scorer:
     """A checkpoint (``.ckpt``), an ensemble manifest (``ensemble.json``) or an exported ONNX
-    file (``.onnx``) ready to score films; ``tta`` adds horizontal-flip averaging."""
-    scorer = _load_scorer(Path(path).expanduser(), device)
+    file (``.onnx``) ready to score films; ``tta`` adds horizontal-flip averaging. ``network``:
+    the ``model.net.name`` the user allows a checkpoint to import."""
+    scorer = _load_scorer(Path(path).expanduser(), device, network)
     return FlipAveraged(scorer) if tta else scorer
 
 
-def _load_scorer(path: Path, device: str) -> Scorer:
+def _load_scorer(path: Path, device: str, network: str | None) -> Scorer:
     if path.suffix.lower() == ".onnx":
         if not path.is_file():
             raise FileNotFoundError(f"ONNX file {path} does not exist")
         return onnx_scorer(path, "cpu" if device == "auto" else device)
     if is_manifest(path):
-        return ensemble_scorer(path, resolve_device(device))
-    model = load_inference_model(path)
+        return ensemble_scorer(path, resolve_device(device), network)
+    model = load_inference_model(path, network)
     target = resolve_device(device)
     return TorchScorer(model.net.to(target), model.preprocessing, model.operating_point, target)

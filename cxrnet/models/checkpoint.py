@@ -24,6 +24,7 @@ import torch
 
 from cxrnet.data.decode import DecodeParams
 from cxrnet.evaluation.thresholds import OperatingPoint
+from cxrnet.models.registry import UntrustedNetwork, check_stored_network
 from cxrnet.publish import write_file
 from cxrnet.user_errors import CheckpointError
 
@@ -76,6 +77,21 @@ def load_checkpoint(path: Path | str, *, mmap: bool = False) -> dict[str, Any]:
             f"checkpoint {path} holds no state_dict, so it is not a model; {_HINT}"
         )
     return checkpoint
+
+
+def check_network_of(
+    checkpoint: Mapping[str, Any], path: Path | str, allowed: str | None = None
+) -> None:
+    """Refuse (``CheckpointError``) a checkpoint whose stored network building it would import
+    from a module the user did not name (``allowed``: their ``model.net.name``)."""
+    net = (checkpoint.get("hyper_parameters") or {}).get("net") or {}
+    name = net.get("name") if isinstance(net, Mapping) else None
+    if name is None:
+        return  # nothing to build from: the consumer says what is missing
+    try:
+        check_stored_network(str(name), allowed)
+    except UntrustedNetwork as error:
+        raise CheckpointError(f"checkpoint {path}: {error}") from error
 
 
 # The checkpoint key holding {"operating_point": {...}, "preprocessing": {...}, ...}.

@@ -9,6 +9,11 @@ importing it by name.
 The networks cxrnet ships are listed in ``BUILTIN_NETWORKS`` by the module that registers them,
 which is imported when one is first asked for: this module imports no torch, so a command checks
 ``model.net.name`` in milliseconds (``check_model_name``) and builds the network later.
+
+A name read from a file (a checkpoint, an ensemble's members) is only data: importing the module
+it names would run that module's code. ``check_stored_network`` therefore lets through registered
+and built-in networks, built-in families and installed entry points, and an import path only when
+the user named that same path on the command line.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import importlib
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
+
+from cxrnet.user_errors import ConfigError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -82,6 +89,38 @@ def check_model_name(name: str) -> None:
     if name in _REGISTRY or name in BUILTIN_NETWORKS:
         return
     resolve_model(name)
+
+
+class UntrustedNetwork(ConfigError):
+    """A network named by a file, not by the user, that loading it would have to import."""
+
+
+def is_trusted_network(name: str) -> bool:
+    """True when building ``name`` imports only cxrnet or an installed ``cxrnet.models`` entry
+    point; never imports anything to tell."""
+    if name in _REGISTRY or name in BUILTIN_NETWORKS:
+        return True
+    prefix, slash, _ = name.partition("/")
+    if slash and (prefix in _FAMILIES or prefix in BUILTIN_FAMILIES):
+        return True
+    # Any other name resolves to an entry point or to the "not registered" error: no import.
+    return ":" not in name
+
+
+def check_stored_network(name: str, allowed: str | None = None) -> None:
+    """Raise ``UntrustedNetwork`` unless network ``name``, read from a file, is trusted or is
+    ``allowed``: the ``model.net.name`` the user passed on this command line."""
+    if allowed is not None and str(allowed) != name:
+        raise UntrustedNetwork(
+            f"model.net.name={allowed} was given, but the stored network is {name!r}; pass "
+            f"model.net.name={name} to allow importing it, or leave model.net.name out"
+        )
+    if allowed is None and not is_trusted_network(name):
+        raise UntrustedNetwork(
+            f"its network {name!r} is an import path, and loading it would import and run "
+            f"that module's code; if you trust it, pass model.net.name={name} on the command "
+            "line (or install it as a cxrnet.models entry point)"
+        )
 
 
 def resolve_model(name: str) -> NetworkFactory:
