@@ -12,16 +12,23 @@ Why not a launcher plugin of our own: Hydra finds plugins by walking the ``hydra
 namespace package, which an editable install (setuptools >= 64, PEP 660) hides from it (hydra#3252),
 so a plugin shipped inside cxrnet would silently vanish from every developer checkout. A Hydra
 callback is instantiated from its ``_target_`` and needs no discovery.
+
+``CheckOutputFolder`` refuses a run or sweep folder that cannot be made (``paths.log_dir`` a file,
+a read-only disk) before Hydra tries to make it, which would end in a traceback.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from cxrnet.cli.exit_codes import USAGE_ERROR_EXIT
 
 LOKY_START_METHOD = "loky"
 
@@ -58,3 +65,46 @@ class BuildEnsemble(Callback):
         if code:
             print("cxrnet-train: the fold ensemble was not written", file=sys.stderr)
             raise SystemExit(code)
+
+
+class CheckOutputFolder(Callback):
+    """A run (or sweep) folder that cannot be made is one ``error:`` line and exit 2.
+
+    Hydra makes the folder after this callback and before the task function, so the entry
+    point's own error handling (``exit_codes.brief_errors``) never sees the failure. Hydra turns
+    a callback's exceptions into warnings, hence the ``SystemExit``; with ``HYDRA_FULL_ERROR=1``
+    this does nothing and Hydra's own traceback follows.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _refuse_unmakeable(str(config.hydra.run.dir), "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _refuse_unmakeable(str(config.hydra.sweep.dir), "hydra.sweep.dir")
+
+
+def unmakeable_folder_reason(folder: Path) -> str | None:
+    """Why ``folder`` cannot be made (its nearest existing parent is a file or not writable);
+    None when it exists as a folder or can be made. Makes nothing."""
+    for existing in (folder, *folder.parents):
+        if not existing.exists():
+            continue
+        if not existing.is_dir():
+            return f"{existing} is a file, not a folder"
+        if existing != folder and not os.access(existing, os.W_OK | os.X_OK):
+            return f"{existing} is not writable"
+        return None
+    return None
+
+
+def _refuse_unmakeable(folder: str, key: str) -> None:
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        return
+    reason = unmakeable_folder_reason(Path(folder).expanduser().absolute())
+    if reason is not None:
+        print(
+            f"error: the output folder {folder} ({key}, under paths.log_dir) cannot be made: "
+            f"{reason}; set paths.log_dir (or {key}) to a folder you can write",
+            file=sys.stderr,
+        )
+        raise SystemExit(USAGE_ERROR_EXIT)
