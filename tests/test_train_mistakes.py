@@ -1,5 +1,5 @@
 """cxrnet-train's user mistakes are one ``error:`` line and exit 2, not a traceback with exit 1
-(issue 20 row 14): a log folder that is a file."""
+(issue 20 row 14): a log folder that is a file, a blocked ``_target_``."""
 
 from __future__ import annotations
 
@@ -20,10 +20,21 @@ def _mistakes(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
             [logs, f"hydra.run.dir={blocker / 'run'}"],
             f"{blocker} is a file, not a folder",
         ),
+        # Before: Hydra's "Error executing job ... is blocklisted" over five lines, exit 1.
+        "optimizer os.system": (
+            [logs, "model.optimizer._target_=os.system"],
+            "model.optimizer._target_=os.system is blocked",
+        ),
+        "callback os.remove": (
+            [logs, "+callbacks.evil._target_=os.remove"],
+            "callbacks.evil._target_=os.remove is blocked",
+        ),
     }
 
 
-@pytest.mark.parametrize("case", ["log dir a file", "run dir under a file"])
+@pytest.mark.parametrize(
+    "case", ["log dir a file", "run dir under a file", "optimizer os.system", "callback os.remove"]
+)
 def test_a_train_mistake_is_one_error_line_and_exit_2(tmp_path, case) -> None:
     args, message = _mistakes(tmp_path)[case]
     done = run_train(["debug=fast", *args], tmp_path)

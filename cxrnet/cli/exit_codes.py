@@ -4,7 +4,8 @@
 a wrong setting, a missing file, bad data) prints ``error: <message>`` and exits with status 2,
 the usual code for a usage error; a run that ended without a result (``TrainingDiverged`` or
 other NaN results, ``RunStopped``, e.g. no checkpoint saved) prints its one line and exits 1.
-Anything else is a fault in cxrnet or the machine and keeps its traceback.
+Anything else is a fault in cxrnet or the machine and keeps its traceback. A ``_target_`` that
+Hydra's instantiation policy blocks (``os.system``, ``subprocess.run``) is a user error too.
 ``HYDRA_FULL_ERROR=1`` prints the traceback of user errors too.
 
 Hydra's own ``@hydra.main`` catches every ``Exception`` and exits 1 with a traceback, but lets
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -41,6 +43,28 @@ def _in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def blocked_target(error: BaseException) -> ConfigError | None:
+    """Hydra's refusal to build a blocklisted ``_target_`` as one line naming the key; None for
+    any other error (a target's own failure keeps its traceback)."""
+    from hydra.errors import InstantiationException
+
+    text = str(error)
+    if not isinstance(error, InstantiationException) or "is blocklisted" not in text:
+        return None
+    target = re.search(r"Target '([^']+)'", text)
+    key = re.search(r"full_key: (\S+)", text)
+    name = target.group(1) if target else "?"
+    setting = f"{key.group(1)}._target_" if key else "_target_"
+    bypass = ""
+    if "HYDRA_INSTANTIATE_ALLOWLIST_OVERRIDE=" in text:
+        bypass = f", or allow it with HYDRA_INSTANTIATE_ALLOWLIST_OVERRIDE={name} if you trust it"
+    return ConfigError(
+        f"{setting}={name} is blocked: a config may not name a callable that runs commands or "
+        f"changes files; set {setting} to the class that setting builds (an optimizer, scheduler, "
+        f"callback or logger class, as in cxrnet's conf/){bypass}"
+    )
+
+
 def exit_code_for(error: BaseException) -> int | None:
     """The exit status for an error that ends briefly; None for one that keeps its traceback."""
     if isinstance(error, USER_ERRORS):
@@ -58,12 +82,13 @@ def brief_errors(task: Callable[[DictConfig], T]) -> Callable[[DictConfig], T]:
         try:
             return task(cfg)
         except Exception as error:
-            code = exit_code_for(error)
+            brief = blocked_target(error) or error
+            code = exit_code_for(brief)
             if code is None or _in_multirun():
                 raise
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 traceback.print_exc()
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {brief}", file=sys.stderr)
             raise SystemExit(code) from None
 
     return wrapper
