@@ -54,6 +54,19 @@ def _has_onnx() -> bool:
 
 
 CASES = {
+    # Before: exit 2, but the hint (a stamped checkpoint, threshold.rechoose) could not help.
+    "predict a 3-class checkpoint": (
+        "cxrnet-predict",
+        "subtype",
+        [],
+        ["3-class model", "need a binary (normal/pneumonia) checkpoint", "data.task=binary"],
+    ),
+    "export a 3-class checkpoint": (
+        "cxrnet-export",
+        "subtype",
+        [],
+        ["3-class model", "need a binary (normal/pneumonia) checkpoint", "data.task=binary"],
+    ),
     "explain on an onnx": (
         "cxrnet-predict",
         "onnx",

@@ -52,6 +52,15 @@ def load_inference_model(path: Path | str, network: str | None = None) -> Infere
     ``CheckpointError`` naming it. ``network``: the ``model.net.name`` the user passed."""
     checkpoint = load_checkpoint(path)
     check_network_of(checkpoint, path, network)
+    hparams = checkpoint.get("hyper_parameters") or {}
+    class_names = hparams.get("class_names", ("NORMAL", "PNEUMONIA"))
+    if len(class_names) != 2:
+        raise CheckpointError(
+            f"checkpoint {path} is a {len(class_names)}-class model ({', '.join(class_names)}); "
+            "cxrnet-predict and cxrnet-export need a binary (normal/pneumonia) checkpoint: use "
+            "one trained with data.task=binary (the default), or score this one on a labelled "
+            f"set with cxrnet-eval ckpt_path={path}"
+        )
     try:
         return inference_model(checkpoint, network)
     except (ValueError, TypeError) as error:
