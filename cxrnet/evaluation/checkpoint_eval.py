@@ -4,6 +4,7 @@ trained on), or any folder or manifest in the dataset layout; what ``cxrnet-eval
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,6 +102,16 @@ def datamodule_for(
     return datamodule, f"data.root from the command line ({sources})"
 
 
+def check_stages(stages: Sequence[str]) -> None:
+    """``stages`` names the splits to score: 'val', 'test' or both, at least one (an empty list
+    would write an empty report and look like a success)."""
+    if not stages:
+        raise ConfigError("stages=[] scores nothing; set stages=[test], [val] or [val,test]")
+    for stage in stages:
+        if stage not in ("val", "test"):
+            raise ConfigError(f"stages may hold 'val' and 'test', got {stage!r}")
+
+
 def evaluate_checkpoint(
     cfg: DictConfig, explicit: AbstractSet[str] = frozenset(), data_group_chosen: bool = False
 ) -> dict[str, float]:
@@ -122,6 +133,7 @@ def evaluate_checkpoint(
     from cxrnet.models.module import ClassifierModule
     from cxrnet.training.hardware import resolve_trainer_precision
 
+    check_stages(cfg.stages)
     ckpt_path = Path(cfg.ckpt_path).expanduser()
     if is_manifest(ckpt_path):
         # Its members' data modules hold their own folds: no split here is unseen by all of them.
@@ -139,9 +151,6 @@ def evaluate_checkpoint(
     datamodule, data_scored = datamodule_for(cfg, checkpoint, explicit, data_group_chosen)
     log.info("scoring %s", data_scored)
     datamodule.setup("test")
-    for stage in cfg.stages:
-        if stage not in ("val", "test"):
-            raise ConfigError(f"stages may hold 'val' and 'test', got {stage!r}")
     tta = bool(cfg.get("tta"))
     if tta and model.num_classes != 2:
         raise ConfigError("tta=true needs a binary (normal/pneumonia) checkpoint")

@@ -1,0 +1,35 @@
+"""What a user expects to be told (issue 20, "Also"): cxrnet-eval with stages=[] is an error, not
+an empty report with exit 0."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers.console import QUICK, run_folder, run_script, run_train
+
+FAST = [*QUICK, "model.net.widths=[4,4,8,8]", "model.net.hidden=8", "trainer.max_epochs=1"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) -> Path:
+    folder = tmp_path_factory.mktemp("trained")
+    done = run_train([*FAST, f"data.root={synthetic_root}", f"paths.log_dir={folder}"], folder)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return run_folder(done.stdout)
+
+
+def test_eval_with_no_stages_is_an_error(tmp_path, trained) -> None:
+    # Before: an empty report, exit 0.
+    done = run_script(
+        "cxrnet-eval",
+        [
+            f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}",
+            "stages=[]",
+            f"paths.log_dir={tmp_path / 'logs'}",
+        ],
+        tmp_path,
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert "stages=[] scores nothing" in line
