@@ -1,5 +1,5 @@
 """What a user expects to be told (issue 20, "Also"): cxrnet-eval with stages=[] is an error, not
-an empty report with exit 0."""
+an empty report with exit 0; a resume with another data.batch_size warns that it is not exact."""
 
 from __future__ import annotations
 
@@ -33,3 +33,24 @@ def test_eval_with_no_stages_is_an_error(tmp_path, trained) -> None:
     assert done.returncode == 2, done.stderr[-3000:]
     (line,) = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert "stages=[] scores nothing" in line
+
+
+@pytest.mark.parametrize("batch_size", [None, 3])
+def test_a_resume_with_another_batch_size_warns_at_start(
+    tmp_path, trained, synthetic_root, batch_size
+) -> None:
+    stored = (trained / "config.yaml").read_text().split("batch_size: ")[1].split()[0]
+    last = trained / "checkpoints" / "last.ckpt"
+    args = [*FAST, f"data.root={synthetic_root}", f"ckpt_path={last}", "trainer.max_epochs=2"]
+    if batch_size is not None:
+        assert str(batch_size) != stored
+        args.append(f"data.batch_size={batch_size}")
+    done = run_train(args, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    warnings = [line for line in done.stderr.splitlines() if "not an exact continuation" in line]
+    if batch_size is None:
+        assert warnings == []
+    else:
+        # Before: no word of it.
+        (line,) = warnings
+        assert line.startswith(f"warning: data.batch_size={batch_size} differs from the {stored}")

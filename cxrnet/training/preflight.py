@@ -10,6 +10,7 @@ from a checkpoint imports torch here, to open it.
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,9 +71,10 @@ def check_epochs(cfg: DictConfig) -> None:
         )
 
 
-def check_train_config(cfg: DictConfig) -> None:
+def check_train_config(cfg: DictConfig, *, warn: bool = True) -> None:
     """Everything ``cxrnet-train`` can check without data: network, monitor, epochs,
-    the checkpoint to resume from and the image cache folder."""
+    the checkpoint to resume from and the image cache folder. ``warn``: also say when the resume
+    is not exact (off for the entry point's early pass, which ``run`` repeats)."""
     check_network(cfg)
     resolve_monitor(cfg)
     check_epochs(cfg)
@@ -81,9 +83,26 @@ def check_train_config(cfg: DictConfig) -> None:
     if ckpt_path is not None:
         from cxrnet.models.checkpoint import load_checkpoint  # torch: only to resume
 
-        load_checkpoint(ckpt_path, mmap=True)
+        checkpoint = load_checkpoint(ckpt_path, mmap=True)
+        if warn:
+            warn_inexact_resume(cfg, checkpoint, ckpt_path)
     if cfg.data.get("cache_dir"):
         check_writable(cfg.data.cache_dir, "data.cache_dir")
+
+
+def warn_inexact_resume(cfg: DictConfig, checkpoint: dict, ckpt_path: Path) -> None:
+    """One line when the resume's ``data.batch_size`` differs from the run it continues: the
+    batches, the steps per epoch and the random draws change, so it is no longer exact."""
+    stored = (checkpoint.get("datamodule_hyper_parameters") or {}).get("batch_size")
+    asked = cfg.data.get("batch_size")
+    if stored is None or asked is None or int(stored) == int(asked) or _rank_from_env() != 0:
+        return
+    print(
+        f"warning: data.batch_size={asked} differs from the {stored} that {ckpt_path} was "
+        f"trained with: this resume is not an exact continuation (set data.batch_size={stored} "
+        "for one)",
+        file=sys.stderr,
+    )
 
 
 # Where Lightning reads a process's rank from, in its order (lightning.fabric's _get_rank).
@@ -103,7 +122,7 @@ def preflight_train(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     started, so the record of the run it tried to continue stays as it was.
     """
     try:
-        check_train_config(cfg)
+        check_train_config(cfg, warn=False)
     except Exception as error:
         output_dir = Path(cfg.paths.output_dir)
         recorder = RunRecorder(
