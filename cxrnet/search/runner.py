@@ -55,7 +55,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.exceptions import ExperimentalWarning
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from cxrnet.evaluation.metrics import monitor_mode_for
 from cxrnet.runs import (
@@ -269,6 +269,33 @@ def _log_start(study: optuna.Study, settings: SearchSettings, location: str) -> 
     return started
 
 
+def _report_running(study: optuna.Study, settings: SearchSettings) -> None:
+    """Say which of the study's trials are still running as this worker leaves: their worker
+    may have died, and the user should know when (or whether) they run again."""
+    numbers = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+    if not numbers:
+        return
+    if settings.heartbeat_s:
+        grace = settings.grace_s or 2 * settings.heartbeat_s
+        then = (
+            f"if their worker died, they are failed and run again once, when their heartbeat "
+            f"is hparams_search.grace_s ({grace} s) old, by a worker of the study still running "
+            "or one started later (this command again)"
+        )
+    else:
+        then = (
+            "hparams_search.heartbeat_s is off, so a trial whose worker died stays running and "
+            "is never run again; switch it on for this study's next workers"
+        )
+    log.warning(
+        "this worker leaves trial(s) %s of study %s running: on other workers, or left by a "
+        "worker that died; %s",
+        numbers,
+        settings.study_name,
+        then,
+    )
+
+
 def search(
     cfg: DictConfig, study_dir: Path, user_overrides: Sequence[str], compose: ComposeFn
 ) -> dict[str, Any]:
@@ -323,6 +350,7 @@ def search(
             raise
         finally:
             write_summary(study)
+            _report_running(study, settings)
     summary = json.loads(summary_path.read_text())
     print_summary(summary, summary_path)
     return summary

@@ -18,12 +18,18 @@ next worker that asks for a trial. Optuna's RDB storage has this built in; its j
 has none, so ``HeartbeatJournalStorage`` adds it, storing the stamp as a trial system
 attribute. (Stamps are wall-clock seconds from each worker's clock: nodes are assumed to keep
 NTP time, as a cluster's do.)
+
+A journal whose last record was torn (a worker killed in the middle of its write) is cut back
+to its last whole line before a worker appends to it (``repair_journal``): Optuna's reader skips
+the torn line, but the next append would be glued onto it and every later read would fail.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,6 +42,8 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import FrozenTrial, TrialState
+
+from cxrnet.user_errors import DataError
 
 if TYPE_CHECKING:
     from cxrnet.search.space import SearchSettings
@@ -90,6 +98,7 @@ def open_storage(settings: SearchSettings, study_dir: Path) -> BaseStorage:
     grace = int(settings.grace_s) if settings.grace_s else None
     if location.startswith("journal://"):
         path = str(study_dir / JOURNAL_FILE)
+        repair_journal(Path(path))
         backend = JournalFileBackend(path, lock_obj=JournalFileOpenLock(path))
         if heartbeat is None:
             return JournalStorage(backend)
@@ -110,6 +119,48 @@ def open_storage(settings: SearchSettings, study_dir: Path) -> BaseStorage:
         grace_period=grace,
         **{callback_key: _retry_callback()},
     )
+
+
+def repair_journal(path: Path) -> None:
+    """Cut a torn last record off the journal ``path``, and refuse a corrupt one elsewhere.
+
+    Called holding ``workers_lock``, and holding the journal's own append lock, which every
+    worker takes to append: a last line without its newline is then a write that a killed worker
+    left, never one in progress. (Optuna writes each batch of records with one ``write`` ending in
+    a newline, so a torn record is exactly a last line without one.)
+    """
+    if not path.is_file():
+        return
+    lock = JournalFileOpenLock(str(path))
+    lock.acquire()
+    try:
+        whole = 0  # bytes up to the end of the last whole line
+        with path.open("rb") as journal:
+            for number, line in enumerate(journal, start=1):
+                if not line.endswith(b"\n"):
+                    break  # the last line: torn
+                try:
+                    json.loads(line)
+                except ValueError:
+                    raise DataError(
+                        f"{path} line {number} is not a journal record (a record torn by a "
+                        f"worker killed mid-write, then appended to, or an edit): with no worker "
+                        f"running, keep a copy of the file and delete that line (sed -i "
+                        f"'{number}d' {path}), losing what it recorded, or start a new "
+                        "study with another hparams_search.study_name"
+                    ) from None
+                whole += len(line)
+        size = path.stat().st_size
+        if size > whole:
+            os.truncate(path, whole)
+            log.warning(
+                "%s ended in a torn record (a worker killed while writing it): dropped its %d "
+                "byte(s), the study goes on from the last whole record",
+                path,
+                size - whole,
+            )
+    finally:
+        lock.release()
 
 
 class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):

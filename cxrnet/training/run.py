@@ -6,6 +6,7 @@ stamp it with its operating point, and keep a run record of all of it (``run``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -26,6 +27,7 @@ from cxrnet.evaluation.evaluation_pass import report_settings, run_evaluation_pa
 from cxrnet.evaluation.report import NonFinitePredictions
 from cxrnet.models.checkpoint import load_checkpoint, stamp_checkpoint
 from cxrnet.runs import RunRecord, RunRecorder, RunStatus, RunStopped
+from cxrnet.runs.folder_lock import run_folder_lock
 from cxrnet.tracking.wandb_logger import finish_wandb_run, wandb_run_defaults
 from cxrnet.tracking.wandb_report import WandbReport
 from cxrnet.training.callbacks import EpochSeed, LastCheckpoint, TrainingDiverged
@@ -226,18 +228,21 @@ def run(
             "slurm_restart_count": int(os.environ.get("SLURM_RESTART_COUNT", 0)),
         }
         extra = {**(extra or {}), **slurm}
+    # Under DDP every rank runs this, in the same folder; rank 0 holds it and writes.
+    rank_zero = rank_zero_only.rank == 0
     recorder = RunRecorder(
         output_dir,
         "cxrnet-train",
         list(launch.overrides),
         monitor=cfg.get("monitor"),
-        # Under DDP every rank runs this; one writes.
-        write=rank_zero_only.rank == 0,
+        write=rank_zero,
         extra=extra,
     )
+    folder_lock = run_folder_lock(output_dir) if rank_zero else contextlib.nullcontext()
     try:
         ddp_overrides = list(launch.overrides) if launch.rerunnable else None
-        with recorder, local_ddp_job(output_dir, ddp_overrides):
+        # The lock first: a process refused it never writes the holder's record.
+        with folder_lock, recorder, local_ddp_job(output_dir, ddp_overrides):
             result = train(cfg, extra_callbacks, launch)
             recorder.update(extra={**recorder.record.extra, "world_size": result.pop("world_size")})
             recorder.complete(result.pop("metrics"), paths=result)
