@@ -21,6 +21,7 @@ from cxrnet.data.records import CLASS_NAMES, SUBTYPE_NAMES
 from cxrnet.evaluation.metric_names import epoch_metric_names, monitor_mode_for
 from cxrnet.models.registry import check_model_name
 from cxrnet.runs import RECORD_NAME, RunRecorder
+from cxrnet.tracking.wandb_folders import check_wandb_folders
 from cxrnet.training.resume import resolve_checkpoint
 from cxrnet.user_errors import ConfigError
 
@@ -72,9 +73,9 @@ def check_epochs(cfg: DictConfig) -> None:
 
 
 def check_train_config(cfg: DictConfig, *, warn: bool = True) -> None:
-    """Everything ``cxrnet-train`` can check without data: network, monitor, epochs,
-    the checkpoint to resume from and the image cache folder. ``warn``: also say when the resume
-    is not exact (off for the entry point's early pass, which ``run`` repeats)."""
+    """Everything ``cxrnet-train`` can check without data: network, monitor, epochs, the
+    checkpoint to resume from, the image cache folder and W&B's own folders. ``warn``: also say
+    when the resume is not exact (off for the entry point's early pass, which ``run`` repeats)."""
     check_network(cfg)
     resolve_monitor(cfg)
     check_epochs(cfg)
@@ -88,6 +89,9 @@ def check_train_config(cfg: DictConfig, *, warn: bool = True) -> None:
             warn_inexact_resume(cfg, checkpoint, ckpt_path)
     if cfg.data.get("cache_dir"):
         check_writable(cfg.data.cache_dir, "data.cache_dir")
+    wandb_cfg = (cfg.get("logger") or {}).get("wandb")
+    if wandb_cfg and wandb_cfg.get("mode") != "disabled":
+        check_wandb_folders()
 
 
 def warn_inexact_resume(cfg: DictConfig, checkpoint: dict, ckpt_path: Path) -> None:
