@@ -193,8 +193,11 @@ def discover_folders(root: Path, unsplit: str | None = None) -> DiscoveryResult:
     ``NORMAL`` and ``PNEUMONIA`` itself, with no split folders, is that split.
     """
     root = Path(root)
-    no_split_folders = not any(_child_dir(root, split) for split in SPLIT_NAMES)
-    if unsplit is not None and _holds_class_folders(root) and no_split_folders:
+    if (
+        unsplit is not None
+        and _holds_class_folders(root)
+        and not any(_child_dir(root, split) for split in SPLIT_NAMES)
+    ):
         records, ignored = _scan_split(root, unsplit)
         return DiscoveryResult(root=root, records={unsplit: records}, ignored=ignored)
     split_root = find_split_root(root, ("train",) if unsplit is None else SPLIT_NAMES)
