@@ -100,6 +100,11 @@ class ChestXRayDataModule(LightningDataModule):
     ``augment`` holds the recipe (``build_train_transform``'s arguments) and ``on_device``:
     when true, training batches travel as uint8 and are augmented on the model's device
     (``data.batch_augment``, in the batch-transfer hooks) instead of on the loader workers.
+    ``unsplit`` is where films that name no split go: ``train`` (training data, re-split by
+    ``split``) or ``test`` (an external site's labelled films: ``cxrnet-eval data.root=...``).
+    Data without training films is scored as it is by ``setup("test")``; training needs them.
+    A val split with fewer than ``min_val_per_class`` films of a class warns when training
+    starts: the checkpoint and the threshold chosen on it would be noise.
     """
 
     def __init__(
@@ -130,9 +135,13 @@ class ChestXRayDataModule(LightningDataModule):
         on_bad_image: Literal["error", "skip"] = "error",
         report_dir: str | Path | None = None,
         seed: int = 0,
+        unsplit: Literal["train", "test"] = "train",
+        min_val_per_class: int = 20,
     ) -> None:
         super().__init__()
         _check_choices(imbalance, task, batch_size)
+        if unsplit not in ("train", "test"):
+            raise ValueError(f"unsplit must be 'train' or 'test', got {unsplit!r}")
         # Any sequence of sources (a Hydra ListConfig too), or one folder or manifest. Absolute,
         # so the checkpoint's data settings work from any folder; plain data, so it loads with
         # weights_only=True (cxrnet.models.checkpoint).
@@ -179,6 +188,8 @@ class ChestXRayDataModule(LightningDataModule):
         self.on_bad_image = on_bad_image
         self.report_dir = Path(report_dir) if report_dir else None
         self.seed = seed
+        self.unsplit = unsplit
+        self.min_val_per_class = min_val_per_class
         self._init_state()
 
     def _init_state(self) -> None:
@@ -232,7 +243,10 @@ class ChestXRayDataModule(LightningDataModule):
         )
         digests.save()
         self.files_hashed = digests.hashed
-        splits = make_splits(found, self.split_config, duplicates=self.duplicates.all_groups)
+        if "train" not in found and stage not in (None, "fit"):
+            splits = self._scored_as_given(found)
+        else:
+            splits = make_splits(found, self.split_config, duplicates=self.duplicates.all_groups)
         # One canonical order, so every re-split (each k-fold fold, each seed) shares one cache.
         ordered = sorted(
             (record for records in splits.values() for record in records),
@@ -264,7 +278,44 @@ class ChestXRayDataModule(LightningDataModule):
             )
         if "test" not in self.datasets:
             log.warning("no test folder under %s: testing will be skipped", self.root)
+        if stage in (None, "fit"):
+            self._warn_small_val()
         self._report()
+
+    def _warn_small_val(self) -> None:
+        """The official Kaggle val split has 8+8 films: one seed of experiment=best kept epoch 0
+        of 6 because val AUROC there was 0.94 and never higher (issue 20 row 15)."""
+        labels = [self.label_of(record) for record in self.split_records.get("val", [])]
+        per_class = [labels.count(i) for i in range(self.num_classes)]
+        if min(per_class) >= self.min_val_per_class:
+            return
+        counts = ", ".join(
+            f"{n} {name}" for n, name in zip(per_class, self.class_names, strict=True)
+        )
+        log.warning(
+            "the val split (data.split=%s) has %s films, fewer than data.min_val_per_class=%d "
+            "of each class: the checkpoint and the threshold chosen on it cannot tell epochs "
+            "apart at this size; use data.split=patient (a patient-grouped data.val_fraction of "
+            "train+val) or add val films",
+            self.split_config.split,
+            counts,
+            self.min_val_per_class,
+        )
+
+    def _scored_as_given(self, found: dict[str, list[Record]]) -> dict[str, list[Record]]:
+        """Data without training films (an external test set): its splits as they are, as no
+        split setting can carve anything from films that were never training data."""
+        if self.split_config.holdout_fraction > 0:
+            raise DataError(
+                f"data.holdout_fraction={self.split_config.holdout_fraction} carves a test set "
+                f"from training films and {self.root} has none; set data.holdout_fraction=0"
+            )
+        log.info(
+            "%s holds no training films: scored as given (%s)",
+            self.root,
+            ", ".join(f"{split} {len(records)}" for split, records in found.items()),
+        )
+        return dict(found)
 
     def _check_classes_after_skipping(
         self, split: str, records: list[Record], kept: list[Record]
@@ -290,9 +341,9 @@ class ChestXRayDataModule(LightningDataModule):
         parts = []
         for source in self.sources:
             if source.suffix.lower() == ".csv":
-                parts.append(read_manifest(source))
+                parts.append(read_manifest(source, self.unsplit))
                 continue
-            result = discover_folders(source)
+            result = discover_folders(source, None if self.unsplit == "train" else self.unsplit)
             parts.append(result.records)
             self.ignored.extend(result.ignored)
         return combine_records(*parts)

@@ -70,8 +70,9 @@ def _has_any_image(folder: Path) -> bool:
     )
 
 
-def find_split_root(root: Path) -> Path:
-    """The folder under ``root`` (itself or nested) that holds a ``train`` folder."""
+def find_split_root(root: Path, splits: tuple[str, ...] = ("train",)) -> Path:
+    """The folder under ``root`` (itself or nested) that holds a folder named in ``splits``
+    (``train`` for training data; any split folder for a test set scored as it is)."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(
@@ -80,7 +81,11 @@ def find_split_root(root: Path) -> Path:
         )
     frontier = [root]
     for _ in range(_MAX_NESTING + 1):
-        found = [folder for folder in frontier if _child_dir(folder, "train") is not None]
+        found = [
+            folder
+            for folder in frontier
+            if any(_child_dir(folder, split) is not None for split in splits)
+        ]
         if len(found) > 1:
             # Picking one by name order would silently train on the wrong data set.
             raise DataError(
@@ -175,12 +180,27 @@ def discover_split(split_dir: Path, split: str) -> list[Record]:
     return _scan_split(Path(split_dir), split)[0]
 
 
-def discover_folders(root: Path) -> DiscoveryResult:
+def _holds_class_folders(folder: Path) -> bool:
+    return folder.is_dir() and all(_child_dir(folder, name) for name in CLASS_NAMES)
+
+
+def discover_folders(root: Path, unsplit: str | None = None) -> DiscoveryResult:
     """Records per split folder present under ``root`` and the files left out.
 
     ``train`` is required; ``val`` and ``test`` are optional (a missing one has no key).
+    ``unsplit`` names a split for films that have none (an external site's labelled films,
+    scored as a test set): then a folder without ``train`` is read as it is, and one holding
+    ``NORMAL`` and ``PNEUMONIA`` itself, with no split folders, is that split.
     """
-    split_root = find_split_root(Path(root))
+    root = Path(root)
+    if (
+        unsplit is not None
+        and _holds_class_folders(root)
+        and not any(_child_dir(root, split) for split in SPLIT_NAMES)
+    ):
+        records, ignored = _scan_split(root, unsplit)
+        return DiscoveryResult(root=root, records={unsplit: records}, ignored=ignored)
+    split_root = find_split_root(root, ("train",) if unsplit is None else SPLIT_NAMES)
     result = DiscoveryResult(root=split_root, records={})
     for split in SPLIT_NAMES:
         split_dir = _child_dir(split_root, split)

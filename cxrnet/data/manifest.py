@@ -62,7 +62,7 @@ def _resolve(value: str, csv_dir: Path) -> Path:
 
 
 def _parse_row(
-    row: Mapping[str, str | None], columns: Mapping[str, str], csv_dir: Path
+    row: Mapping[str, str | None], columns: Mapping[str, str], csv_dir: Path, unsplit: str
 ) -> tuple[Record | None, list[str]]:
     """A record for one CSV row, or the problems with it (without the line prefix)."""
 
@@ -81,7 +81,7 @@ def _parse_row(
     label = _parse_label(raw_label)
     if label is None:
         problems.append(f"label {raw_label!r} is not one of {_ALLOWED_LABELS} (any case)")
-    split = cell("split").lower() or "train"
+    split = cell("split").lower() or unsplit
     if split not in SPLIT_NAMES:
         problems.append(f"split {cell('split')!r} is not one of {', '.join(SPLIT_NAMES)}")
     subtype = cell("subtype").lower() or None
@@ -101,8 +101,9 @@ def _raise_problems(csv_path: Path, problems: list[str]) -> None:
     raise DataError(f"manifest {csv_path} has {len(problems)} problem(s):\n  {listed}{more}")
 
 
-def read_manifest(csv_path: Path) -> dict[str, list[Record]]:
-    """Records per split listed in ``csv_path``; rows without a split go to ``train``.
+def read_manifest(csv_path: Path, unsplit: str = "train") -> dict[str, list[Record]]:
+    """Records per split listed in ``csv_path``; rows without a split go to ``unsplit``
+    (``train``: training data to re-split; ``test``: an external site scored as it is).
 
     Every bad row is reported at once, each with its line number, so a CSV is fixed in one go.
     """
@@ -123,7 +124,7 @@ def read_manifest(csv_path: Path) -> dict[str, list[Record]]:
             line = reader.line_num
             if not any((value or "").strip() for value in row.values() if isinstance(value, str)):
                 continue  # blank lines between blocks are harmless
-            record, row_problems = _parse_row(row, columns, csv_dir)
+            record, row_problems = _parse_row(row, columns, csv_dir, unsplit)
             problems.extend(f"line {line}: {problem}" for problem in row_problems)
             if record is None:
                 continue

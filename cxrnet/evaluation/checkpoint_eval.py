@@ -90,6 +90,9 @@ def datamodule_for(
         elif settings[key] != getattr(stored, key):
             log.warning("data.%s=%s differs from the checkpoint's %s", key, settings[key], stored)
     _check_image_size(cfg, checkpoint, settings["image_size"])
+    # Films the user's data names no split for are an external site's test set, never training
+    # films to re-split: a folder of NORMAL/ and PNEUMONIA/, a manifest without a split column.
+    settings["unsplit"] = "test"
     settings["root"] = resolve_data_root(
         settings.get("root"),
         OmegaConf.to_container(cfg.synthetic, resolve=True) if cfg.get("synthetic") else None,
@@ -110,6 +113,26 @@ def check_stages(stages: Sequence[str]) -> None:
     for stage in stages:
         if stage not in ("val", "test"):
             raise ConfigError(f"stages may hold 'val' and 'test', got {stage!r}")
+
+
+def _check_without_val(
+    cfg: DictConfig, ckpt_path: Path, datamodule: ChestXRayDataModule, no_stored_threshold: bool
+) -> None:
+    """A test set scored as given (an external site) has no val split: asking for val, or for
+    a threshold chosen on it, is an error rather than a report without what was asked for."""
+    where = f"{datamodule.root} has no val split (it is scored as a test set, as given)"
+    if "val" in cfg.stages:
+        raise ConfigError(f"{where}, so stages={list(cfg.stages)} cannot be met; use stages=[test]")
+    if bool((cfg.get("threshold") or {}).get("rechoose")):
+        raise ConfigError(
+            f"{where} to choose a threshold on: use threshold.rechoose=false (the checkpoint's "
+            "stored operating point), or add a val folder or split=val manifest rows"
+        )
+    if no_stored_threshold:
+        raise ConfigError(
+            f"{where} and checkpoint {ckpt_path} stores no operating point (last.ckpt?): "
+            "evaluate the run's best checkpoint, or add a val folder or split=val rows"
+        )
 
 
 def evaluate_checkpoint(
@@ -151,12 +174,14 @@ def evaluate_checkpoint(
     datamodule, data_scored = datamodule_for(cfg, checkpoint, explicit, data_group_chosen)
     log.info("scoring %s", data_scored)
     datamodule.setup("test")
+    stored = operating_point_of(checkpoint) if model.num_classes == 2 else None
+    threshold_cfg = cfg.get("threshold") or {}
+    if "val" not in datamodule.datasets:
+        _check_without_val(cfg, ckpt_path, datamodule, stored is None and model.num_classes == 2)
     tta = bool(cfg.get("tta"))
     if tta and model.num_classes != 2:
         raise ConfigError("tta=true needs a binary (normal/pneumonia) checkpoint")
     if model.num_classes == 2:
-        stored = operating_point_of(checkpoint)
-        threshold_cfg = cfg.get("threshold") or {}
         rechoose = bool(threshold_cfg.get("rechoose")) or stored is None
         if stored is None:
             log.warning("checkpoint %s stores no operating point: choosing one on val", ckpt_path)

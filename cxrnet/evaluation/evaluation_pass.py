@@ -60,13 +60,15 @@ def run_evaluation_pass(
     checkpoint: str = "",
     tta: bool = False,
     data_scored: str = "",
+    notes: Sequence[str] = (),
 ) -> EvaluationReport:
     """Predict each of ``splits`` once and write predictions, figures and report.md.
 
     ``operating_point`` None: chosen by ``rule`` on the validation split, which is then
     predicted even if not listed. Splits the data has none of are skipped with a warning.
     ``tta``: every film's probability is averaged with its mirror image's. ``data_scored``
-    says in the report's header which data this is (by default, its sources).
+    says in the report's header which data this is (by default, its sources); ``notes`` are
+    paragraphs for the report's threshold section.
     """
     wanted = list(dict.fromkeys([*(["val"] if operating_point is None else []), *splits]))
     predictions = {}
@@ -99,7 +101,7 @@ def run_evaluation_pass(
         figures=figures,
         limits=(SMALL_VALIDATION_LIMIT, *DATASET_LIMITS),
         error_figures=errors,
-        notes=[TTA_NOTE] if tta else [],
+        notes=[*notes, *([TTA_NOTE] if tta else [])],
     )
     (output_dir / "report.md").write_text(card)
     _send_to_loggers(report, loggers, wandb_report or WandbReport(), datamodule, model)

@@ -29,6 +29,36 @@ TTA_NOTE = (
     "image's (tta=true); a stored threshold was chosen without it."
 )
 
+
+def selection_note(
+    counts: Sequence[Mapping[str, Any]],
+    *,
+    monitor: str,
+    split: str,
+    val_fraction: float,
+    criterion: str,
+) -> str:
+    """Which films chose the checkpoint and which chose the threshold, and how many: the two
+    choices a too-small val split spoils (issue 20 row 15)."""
+    how = (
+        "the official val folder as given"
+        if split == "official"
+        else f"data.split={split}"
+        + ("" if split == "kfold" else f", val_fraction {val_fraction}")
+        + " from train+val"
+    )
+    row = next((row for row in counts if row.get("split") == "val"), None)
+    size = "size unknown"
+    if row is not None:
+        per_class = ", ".join(f"{row[name]} {name}" for name in ("NORMAL", "PNEUMONIA"))
+        size = f"{row['images']} films: {per_class}"
+    return (
+        f"Checkpoint chosen on: the val split ({how}; {size}), by the best {monitor}. "
+        f"Threshold chosen on: the same val split ({criterion}); a separate calibration split "
+        "is not a setting yet."
+    )
+
+
 _LABELS = {
     "accuracy": "accuracy",
     "precision": "precision (PPV)",

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from cxrnet.config import instantiate_group, save_resolved_config
 from cxrnet.data import sources as data_sources
 from cxrnet.evaluation.evaluation_pass import report_settings, run_evaluation_pass, threshold_rule
+from cxrnet.evaluation.model_card import selection_note
 from cxrnet.evaluation.report import NonFinitePredictions
 from cxrnet.models.checkpoint import load_checkpoint, stamp_checkpoint
 from cxrnet.runs import RunRecord, RunRecorder, RunStatus, RunStopped
@@ -167,6 +168,15 @@ def _evaluate_binary(
             loggers=loggers,
             wandb_report=wandb_report,
             checkpoint=ckpt,
+            notes=[
+                selection_note(
+                    datamodule.counts(),
+                    monitor=cfg.monitor,
+                    split=datamodule.split_config.split,
+                    val_fraction=datamodule.split_config.val_fraction,
+                    criterion=f"threshold.criterion={threshold_rule(cfg.get('threshold')).criterion}",
+                )
+            ],
         )
     except NonFinitePredictions as error:
         raise TrainingDiverged(
