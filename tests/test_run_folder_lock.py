@@ -9,11 +9,13 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from helpers.console import QUICK, console_script, run_folder, run_train, script_env
 
 TESTS = Path(__file__).parent
 
 
+@pytest.mark.slow  # two trainings, one held at a gate: end to end
 def test_a_second_resume_of_a_training_run_is_refused_naming_the_holder(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     reached, release = tmp_path / "reached", tmp_path / "release"

@@ -45,6 +45,7 @@ def _search(tmp_path: Path):
     )
 
 
+@pytest.mark.slow  # a whole search through the console
 def test_a_torn_last_record_is_cut_off_with_a_warning_and_the_search_goes_on(
     tmp_path: Path,
 ) -> None:
