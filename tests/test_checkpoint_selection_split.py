@@ -32,6 +32,7 @@ def _train(data: Path, tmp_path: Path, *args: str) -> tuple[str, str]:
     return output, (run_folder(done.stdout) / "report.md").read_text()
 
 
+@pytest.mark.slow  # a training run through the console script
 def test_a_small_val_split_warns_at_start_and_the_card_names_it(
     small_official_val: Path, tmp_path: Path
 ) -> None:
@@ -48,6 +49,7 @@ def test_a_small_val_split_warns_at_start_and_the_card_names_it(
     assert "Threshold chosen on: the same val split (threshold.criterion=youden)" in card
 
 
+@pytest.mark.slow  # a training run through the console script
 def test_a_patient_split_of_the_larger_set_does_not_warn(
     small_official_val: Path, tmp_path: Path
 ) -> None:

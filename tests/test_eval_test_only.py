@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 from helpers.console import QUICK, run_folder, run_script, run_train
 
+# Each case trains once, then scores through the console script: end to end.
+pytestmark = pytest.mark.slow
+
 FAST = [*QUICK, "model.net.widths=[4,4,8,8]", "model.net.hidden=8", "trainer.max_epochs=1"]
 
 

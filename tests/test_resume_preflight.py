@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from helpers.console import QUICK, run_folder, run_train
+
+# A run trained to the end, then resumed through the console script twice: end to end.
+pytestmark = pytest.mark.slow
 
 FAST = [*QUICK, "model.net.widths=[4,4,8,8]", "model.net.hidden=8", "trainer.max_epochs=1"]
 
