@@ -49,6 +49,20 @@ def write_file(path: Path | str, write: Fill) -> Path:
     return path
 
 
+def unwritable_reason(folder: Path | str) -> str | None:
+    """Why ``folder`` cannot be made or written into (the OS's words), or None when it can: a
+    file is created in it and removed, which catches read-only mounts and permissions alike."""
+    folder = Path(folder).expanduser()
+    probe = folder / f".write-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        return str(error.strerror or error)
+    return None
+
+
 def staging_glob(target: Path) -> str:
     """The pattern of ``target``'s staging folders, relative to its parent."""
     return f".{target.name}.partial-*"

@@ -11,10 +11,10 @@ the check runs before torch and W&B are imported.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
+from cxrnet.publish import unwritable_reason
 from cxrnet.user_errors import ConfigError
 
 # (variable, default below HOME): every folder W&B writes outside WANDB_DIR (the run folder).
@@ -31,14 +31,9 @@ def check_wandb_folders(environ: Mapping[str, str] | None = None) -> None:
     home = Path(env.get("HOME") or Path.home())
     for variable, default in WANDB_FOLDERS:
         folder = Path(env[variable]) if env.get(variable) else home / default
-        probe = folder / f".cxrnet-write-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as error:
+        reason = unwritable_reason(folder)
+        if reason is not None:
             raise ConfigError(
-                f"logger=wandb: W&B cannot write {folder} ({error.strerror or error}); set "
-                f"{variable} (or HOME) to a folder you can write, or log without W&B "
-                "(logger=csv)"
-            ) from None
+                f"logger=wandb: W&B cannot write {folder} ({reason}); set {variable} (or HOME) "
+                "to a folder you can write, or log without W&B (logger=csv)"
+            )

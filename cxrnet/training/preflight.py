@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sys
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from omegaconf import DictConfig
 from cxrnet.data.records import CLASS_NAMES, SUBTYPE_NAMES
 from cxrnet.evaluation.metric_names import epoch_metric_names, monitor_mode_for
 from cxrnet.models.registry import check_model_name
+from cxrnet.publish import unwritable_reason
 from cxrnet.runs import RECORD_NAME, RunRecorder
 from cxrnet.tracking.wandb_folders import check_wandb_folders
 from cxrnet.training.resume import resolve_checkpoint
@@ -29,16 +29,12 @@ from cxrnet.user_errors import ConfigError
 def check_writable(folder: Path | str, key: str) -> None:
     """``folder`` exists or can be made, and a file can be written in it."""
     folder = Path(folder).expanduser()
-    probe = folder / f".write-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
+    reason = unwritable_reason(folder)
+    if reason is not None:
         raise ConfigError(
-            f"{key}={folder} is not a writable folder ({error.strerror or error}); set {key} to a "
+            f"{key}={folder} is not a writable folder ({reason}); set {key} to a "
             "folder you can write (or CXRNET_CACHE_DIR / paths.cache_dir for every cache)"
-        ) from None
+        )
 
 
 def check_network(cfg: DictConfig) -> None:
