@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from helpers.console import run_script
+from helpers.journal import new_journal_study
 
 optuna = pytest.importorskip("optuna")
 
@@ -28,13 +29,7 @@ TORN = b'{"op_code":5,"worker_id":"3c1f-dead","trial_id":0,"param_na'
 
 def _journal_study(tmp_path: Path) -> Path:
     """A study as a first worker leaves it (created, joined), in the folder cxrnet-search uses."""
-    journal = tmp_path / "logs" / "search" / STUDY / "journal.log"
-    journal.parent.mkdir(parents=True)
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(journal))
-    )
-    study = optuna.create_study(study_name=STUDY, storage=storage, direction="maximize")
-    study.set_user_attr("cxrnet_workers", 1)
+    journal, _, study = new_journal_study(tmp_path / "logs", STUDY)
     study.set_user_attr("note", "kept")
     return journal
 

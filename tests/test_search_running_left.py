@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from helpers.console import run_script
+from helpers.journal import new_journal_study
 
 optuna = pytest.importorskip("optuna")
 
@@ -19,13 +20,7 @@ def test_a_worker_leaving_a_running_trial_names_it_and_when_it_runs_again(
 ) -> None:
     # A study whose trial 0 was taken by a worker that was then killed: RUNNING, with a
     # heartbeat a few seconds old, well inside the grace period.
-    journal = tmp_path / "logs" / "search" / STUDY / "journal.log"
-    journal.parent.mkdir(parents=True)
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(journal))
-    )
-    study = optuna.create_study(study_name=STUDY, storage=storage, direction="maximize")
-    study.set_user_attr("cxrnet_workers", 1)
+    _, storage, study = new_journal_study(tmp_path / "logs", STUDY)
     dead = study.ask()
     storage.set_trial_system_attr(dead._trial_id, "cxrnet_heartbeat", time.time())
 
