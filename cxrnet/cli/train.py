@@ -33,6 +33,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         overrides=tuple(job_overrides()),
         sweep_dir=str(hydra_cfg.sweep.dir) if multirun else None,
         rerunnable=True,
+        checked=True,
     )
     record = run(cfg, launch=launch)
     # Sweepers minimise or maximise what the app returns: the monitored validation metric.

@@ -68,10 +68,10 @@ def check_epochs(cfg: DictConfig) -> None:
         )
 
 
-def check_train_config(cfg: DictConfig, *, warn: bool = True) -> None:
+def check_train_config(cfg: DictConfig) -> None:
     """Everything ``cxrnet-train`` can check without data: network, monitor, epochs, the
-    checkpoint to resume from, the image cache folder and W&B's own folders. ``warn``: also say
-    when the resume is not exact (off for the entry point's early pass, which ``run`` repeats)."""
+    checkpoint to resume from, the image cache folder and W&B's own folders; and a warning when
+    the resume is not exact."""
     check_network(cfg)
     resolve_monitor(cfg)
     check_epochs(cfg)
@@ -80,9 +80,7 @@ def check_train_config(cfg: DictConfig, *, warn: bool = True) -> None:
     if ckpt_path is not None:
         from cxrnet.models.checkpoint import load_checkpoint  # torch: only to resume
 
-        checkpoint = load_checkpoint(ckpt_path, mmap=True)
-        if warn:
-            warn_inexact_resume(cfg, checkpoint, ckpt_path)
+        warn_inexact_resume(cfg, load_checkpoint(ckpt_path, mmap=True), ckpt_path)
     if cfg.data.get("cache_dir"):
         check_writable(cfg.data.cache_dir, "data.cache_dir")
     wandb_cfg = (cfg.get("logger") or {}).get("wandb")
@@ -122,7 +120,7 @@ def preflight_train(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     started, so the record of the run it tried to continue stays as it was.
     """
     try:
-        check_train_config(cfg, warn=False)
+        check_train_config(cfg)
     except Exception as error:
         output_dir = Path(cfg.paths.output_dir)
         recorder = RunRecorder(

@@ -61,12 +61,15 @@ class Launch:
     ``overrides`` reproduce the job from the train config (the run record keeps them);
     ``sweep_dir`` is the multirun sweep folder of a job of a sweep (W&B groups its runs by it);
     ``rerunnable`` says the job is a ``cxrnet-train`` command line that DDP ranks can run again
-    (``cxrnet.training.ddp``), which a search trial, say, is not.
+    (``cxrnet.training.ddp``), which a search trial, say, is not; ``checked`` that its config
+    already passed ``check_train_config`` (``cxrnet-train`` runs it before importing torch), so
+    the run does not check it, open the checkpoint it resumes or probe its folders again.
     """
 
     overrides: tuple[str, ...] = ()
     sweep_dir: str | None = None
     rerunnable: bool = False
+    checked: bool = False
 
 
 def train(
@@ -77,7 +80,8 @@ def train(
     ``extra_callbacks`` come from code rather than config, e.g. a search's pruning callback.
     """
     output_dir = Path(cfg.paths.output_dir)
-    check_train_config(cfg)  # before any data work: a typo costs seconds, not a decode
+    if not launch.checked:
+        check_train_config(cfg)  # before any data work: a typo costs seconds, not a decode
     is_rank_zero = rank_zero_only.rank == 0
     ckpt_path = resolve_checkpoint(cfg.get("ckpt_path"), output_dir)
     _fill_wandb_run_defaults(cfg, ckpt_path, launch)
