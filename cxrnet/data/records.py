@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +53,10 @@ class Record:
     subtype: str  # one of SUBTYPE_NAMES; "unknown" for pneumonia files without a kind
     patient: str
     source_split: str  # folder (or manifest split) it came from, before any re-splitting
+    # Further facts about the film (a manifest's extra columns, DICOM header fields: view, age,
+    # sex, source, boxes ...) as sorted (column, value) pairs: a tuple keeps the record frozen
+    # and hashable. Read it through ``metadata``.
+    meta: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         # Records are built from user files and CSVs; a bad one must fail here, not as a
@@ -75,6 +79,11 @@ class Record:
     @property
     def class_name(self) -> str:
         return CLASS_NAMES[self.label]
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The film's further columns by name (empty when there are none)."""
+        return dict(self.meta)
 
 
 def subtype_from_name(filename: str, label: int) -> str:
@@ -106,6 +115,7 @@ def make_record(
     source_split: str,
     patient: str | None = None,
     subtype: str | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> Record:
     """A Record with subtype and patient taken from the file name unless given."""
     path = Path(path)
@@ -115,6 +125,7 @@ def make_record(
         subtype=subtype if subtype else subtype_from_name(path.name, label),
         patient=patient if patient else patient_from_name(path.name),
         source_split=source_split,
+        meta=tuple(sorted((metadata or {}).items())),
     )
 
 
