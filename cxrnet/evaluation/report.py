@@ -39,6 +39,9 @@ THRESHOLD_METRICS = ("accuracy", "precision", "recall", "specificity", "f1")
 SUBTYPES = ("bacteria", "virus")
 
 
+PREDICTION_COLUMNS = ("file", "label", "subtype", "patient", "probability", "prediction")
+
+
 @dataclass(frozen=True)
 class SplitPredictions:
     """Pneumonia probabilities of one split with what is known about each film."""
@@ -48,12 +51,16 @@ class SplitPredictions:
     files: tuple[str, ...]
     subtypes: tuple[str, ...]
     patients: tuple[str, ...] | None = None
+    # The films' further columns (Record.metadata: view, age, sex, source ...), one value per
+    # film, "" where a film lacks the column.
+    columns: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.probabilities)
         lengths = {len(self.labels), len(self.files), len(self.subtypes)}
         if self.patients is not None:
             lengths.add(len(self.patients))
+        lengths.update(len(values) for values in self.columns.values())
         if lengths != {n}:
             raise ValueError(f"{n} probabilities but per-film fields of lengths {sorted(lengths)}")
 
@@ -67,10 +74,18 @@ class SplitPredictions:
             tuple(str(record.path) for record in records),
             tuple(record.subtype for record in records),
             tuple(record.patient for record in records),
+            metadata_columns(records),
         )
 
     def __len__(self) -> int:
         return len(self.probabilities)
+
+
+def metadata_columns(records: Sequence[Record]) -> dict[str, tuple[str, ...]]:
+    """Every metadata column any record has, as one value per record ("" where it lacks it)."""
+    names = sorted({name for record in records for name, _ in record.meta})
+    rows = [record.metadata for record in records]
+    return {name: tuple(row.get(name, "") for row in rows) for name in names}
 
 
 class NonFinitePredictions(FloatingPointError):
@@ -236,18 +251,22 @@ def evaluate_predictions(
 
 
 def write_predictions(path: Path, predictions: SplitPredictions, threshold: float) -> None:
-    """Per film: file, label, subtype, patient, probability and the call at ``threshold``."""
+    """Per film: file, label, subtype, patient, probability, the call at ``threshold``, then the
+    films' metadata columns (view, age, source ...)."""
+    extra = [name for name in predictions.columns if name not in PREDICTION_COLUMNS]
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["file", "label", "subtype", "patient", "probability", "prediction"])
+        writer.writerow([*PREDICTION_COLUMNS, *extra])
         patients = predictions.patients or ("",) * len(predictions)
-        for file, label, subtype, patient, probability in zip(
-            predictions.files,
-            predictions.labels,
-            predictions.subtypes,
-            patients,
-            predictions.probabilities,
-            strict=True,
+        for index, (file, label, subtype, patient, probability) in enumerate(
+            zip(
+                predictions.files,
+                predictions.labels,
+                predictions.subtypes,
+                patients,
+                predictions.probabilities,
+                strict=True,
+            )
         ):
             writer.writerow(
                 [
@@ -257,6 +276,7 @@ def write_predictions(path: Path, predictions: SplitPredictions, threshold: floa
                     patient,
                     f"{probability:.6f}",
                     "PNEUMONIA" if probability >= threshold else "NORMAL",
+                    *(predictions.columns[name][index] for name in extra),
                 ]
             )
 
@@ -271,6 +291,7 @@ def read_predictions(path: Path) -> SplitPredictions:
     except (OSError, KeyError, ValueError) as error:
         raise ValueError(f"{path} is not a predictions file cxrnet wrote ({error})") from error
     patients = tuple(row["patient"] for row in rows)
+    extra = [name for name in (rows[0] if rows else {}) if name not in PREDICTION_COLUMNS]
     return SplitPredictions(
         probabilities,
         labels,
@@ -278,6 +299,7 @@ def read_predictions(path: Path) -> SplitPredictions:
         tuple(row["subtype"] for row in rows),
         # Unknown patients (written as "") cannot group a bootstrap: resample films instead.
         patients if all(patients) else None,
+        {name: tuple(row[name] or "" for row in rows) for name in extra},
     )
 
 
