@@ -41,6 +41,7 @@ def threshold_rule(values: Mapping[str, Any] | None) -> ThresholdRule:
 
 
 def report_settings(values: Mapping[str, Any] | None) -> ReportSettings:
+    """The ``report`` config block as settings (``ReportSettings`` checks the subgroup keys)."""
     values = dict(values or {})
     known = {key: values[key] for key in ReportSettings.__dataclass_fields__ if key in values}
     return ReportSettings(**known)
@@ -154,5 +155,6 @@ def _send_to_loggers(
                 return datamodule.datasets[split][index][0]
 
             wandb_report.log_report(logger, report, model.class_names, image_of)
+            wandb_report.log_subgroups(logger, report)
         logger.log_metrics({f"report/{key}": value for key, value in scalars.items()})
         logger.save()

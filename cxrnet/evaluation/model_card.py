@@ -8,6 +8,7 @@ from typing import Any
 
 from cxrnet.evaluation.probabilities import DEFAULT_THRESHOLD
 from cxrnet.evaluation.report import THRESHOLD_METRICS, EvaluationReport, finite
+from cxrnet.evaluation.subgroups import Estimate, SubgroupRow
 
 # The known limits every model card lists: the official validation split (which a k-fold sweep
 # never uses), then the dataset's own.
@@ -107,6 +108,7 @@ def render_model_card(
         *_recipe_section(report, preprocessing, network, notes),
         *_metrics_section(report),
         *_confusion_section(report),
+        *_subgroups_section(report),
     ]
     if figures:
         lines += ["", "## Figures", ""]
@@ -206,6 +208,83 @@ def _confusion_section(report: EvaluationReport) -> list[str]:
         )
     if report.temperature is not None:
         lines += ["", f"Temperature {report.temperature:.3f}, fitted on validation only."]
+    return lines
+
+
+def _estimate(estimate: Estimate, undefined: str = "n/a") -> str:
+    if estimate.value is None:
+        return undefined
+    if estimate.low is None or estimate.high is None:
+        return f"{estimate.value:.3f}"
+    return f"{estimate.value:.3f} ({estimate.low:.3f}-{estimate.high:.3f})"
+
+
+def _subgroup_cells(row: SubgroupRow) -> list[str]:
+    return [
+        row.category.replace("|", "\\|"),  # a bar would end the Markdown cell
+        str(row.n),
+        str(row.n_pos),
+        _estimate(row.prevalence),
+        _estimate(row.auroc, "n/a (one class)"),
+        _estimate(row.sensitivity, "n/a (no pneumonia)"),
+        _estimate(row.specificity, "n/a (no normal)"),
+    ]
+
+
+def _subgroups_section(report: EvaluationReport) -> list[str]:
+    """Per metadata column, the model's numbers within each category, after the shortcut
+    check: how well the column alone predicts the label, flagged where a confound may hide."""
+    parts = {split: part.subgroups for split, part in report.splits.items() if part.subgroups}
+    if not parts:
+        return []
+    s = report.settings
+    lines = [
+        "",
+        "## Subgroups",
+        "",
+        "Each category's films alone, at the chosen threshold "
+        f"{report.operating_point.threshold:.3f}"
+        f" ({round(s.level * 100)}% bootstrap interval: {s.resamples} resamples of the "
+        "category's patients). Films lacking a column are counted under `unknown`.",
+        "",
+        "### Shortcut check",
+        "",
+        "How well each column alone predicts the label: a categorical column scores every film "
+        "by its category's prevalence of pneumonia (on the same films: an upper bound), a "
+        "numeric one by its value in the better direction. Flagged at AUROC >= "
+        f"{s.shortcut_flag:g}.",
+        "",
+    ]
+    flagged = [
+        check.sentence(split)
+        for split, part in parts.items()
+        for check in part.shortcuts
+        if check.flagged
+    ]
+    lines += [f"- **Possible shortcut:** {sentence}" for sentence in flagged]
+    if flagged:
+        lines.append("")
+    lines += [
+        "| split | column | kind | categories | films scored | AUROC of the column alone "
+        "| flagged |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for split, part in parts.items():
+        for check in part.shortcuts:
+            area = "n/a (one class)" if check.auroc is None else f"{check.auroc:.3f}"
+            lines.append(
+                f"| {split} | {check.column} | {check.kind} | {check.categories} | "
+                f"{check.films} of {check.total} | {area} | {'yes' if check.flagged else 'no'} |"
+            )
+    for split, part in parts.items():
+        for column, rows in part.tables.items():
+            lines += ["", f"### {split}: by {column}", ""]
+            lines += [
+                f"| {column} | films | pneumonia | prevalence | AUROC | sensitivity | "
+                "specificity |",
+                "| --- | --- | --- | --- | --- | --- | --- |",
+            ]
+            lines += ["| " + " | ".join(_subgroup_cells(row)) + " |" for row in rows]
     return lines
 
 

@@ -26,6 +26,15 @@ from cxrnet.evaluation.bootstrap import PatientDraws, WeightedMetricFn, bootstra
 from cxrnet.evaluation.calibration import apply_temperature, fit_temperature, reliability
 from cxrnet.evaluation.confusion import confusion_at_threshold
 from cxrnet.evaluation.curves import RankedScores, auroc, average_precision
+from cxrnet.evaluation.subgroups import (
+    DEFAULT_AGE_BANDS,
+    DEFAULT_SHORTCUT_FLAG,
+    SubgroupReport,
+    check_subgroup_columns,
+    check_subgroup_settings,
+    evaluate_subgroups,
+    present_columns,
+)
 from cxrnet.evaluation.thresholds import (
     OperatingPoint,
     ThresholdRule,
@@ -94,7 +103,11 @@ class NonFinitePredictions(FloatingPointError):
 
 @dataclass(frozen=True)
 class ReportSettings:
-    """Bootstrap and calibration settings; the seed makes intervals reproducible."""
+    """Bootstrap and calibration settings; the seed makes intervals reproducible.
+
+    ``subgroups``: metadata columns to report per category (``age_band`` cut from ``age`` at
+    ``age_bands``), each with a shortcut check flagged at AUROC >= ``shortcut_flag``.
+    """
 
     resamples: int = 1000
     seed: int = 0
@@ -102,6 +115,18 @@ class ReportSettings:
     calibrate: bool = False
     bins: int = 10
     top_k_wrong: int = 8
+    subgroups: tuple[str, ...] = ()
+    age_bands: tuple[float, ...] = DEFAULT_AGE_BANDS
+    shortcut_flag: float = DEFAULT_SHORTCUT_FLAG
+
+    def __post_init__(self) -> None:
+        # Lists from a config become tuples here: the settings stay hashable and comparable.
+        names, edges, flag = check_subgroup_settings(
+            self.subgroups, self.age_bands, self.shortcut_flag
+        )
+        object.__setattr__(self, "subgroups", names)
+        object.__setattr__(self, "age_bands", edges)
+        object.__setattr__(self, "shortcut_flag", flag)
 
 
 @dataclass
@@ -112,6 +137,7 @@ class SplitReport:
     reliability: Any
     calibrated_ece: float | None = None
     wrong: list[int] = field(default_factory=list)
+    subgroups: SubgroupReport | None = None
 
 
 @dataclass
@@ -192,6 +218,10 @@ def evaluate_predictions(
     """
     rule = rule or ThresholdRule()
     settings = settings or ReportSettings()
+    if settings.subgroups:
+        # Before any work: a column no film of any split has is a setting to fix.
+        present = {col for preds in predictions.values() for col in present_columns(preds.columns)}
+        check_subgroup_columns(settings.subgroups, sorted(present))
     for split, preds in predictions.items():
         bad = int((~np.isfinite(preds.probabilities)).sum())
         if bad:
@@ -246,6 +276,21 @@ def evaluate_predictions(
             report.calibrated_ece = calibrated.ece
             metrics[f"{split}/ece_calibrated"] = calibrated.ece
         report.wrong = confidently_wrong_indices(probs, labels, threshold, settings.top_k_wrong)
+        if settings.subgroups:
+            report.subgroups = evaluate_subgroups(
+                preds.columns,
+                probs,
+                labels,
+                threshold,
+                preds.patients,
+                names=settings.subgroups,
+                edges=settings.age_bands,
+                flag=settings.shortcut_flag,
+                resamples=settings.resamples,
+                seed=settings.seed,
+                level=settings.level,
+            )
+            metrics.update(report.subgroups.metrics(split))
         splits[split] = report
     return EvaluationReport(operating_point, metrics, splits, settings, temperature)
 

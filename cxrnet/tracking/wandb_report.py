@@ -24,6 +24,7 @@ from cxrnet.evaluation.report import (
     curve_rows,
     predict_classes,
 )
+from cxrnet.evaluation.subgroups import ESTIMATES
 from cxrnet.tracking.wandb_logger import CHECKPOINT_KEY
 
 log = logging.getLogger(__name__)
@@ -156,3 +157,50 @@ class WandbReport(Callback):
         payload[f"{split}/confidently_wrong"] = table
         payload[f"{split}/threshold"] = threshold
         logger.experiment.log(payload)
+
+    def log_subgroups(self, logger: WandbLogger, report: EvaluationReport) -> None:
+        """Every split's subgroup tables (one per column) and shortcut checks, as W&B tables
+        holding what report.md shows; nothing when the report has no subgroups."""
+        payload = subgroup_tables(report)
+        if payload:
+            logger.experiment.log(payload)
+
+
+SUBGROUP_COLUMNS = ["category", "films", "pneumonia"] + [
+    f"{name}{part}" for name in ESTIMATES for part in ("", "_ci_low", "_ci_high")
+]
+SHORTCUT_COLUMNS = ["column", "kind", "categories", "films_scored", "films", "auroc", "flagged"]
+
+
+def subgroup_tables(report: EvaluationReport) -> dict[str, Any]:
+    """``<split>/subgroups/<column>`` and ``<split>/shortcut_check`` tables (undefined
+    estimates as None) for every split with subgroups."""
+    import wandb
+
+    payload: dict[str, Any] = {}
+    for split, part in report.splits.items():
+        if part.subgroups is None:
+            continue
+        for column, rows in part.subgroups.tables.items():
+            data = [
+                [
+                    row.category,
+                    row.n,
+                    row.n_pos,
+                    *(
+                        value
+                        for estimate in row.estimates().values()
+                        for value in (estimate.value, estimate.low, estimate.high)
+                    ),
+                ]
+                for row in rows
+            ]
+            payload[f"{split}/subgroups/{column}"] = wandb.Table(
+                columns=SUBGROUP_COLUMNS, data=data
+            )
+        checks = [
+            [c.column, c.kind, c.categories, c.films, c.total, c.auroc, c.flagged]
+            for c in part.subgroups.shortcuts
+        ]
+        payload[f"{split}/shortcut_check"] = wandb.Table(columns=SHORTCUT_COLUMNS, data=checks)
+    return payload

@@ -18,6 +18,11 @@ from omegaconf import DictConfig
 
 from cxrnet.data.records import CLASS_NAMES, SUBTYPE_NAMES
 from cxrnet.evaluation.metric_names import epoch_metric_names, monitor_mode_for
+from cxrnet.evaluation.subgroups import (
+    DEFAULT_AGE_BANDS,
+    DEFAULT_SHORTCUT_FLAG,
+    check_subgroup_settings,
+)
 from cxrnet.models.registry import check_model_name
 from cxrnet.publish import unwritable_reason
 from cxrnet.runs import RECORD_NAME, RunRecorder
@@ -68,13 +73,25 @@ def check_epochs(cfg: DictConfig) -> None:
         )
 
 
+def check_report_config(cfg: DictConfig) -> None:
+    """``report.subgroups``, ``report.age_bands`` and ``report.shortcut_flag`` are usable; that
+    the films carry the columns is checked once the data is read (``check_subgroup_data``)."""
+    report = cfg.get("report") or {}
+    check_subgroup_settings(
+        report.get("subgroups", ()),
+        report.get("age_bands", DEFAULT_AGE_BANDS),
+        report.get("shortcut_flag", DEFAULT_SHORTCUT_FLAG),
+    )
+
+
 def check_train_config(cfg: DictConfig) -> None:
     """Everything ``cxrnet-train`` can check without data: network, monitor, epochs, the
-    checkpoint to resume from, the image cache folder and W&B's own folders; and a warning when
-    the resume is not exact."""
+    report's subgroup settings, the checkpoint to resume from, the image cache folder and W&B's
+    own folders; and a warning when the resume is not exact."""
     check_network(cfg)
     resolve_monitor(cfg)
     check_epochs(cfg)
+    check_report_config(cfg)
     # ckpt_path=last/auto, or a requeued job's own folder: the checkpoint a resume would load.
     ckpt_path = resolve_checkpoint(cfg.get("ckpt_path"), cfg.paths.output_dir)
     if ckpt_path is not None:

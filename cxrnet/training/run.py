@@ -25,7 +25,8 @@ from cxrnet.config import instantiate_group, save_resolved_config
 from cxrnet.data import sources as data_sources
 from cxrnet.evaluation.evaluation_pass import report_settings, run_evaluation_pass, threshold_rule
 from cxrnet.evaluation.model_card import selection_note
-from cxrnet.evaluation.report import NonFinitePredictions
+from cxrnet.evaluation.report import NonFinitePredictions, metadata_columns
+from cxrnet.evaluation.subgroups import check_subgroup_columns, present_columns
 from cxrnet.models.checkpoint import load_checkpoint, stamp_checkpoint
 from cxrnet.runs import RunRecord, RunRecorder, RunStatus, RunStopped
 from cxrnet.runs.folder_lock import run_folder_lock
@@ -94,6 +95,7 @@ def train(
     report_dir = str(output_dir) if is_rank_zero else None
     datamodule = instantiate(cfg.data, root=root, report_dir=report_dir, seed=cfg.seed)
     datamodule.setup("fit")
+    _check_subgroup_columns(cfg, datamodule)
     model = instantiate(
         cfg.model,
         class_names=list(datamodule.class_names),
@@ -139,6 +141,17 @@ def train(
     if ckpt_path is not None:
         paths["resumed_from"] = str(ckpt_path)
     return {"metrics": metrics, **paths, "world_size": trainer.world_size}
+
+
+def _check_subgroup_columns(cfg: DictConfig, datamodule: Any) -> None:
+    """Every ``report.subgroups`` column is one some film to be evaluated carries: checked
+    once the films are read, so a wrong name costs no training."""
+    names = report_settings(cfg.get("report")).subgroups
+    if not names or datamodule.num_classes != 2:
+        return
+    evaluated = ["val", *(["test"] if cfg.get("test") else [])]
+    records = [r for split in evaluated for r in datamodule.split_records.get(split, [])]
+    check_subgroup_columns(names, present_columns(metadata_columns(records)))
 
 
 def _evaluate_binary(
@@ -296,7 +309,10 @@ def print_summary(record: RunRecord) -> None:
         {
             key.split("/", 1)[1]
             for key in metrics
-            if key.split("/", 1)[0] in splits and "_ci_" not in key and "/n_" not in key
+            if key.split("/", 1)[0] in splits
+            and "_ci_" not in key
+            and "/n_" not in key
+            and key.split("/")[1] not in ("subgroup", "shortcut")  # report.md has their tables
         }
     )
     if not names:

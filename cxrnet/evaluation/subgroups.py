@@ -1,0 +1,486 @@
+"""The report's numbers per kind of film, and how well the kind alone predicts the label.
+
+A clinician's question is per population: an AUROC over PA and AP films together can come from a
+network that tells the views apart while pneumonia is far more common on AP films. So for each
+metadata column asked for (view, sex, age band, source ...) every category gets its films,
+prevalence, AUROC and sensitivity and specificity at the chosen threshold, each with a patient
+bootstrap interval; and a shortcut check scores each column alone as a predictor of the label,
+so a confound is written next to the model's score.
+
+Plain arrays in, frozen rows out; nothing here knows splits, files or loggers.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import Any, Literal
+
+import numpy as np
+
+from cxrnet.evaluation.bootstrap import PatientDraws, bootstrap_weighted
+from cxrnet.evaluation.confusion import confusion_at_threshold
+from cxrnet.evaluation.curves import RankedScores, auroc
+from cxrnet.user_errors import ConfigError
+
+# The category of a film that lacks the column (or, for age bands, has no readable age):
+# counted as a group of its own, never dropped.
+UNKNOWN = "unknown"
+AGE = "age"
+AGE_BAND = "age_band"
+DEFAULT_AGE_BANDS = (18.0, 40.0, 65.0)
+DEFAULT_SHORTCUT_FLAG = 0.7
+
+# DICOM's PatientAge (AS): three digits and a unit, e.g. 045Y, 018M, 006W, 003D.
+_DICOM_AGE = re.compile(r"^\s*(\d{1,3})\s*([YMWD])\s*$", re.IGNORECASE)
+_YEARS_PER = {"Y": 1.0, "M": 1.0 / 12.0, "W": 7.0 / 365.25, "D": 1.0 / 365.25}
+
+
+# --- settings ------------------------------------------------------------------------------
+
+
+def check_subgroup_settings(
+    subgroups: Any, age_bands: Any, shortcut_flag: Any
+) -> tuple[tuple[str, ...], tuple[float, ...], float]:
+    """``report.subgroups``, ``report.age_bands`` and ``report.shortcut_flag`` as plain values,
+    or a ``ConfigError`` naming the setting and the fix. Needs no data, so preflight runs it."""
+    if isinstance(subgroups, str) or not _is_sequence(subgroups):
+        raise ConfigError(
+            f"report.subgroups={subgroups!r} must be a list of metadata column names, e.g. "
+            "report.subgroups=[view,sex,age_band]"
+        )
+    names = tuple(str(name) for name in subgroups)
+    bad = [name for name in names if not name or "/" in name or "=" in name]
+    if bad or len(set(names)) != len(names):
+        raise ConfigError(
+            f"report.subgroups={list(names)} must name each column once, without '/' or '=' "
+            "(they separate the parts of a metric's name)"
+        )
+    if isinstance(age_bands, str) or not _is_sequence(age_bands):
+        raise ConfigError(
+            f"report.age_bands={age_bands!r} must be a list of ages in years, e.g. [18, 40, 65]"
+        )
+    try:
+        edges = tuple(float(edge) for edge in age_bands)
+    except (TypeError, ValueError):
+        edges = ()
+    if (
+        not edges
+        or not all(math.isfinite(edge) for edge in edges)
+        or any(b <= a for a, b in pairwise(edges))
+    ):
+        raise ConfigError(
+            f"report.age_bands={list(age_bands)} must be increasing ages in years (at least "
+            "one), e.g. [18, 40, 65] for <18, 18-39, 40-64 and 65+"
+        )
+    try:
+        flag = float(shortcut_flag)
+    except (TypeError, ValueError):
+        flag = math.nan
+    if not 0.5 <= flag <= 1.0:
+        raise ConfigError(
+            f"report.shortcut_flag={shortcut_flag!r} must be an AUROC between 0.5 and 1 (a "
+            "column at or above it is flagged as a possible shortcut); the default is 0.7"
+        )
+    return names, edges, flag
+
+
+def _is_sequence(value: Any) -> bool:
+    return isinstance(value, Sequence) or (
+        hasattr(value, "__iter__") and not isinstance(value, Mapping)
+    )
+
+
+# --- columns -------------------------------------------------------------------------------
+
+
+def age_in_years(value: str) -> float | None:
+    """A film's age in years: a plain number, or a DICOM age string (045Y, 018M, 006W, 003D);
+    None when it is missing or unreadable."""
+    text = value.strip()
+    match = _DICOM_AGE.match(text)
+    if match:
+        return int(match.group(1)) * _YEARS_PER[match.group(2).upper()]
+    try:
+        years = float(text)
+    except ValueError:
+        return None
+    return years if math.isfinite(years) and years >= 0 else None
+
+
+def band_labels(edges: Sequence[float]) -> tuple[str, ...]:
+    """The bands ``edges`` cut ages into, youngest first: [18, 40, 65] gives <18, 18-39, 40-64
+    and 65+ (whole-year edges read as completed years; others as ``a-<b``)."""
+    labels = [f"<{edges[0]:g}"]
+    for low, high in pairwise(edges):
+        whole = float(low).is_integer() and float(high).is_integer()
+        labels.append(f"{low:g}-{high - 1:g}" if whole else f"{low:g}-<{high:g}")
+    labels.append(f"{edges[-1]:g}+")
+    return tuple(labels)
+
+
+def age_bands(ages: Sequence[str], edges: Sequence[float]) -> tuple[str, ...]:
+    """The band of every film's age (``band_labels``); ``UNKNOWN`` where it has none."""
+    labels = band_labels(edges)
+    years = [age_in_years(age) for age in ages]
+    index = np.searchsorted(np.asarray(edges, dtype=np.float64), [y or 0.0 for y in years], "right")
+    return tuple(UNKNOWN if y is None else labels[i] for y, i in zip(years, index, strict=True))
+
+
+def present_columns(columns: Mapping[str, Sequence[str]]) -> list[str]:
+    """The columns at least one film has a value in."""
+    return sorted(name for name, values in columns.items() if any(values))
+
+
+def check_subgroup_columns(names: Sequence[str], present: Sequence[str]) -> None:
+    """Every column of ``report.subgroups`` is one some film has (``age_band`` needs ``age``);
+    a ``ConfigError`` naming the missing column and the ones the films have otherwise."""
+    available = set(present)
+    for name in names:
+        if name in available or (name == AGE_BAND and AGE in available):
+            continue
+        derived = f" (derived from the films' {AGE} column)" if name == AGE_BAND else ""
+        raise ConfigError(
+            f"report.subgroups names {name!r}{derived}, which no film has; the films' columns "
+            f"are {sorted(available) or 'none'}: name one of them, or add the column to the "
+            "manifest"
+        )
+
+
+def table_values(
+    columns: Mapping[str, Sequence[str]], name: str, n: int, edges: Sequence[float]
+) -> tuple[str, ...]:
+    """Column ``name`` as one category per film (``UNKNOWN`` where a film lacks it, or all
+    ``UNKNOWN`` when these films lack the column another split has); ``age_band`` is derived
+    from ``age`` by ``edges`` unless the films carry it themselves."""
+    raw = columns.get(name, ())
+    if name == AGE_BAND and not any(raw) and any(columns.get(AGE, ())):
+        return age_bands(columns[AGE], edges)
+    return tuple(value.strip() or UNKNOWN for value in (raw if any(raw) else ("",) * n))
+
+
+def numeric_values(values: Sequence[str]) -> np.ndarray | None:
+    """The column as numbers (NaN where missing) when every value given is a number or a
+    DICOM age; None for a categorical column."""
+    numbers = [age_in_years(value) if value.strip() else math.nan for value in values]
+    if any(number is None for number in numbers) or all(map(math.isnan, numbers)):
+        return None
+    return np.asarray(numbers, dtype=np.float64)
+
+
+# --- the table -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A point estimate and its bootstrap interval; ``value`` None where it is undefined
+    (AUROC of a category with one class, sensitivity without pneumonia films)."""
+
+    value: float | None
+    low: float | None = None
+    high: float | None = None
+
+
+@dataclass(frozen=True)
+class SubgroupRow:
+    """One category of one column: its films and the model's numbers on them alone."""
+
+    column: str
+    category: str
+    n: int
+    n_pos: int
+    prevalence: Estimate
+    auroc: Estimate
+    sensitivity: Estimate  # at the chosen threshold
+    specificity: Estimate
+
+    def estimates(self) -> dict[str, Estimate]:
+        """The estimates by their ``ESTIMATES`` name, in table order."""
+        return {name: getattr(self, name) for name in ESTIMATES}
+
+
+# The bootstrap's name of each estimate, and the metric name it is reported under.
+ESTIMATES = {
+    "prevalence": "prevalence",
+    "auroc": "auroc",
+    "sensitivity": "recall_at_threshold",
+    "specificity": "specificity_at_threshold",
+}
+
+
+def _rate(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """``numerator / denominator``, NaN where the denominator is 0: a resample without films
+    of a class says nothing about that class's rate, so it is left out of the percentiles."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(denominator > 0, numerator / denominator, np.nan)
+
+
+def _resampled(probabilities: np.ndarray, labels: np.ndarray, threshold: float):
+    ranked = RankedScores.of(probabilities, labels)
+
+    def estimates(draws: PatientDraws) -> dict[str, np.ndarray]:
+        tally = ranked.tally(draws.weights)
+        n_pos, n_neg = tally.class_totals()
+        c = tally.confusion(threshold)
+        return {
+            "prevalence": _rate(n_pos, n_pos + n_neg),
+            "auroc": tally.auroc(),
+            "sensitivity": _rate(c.tp, c.tp + c.fn),
+            "specificity": _rate(c.tn, c.tn + c.fp),
+        }
+
+    return estimates
+
+
+def subgroup_row(
+    column: str,
+    category: str,
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    threshold: float,
+    patients: Sequence[str] | None = None,
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> SubgroupRow:
+    """The row of the films given (those of one category): point estimates, and percentile
+    intervals over ``resamples`` draws of the category's patients (its films if ``patients``
+    is None); resamples where an estimate is undefined are left out of its percentiles."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    labels = np.asarray(labels)
+    n, n_pos = len(labels), int(np.sum(labels == 1))
+    c = confusion_at_threshold(probabilities, labels, threshold)
+    points = {
+        "prevalence": n_pos / n,
+        "auroc": auroc(probabilities, labels),
+        "sensitivity": c.tp / (c.tp + c.fn) if n_pos else math.nan,
+        "specificity": c.tn / (c.tn + c.fp) if n_pos < n else math.nan,
+    }
+    intervals = bootstrap_weighted(
+        _resampled(probabilities, labels, threshold),
+        n,
+        groups=patients,
+        resamples=resamples,
+        seed=seed,
+        level=level,
+    )
+    estimates = {}
+    for name, value in points.items():
+        if math.isnan(value):
+            estimates[name] = Estimate(None)
+        else:
+            low, high = intervals[name]
+            estimates[name] = Estimate(float(value), _finite_or_none(low), _finite_or_none(high))
+    return SubgroupRow(column, category, n, n_pos, **estimates)
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def category_order(categories: Sequence[str], column: str, edges: Sequence[float]) -> list[str]:
+    """Categories as a table lists them: age bands youngest first, others sorted, numbers by
+    value; ``UNKNOWN`` last."""
+    bands = band_labels(edges) if column == AGE_BAND else ()
+
+    def key(category: str) -> tuple[int, int, float, str]:
+        if category == UNKNOWN:
+            return (2, 0, 0.0, "")
+        if category in bands:
+            return (0, bands.index(category), 0.0, "")
+        number = age_in_years(category)
+        return (1, 0, number if number is not None else math.inf, category)
+
+    return sorted(set(categories), key=key)
+
+
+def subgroup_table(
+    column: str,
+    values: Sequence[str],
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    threshold: float,
+    patients: Sequence[str] | None = None,
+    *,
+    edges: Sequence[float] = DEFAULT_AGE_BANDS,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[SubgroupRow, ...]:
+    """One ``SubgroupRow`` per category of ``values`` (one category per film)."""
+    categories = np.asarray(values, dtype=object)
+    people = None if patients is None else np.asarray(patients, dtype=object)
+    rows = []
+    for category in category_order(list(values), column, edges):
+        chosen = categories == category
+        rows.append(
+            subgroup_row(
+                column,
+                category,
+                probabilities[chosen],
+                labels[chosen],
+                threshold,
+                None if people is None else tuple(people[chosen]),
+                resamples=resamples,
+                seed=seed,
+                level=level,
+            )
+        )
+    return tuple(rows)
+
+
+# --- the shortcut check --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShortcutCheck:
+    """How well a column alone predicts the label on one split.
+
+    A categorical column scores each film by its category's prevalence of pneumonia (on the
+    same films: an upper bound, and one that a column of many small categories reaches by
+    chance); a numeric one (age) by its value, in whichever direction predicts better.
+    """
+
+    column: str
+    kind: Literal["categorical", "numeric"]
+    auroc: float | None  # None: the films have one class, or no numeric values
+    films: int  # films scored: all for a categorical column, those with a value for a numeric
+    total: int
+    categories: int  # distinct values scored
+    direction: str  # numeric: "higher" or "lower" values go with pneumonia
+    flagged: bool
+    within: str = ""  # the table to read instead (default: the column's own)
+
+    def sentence(self, split: str) -> str:
+        """What report.md says when the check is flagged."""
+        how = f" ({self.direction} {self.column} with pneumonia)" if self.direction else ""
+        scored = "" if self.films == self.total else f", on the {self.films} films with one"
+        table = self.within or self.column
+        within = "age band" if table == AGE_BAND else table
+        return (
+            f"{self.column} alone predicts the label with AUROC {self.auroc:.2f} on {split}"
+            f"{how}{scored}: read the model's AUROC within each {within}, not the overall one."
+        )
+
+
+def shortcut_check(
+    column: str,
+    values: Sequence[str],
+    labels: np.ndarray,
+    flag: float = DEFAULT_SHORTCUT_FLAG,
+    within: str = "",
+) -> ShortcutCheck:
+    """Score ``values`` (one per film) alone against ``labels``; flagged at AUROC >= ``flag``.
+
+    Numeric when every value given is a number (films without one are left out, and counted);
+    otherwise categorical, a missing value being a category of its own.
+    """
+    labels = np.asarray(labels)
+    numbers = numeric_values(values)
+    if numbers is not None:
+        known = ~np.isnan(numbers)
+        area = auroc(numbers[known], labels[known])
+        direction = "" if math.isnan(area) else ("higher" if area >= 0.5 else "lower")
+        score = max(area, 1.0 - area)
+        films, categories, kind = int(known.sum()), len(np.unique(numbers[known])), "numeric"
+    else:
+        names, inverse = np.unique(
+            np.asarray([v.strip() or UNKNOWN for v in values], dtype=str), return_inverse=True
+        )
+        inverse = inverse.reshape(-1)
+        positives = np.bincount(inverse, weights=labels == 1, minlength=len(names))
+        prevalence = positives / np.bincount(inverse, minlength=len(names))
+        score = auroc(prevalence[inverse], labels)
+        direction, films, categories, kind = "", len(labels), len(names), "categorical"
+    defined = not math.isnan(score)
+    return ShortcutCheck(
+        column,
+        kind,
+        float(score) if defined else None,
+        films,
+        len(labels),
+        categories,
+        direction,
+        defined and score >= flag,
+        within,
+    )
+
+
+# --- one split -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SubgroupReport:
+    """One split's subgroup tables (by column, in the order asked) and shortcut checks."""
+
+    tables: Mapping[str, tuple[SubgroupRow, ...]]
+    shortcuts: tuple[ShortcutCheck, ...]
+
+    def metrics(self, split: str) -> dict[str, float]:
+        """Flat metric names: ``<split>/subgroup/<column>=<category>/<metric>`` with
+        ``_ci_low``/``_ci_high``, and ``<split>/shortcut/<column>/auroc`` and ``/flagged``.
+        An undefined estimate is NaN (null in metrics.json)."""
+        values: dict[str, float] = {}
+        for column, rows in self.tables.items():
+            for row in rows:
+                prefix = f"{split}/subgroup/{column}={row.category.replace('/', '_')}"
+                values[f"{prefix}/n"] = float(row.n)
+                values[f"{prefix}/n_pos"] = float(row.n_pos)
+                for name, estimate in row.estimates().items():
+                    metric = ESTIMATES[name]
+                    values[f"{prefix}/{metric}"] = _nan_if_none(estimate.value)
+                    values[f"{prefix}/{metric}_ci_low"] = _nan_if_none(estimate.low)
+                    values[f"{prefix}/{metric}_ci_high"] = _nan_if_none(estimate.high)
+        for check in self.shortcuts:
+            values[f"{split}/shortcut/{check.column}/auroc"] = _nan_if_none(check.auroc)
+            values[f"{split}/shortcut/{check.column}/flagged"] = float(check.flagged)
+        return values
+
+
+def _nan_if_none(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+def evaluate_subgroups(
+    columns: Mapping[str, Sequence[str]],
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    threshold: float,
+    patients: Sequence[str] | None = None,
+    *,
+    names: Sequence[str],
+    edges: Sequence[float] = DEFAULT_AGE_BANDS,
+    flag: float = DEFAULT_SHORTCUT_FLAG,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> SubgroupReport:
+    """The tables of ``names`` and their shortcut checks, plus that of the numeric age behind
+    a derived ``age_band``. That some film of the evaluation has each column is checked
+    before (``check_subgroup_columns``): these films may still lack one."""
+    tables, shortcuts = {}, []
+    for name in names:
+        values = table_values(columns, name, len(labels), edges)
+        tables[name] = subgroup_table(
+            name,
+            values,
+            probabilities,
+            labels,
+            threshold,
+            patients,
+            edges=edges,
+            resamples=resamples,
+            seed=seed,
+            level=level,
+        )
+        derived = name == AGE_BAND and not any(columns.get(AGE_BAND, ()))
+        # A numeric column is checked on its numbers, which its table's categories may hide.
+        raw = values if derived else tuple(columns.get(name, ("",) * len(labels)))
+        shortcuts.append(shortcut_check(name, raw, labels, flag))
+        if derived and AGE not in names and any(columns.get(AGE, ())):
+            shortcuts.append(shortcut_check(AGE, columns[AGE], labels, flag, within=AGE_BAND))
+    return SubgroupReport(tables, tuple(shortcuts))
