@@ -387,3 +387,62 @@ def test_a_training_run_reports_subgroups_end_to_end(
     assert "### test: by age_band" in card and "| 5-17 |" in card
     header = (run_dir / "predictions_test.csv").read_text().splitlines()[0]
     assert header.endswith(",age,view")
+
+
+def test_fold_ensembles_keep_the_metadata_columns() -> None:
+    """cxrnet-ensemble reports pooled out-of-fold and mean held-out predictions: their films
+    keep their views, so the subgroup report works there too."""
+    from cxrnet.evaluation.fold_ensemble import mean_over_members, pooled_out_of_fold
+
+    preds = _predictions(n=10)
+    first = SplitPredictions(
+        preds.probabilities[:6],
+        preds.labels[:6],
+        preds.files[:6],
+        preds.subtypes[:6],
+        preds.patients[:6],
+        {name: values[:6] for name, values in preds.columns.items()},
+    )
+    second = SplitPredictions(
+        preds.probabilities[6:], preds.labels[6:], preds.files[6:], preds.subtypes[6:]
+    )
+    pooled = pooled_out_of_fold([first, second])
+    assert pooled.columns["view"] == preds.columns["view"][:6] + ("",) * 4
+    reversed_films = SplitPredictions(
+        preds.probabilities[::-1],
+        preds.labels[::-1],
+        preds.files[::-1],
+        preds.subtypes[::-1],
+        preds.patients[::-1],
+        {name: values[::-1] for name, values in preds.columns.items()},
+    )
+    mean = mean_over_members([reversed_films, preds], ["fold 0", "fold 1"])
+    view_of = dict(zip(preds.files, preds.columns["view"], strict=True))
+    assert mean.columns["view"] == tuple(view_of[file] for file in mean.files)
+
+
+def test_the_evaluation_pass_checks_the_columns_before_predicting(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cxrnet-eval's pass (and cxrnet-train's) refuses a column before predicting any film."""
+    import cxrnet.evaluation.evaluation_pass as evaluation_pass
+    from cxrnet.data.datamodule import ChestXRayDataModule
+    from cxrnet.evaluation.thresholds import ThresholdRule
+
+    dm = ChestXRayDataModule(root=synthetic_root, image_size=32, num_workers=0, cache_dir=None)
+    dm.setup("fit")
+
+    def never(*args, **kwargs):
+        raise AssertionError("predicted before the columns were checked")
+
+    monkeypatch.setattr(evaluation_pass, "predict_split", never)
+    with pytest.raises(ConfigError, match=r"'view', which no film has; the films' columns are"):
+        evaluation_pass.run_evaluation_pass(
+            SimpleNamespace(hparams={}),
+            dm,
+            ["val", "test"],
+            tmp_path,
+            rule=ThresholdRule(),
+            settings=ReportSettings(subgroups=("view",)),
+        )
+    assert not list(tmp_path.iterdir()), "nothing written"

@@ -4,7 +4,7 @@ then derive the report, its files and what the loggers get from those prediction
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch.loggers import Logger, WandbLogger
 
 from cxrnet.data.datamodule import ChestXRayDataModule
+from cxrnet.data.records import Record
 from cxrnet.evaluation.figures import plot_split
 from cxrnet.evaluation.model_card import (
     DATASET_LIMITS,
@@ -26,8 +27,10 @@ from cxrnet.evaluation.report import (
     ReportSettings,
     evaluate_predictions,
     finite,
+    metadata_columns,
     write_predictions,
 )
+from cxrnet.evaluation.subgroups import check_subgroup_columns, present_columns
 from cxrnet.evaluation.thresholds import OperatingPoint, ThresholdRule
 from cxrnet.models.module import ClassifierModule
 from cxrnet.tracking.wandb_report import WandbReport
@@ -45,6 +48,14 @@ def report_settings(values: Mapping[str, Any] | None) -> ReportSettings:
     values = dict(values or {})
     known = {key: values[key] for key in ReportSettings.__dataclass_fields__ if key in values}
     return ReportSettings(**known)
+
+
+def check_subgroup_records(settings: ReportSettings, records: Iterable[Record]) -> None:
+    """Every ``report.subgroups`` column is one some of ``records`` (the films to be evaluated)
+    carries: a ``ConfigError`` naming it and the columns they have, before any prediction."""
+    if settings.subgroups:
+        present = present_columns(metadata_columns(list(records)))
+        check_subgroup_columns(settings.subgroups, present)
 
 
 def run_evaluation_pass(
@@ -72,6 +83,9 @@ def run_evaluation_pass(
     paragraphs for the report's threshold section.
     """
     wanted = list(dict.fromkeys([*(["val"] if operating_point is None else []), *splits]))
+    settings = settings or ReportSettings()
+    records = datamodule.split_records
+    check_subgroup_records(settings, (r for split in wanted for r in records.get(split, [])))
     predictions = {}
     for split in wanted:
         if split not in datamodule.datasets:

@@ -23,10 +23,14 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from cxrnet.config import instantiate_group, save_resolved_config
 from cxrnet.data import sources as data_sources
-from cxrnet.evaluation.evaluation_pass import report_settings, run_evaluation_pass, threshold_rule
+from cxrnet.evaluation.evaluation_pass import (
+    check_subgroup_records,
+    report_settings,
+    run_evaluation_pass,
+    threshold_rule,
+)
 from cxrnet.evaluation.model_card import selection_note
-from cxrnet.evaluation.report import NonFinitePredictions, metadata_columns
-from cxrnet.evaluation.subgroups import check_subgroup_columns, present_columns
+from cxrnet.evaluation.report import NonFinitePredictions
 from cxrnet.models.checkpoint import load_checkpoint, stamp_checkpoint
 from cxrnet.runs import RunRecord, RunRecorder, RunStatus, RunStopped
 from cxrnet.runs.folder_lock import run_folder_lock
@@ -146,12 +150,14 @@ def train(
 def _check_subgroup_columns(cfg: DictConfig, datamodule: Any) -> None:
     """Every ``report.subgroups`` column is one some film to be evaluated carries: checked
     once the films are read, so a wrong name costs no training."""
-    names = report_settings(cfg.get("report")).subgroups
-    if not names or datamodule.num_classes != 2:
+    settings = report_settings(cfg.get("report"))
+    if datamodule.num_classes != 2:
+        if settings.subgroups:
+            log.warning("report.subgroups is ignored: the subtype task has no pneumonia report")
         return
     evaluated = ["val", *(["test"] if cfg.get("test") else [])]
-    records = [r for split in evaluated for r in datamodule.split_records.get(split, [])]
-    check_subgroup_columns(names, present_columns(metadata_columns(records)))
+    records = datamodule.split_records
+    check_subgroup_records(settings, (r for s in evaluated for r in records.get(s, [])))
 
 
 def _evaluate_binary(
