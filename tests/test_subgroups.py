@@ -168,6 +168,7 @@ def test_a_numeric_column_is_scored_in_its_better_direction() -> None:
     assert check.auroc == pytest.approx(1 - 1.5 / 9)
     assert (check.films, check.total) == (6, 7), "the film without an age is counted as left out"
     assert check.flagged
+    assert "(lower age with pneumonia; on the 6 of 7 films with one)" in check.sentence("val")
 
 
 def _predictions(n: int = 60, seed: int = 1) -> SplitPredictions:
@@ -236,9 +237,10 @@ def test_report_md_and_metrics_hold_the_tables_and_the_flag() -> None:
     assert (
         "## Subgroups" in card and "### test: by view" in card and "### test: by age_band" in card
     )
+    model = f"(the model's AUROC {m['test/auroc']:.2f})"
     assert (
-        "**Possible shortcut:** view alone predicts the label with AUROC 1.00 on test: read the "
-        "model's AUROC within each view" in card
+        f"**Possible shortcut:** view alone predicts the label with AUROC 1.00 on test {model}: "
+        "read the model's AUROC within each view" in card
     )
     assert "| PA | " in card and "n/a (one class)" in card
     assert "| unknown | 1 |" in card
@@ -358,7 +360,7 @@ def test_a_training_run_reports_subgroups_end_to_end(
                     r.source_split,
                     r.patient,
                     r.subtype,
-                    metadata={"view": "AP" if r.label else "PA", "age": str(3 + i % 60)},
+                    metadata={"view": "AP" if r.label else "PA", "age": str(3 + i * 37 % 61)},
                 )
                 for i, r in enumerate(records)
             ]

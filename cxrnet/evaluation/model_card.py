@@ -219,6 +219,10 @@ def _estimate(estimate: Estimate, undefined: str = "n/a") -> str:
     return f"{estimate.value:.3f} ({estimate.low:.3f}-{estimate.high:.3f})"
 
 
+def _finite_or_none(value: float | None) -> float | None:
+    return value if finite(value) else None
+
+
 def _subgroup_cells(row: SubgroupRow) -> list[str]:
     return [
         row.category.replace("|", "\\|"),  # a bar would end the Markdown cell
@@ -256,7 +260,7 @@ def _subgroups_section(report: EvaluationReport) -> list[str]:
         "",
     ]
     flagged = [
-        check.sentence(split)
+        check.sentence(split, _finite_or_none(report.metrics.get(f"{split}/auroc")))
         for split, part in parts.items()
         for check in part.shortcuts
         if check.flagged

@@ -355,15 +355,21 @@ class ShortcutCheck:
     flagged: bool
     within: str = ""  # the table to read instead (default: the column's own)
 
-    def sentence(self, split: str) -> str:
-        """What report.md says when the check is flagged."""
-        how = f" ({self.direction} {self.column} with pneumonia)" if self.direction else ""
-        scored = "" if self.films == self.total else f", on the {self.films} films with one"
+    def sentence(self, split: str, model_auroc: float | None = None) -> str:
+        """What report.md says when the check is flagged, next to the model's own AUROC."""
+        notes = []
+        if self.direction:
+            notes.append(f"{self.direction} {self.column} with pneumonia")
+        if self.films != self.total:
+            notes.append(f"on the {self.films} of {self.total} films with one")
+        if model_auroc is not None:
+            notes.append(f"the model's AUROC {model_auroc:.2f}")
+        aside = f" ({'; '.join(notes)})" if notes else ""
         table = self.within or self.column
         within = "age band" if table == AGE_BAND else table
         return (
             f"{self.column} alone predicts the label with AUROC {self.auroc:.2f} on {split}"
-            f"{how}{scored}: read the model's AUROC within each {within}, not the overall one."
+            f"{aside}: read the model's AUROC within each {within}, not the overall one."
         )
 
 
