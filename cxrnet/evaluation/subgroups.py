@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from cxrnet.evaluation.bootstrap import PatientDraws, bootstrap_weighted
+from cxrnet.evaluation.bootstrap import PatientDraws, WeightedMetricFn, bootstrap_weighted
 from cxrnet.evaluation.confusion import confusion_at_threshold
 from cxrnet.evaluation.curves import RankedScores, auroc
 from cxrnet.user_errors import ConfigError
@@ -47,6 +47,7 @@ def check_subgroup_settings(
 ) -> tuple[tuple[str, ...], tuple[float, ...], float]:
     """``report.subgroups``, ``report.age_bands`` and ``report.shortcut_flag`` as plain values,
     or a ``ConfigError`` naming the setting and the fix. Needs no data, so preflight runs it."""
+    subgroups = () if subgroups is None else subgroups  # report.subgroups=null: none
     if isinstance(subgroups, str) or not _is_sequence(subgroups):
         raise ConfigError(
             f"report.subgroups={subgroups!r} must be a list of metadata column names, e.g. "
@@ -218,7 +219,9 @@ def _rate(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
         return np.where(denominator > 0, numerator / denominator, np.nan)
 
 
-def _resampled(probabilities: np.ndarray, labels: np.ndarray, threshold: float):
+def _resampled(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -> WeightedMetricFn:
+    """The row's estimates for a block of resamples at once, from per-film weights (as
+    ``report._resampled_scores``): ranked once, every resample from cumulative sums."""
     ranked = RankedScores.of(probabilities, labels)
 
     def estimates(draws: PatientDraws) -> dict[str, np.ndarray]:
