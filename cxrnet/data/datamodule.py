@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -77,6 +77,12 @@ def per_process_batch_size(global_batch: int, world_size: int, key: str = "data.
             f"{world_size}, e.g. {max(1, round(global_batch / world_size)) * world_size}"
         )
     return global_batch // world_size
+
+
+def decode_order(records: Iterable[Record]) -> list[Record]:
+    """The films in the order they are decoded and cached: by path, whatever the split, so every
+    re-split (each k-fold fold, each seed) shares one cache."""
+    return sorted(records, key=lambda record: str(record.path))
 
 
 def _check_choices(imbalance: str, task: str, batch_size: int) -> None:
@@ -260,11 +266,7 @@ class ChestXRayDataModule(LightningDataModule):
 
     def _load_splits(self, splits: dict[str, list[Record]], stage: str | None) -> None:
         """The splits' films decoded (or read from the cache) into the datasets."""
-        # One canonical order, so every re-split (each k-fold fold, each seed) shares one cache.
-        ordered = sorted(
-            (record for records in splits.values() for record in records),
-            key=lambda record: str(record.path),
-        )
+        ordered = decode_order(record for records in splits.values() for record in records)
         loaded = load_images(
             ordered,
             self.decode_params,
@@ -349,6 +351,13 @@ class ChestXRayDataModule(LightningDataModule):
             f"skipping {len(records) - len(kept)} unreadable file(s): {'; '.join(skipped[:5])}"
             f"{' ...' if len(skipped) > 5 else ''}; fix or replace those files"
         )
+
+    def films_to_decode(self) -> list[Record]:
+        """Every film found, in the order ``setup`` decodes them into the image cache: what a
+        sharded first build of the cache decodes (``cxrnet-cache``), found without the
+        duplicate check or a split, which change neither the films nor their order."""
+        found = self._find_records()
+        return decode_order(record for records in found.values() for record in records)
 
     def _find_records(self) -> dict[str, list[Record]]:
         parts = []
