@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from helpers.console import QUICK, run_folder, run_train
+from helpers.console import QUICK, console_script, run_folder, run_train, script_env
 
 from cxrnet.data.records import make_record
 from cxrnet.data.shared_splits import (
@@ -81,34 +81,74 @@ def test_launchers_that_start_every_rank_give_them_one_id() -> None:
     assert SharedSplits.for_this_process(Path("."), 1, {LAUNCH_ENV: "x"}).launch == "x"
 
 
-@pytest.mark.slow
-def test_under_ddp_only_rank_0_walks_the_data_and_both_ranks_train_on_its_records(
-    synthetic_root: Path, tmp_path: Path
-) -> None:
-    probe = tmp_path / "probe"
-    done = run_train(
-        [
-            *QUICK,
-            "trainer=ddp_cpu",
-            "trainer.devices=2",
-            f"data.root={synthetic_root}",
-            "data.image_size=32",
-            "data.batch_size=8",
-            "trainer.max_epochs=1",
-            "test=false",
-            f"paths.log_dir={tmp_path / 'logs'}",
-            "data._target_=helpers.records_probe.ProbedDataModule",
-            f"+data.probe_dir={probe}",
-        ],
-        tmp_path,
-        env={"PYTHONPATH": str(Path(__file__).parent)},
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+def _probed_ddp_args(synthetic_root: Path, tmp_path: Path) -> list[str]:
+    return [
+        *QUICK,
+        "trainer=ddp_cpu",
+        "trainer.devices=2",
+        f"data.root={synthetic_root}",
+        "data.image_size=32",
+        "data.batch_size=8",
+        "trainer.max_epochs=1",
+        "test=false",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        "data._target_=helpers.records_probe.ProbedDataModule",
+        f"+data.probe_dir={tmp_path / 'probe'}",
+    ]
+
+
+def _check_probe(probe: Path) -> None:
+    """Rank 0 walked the data once, rank 1 never, and both set up the same records."""
     assert (probe / "walks_rank0.txt").read_text() == "walked\n"
     assert not (probe / "walks_rank1.txt").exists()
     rank0, rank1 = (json.loads((probe / f"records_rank{r}.json").read_text()) for r in (0, 1))
     assert rank0 == rank1
     assert set(rank0) == {"train", "val", "test"} and all(rank0.values())
+
+
+@pytest.mark.slow
+def test_under_ddp_only_rank_0_walks_the_data_and_both_ranks_train_on_its_records(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    done = run_train(
+        _probed_ddp_args(synthetic_root, tmp_path),
+        tmp_path,
+        env={"PYTHONPATH": str(Path(__file__).parent)},
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    _check_probe(tmp_path / "probe")
     run_dir = run_folder(done.stdout)
     assert "received the splits from rank 0" in (run_dir / "train_rank1.log").read_text()
     assert json.loads((run_dir / "metrics.json").read_text())["extra"]["world_size"] == 2
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_ranks_srun_starts_at_once_wait_for_rank_0s_records(
+    slurm_cluster, synthetic_root: Path, tmp_path: Path
+) -> None:
+    command = " ".join(
+        [*console_script("cxrnet-train"), *_probed_ddp_args(synthetic_root, tmp_path)]
+    )
+    script = tmp_path / "ddp.sh"
+    script.write_text(f"#!/bin/bash\nsrun {command}\n")
+    env = script_env(tmp_path) | {
+        "SLURM_CONF": slurm_cluster.env["SLURM_CONF"],
+        "PYTHONPATH": str(Path(__file__).parent),
+    }
+    slurm_cluster.env = env
+    job = slurm_cluster.sbatch(
+        script,
+        "--nodes=1",
+        "--ntasks-per-node=2",
+        "--cpus-per-task=1",
+        f"--chdir={tmp_path}",
+        f"--output={tmp_path}/slurm-%j.out",
+    )
+    info = slurm_cluster.wait(job, ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"))
+    output = "\n".join(p.read_text()[-3000:] for p in tmp_path.glob("slurm-*.out"))
+    assert info["JobState"] == "COMPLETED", output
+    _check_probe(tmp_path / "probe")
+    (run_dir,) = (tmp_path / "logs" / "debug" / "runs").iterdir()
+    splits = json.loads((run_dir / SPLITS_FILE).read_text())
+    assert splits["launch"] == f"slurm-{job}.0.0"
