@@ -32,11 +32,12 @@ def _splits(folder: Path) -> dict[str, list]:
 
 
 def test_the_other_ranks_receive_rank_0s_records_as_they_were(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.delenv(LAUNCH_ENV, raising=False)
+    # Left by an earlier job of a sweep (monkeypatch puts the environment back afterwards).
+    monkeypatch.setenv(LAUNCH_ENV, "earlier-job")
     splits = _splits(tmp_path)
-    SharedSplits.for_this_process(tmp_path, 0, {}).publish(splits)
-    # Lightning's launcher starts rank 1 with rank 0's environment, launch id included.
-    assert os.environ[LAUNCH_ENV]
+    SharedSplits.for_this_process(tmp_path, 0).publish(splits)
+    # Lightning's launcher starts rank 1 with rank 0's environment, its new launch id included.
+    assert os.environ[LAUNCH_ENV] not in ("", "earlier-job")
     received = SharedSplits.for_this_process(tmp_path, 1).receive(timeout_s=5)
     assert received == splits
     assert received["train"][0].metadata == {"age": "7", "view": "PA"}

@@ -41,6 +41,7 @@ from cxrnet.data.cache import (
     _mapped_file,
     _Stamp,
     _stamp,
+    _write_text,
     load_images,
 )
 from cxrnet.data.decode import DecodeParams
@@ -153,7 +154,7 @@ def _decode_part(
     if kept < len(stamps):
         _keep_first_rows(temporary / IMAGES_FILE, kept)
     # Written last: a part with its reasons is complete.
-    (temporary / REASONS_FILE).write_text(json.dumps(reasons) + "\n", encoding="utf-8")
+    _write_text(temporary / REASONS_FILE, json.dumps(reasons) + "\n")
 
 
 def _build_part(
