@@ -278,6 +278,20 @@ def _build(
     kept = sum(reason is None for reason in reasons)
     if kept < len(records):
         _keep_first_rows(temporary / IMAGES_FILE, kept)
+    _finish(temporary, key, records, stamps, params, reasons)
+
+
+def _finish(
+    temporary: Path,
+    key: str,
+    records: Sequence[Record],
+    stamps: Sequence[_Stamp],
+    params: DecodeParams,
+    reasons: Sequence[str | None],
+) -> None:
+    """The index, meta and COMPLETE files beside the decoded images (one build or the parts of
+    a sharded one, ``cxrnet.data.cache_shards``)."""
+    kept = sum(reason is None for reason in reasons)
     _write_index(temporary / INDEX_FILE, records, stamps, reasons)
     meta = {
         "format": CACHE_FORMAT,
@@ -305,7 +319,12 @@ def _open_cached(
         log.info("decoding %d images into the cache %s", len(records), entry)
         _build(temporary, entry.name, records, stamps, params, num_workers, progress)
 
-    reused = not build_once(entry, fill, _is_complete)
+    # Imported here: cache_shards builds on this module.
+    from cxrnet.data.cache_shards import join_sharded_build
+
+    # Tasks of a sharded build (cxrnet-cache shard=i/n) are decoding it: wait for them.
+    decoded = join_sharded_build(entry, records, stamps, params, num_workers, progress)
+    reused = not build_once(entry, fill, _is_complete) and not decoded
     reasons = _read_reasons(entry, stamps)
     if reused and _a_failure_decodes_now(stamps, reasons, params):
         # A failed decode is not the file's verdict: a permission fixed or a network drive back

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +29,7 @@ from cxrnet.data.records import (
     check_subtypes,
 )
 from cxrnet.data.sampling import EpochSampler, ResumableLoader
+from cxrnet.data.shared_splits import SharedSplits
 from cxrnet.data.splits import (
     SplitConfig,
     SplitName,
@@ -76,6 +77,12 @@ def per_process_batch_size(global_batch: int, world_size: int, key: str = "data.
             f"{world_size}, e.g. {max(1, round(global_batch / world_size)) * world_size}"
         )
     return global_batch // world_size
+
+
+def decode_order(records: Iterable[Record]) -> list[Record]:
+    """The films in the order they are decoded and cached: by path, whatever the split, so every
+    re-split (each k-fold fold, each seed) shares one cache."""
+    return sorted(records, key=lambda record: str(record.path))
 
 
 def _check_choices(imbalance: str, task: str, batch_size: int) -> None:
@@ -190,6 +197,8 @@ class ChestXRayDataModule(LightningDataModule):
         self.seed = seed
         self.unsplit = unsplit
         self.min_val_per_class = min_val_per_class
+        # Under DDP, set by the training run: rank 0 resolves the splits, the others read them.
+        self.shared_splits: SharedSplits | None = None
         self._init_state()
 
     def _init_state(self) -> None:
@@ -198,6 +207,8 @@ class ChestXRayDataModule(LightningDataModule):
         self._train_sampler: EpochSampler | None = None
         self._resume_at: tuple[int, int] | None = None
         self.split_records: dict[str, list[Record]] = {}
+        # The splits before unreadable films are left out: what other DDP ranks receive.
+        self.resolved_splits: dict[str, list[Record]] = {}
         self.datasets: dict[str, XRayDataset] = {}
         self.skipped: list[tuple[Record, str]] = []
         self.ignored: list[tuple[Path, str]] = []
@@ -230,6 +241,9 @@ class ChestXRayDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
+        if self.shared_splits is not None and self.shared_splits.receives:
+            self._load_splits(self.shared_splits.receive(), stage)
+            return
         found = self._find_records()
         if self.task == "subtype":
             check_subtypes([record for records in found.values() for record in records])
@@ -247,11 +261,12 @@ class ChestXRayDataModule(LightningDataModule):
             splits = self._scored_as_given(found)
         else:
             splits = make_splits(found, self.split_config, duplicates=self.duplicates.all_groups)
-        # One canonical order, so every re-split (each k-fold fold, each seed) shares one cache.
-        ordered = sorted(
-            (record for records in splits.values() for record in records),
-            key=lambda record: str(record.path),
-        )
+        self.resolved_splits = splits
+        self._load_splits(splits, stage)
+
+    def _load_splits(self, splits: dict[str, list[Record]], stage: str | None) -> None:
+        """The splits' films decoded (or read from the cache) into the datasets."""
+        ordered = decode_order(record for records in splits.values() for record in records)
         loaded = load_images(
             ordered,
             self.decode_params,
@@ -337,6 +352,13 @@ class ChestXRayDataModule(LightningDataModule):
             f"{' ...' if len(skipped) > 5 else ''}; fix or replace those files"
         )
 
+    def films_to_decode(self) -> list[Record]:
+        """Every film found, in the order ``setup`` decodes them into the image cache: what a
+        sharded first build of the cache decodes (``cxrnet-cache``), found without the
+        duplicate check or a split, which change neither the films nor their order."""
+        found = self._find_records()
+        return decode_order(record for records in found.values() for record in records)
+
     def _find_records(self) -> dict[str, list[Record]]:
         parts = []
         for source in self.sources:
@@ -362,7 +384,8 @@ class ChestXRayDataModule(LightningDataModule):
 
     def _report(self) -> None:
         log.info("images per split:\n%s", format_count_table(self.counts()))
-        log.info("%s", self.duplicates.summary())
+        if self.resolved_splits:  # a rank that received its splits checked nothing itself
+            log.info("%s", self.duplicates.summary())
         for path, reason in self.ignored:
             log.warning("ignored %s: %s", path, reason)
         for record, reason in self.skipped:

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from cxrnet.config import instantiate_group, save_resolved_config
 from cxrnet.data import sources as data_sources
+from cxrnet.data.shared_splits import SharedSplits
 from cxrnet.evaluation.evaluation_pass import (
     check_subgroup_records,
     report_settings,
@@ -98,8 +99,16 @@ def train(
     # Split files and counts are written once, by rank 0.
     report_dir = str(output_dir) if is_rank_zero else None
     datamodule = instantiate(cfg.data, root=root, report_dir=report_dir, seed=cfg.seed)
-    datamodule.setup("fit")
-    _check_subgroup_columns(cfg, datamodule)
+    # Under DDP only rank 0 finds, checks and splits the films; the others read its splits.
+    shared = SharedSplits.for_this_process(output_dir, rank_zero_only.rank)
+    datamodule.shared_splits = shared
+    try:
+        datamodule.setup("fit")
+        _check_subgroup_columns(cfg, datamodule)
+    except BaseException as error:
+        if is_rank_zero:
+            shared.publish_failure(error)  # ranks srun started are waiting for the splits
+        raise
     model = instantiate(
         cfg.model,
         class_names=list(datamodule.class_names),
@@ -113,6 +122,8 @@ def train(
     callbacks += [EpochSeed(cfg.seed), *extra_callbacks]
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if is_rank_zero and trainer.world_size > 1:
+        shared.publish(datamodule.resolved_splits)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 

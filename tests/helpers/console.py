@@ -25,6 +25,7 @@ MODULES = {
     "cxrnet-predict": "cxrnet.cli.predict",
     "cxrnet-export": "cxrnet.cli.export",
     "cxrnet-ensemble": "cxrnet.cli.ensemble",
+    "cxrnet-cache": "cxrnet.cli.cache",
 }
 
 
