@@ -128,7 +128,7 @@ class SharedSplits:
         )
 
     def publish_failure(self, error: BaseException) -> None:
-        """Rank 0 could not resolve the splits: ranks already waiting stop with its reason."""
+        """Rank 0 failed before publishing its splits: waiting ranks stop with its reason."""
         if self.launch is None:
             return  # no rank can be waiting: the launcher has not started any yet
         self._publish({"error": f"{type(error).__name__}: {error}"})

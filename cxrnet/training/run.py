@@ -102,26 +102,28 @@ def train(
     # Under DDP only rank 0 finds, checks and splits the films; the others read its splits.
     shared = SharedSplits.for_this_process(output_dir, rank_zero_only.rank)
     datamodule.shared_splits = shared
+    # Until rank 0 has published its splits, the ranks srun started are waiting for them: any
+    # failure before then is published too, so they stop with its reason, not at a timeout.
     try:
         datamodule.setup("fit")
         _check_subgroup_columns(cfg, datamodule)
+        model = instantiate(
+            cfg.model,
+            class_names=list(datamodule.class_names),
+            class_weights=datamodule.class_weights,
+        )
+        callbacks = instantiate_group(cfg.get("callbacks"))
+        last = next((c for c in callbacks if isinstance(c, LastCheckpoint)), None)
+        if last is None:  # switched off in the config: SIGTERM and Ctrl-C still need it
+            last = LastCheckpoint(output_dir / CHECKPOINT_DIR)
+            callbacks.append(last)
+        callbacks += [EpochSeed(cfg.seed), *extra_callbacks]
+        loggers = instantiate_group(cfg.get("logger"))
+        trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     except BaseException as error:
         if is_rank_zero:
-            shared.publish_failure(error)  # ranks srun started are waiting for the splits
+            shared.publish_failure(error)
         raise
-    model = instantiate(
-        cfg.model,
-        class_names=list(datamodule.class_names),
-        class_weights=datamodule.class_weights,
-    )
-    callbacks = instantiate_group(cfg.get("callbacks"))
-    last = next((c for c in callbacks if isinstance(c, LastCheckpoint)), None)
-    if last is None:  # switched off in the config: SIGTERM and Ctrl-C still need it
-        last = LastCheckpoint(output_dir / CHECKPOINT_DIR)
-        callbacks.append(last)
-    callbacks += [EpochSeed(cfg.seed), *extra_callbacks]
-    loggers = instantiate_group(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     if is_rank_zero and trainer.world_size > 1:
         shared.publish(datamodule.resolved_splits)
     for logger in loggers:
