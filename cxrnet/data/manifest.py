@@ -72,24 +72,13 @@ def _column_map(header: Sequence[str] | None, csv_path: Path) -> dict[str, str]:
     return found
 
 
-def _metadata_map(
-    header: Sequence[str] | None, columns: Mapping[str, str], csv_path: Path
-) -> dict[str, str]:
+def _metadata_map(header: Sequence[str] | None, csv_path: Path) -> dict[str, str]:
     """Metadata name -> the header's own spelling, for every column that is not a known one."""
-    known = set(columns.values())
+    known = {*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS, *_IGNORED_COLUMNS}
     found: dict[str, str] = {}
     for raw in header or []:
         name = raw.strip().lower()
-        if (
-            raw in known
-            or not name
-            or _ALIASES.get(name, name)
-            in (
-                *REQUIRED_COLUMNS,
-                *OPTIONAL_COLUMNS,
-                *_IGNORED_COLUMNS,
-            )
-        ):
+        if not name or _ALIASES.get(name, name) in known:
             continue  # a known column (or an alias beside its real one), or an unnamed one
         key = metadata_name(raw)
         if key in found:
@@ -199,7 +188,7 @@ def read_manifest(csv_path: Path, unsplit: str = "train") -> dict[str, list[Reco
     with csv_path.open(newline="", encoding="utf-8-sig", errors=PATH_ERRORS) as handle:
         reader = csv.DictReader(handle)
         columns = _column_map(reader.fieldnames, csv_path)
-        metadata = _metadata_map(reader.fieldnames, columns, csv_path)
+        metadata = _metadata_map(reader.fieldnames, csv_path)
         for row in reader:
             line = reader.line_num
             if not any((value or "").strip() for value in row.values() if isinstance(value, str)):
