@@ -445,3 +445,26 @@ def test_no_name_or_birth_date_reaches_the_run_folder_logs_or_output(site: dict)
     _assert_nothing_identifying(_folder_bytes(site["root"] / "cache"))
     # ... while the films themselves do: the check would see them.
     assert PATIENT_NAME.encode() in next(site["dicom_dir"].glob("*.dcm")).read_bytes()
+
+
+def test_the_fold_ensembles_predictions_keep_the_metadata() -> None:
+    """cxrnet-ensemble's predictions_oof.csv and predictions_test.csv: the folds' pooled
+    validation films, and the members' mean on the held-out films, keep their columns."""
+    from cxrnet.evaluation.fold_ensemble import mean_over_members, pooled_out_of_fold
+    from cxrnet.evaluation.report import SplitPredictions
+
+    def part(files: tuple[str, ...], p: float, **columns: tuple[str, ...]) -> SplitPredictions:
+        n = len(files)
+        return SplitPredictions(
+            np.full(n, p), np.zeros(n, dtype=np.int64), files, ("normal",) * n, files, columns
+        )
+
+    pooled = pooled_out_of_fold(
+        [part(("a", "b"), 0.1, view=("PA", "AP")), part(("c",), 0.2, view=("LL",), site=("x",))]
+    )
+    assert pooled.columns == {"site": ("", "", "x"), "view": ("PA", "AP", "LL")}
+    mean = mean_over_members(
+        [part(("b", "a"), 0.2, view=("AP", "PA")), part(("a", "b"), 0.4, view=("PA", "AP"))],
+        ["fold 0", "fold 1"],
+    )
+    assert mean.files == ("a", "b") and mean.columns == {"view": ("PA", "AP")}

@@ -195,12 +195,19 @@ def pooled_out_of_fold(parts: Sequence[SplitPredictions]) -> SplitPredictions:
     if len(set(files)) != len(files):
         raise EnsembleError("the folds' validation sets overlap: these jobs are not one k-fold")
     patients = [part.patients for part in parts]
+    names = sorted({name for part in parts for name in part.columns})
     return SplitPredictions(
         np.concatenate([part.probabilities for part in parts]),
         np.concatenate([part.labels for part in parts]),
         tuple(files),
         tuple(subtype for part in parts for subtype in part.subtypes),
         None if any(p is None for p in patients) else tuple(x for p in patients for x in p),
+        {
+            name: tuple(
+                value for part in parts for value in part.columns.get(name, ("",) * len(part))
+            )
+            for name in names
+        },
     )
 
 
@@ -275,6 +282,7 @@ def mean_over_members(parts: Sequence[SplitPredictions], names: Sequence[str]) -
         files,
         tuple(np.asarray(first.subtypes)[first_order]),
         None if first.patients is None else tuple(np.asarray(first.patients)[first_order]),
+        {name: tuple(values[i] for i in first_order) for name, values in first.columns.items()},
     )
 
 
