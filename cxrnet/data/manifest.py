@@ -37,18 +37,18 @@ _ALIASES = {"file": "path", "patient": "patient_id"}
 _IGNORED_COLUMNS = frozenset({"source_split"})
 # Names the predictions files give their own columns: a manifest column of that name (a
 # predictions file read as a manifest) is kept as input_<name> rather than lost beside them.
-RESERVED_NAMES = frozenset({"probability", "prediction"})
+_RESERVED_NAMES = frozenset({"probability", "prediction"})
 _LABEL_VALUES = {name.lower(): index for index, name in enumerate(CLASS_NAMES)} | {"0": 0, "1": 1}
 _ALLOWED_LABELS = ", ".join([*CLASS_NAMES, "0", "1"])
 _SUBTYPES = (*SUBTYPE_NAMES, UNKNOWN_SUBTYPE)
 _MAX_LISTED = 20
 
 
-def metadata_name(raw: str, taken: frozenset[str] = RESERVED_NAMES) -> str:
+def _metadata_name(raw: str) -> str:
     """A further column's name as records carry it: stripped, lowercased, and kept apart from
-    the names in ``taken`` by an ``input_`` prefix."""
+    the predictions files' own columns by an ``input_`` prefix."""
     name = raw.strip().lower()
-    while name in taken:
+    while name in _RESERVED_NAMES:
         name = f"input_{name}"
     return name
 
@@ -80,7 +80,7 @@ def _metadata_map(header: Sequence[str] | None, csv_path: Path) -> dict[str, str
         name = raw.strip().lower()
         if not name or _ALIASES.get(name, name) in known:
             continue  # a known column (or an alias beside its real one), or an unnamed one
-        key = metadata_name(raw)
+        key = _metadata_name(raw)
         if key in found:
             raise DataError(
                 f"manifest {csv_path} has two columns named {found[key].strip()!r} and "
