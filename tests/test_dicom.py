@@ -15,78 +15,27 @@ import numpy as np
 import pytest
 from helpers.console import run_script
 from helpers.datamodule import make_dm
+from helpers.dicom_films import BIRTH_DATE, PATIENT_NAME, write_dicom
 from helpers.real_films import SHARED_DATA, require
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder, get_encoder
 from pydicom.uid import (
     MPEG4HP41,
     UID,
-    ExplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGLosslessSV1,
     RLELossless,
-    SecondaryCaptureImageStorage,
-    generate_uid,
 )
 
 from cxrnet.data.cache import cache_key, load_images
 from cxrnet.data.decode import BadImageError, DecodeParams, decode, decoder_fingerprint, read_gray
 from cxrnet.data.discovery import scan_folder
-from cxrnet.data.records import is_dicom, make_record
+from cxrnet.data.records import is_dicom, make_record, patient_from_name
 from cxrnet.inference.inputs import list_inputs
 
 REAL_DICOM = SHARED_DATA / "dicom"
-PATIENT_NAME = "Doe^Jane"
-BIRTH_DATE = "19700101"
-
-
-def write_dicom(
-    path: Path,
-    pixels: np.ndarray,
-    *,
-    bits_stored: int | None = None,
-    photometric: str = "MONOCHROME2",
-    preamble: bool = True,
-    syntax: UID = ExplicitVRLittleEndian,
-    **tags: object,
-) -> Path:
-    """``pixels`` (uint8/uint16/int16; (rows, cols), (frames, rows, cols) or (rows, cols, 3))
-    as a DICOM file; ``tags`` set further elements (WindowCenter=..., RescaleSlope=...)."""
-    pixels = np.asarray(pixels)
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = syntax
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-    ds.PatientName = PATIENT_NAME
-    ds.PatientBirthDate = BIRTH_DATE
-    ds.PatientID = "cxr-0001"
-    colour = pixels.ndim == 3 and pixels.shape[-1] == 3
-    ds.SamplesPerPixel = 3 if colour else 1
-    if colour:
-        ds.PlanarConfiguration = 0
-    if pixels.ndim == 3 and not colour:
-        ds.NumberOfFrames = pixels.shape[0]
-    ds.PhotometricInterpretation = photometric
-    ds.Rows, ds.Columns = pixels.shape[-3:-1] if colour else pixels.shape[-2:]
-    ds.BitsAllocated = pixels.dtype.itemsize * 8
-    ds.BitsStored = bits_stored or ds.BitsAllocated
-    ds.HighBit = ds.BitsStored - 1
-    ds.PixelRepresentation = int(pixels.dtype.kind == "i")
-    for name, value in tags.items():
-        setattr(ds, name, value)
-    if syntax.is_compressed:
-        ds.PixelData = pixels.tobytes()  # compress() below replaces it
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.compress(syntax)
-    else:
-        ds.PixelData = pixels.tobytes()
-    ds.save_as(path, enforce_file_format=preamble)
-    return path
 
 
 def two_values(low: int, high: int, dtype: str, mid: int | None = None) -> np.ndarray:
@@ -374,7 +323,8 @@ def test_predict_lists_dicom_in_folders_and_as_single_files(tmp_path: Path) -> N
 
 def _as_dicom(folder: Path) -> None:
     """Every JPEG under ``folder`` replaced by a 12-bit DICOM film of the same pixels (values x16
-    under a rescale back to 0..255 and a window over it); every third without a suffix."""
+    under a rescale back to 0..255 and a window over it); every third without a suffix. Each
+    keeps its patient as its PatientID (the header's patient replaces the name's)."""
     for number, jpeg in enumerate(sorted(folder.rglob("*.jpeg"))):
         pixels = np.asarray(Image.open(jpeg).convert("L"), dtype=np.uint16) * 16
         target = jpeg.with_suffix("") if number % 3 == 0 else jpeg.with_suffix(".dcm")
@@ -386,6 +336,7 @@ def _as_dicom(folder: Path) -> None:
             RescaleIntercept=0,
             WindowCenter=128,
             WindowWidth=256,
+            PatientID=patient_from_name(jpeg.name),
         )
         jpeg.unlink()
 

@@ -30,7 +30,7 @@ EXIT_SOME_FAILED = 3
 def predict(cfg: DictConfig) -> tuple[PredictionSummary, Path]:
     # Here, not at the top: `cxrnet-predict --help` and usage errors need no torch.
     from cxrnet.evaluation.probabilities import DEFAULT_THRESHOLD
-    from cxrnet.inference.inputs import list_inputs
+    from cxrnet.inference.inputs import input_columns, read_inputs
     from cxrnet.inference.predict import check_output, check_settings, predict_files
     from cxrnet.inference.scorers import load_scorer
 
@@ -40,8 +40,9 @@ def predict(cfg: DictConfig) -> tuple[PredictionSummary, Path]:
     source = Path(to_absolute_path(str(cfg.input)))
     output = Path(to_absolute_path(str(cfg.output)))
     check_output(output, [ckpt_path, source])
-    paths = list_inputs(source)
+    paths, columns = read_inputs(source)
     check_output(output, paths)
+    columns = input_columns(paths, columns)
     scorer = load_scorer(ckpt_path, cfg.device, tta=cfg.tta, network=allowed_network(cfg))
     point = scorer.operating_point
     log.info(
@@ -66,6 +67,7 @@ def predict(cfg: DictConfig) -> tuple[PredictionSummary, Path]:
         cfg.num_workers,
         progress=cfg.progress,
         explain_dir=explain_dir,
+        columns=columns,
     )
     if explain_dir is not None:
         print(f"heatmaps: {explain_dir}")

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cxrnet.data.dicom_header import header_of
 from cxrnet.data.records import (
     CLASS_NAMES,
     IMAGE_SUFFIXES,
@@ -141,6 +142,12 @@ def list_images(folder: Path) -> list[Path]:
     return scan_folder(folder)[0]
 
 
+def _record(path: Path, label: int, split: str) -> Record:
+    """A film's record; a DICOM film's patient and view, age and sex come from its header."""
+    header = header_of(path)
+    return make_record(path, label, split, patient=header.patient, metadata=header.fields)
+
+
 def _scan_split(split_dir: Path, split: str) -> tuple[list[Record], list[tuple[Path, str]]]:
     records: list[Record] = []
     ignored: list[tuple[Path, str]] = []
@@ -159,7 +166,7 @@ def _scan_split(split_dir: Path, split: str) -> tuple[list[Record], list[tuple[P
                 f"{_SUFFIXES_TEXT}"
             )
         class_dirs.append(class_dir)
-        records.extend(make_record(path, label, split) for path in images)
+        records.extend(_record(path, label, split) for path in images)
         ignored.extend(skipped)
     # Anything beside the class folders (a third class, stray files) is outside the layout.
     for child in sorted(split_dir.iterdir()):

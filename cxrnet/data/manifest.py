@@ -2,7 +2,12 @@
 
 Columns (header names in any case): ``path`` and ``label`` are required; ``patient_id``,
 ``split`` and ``subtype`` are optional. ``file`` and ``patient`` are read as ``path`` and
-``patient_id``, so a CSV written by ``write_split_csv`` reads back as the same splits.
+``patient_id``, so a CSV written by ``write_split_csv`` reads back as the same splits (its
+``source_split`` column is cxrnet's own and is not read). Every other column (``source``,
+``age``, ``sex``, ``view``, a site, boxes ...) is the films' metadata: kept on each record
+(``Record.metadata``) under its name stripped and lowercased, an empty cell meaning unknown.
+A DICOM film's header fills what its row leaves blank (``dicom_header``): the patient, ``view``,
+``age`` and ``sex``; the row's own values win.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import csv
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from cxrnet.data.dicom_header import header_of
 from cxrnet.data.discovery import discover
 from cxrnet.data.records import (
     CLASS_NAMES,
@@ -27,10 +33,24 @@ from cxrnet.user_errors import DataError
 REQUIRED_COLUMNS: tuple[str, ...] = ("path", "label")
 OPTIONAL_COLUMNS: tuple[str, ...] = ("patient_id", "split", "subtype")
 _ALIASES = {"file": "path", "patient": "patient_id"}
+# Written by write_split_csv beside split; the split itself is what a re-read starts from.
+_IGNORED_COLUMNS = frozenset({"source_split"})
+# Names the predictions files give their own columns: a manifest column of that name (a
+# predictions file read as a manifest) is kept as input_<name> rather than lost beside them.
+_RESERVED_NAMES = frozenset({"probability", "prediction"})
 _LABEL_VALUES = {name.lower(): index for index, name in enumerate(CLASS_NAMES)} | {"0": 0, "1": 1}
 _ALLOWED_LABELS = ", ".join([*CLASS_NAMES, "0", "1"])
 _SUBTYPES = (*SUBTYPE_NAMES, UNKNOWN_SUBTYPE)
 _MAX_LISTED = 20
+
+
+def _metadata_name(raw: str) -> str:
+    """A further column's name as records carry it: stripped, lowercased, and kept apart from
+    the predictions files' own columns by an ``input_`` prefix."""
+    name = raw.strip().lower()
+    while name in _RESERVED_NAMES:
+        name = f"input_{name}"
+    return name
 
 
 def _column_map(header: Sequence[str] | None, csv_path: Path) -> dict[str, str]:
@@ -52,6 +72,35 @@ def _column_map(header: Sequence[str] | None, csv_path: Path) -> dict[str, str]:
     return found
 
 
+def _metadata_map(header: Sequence[str] | None, csv_path: Path) -> dict[str, str]:
+    """Metadata name -> the header's own spelling, for every column that is not a known one."""
+    known = {*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS, *_IGNORED_COLUMNS}
+    found: dict[str, str] = {}
+    for raw in header or []:
+        name = raw.strip().lower()
+        if not name or _ALIASES.get(name, name) in known:
+            continue  # a known column (or an alias beside its real one), or an unnamed one
+        key = _metadata_name(raw)
+        if key in found:
+            raise DataError(
+                f"manifest {csv_path} has two columns named {found[key].strip()!r} and "
+                f"{raw.strip()!r}; column names are read in any case: rename one"
+            )
+        found[key] = raw
+    return found
+
+
+def _unnamed_cells(row: Mapping[str | None, object]) -> int:
+    """Non-empty cells under no header name (an empty name, or beyond the header's end)."""
+    count = 0
+    for key, value in row.items():
+        if key is None:  # DictReader's rest key: a list of the cells past the header
+            count += sum(1 for cell in value or [] if isinstance(cell, str) and cell.strip())
+        elif not key.strip() and isinstance(value, str) and value.strip():
+            count += 1
+    return count
+
+
 def _parse_label(value: str) -> int | None:
     return _LABEL_VALUES.get(value.strip().lower())
 
@@ -62,7 +111,11 @@ def _resolve(value: str, csv_dir: Path) -> Path:
 
 
 def _parse_row(
-    row: Mapping[str, str | None], columns: Mapping[str, str], csv_dir: Path, unsplit: str
+    row: Mapping[str, str | None],
+    columns: Mapping[str, str],
+    metadata: Mapping[str, str],
+    csv_dir: Path,
+    unsplit: str,
 ) -> tuple[Record | None, list[str]]:
     """A record for one CSV row, or the problems with it (without the line prefix)."""
 
@@ -89,9 +142,24 @@ def _parse_row(
         problems.append(f"subtype {cell('subtype')!r} is not one of {', '.join(_SUBTYPES)}")
     elif subtype is not None and label is not None and (label == 0) != (subtype == "normal"):
         problems.append(f"subtype {subtype!r} contradicts label {CLASS_NAMES[label]}")
+    unnamed = _unnamed_cells(row)
+    if unnamed:
+        problems.append(f"{unnamed} value(s) in no named column; give every column a header name")
     if problems or path is None or label is None:
         return None, problems
-    record = make_record(path, label, split, patient=cell("patient_id") or None, subtype=subtype)
+    values = {name: (row.get(raw) or "").strip() for name, raw in metadata.items()}
+    header = header_of(path)
+    # The row's own values win; its blanks (and columns it lacks) take the header's.
+    known = {name: value for name, value in values.items() if value}
+    patient = cell("patient_id") or header.patient
+    record = make_record(
+        path,
+        label,
+        split,
+        patient=patient or None,
+        subtype=subtype,
+        metadata={**header.fields, **known},
+    )
     return record, []
 
 
@@ -120,11 +188,12 @@ def read_manifest(csv_path: Path, unsplit: str = "train") -> dict[str, list[Reco
     with csv_path.open(newline="", encoding="utf-8-sig", errors=PATH_ERRORS) as handle:
         reader = csv.DictReader(handle)
         columns = _column_map(reader.fieldnames, csv_path)
+        metadata = _metadata_map(reader.fieldnames, csv_path)
         for row in reader:
             line = reader.line_num
             if not any((value or "").strip() for value in row.values() if isinstance(value, str)):
                 continue  # blank lines between blocks are harmless
-            record, row_problems = _parse_row(row, columns, csv_dir, unsplit)
+            record, row_problems = _parse_row(row, columns, metadata, csv_dir, unsplit)
             problems.extend(f"line {line}: {problem}" for problem in row_problems)
             if record is None:
                 continue

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,6 +127,13 @@ def make_record(
         source_split=source_split,
         meta=tuple(sorted((metadata or {}).items())),
     )
+
+
+def metadata_columns(records: Sequence[Record]) -> dict[str, tuple[str, ...]]:
+    """Every metadata column any record has, as one value per record ("" where it lacks it)."""
+    names = sorted({name for record in records for name, _ in record.meta})
+    rows = [record.metadata for record in records]
+    return {name: tuple(row.get(name, "") for row in rows) for name in names}
 
 
 def subtype_counts(records: Iterable[Record]) -> dict[str, int]:

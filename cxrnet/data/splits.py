@@ -27,7 +27,9 @@ from cxrnet.data.records import (
     SUBTYPE_NAMES,
     UNKNOWN_SUBTYPE,
     Record,
+    metadata_columns,
 )
+from cxrnet.publish import write_file
 from cxrnet.user_errors import DataError
 
 SplitName = Literal["official", "stratified", "patient", "kfold"]
@@ -373,18 +375,24 @@ def format_count_table(rows: Sequence[Mapping[str, str | int]]) -> str:
 
 
 def write_split_csv(path: Path, splits: Mapping[str, Sequence[Record]]) -> None:
-    """One row per image: file, split, label, subtype, patient, source_split.
+    """One row per image: file, split, label, subtype, patient, source_split, then the films'
+    metadata columns (view, age, source ...; "" where a film has no value).
 
     Paths are written absolute, so ``read_manifest`` reads the file back as the same splits
-    (pin a split for a later run with ``data.split=official`` on that manifest).
+    with the same metadata (pin a split for a later run with ``data.split=official`` on that
+    manifest).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8", errors=PATH_ERRORS) as handle:
-        writer = csv.writer(handle)
-        writer.writerow(SPLIT_CSV_COLUMNS)
-        for split in _ordered(splits):
-            for record in splits[split]:
+    ordered = [(split, record) for split in _ordered(splits) for record in splits[split]]
+    columns = metadata_columns([record for _, record in ordered])
+    clash = sorted(set(columns) & set(SPLIT_CSV_COLUMNS))
+    if clash:
+        raise ValueError(f"metadata column(s) {clash} would overwrite split.csv's own columns")
+
+    def write(temporary: Path) -> None:
+        with temporary.open("w", newline="", encoding="utf-8", errors=PATH_ERRORS) as handle:
+            writer = csv.writer(handle)
+            writer.writerow([*SPLIT_CSV_COLUMNS, *columns])
+            for index, (split, record) in enumerate(ordered):
                 writer.writerow(
                     [
                         str(record.path.absolute()),
@@ -393,5 +401,8 @@ def write_split_csv(path: Path, splits: Mapping[str, Sequence[Record]]) -> None:
                         record.subtype,
                         record.patient,
                         record.source_split,
+                        *(values[index] for values in columns.values()),
                     ]
                 )
+
+    write_file(path, write)

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torchmetrics.functional.classification import binary_precision_recall_curve, binary_roc
 
-from cxrnet.data.records import Record
+from cxrnet.data.records import Record, metadata_columns
 from cxrnet.evaluation.bootstrap import PatientDraws, WeightedMetricFn, bootstrap_weighted
 from cxrnet.evaluation.calibration import apply_temperature, fit_temperature, reliability
 from cxrnet.evaluation.confusion import confusion_at_threshold
@@ -88,13 +88,6 @@ class SplitPredictions:
 
     def __len__(self) -> int:
         return len(self.probabilities)
-
-
-def metadata_columns(records: Sequence[Record]) -> dict[str, tuple[str, ...]]:
-    """Every metadata column any record has, as one value per record ("" where it lacks it)."""
-    names = sorted({name for record in records for name, _ in record.meta})
-    rows = [record.metadata for record in records]
-    return {name: tuple(row.get(name, "") for row in rows) for name in names}
 
 
 class NonFinitePredictions(FloatingPointError):

@@ -1,12 +1,18 @@
 """What ``cxrnet-predict input=...`` may name: a folder, one image, a text file of paths, or a CSV
-manifest with a ``path`` column. Labels are never needed; the order is always the same."""
+manifest with a ``path`` column. Labels are never needed; the order is always the same.
+
+A manifest's other columns travel to the predictions as they are written (``input_columns``),
+and a DICOM film's header adds its ``patient``, ``view``, ``age`` and ``sex`` where the manifest
+gives none."""
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cxrnet.data.dicom_header import AGE, PATIENT, SEX, VIEW, header_of
 from cxrnet.data.records import IMAGE_SUFFIXES, is_image_file
 from cxrnet.user_errors import DataError
 
@@ -30,6 +36,13 @@ class UnusableEntry:
 
 
 Input = Path | UnusableEntry
+# A film's further columns, one value per input in the inputs' order.
+Columns = dict[str, tuple[str, ...]]
+# The names predict's own columns take (cxrnet.inference.predict.COLUMNS; repeated here as the
+# listing must not import torch): a manifest column of one of them is kept as input_<name>.
+_OUTPUT_COLUMNS = frozenset({"path", "probability", "prediction", "threshold", "error"})
+# The manifest columns that already say what a header field would (matched in any case).
+_SAME_AS = {PATIENT: ("patient", "patient_id"), VIEW: (VIEW,), AGE: (AGE,), SEX: (SEX,)}
 
 
 def _hidden(path: Path, root: Path) -> bool:
@@ -44,7 +57,15 @@ def _listed(path: Path) -> list[Path]:
     return [Path(entry) if Path(entry).is_absolute() else base / entry for entry in entries]
 
 
-def _manifest(path: Path) -> list[Input]:
+def _output_name(raw: str) -> str:
+    name = raw.strip()
+    while name.lower() in _OUTPUT_COLUMNS:
+        name = f"input_{name}"
+    return name
+
+
+def _manifest(path: Path) -> tuple[list[Input], Columns]:
+    """The films a manifest lists and its other columns, named as written (stripped)."""
     base = path.absolute().parent
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
@@ -54,11 +75,58 @@ def _manifest(path: Path) -> list[Input]:
                 f"manifest {path} has no 'path' column (columns: {reader.fieldnames}); "
                 "add a header line starting with path"
             )
-        rows = [((row[columns["path"]] or "").strip(), reader.line_num) for row in reader]
-    return [
+        others = [raw for raw in reader.fieldnames or [] if raw != columns["path"]]
+        rows = [((row[columns["path"]] or "").strip(), reader.line_num, row) for row in reader]
+    names: dict[str, str] = {}
+    for raw in others:
+        name = _output_name(raw)
+        if not name:
+            continue  # an unnamed column (a trailing comma): its cells go with no name
+        if name.lower() in (known.lower() for known in names):
+            raise DataError(
+                f"manifest {path} has two columns named {name!r} in any case; rename one"
+            )
+        names[name] = raw
+    inputs: list[Input] = [
         (Path(p) if Path(p).is_absolute() else base / p) if p else UnusableEntry(path, line)
-        for p, line in rows
+        for p, line, _ in rows
     ]
+    values = {
+        name: tuple((row.get(raw) or "").strip() for _, _, row in rows)
+        for name, raw in names.items()
+    }
+    return inputs, values
+
+
+def input_columns(inputs: Sequence[Input], columns: Mapping[str, Sequence[str]]) -> Columns:
+    """``columns`` (a manifest's) with each DICOM film's header fields added: a header field
+    fills the blank cells of the manifest's own column for it (``patient`` or ``patient_id``,
+    ``view``, ``age``, ``sex`` in any case) or, where there is none, a column of its own."""
+    merged = {name: list(values) for name, values in columns.items()}
+    lower = {name.lower(): name for name in merged}
+    for index, film in enumerate(inputs):
+        if not isinstance(film, Path):
+            continue
+        header = header_of(film)
+        found = {PATIENT: header.patient or "", **header.fields}
+        for field, value in found.items():
+            if not value:
+                continue
+            target = next((lower[n] for n in _SAME_AS[field] if n in lower), None)
+            if target is None:
+                target = lower[field] = field
+                merged[field] = [""] * len(inputs)
+            if not merged[target][index]:
+                merged[target][index] = value
+    return {name: tuple(values) for name, values in merged.items()}
+
+
+def read_inputs(source: str | Path) -> tuple[list[Input], Columns]:
+    """``list_inputs`` with a manifest's other columns (none for any other source)."""
+    path = Path(source).expanduser()
+    if path.is_file() and path.suffix.lower() == ".csv" and not is_image_file(path):
+        return _manifest(path)
+    return list_inputs(path), {}
 
 
 def list_inputs(source: str | Path) -> list[Input]:
@@ -91,7 +159,7 @@ def list_inputs(source: str | Path) -> list[Input]:
     if is_image_file(path):
         return [path]
     if suffix == ".csv":
-        return _manifest(path)
+        return _manifest(path)[0]
     if suffix in (".txt", ".lst", ".list"):
         return _listed(path)
     raise DataError(

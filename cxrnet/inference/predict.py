@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -200,12 +200,19 @@ def predict_files(
     num_workers: int = 0,
     progress: bool = True,
     explain_dir: Path | None = None,
+    columns: Mapping[str, Sequence[str]] | None = None,
 ) -> PredictionSummary:
-    """Score ``paths`` and write ``output`` (CSV, ``COLUMNS``): rows go to a temporary file as
-    they arrive, renamed to ``output`` at the end, so a failed run leaves an earlier ``output``
-    whole and a reader never sees half of one."""
+    """Score ``paths`` and write ``output`` (CSV, ``COLUMNS``, then ``columns``: the films'
+    further columns, one value per path, as ``input_columns`` gives them): rows go to a temporary
+    file as they arrive, renamed to ``output`` at the end, so a failed run leaves an earlier
+    ``output`` whole and a reader never sees half of one."""
     from tqdm import tqdm
 
+    columns = dict(columns or {})
+    clash = sorted(set(columns) & set(COLUMNS))
+    uneven = sorted(name for name, values in columns.items() if len(values) != len(paths))
+    if clash or uneven:
+        raise ValueError(f"columns {clash} repeat predict's own, {uneven} do not match the paths")
     check_settings(batch_size, num_workers)
     check_output(output, paths)
     check_explainable(scorer, explain_dir)
@@ -218,9 +225,12 @@ def predict_files(
             tqdm(total=len(paths), unit="film", disable=not progress, desc="predicting") as bar,
         ):
             writer = csv.writer(handle)
-            writer.writerow(COLUMNS)
+            writer.writerow([*COLUMNS, *columns])
             for batch in iter_predictions(paths, scorer, batch_size, num_workers, explain_dir):
-                writer.writerows(row.as_row() for row in batch)
+                writer.writerows(
+                    [*row.as_row(), *(values[len(rows) + i] for values in columns.values())]
+                    for i, row in enumerate(batch)
+                )
                 rows.extend(batch)
                 bar.update(len(batch))
 
