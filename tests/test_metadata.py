@@ -468,3 +468,36 @@ def test_the_fold_ensembles_predictions_keep_the_metadata() -> None:
         ["fold 0", "fold 1"],
     )
     assert mean.files == ("a", "b") and mean.columns == {"view": ("PA", "AP")}
+
+
+def test_cxrnet_eval_reports_subgroups_of_the_manifests_columns(site: dict) -> None:
+    """The subgroup tables from a real manifest's columns and DICOM header fields, through the
+    console script: each column's categories in metrics.json (with intervals) and report.md."""
+    logs = site["root"] / "subgroup_logs"
+    done = run_script(
+        "cxrnet-eval",
+        [
+            f"ckpt_path={site['ckpt']}",
+            f"paths.log_dir={logs}",
+            "report.subgroups=[source,view,age_band]",
+            "report.resamples=50",
+        ],
+        site["root"],
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (metrics_file,) = logs.rglob("metrics.json")
+    metrics = json.loads(metrics_file.read_text())["metrics"]
+    tested = _rows(metrics_file.parent / "predictions_test.csv")
+    for source in {row["source"] for row in tested}:
+        films = sum(row["source"] == source for row in tested)
+        assert metrics[f"test/subgroup/source={source}/n"] == films
+        low = metrics[f"test/subgroup/source={source}/prevalence_ci_low"]
+        high = metrics[f"test/subgroup/source={source}/prevalence_ci_high"]
+        assert low <= metrics[f"test/subgroup/source={source}/prevalence"] <= high
+    # The header's age of 70 puts every DICOM film in the 65+ band.
+    hospital = sum(row["source"] == "hospital" for row in tested)
+    assert metrics["test/subgroup/age_band=65+/n"] >= hospital
+    assert "test/shortcut/source/auroc" in metrics
+    report = (metrics_file.parent / "report.md").read_text()
+    for column in ("source", "view", "age_band"):
+        assert f"### test: by {column}" in report
