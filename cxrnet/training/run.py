@@ -23,7 +23,12 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from cxrnet.config import instantiate_group, save_resolved_config
 from cxrnet.data import sources as data_sources
-from cxrnet.evaluation.evaluation_pass import report_settings, run_evaluation_pass, threshold_rule
+from cxrnet.evaluation.evaluation_pass import (
+    report_settings,
+    run_evaluation_pass,
+    threshold_films_for,
+    threshold_rule,
+)
 from cxrnet.evaluation.model_card import selection_note
 from cxrnet.evaluation.report import NonFinitePredictions
 from cxrnet.models.checkpoint import load_checkpoint, stamp_checkpoint
@@ -94,6 +99,8 @@ def train(
     report_dir = str(output_dir) if is_rank_zero else None
     datamodule = instantiate(cfg.data, root=root, report_dir=report_dir, seed=cfg.seed)
     datamodule.setup("fit")
+    # At start, not after the last epoch: a threshold.films no val film meets is a ConfigError.
+    threshold_films_for(cfg.get("threshold"), datamodule)
     model = instantiate(
         cfg.model,
         class_names=list(datamodule.class_names),
@@ -161,6 +168,9 @@ def _evaluate_binary(
     elif cfg.get("test"):
         log.warning("no test split under %s: skipped testing", datamodule.root)
     wandb_report = next((c for c in callbacks if isinstance(c, WandbReport)), None)
+    films = threshold_films_for(cfg.get("threshold"), datamodule)
+    val_records = datamodule.split_records["val"]
+    criterion = threshold_rule(cfg.get("threshold")).criterion
     try:
         report = run_evaluation_pass(
             model,
@@ -172,13 +182,18 @@ def _evaluate_binary(
             loggers=loggers,
             wandb_report=wandb_report,
             checkpoint=ckpt,
+            threshold_films=films,
             notes=[
                 selection_note(
                     datamodule.counts(),
                     monitor=cfg.monitor,
                     split=datamodule.split_config.split,
                     val_fraction=datamodule.split_config.val_fraction,
-                    criterion=f"threshold.criterion={threshold_rule(cfg.get('threshold')).criterion}",
+                    criterion=f"threshold.criterion={criterion}",
+                    keep_in_val=datamodule.split_config.keep_in_val,
+                    threshold_films=films.describe(
+                        val_records, [datamodule.label_of(r) for r in val_records]
+                    ),
                 )
             ],
         )
