@@ -43,11 +43,11 @@ YAML_TAG_PREFIX = "tag:yaml.org,2002:"
 
 
 def _yaml_error(error: BaseException) -> yaml.YAMLError | None:
-    """The YAML error behind ``error`` (itself, or what it was raised from), if any."""
+    """The YAML error behind ``error`` (itself, or what it was raised ``from``), if any."""
     while error is not None:
         if isinstance(error, yaml.YAMLError):
             return error
-        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+        error = error.__cause__  # type: ignore[assignment]
     return None
 
 

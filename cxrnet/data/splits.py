@@ -64,7 +64,8 @@ class SplitConfig:
     holdout_seed: int | None = None
     # Source splits (folders or manifest split values: train, val) whose films always go to val,
     # besides the re-split's val_fraction of the rest: e.g. the official val films, kept out of
-    # training to choose the threshold on (threshold.films={source_split: val}).
+    # training to choose the threshold on (threshold.films={source_split: val}). A holdout is
+    # carved first, as always: films it took stay in test.
     keep_in_val: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
