@@ -47,6 +47,7 @@ def test_a_second_resume_of_a_training_run_is_refused_naming_the_holder(tmp_path
         assert last.is_file()
         record = (run_dir / "metrics.json").read_bytes()
         assert json.loads(record)["status"] == "running"
+        hydra_files = {p: p.read_bytes() for p in (run_dir / ".hydra").iterdir()}
 
         # The first is held at epoch 1 until released: the second cannot have waited for it.
         second = run_train([*QUICK, "trainer.max_epochs=2", f"ckpt_path={last}"], tmp_path)
@@ -60,6 +61,8 @@ def test_a_second_resume_of_a_training_run_is_refused_naming_the_holder(tmp_path
             in (errors[0])
         )
         assert (run_dir / "metrics.json").read_bytes() == record
+        # Refused before Hydra wrote its .hydra/ (config.yaml, overrides.yaml) over the first's.
+        assert {p: p.read_bytes() for p in (run_dir / ".hydra").iterdir()} == hydra_files
     finally:
         release.touch()
     output, _ = first.communicate(timeout=300)

@@ -14,7 +14,8 @@ so a plugin shipped inside cxrnet would silently vanish from every developer che
 callback is instantiated from its ``_target_`` and needs no discovery.
 
 ``CheckOutputFolder`` refuses a run or sweep folder that cannot be made (``paths.log_dir`` a file,
-a read-only disk) before Hydra tries to make it, which would end in a traceback.
+a read-only disk) before Hydra tries to make it, which would end in a traceback, and a run folder
+another process trains in (``cxrnet.runs.folder_lock``) before Hydra writes its ``.hydra/`` there.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from cxrnet.cli.exit_codes import USAGE_ERROR_EXIT
+from cxrnet.user_errors import ConfigError
 
 LOKY_START_METHOD = "loky"
 
@@ -78,6 +80,7 @@ class CheckOutputFolder(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         _refuse_unmakeable(str(config.hydra.run.dir), "hydra.run.dir")
+        _refuse_held(Path(str(config.hydra.run.dir)).expanduser().absolute())
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _refuse_unmakeable(str(config.hydra.sweep.dir), "hydra.sweep.dir")
@@ -108,3 +111,24 @@ def _refuse_unmakeable(folder: str, key: str) -> None:
             file=sys.stderr,
         )
         raise SystemExit(USAGE_ERROR_EXIT)
+
+
+def _refuse_held(run_dir: Path) -> None:
+    """Refuse a run folder another process trains in before Hydra overwrites the ``.hydra/``
+    (config.yaml, overrides.yaml) of the running run; the job itself takes the lock later. Ranks
+    other than 0 of a multi-process job share rank 0's folder and lock, so they pass."""
+    from cxrnet.runs.folder_lock import LOCK_NAME, refuse_if_held
+
+    if not (run_dir / LOCK_NAME).exists():
+        return  # the usual case: a new folder; nothing more to import
+    from cxrnet.training.ddp import DDP_JOB_ENV
+    from cxrnet.training.preflight import rank_from_env
+
+    if rank_from_env() != 0 or os.environ.get(DDP_JOB_ENV):
+        return
+    try:
+        refuse_if_held(run_dir)
+    except ConfigError as error:
+        # Also under HYDRA_FULL_ERROR=1: going on would overwrite the running run's files.
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(USAGE_ERROR_EXIT) from None

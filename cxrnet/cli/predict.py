@@ -14,7 +14,13 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
 from cxrnet.cli.exit_codes import brief_errors
-from cxrnet.cli.hydra_support import CONFIG_PATH, HYDRA_VERSION, allowed_network, job_overrides
+from cxrnet.cli.hydra_support import (
+    CONFIG_PATH,
+    HYDRA_VERSION,
+    allowed_network,
+    job_overrides,
+    run_hydra,
+)
 from cxrnet.config import register_resolvers, save_resolved_config
 from cxrnet.runs import RunRecorder
 
@@ -105,7 +111,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     register_resolvers()
-    _hydra_main()
+    run_hydra(_hydra_main)
 
 
 if __name__ == "__main__":

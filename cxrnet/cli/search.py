@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from cxrnet.cli.exit_codes import brief_errors
-from cxrnet.cli.hydra_support import CONFIG_PATH, HYDRA_VERSION
+from cxrnet.cli.hydra_support import CONFIG_PATH, HYDRA_VERSION, run_hydra
 from cxrnet.config import register_resolvers
 
 
@@ -46,7 +46,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 def main() -> None:
     register_resolvers()
     try:
-        _hydra_main()
+        run_hydra(_hydra_main)
     except KeyboardInterrupt as exc:
         print(
             f"{exc or 'search interrupted'}: run the same command again to resume it (the "

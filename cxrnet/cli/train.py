@@ -15,7 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from cxrnet.cli.exit_codes import brief_errors
-from cxrnet.cli.hydra_support import CONFIG_PATH, HYDRA_VERSION, job_overrides
+from cxrnet.cli.hydra_support import CONFIG_PATH, HYDRA_VERSION, job_overrides, run_hydra
 from cxrnet.config import fix_run_stamp, register_resolvers
 from cxrnet.training.ddp import launch_arguments
 from cxrnet.training.preflight import preflight_train
@@ -46,7 +46,7 @@ def main() -> None:
     arguments = launch_arguments(sys.argv[1:], os.environ)
     fix_run_stamp(arguments)
     sys.argv = [sys.argv[0], *arguments]
-    _hydra_main()
+    run_hydra(_hydra_main)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -111,7 +111,8 @@ class ChestXRayDataModule(LightningDataModule):
     ``split``) or ``test`` (an external site's labelled films: ``cxrnet-eval data.root=...``).
     Data without training films is scored as it is by ``setup("test")``; training needs them.
     A val split with fewer than ``min_val_per_class`` films of a class warns when training
-    starts: the checkpoint and the threshold chosen on it would be noise.
+    starts: the checkpoint and the threshold chosen on it would be noise. ``keep_in_val``: source
+    splits whose films always go to val in a re-split (``SplitConfig.keep_in_val``).
     """
 
     def __init__(
@@ -144,6 +145,7 @@ class ChestXRayDataModule(LightningDataModule):
         seed: int = 0,
         unsplit: Literal["train", "test"] = "train",
         min_val_per_class: int = 20,
+        keep_in_val: Sequence[str] = (),
     ) -> None:
         super().__init__()
         _check_choices(imbalance, task, batch_size)
@@ -158,11 +160,19 @@ class ChestXRayDataModule(LightningDataModule):
         ]
         root = str(self.sources[0]) if single else [str(source) for source in self.sources]
         augment = plain_data(augment or {})
+        keep_in_val = [str(name) for name in keep_in_val or ()]
         cache_dir = str(Path(cache_dir).expanduser().absolute()) if cache_dir else None
         self.save_hyperparameters(ignore=["report_dir"], logger=False)
         self.root = self.sources[0]
         self.split_config = SplitConfig(
-            split, val_fraction, num_folds, fold, holdout_fraction, split_seed, holdout_seed
+            split,
+            val_fraction,
+            num_folds,
+            fold,
+            holdout_fraction,
+            split_seed,
+            holdout_seed,
+            tuple(keep_in_val),
         )
         self.allow_cross_split_duplicates = allow_cross_split_duplicates
         self.decode_params = DecodeParams(image_size, resize, equalize, interpolation, dicom_window)

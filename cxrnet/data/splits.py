@@ -64,6 +64,11 @@ class SplitConfig:
     # None: the holdout follows split_seed. Set it to keep one held-out set while split_seed
     # varies the validation split or the folds across repeats of a study.
     holdout_seed: int | None = None
+    # Source splits (folders or manifest split values: train, val) whose films always go to val,
+    # besides the re-split's val_fraction of the rest: e.g. the official val films, kept out of
+    # training to choose the threshold on (threshold.films={source_split: val}). A holdout is
+    # carved first, as always: films it took stay in test.
+    keep_in_val: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.split not in SPLIT_METHODS:
@@ -86,6 +91,24 @@ class SplitConfig:
         ):
             raise DataError(
                 f"holdout_seed must be null or a non-negative integer, got {self.holdout_seed!r}"
+            )
+        kept = self.keep_in_val
+        if not isinstance(kept, tuple) or not set(kept) <= {"train", "val"}:
+            raise DataError(
+                f"keep_in_val must be a list of source splits among [train, val], got {kept!r}"
+            )
+        if kept and self.split == "official" and kept != ("val",):
+            raise DataError(
+                f"keep_in_val={list(kept)} moves training films to val, which data.split=official "
+                "never does (its val is the val folder as given); use data.split=patient or "
+                "stratified to keep them in val"
+            )
+        if kept and self.split == "kfold":
+            # Each film is in one fold's val: the pooled out-of-fold predictions count it once.
+            raise DataError(
+                f"keep_in_val={list(kept)} would put the same films in every fold's val, and "
+                "data.split=kfold gives each film one fold; set data.keep_in_val=[] for k-fold, "
+                "or use data.split=patient"
             )
 
 
@@ -269,6 +292,25 @@ def _carve_holdout(
     return [r for r in pool if id(r) not in held], _take(groups, chosen)
 
 
+def _kept_in_val(
+    pool: list[Record], config: SplitConfig, duplicates: Sequence[Sequence[Record]]
+) -> tuple[list[Record], list[Record]]:
+    """(the pool to re-split, the films ``keep_in_val`` sends to val). Whole groups move, as the
+    re-split would group them (a patient, byte-identical copies), so none of their films trains."""
+    if not config.keep_in_val or config.split == "official":
+        return pool, []
+    if not any(r.source_split in config.keep_in_val for r in pool):
+        found = sorted({r.source_split for r in pool})
+        raise DataError(
+            f"data.keep_in_val={list(config.keep_in_val)} names no films: the train+val films "
+            f"come from {found}; set data.keep_in_val to some of those, or [] to keep none"
+        )
+    groups = build_groups(pool, by_patient=config.split == "patient", duplicates=duplicates)
+    kept = [i for i, g in enumerate(groups) if any(r.source_split in config.keep_in_val for r in g)]
+    taken = {id(record) for i in kept for record in groups[i]}
+    return [r for r in pool if id(r) not in taken], _take(groups, kept)
+
+
 def make_splits(
     records: Mapping[str, Sequence[Record]],
     config: SplitConfig | None = None,
@@ -292,6 +334,7 @@ def make_splits(
     if config.holdout_fraction > 0:
         pool, test = _carve_holdout(pool, config, duplicates)
 
+    pool, pinned = _kept_in_val(pool, config, duplicates)
     if config.split == "official":
         if not records.get("val"):
             raise DataError(
@@ -314,6 +357,8 @@ def make_splits(
         val = _take(groups, chosen)
         train = _take(groups, (i for i in range(len(groups)) if i not in chosen))
 
+    if pinned:
+        val = sorted([*val, *pinned], key=_path_key)
     splits = {"train": train, "val": val}
     if test:
         splits["test"] = test

@@ -149,6 +149,7 @@ def evaluate_checkpoint(
     from cxrnet.evaluation.evaluation_pass import (
         report_settings,
         run_evaluation_pass,
+        threshold_films_for,
         threshold_rule,
     )
     from cxrnet.models.checkpoint import check_network_of, load_checkpoint, operating_point_of
@@ -192,6 +193,7 @@ def evaluate_checkpoint(
             Path(cfg.paths.output_dir),
             rule=threshold_rule(threshold_cfg),
             operating_point=None if rechoose else stored,
+            threshold_films=threshold_films_for(threshold_cfg, datamodule) if rechoose else None,
             settings=report_settings(cfg.get("report")),
             checkpoint=str(ckpt_path),
             tta=tta,

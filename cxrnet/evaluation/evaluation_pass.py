@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.pytorch.loggers import Logger, WandbLogger
+from omegaconf import DictConfig, OmegaConf
 
 from cxrnet.data.datamodule import ChestXRayDataModule
 from cxrnet.data.records import Record
@@ -25,13 +26,15 @@ from cxrnet.evaluation.predictions import predict_split
 from cxrnet.evaluation.report import (
     EvaluationReport,
     ReportSettings,
+    SplitPredictions,
     evaluate_predictions,
     finite,
     metadata_columns,
     write_predictions,
 )
 from cxrnet.evaluation.subgroups import check_subgroup_columns, present_columns
-from cxrnet.evaluation.thresholds import OperatingPoint, ThresholdRule
+from cxrnet.evaluation.threshold_films import ThresholdFilms
+from cxrnet.evaluation.thresholds import OperatingPoint, ThresholdRule, choose_operating_point
 from cxrnet.models.module import ClassifierModule
 from cxrnet.tracking.wandb_report import WandbReport
 
@@ -41,6 +44,24 @@ log = logging.getLogger(__name__)
 def threshold_rule(values: Mapping[str, Any] | None) -> ThresholdRule:
     """The ``threshold`` config block as a rule (unknown keys such as ``rechoose`` ignored)."""
     return ThresholdRule.from_mapping(values)
+
+
+def threshold_films_for(
+    values: Mapping[str, Any] | None, datamodule: ChestXRayDataModule
+) -> ThresholdFilms:
+    """``threshold.films`` checked against the data's val split: a filter that selects no film, or
+    films of one class only, is a ``ConfigError`` naming it. Every val film for the subtype task
+    (no threshold) and for a fixed threshold (none is chosen)."""
+    values = values or {}
+    if datamodule.num_classes != 2 or threshold_rule(values).criterion == "fixed":
+        return ThresholdFilms()
+    on = values.get("films")
+    films = ThresholdFilms.from_setting(
+        OmegaConf.to_container(on, resolve=True) if isinstance(on, DictConfig) else on
+    )
+    records = datamodule.split_records.get("val", [])
+    films.select(records, [datamodule.label_of(record) for record in records])
+    return films
 
 
 def report_settings(values: Mapping[str, Any] | None) -> ReportSettings:
@@ -73,6 +94,7 @@ def run_evaluation_pass(
     tta: bool = False,
     data_scored: str = "",
     notes: Sequence[str] = (),
+    threshold_films: ThresholdFilms | None = None,
 ) -> EvaluationReport:
     """Predict each of ``splits`` once and write predictions, figures and report.md.
 
@@ -80,7 +102,8 @@ def run_evaluation_pass(
     predicted even if not listed. Splits the data has none of are skipped with a warning.
     ``tta``: every film's probability is averaged with its mirror image's. ``data_scored``
     says in the report's header which data this is (by default, its sources); ``notes`` are
-    paragraphs for the report's threshold section.
+    paragraphs for the report's threshold section. ``threshold_films`` (``threshold.films``): the
+    val films the threshold is chosen on, when not all of them.
     """
     wanted = list(dict.fromkeys([*(["val"] if operating_point is None else []), *splits]))
     settings = settings or ReportSettings()
@@ -94,6 +117,10 @@ def run_evaluation_pass(
         loader = datamodule.eval_dataloader(split)
         records = datamodule.split_records[split]
         predictions[split] = predict_split(model, loader, records, tta=tta)
+    if operating_point is None and threshold_films and threshold_films.on and "val" in predictions:
+        operating_point = operating_point_on_films(
+            predictions["val"], datamodule.split_records["val"], rule, threshold_films
+        )
     report = evaluate_predictions(
         predictions, rule, operating_point, settings, model.hparams.get("class_weights")
     )
@@ -121,6 +148,19 @@ def run_evaluation_pass(
     (output_dir / "report.md").write_text(card)
     _send_to_loggers(report, loggers, wandb_report or WandbReport(), datamodule, model)
     return report
+
+
+def operating_point_on_films(
+    val: SplitPredictions, records: Sequence[Record], rule: ThresholdRule, films: ThresholdFilms
+) -> OperatingPoint | None:
+    """The operating point chosen on the val films ``films`` selects; None for NaN predictions,
+    which ``evaluate_predictions`` refuses with its own error."""
+    if not np.isfinite(val.probabilities).all():
+        return None
+    mask = films.select(records, val.labels)
+    return choose_operating_point(
+        val.probabilities[mask], val.labels[mask], rule, chosen_on=films.chosen_on
+    )
 
 
 def _error_heatmaps(

@@ -38,9 +38,12 @@ def selection_note(
     split: str,
     val_fraction: float,
     criterion: str,
+    keep_in_val: Sequence[str] = (),
+    threshold_films: str = "the same val split",
 ) -> str:
-    """Which films chose the checkpoint and which chose the threshold, and how many: the two
-    choices a too-small val split spoils (issue 20 row 15)."""
+    """Which films chose the checkpoint and which chose the threshold, and how many of each
+    class: the two choices a too-small val split spoils (issue 20 row 15). ``threshold_films``
+    is ``ThresholdFilms.describe`` (``threshold.films``)."""
     how = (
         "the official val folder as given"
         if split == "official"
@@ -48,6 +51,11 @@ def selection_note(
         + ("" if split == "kfold" else f", val_fraction {val_fraction}")
         + " from train+val"
     )
+    if keep_in_val and split != "official":
+        how += (
+            f", plus every film from source split(s) {', '.join(keep_in_val)} "
+            f"(data.keep_in_val=[{', '.join(keep_in_val)}])"
+        )
     row = next((row for row in counts if row.get("split") == "val"), None)
     size = "size unknown"
     if row is not None:
@@ -55,8 +63,7 @@ def selection_note(
         size = f"{row['images']} films: {per_class}"
     return (
         f"Checkpoint chosen on: the val split ({how}; {size}), by the best {monitor}. "
-        f"Threshold chosen on: the same val split ({criterion}); a separate calibration split "
-        "is not a setting yet."
+        f"Threshold chosen on: {threshold_films} ({criterion})."
     )
 
 

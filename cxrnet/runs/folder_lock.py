@@ -55,6 +55,35 @@ def _describe(holder: dict[str, object]) -> str:
     return f"{text}, since {holder.get('since')}"
 
 
+def _in_use(run_dir: Path, holder: dict[str, object]) -> ConfigError:
+    return ConfigError(
+        f"{run_dir} is in use: {_describe(holder)} trains in it ({run_dir / LOCK_NAME}); wait "
+        "for it to end or stop it, or train in another folder (hydra.run.dir=...)"
+    )
+
+
+def refuse_if_held(run_dir: Path | str) -> None:
+    """The ``ConfigError`` ``run_folder_lock`` would raise, at once and without taking the lock or
+    making anything: for a check before anything is written into ``run_dir`` (Hydra writes its
+    ``.hydra/`` there before a job starts). A holder of this process's Slurm job passes: the
+    requeued job waits for it in ``run_folder_lock``."""
+    path = Path(run_dir) / LOCK_NAME
+    try:
+        handle = os.open(path, os.O_RDWR)
+    except (FileNotFoundError, NotADirectoryError):
+        return  # never trained in, or not a folder yet
+    try:
+        if _try_lock(handle):
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return
+        holder = _holder(handle)
+        job = os.environ.get("SLURM_JOB_ID")
+        if not (job and holder.get("slurm_job_id") == job):
+            raise _in_use(Path(run_dir), holder)
+    finally:
+        os.close(handle)
+
+
 @contextlib.contextmanager
 def run_folder_lock(run_dir: Path | str) -> Iterator[None]:
     """Hold ``run_dir`` for this process while it trains there; a ``ConfigError`` at once when
@@ -73,10 +102,7 @@ def run_folder_lock(run_dir: Path | str) -> Iterator[None]:
                 log.info("%s is still held by %s: waiting for it", run_dir, _describe(holder))
                 time.sleep(5)
                 continue
-            raise ConfigError(
-                f"{run_dir} is in use: {_describe(holder)} trains in it ({path}); wait for "
-                "it to end or stop it, or train in another folder (hydra.run.dir=...)"
-            )
+            raise _in_use(run_dir, holder)
         me = {
             "pid": os.getpid(),
             "host": socket.gethostname(),

@@ -110,7 +110,7 @@ def warn_inexact_resume(cfg: DictConfig, checkpoint: dict, ckpt_path: Path) -> N
     batches, the steps per epoch and the random draws change, so it is no longer exact."""
     stored = (checkpoint.get("datamodule_hyper_parameters") or {}).get("batch_size")
     asked = cfg.data.get("batch_size")
-    if stored is None or asked is None or int(stored) == int(asked) or _rank_from_env() != 0:
+    if stored is None or asked is None or int(stored) == int(asked) or rank_from_env() != 0:
         return
     print(
         f"warning: data.batch_size={asked} differs from the {stored} that {ckpt_path} was "
@@ -124,7 +124,7 @@ def warn_inexact_resume(cfg: DictConfig, checkpoint: dict, ckpt_path: Path) -> N
 _RANK_ENV = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
 
 
-def _rank_from_env() -> int:
+def rank_from_env() -> int:
     return next((int(os.environ[key]) for key in _RANK_ENV if key in os.environ), 0)
 
 
@@ -145,7 +145,7 @@ def preflight_train(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
             "cxrnet-train",
             overrides,
             monitor=cfg.get("monitor"),
-            write=_rank_from_env() == 0 and not (output_dir / RECORD_NAME).exists(),
+            write=rank_from_env() == 0 and not (output_dir / RECORD_NAME).exists(),
         )
         recorder.fail(error)
         raise

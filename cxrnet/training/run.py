@@ -28,6 +28,7 @@ from cxrnet.evaluation.evaluation_pass import (
     check_subgroup_records,
     report_settings,
     run_evaluation_pass,
+    threshold_films_for,
     threshold_rule,
 )
 from cxrnet.evaluation.model_card import selection_note
@@ -193,6 +194,9 @@ def _evaluate_binary(
     elif cfg.get("test"):
         log.warning("no test split under %s: skipped testing", datamodule.root)
     wandb_report = next((c for c in callbacks if isinstance(c, WandbReport)), None)
+    films = threshold_films_for(cfg.get("threshold"), datamodule)
+    val_records = datamodule.split_records["val"]
+    criterion = threshold_rule(cfg.get("threshold")).criterion
     try:
         report = run_evaluation_pass(
             model,
@@ -204,13 +208,18 @@ def _evaluate_binary(
             loggers=loggers,
             wandb_report=wandb_report,
             checkpoint=ckpt,
+            threshold_films=films,
             notes=[
                 selection_note(
                     datamodule.counts(),
                     monitor=cfg.monitor,
                     split=datamodule.split_config.split,
                     val_fraction=datamodule.split_config.val_fraction,
-                    criterion=f"threshold.criterion={threshold_rule(cfg.get('threshold')).criterion}",
+                    criterion=f"threshold.criterion={criterion}",
+                    keep_in_val=datamodule.split_config.keep_in_val,
+                    threshold_films=films.describe(
+                        val_records, [datamodule.label_of(r) for r in val_records]
+                    ),
                 )
             ],
         )
