@@ -108,6 +108,8 @@ def train(
     try:
         datamodule.setup("fit")
         _check_subgroup_columns(cfg, datamodule)
+        # At start, not after the last epoch: a threshold.films no val film meets is an error.
+        threshold_films_for(cfg.get("threshold"), datamodule)
         model = instantiate(
             cfg.model,
             class_names=list(datamodule.class_names),
