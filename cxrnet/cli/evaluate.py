@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from cxrnet.cli.exit_codes import brief_errors
 from cxrnet.cli.hydra_support import CONFIG_PATH, HYDRA_VERSION, job_overrides, run_hydra
 from cxrnet.config import register_resolvers, save_resolved_config
+from cxrnet.evaluation.metric_names import in_console_summary
 from cxrnet.runs import Override, RunRecorder
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ def _hydra_main(cfg: DictConfig) -> None:
         from cxrnet.evaluation.checkpoint_eval import evaluate_checkpoint
 
         recorder.complete(evaluate_checkpoint(cfg, _explicit_data_keys(), _data_group_chosen()))
-    shown = {k: v for k, v in recorder.record.metrics.items() if "_ci_" not in k}
+    shown = {k: v for k, v in recorder.record.metrics.items() if in_console_summary(k)}
     for key, value in sorted(shown.items()):
         print(f"{key}: {value:.4f}")
     if (output_dir / "report.md").is_file():

@@ -44,3 +44,16 @@ def monitor_mode_for(monitor: str, mode: str | None = None) -> MonitorMode:
             "leave it unset (null) to follow the metric"
         )
     return mode
+
+
+# Per-category tables live in report.md and metrics.json: at hundreds of keys they would bury
+# the split's own numbers in a console summary.
+_TABLE_KEYS = ("subgroup", "shortcut")
+
+
+def in_console_summary(key: str) -> bool:
+    """Whether a ``<split>/<metric>`` key is a point estimate a console summary shows (not an
+    interval bound, a count, or a row of a subgroup table)."""
+    parts = key.split("/")
+    in_table = len(parts) > 2 and parts[1] in _TABLE_KEYS
+    return "_ci_" not in key and "/n_" not in key and not in_table

@@ -31,6 +31,7 @@ from cxrnet.evaluation.evaluation_pass import (
     threshold_films_for,
     threshold_rule,
 )
+from cxrnet.evaluation.metric_names import in_console_summary
 from cxrnet.evaluation.model_card import selection_note
 from cxrnet.evaluation.report import NonFinitePredictions
 from cxrnet.models.checkpoint import load_checkpoint, stamp_checkpoint
@@ -339,10 +340,7 @@ def print_summary(record: RunRecord) -> None:
         {
             key.split("/", 1)[1]
             for key in metrics
-            if key.split("/", 1)[0] in splits
-            and "_ci_" not in key
-            and "/n_" not in key
-            and key.split("/")[1] not in ("subgroup", "shortcut")  # report.md has their tables
+            if key.split("/", 1)[0] in splits and in_console_summary(key)
         }
     )
     if not names:
