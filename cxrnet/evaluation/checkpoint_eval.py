@@ -84,6 +84,9 @@ def datamodule_for(
     stored = preprocessing_of(checkpoint)
     settings = OmegaConf.to_container(cfg.data, resolve=True)
     settings.pop("_target_", None)
+    if not data_group_chosen:
+        # data.root alone (conf/eval.yaml): the data module's defaults, this machine's cache.
+        settings.setdefault("cache_dir", str(Path(cfg.paths.cache_dir).expanduser() / "images"))
     for key in PREPROCESSING_KEYS:
         if key not in explicit:
             settings[key] = getattr(stored, key)
@@ -151,7 +154,12 @@ def evaluate_checkpoint(
         run_evaluation_pass,
         threshold_rule,
     )
-    from cxrnet.models.checkpoint import check_network_of, load_checkpoint, operating_point_of
+    from cxrnet.models.checkpoint import (
+        check_network_of,
+        load_checkpoint,
+        operating_point_of,
+        validation_of,
+    )
     from cxrnet.models.ensemble_manifest import is_manifest
     from cxrnet.models.module import ClassifierModule
     from cxrnet.training.hardware import resolve_trainer_precision
@@ -197,7 +205,20 @@ def evaluate_checkpoint(
             tta=tta,
             data_scored=data_scored,
         )
-        return dict(report.metrics)
+        metrics = dict(report.metrics)
+        if datamodule.unsplit == "test" and "test" in report.splits:
+            from cxrnet.evaluation.site_pass import evaluate_site
+
+            metrics |= evaluate_site(
+                model,
+                datamodule,
+                report,
+                validation_of(checkpoint) if not rechoose else {},
+                Path(cfg.paths.output_dir),
+                cfg.get("report"),
+                tta=tta,
+            )
+        return metrics
     resolve_trainer_precision(cfg)
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
     metrics: dict[str, float] = {}

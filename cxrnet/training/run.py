@@ -30,6 +30,7 @@ from cxrnet.evaluation.evaluation_pass import (
     run_evaluation_pass,
     threshold_rule,
 )
+from cxrnet.evaluation.external import validation_at_threshold
 from cxrnet.evaluation.model_card import selection_note
 from cxrnet.evaluation.report import NonFinitePredictions
 from cxrnet.models.checkpoint import load_checkpoint, stamp_checkpoint
@@ -218,7 +219,9 @@ def _evaluate_binary(
         raise TrainingDiverged(
             f"{cfg.monitor} of the best checkpoint {ckpt} is nan: {error}; lower model.optimizer.lr"
         ) from error
-    stamp_checkpoint(ckpt, report.operating_point, datamodule.decode_params)
+    stamp_checkpoint(
+        ckpt, report.operating_point, datamodule.decode_params, validation_at_threshold(report)
+    )
     metrics = dict(report.metrics)
     best = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
     if best is not None:

@@ -1,0 +1,165 @@
+"""What ``cxrnet-eval`` adds when it scores another site's films: the films of other classes
+predicted, the site's operating points and calibration (``cxrnet.evaluation.external``), the
+pointing game where the films have opacity boxes (``cxrnet.evaluation.pointing``), appended to
+report.md and returned as metrics (metrics.json)."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cxrnet.data.datamodule import ChestXRayDataModule
+from cxrnet.data.records import PATH_ERRORS
+from cxrnet.evaluation.external import render_site_section, site_report
+from cxrnet.evaluation.pointing import (
+    PointingResult,
+    parse_boxes,
+    play,
+    render_pointing_section,
+    score_films,
+)
+from cxrnet.evaluation.predictions import predict_probabilities
+from cxrnet.evaluation.report import EvaluationReport, ReportSettings
+from cxrnet.models.module import ClassifierModule
+from cxrnet.publish import write_file
+
+log = logging.getLogger(__name__)
+
+BOXES_COLUMN = "boxes"
+OTHER_PREDICTIONS = "predictions_other_classes.csv"
+
+
+def _other_probabilities(
+    model: ClassifierModule,
+    datamodule: ChestXRayDataModule,
+    tta: bool,
+    threshold: float,
+    output_dir: Path,
+) -> dict[str, tuple[np.ndarray, list[str]]]:
+    """Each other class's films: probabilities and patients; every film's probability and
+    call at ``threshold`` in ``predictions_other_classes.csv``."""
+    if datamodule.other_dataset is None or not datamodule.others:
+        return {}
+    probabilities, _ = predict_probabilities(model, datamodule.other_dataloader(), tta=tta)
+
+    def fill(temporary: Path) -> None:
+        with temporary.open("w", newline="", encoding="utf-8", errors=PATH_ERRORS) as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["file", "class", "patient", "probability", "prediction"])
+            for film, p in zip(datamodule.others, probabilities.tolist(), strict=True):
+                call = "PNEUMONIA" if p >= threshold else "NORMAL"
+                writer.writerow([film.path, film.class_name, film.patient, f"{p:.6f}", call])
+
+    write_file(output_dir / OTHER_PREDICTIONS, fill)
+    groups: dict[str, tuple[list[float], list[str]]] = {}
+    for film, probability in zip(datamodule.others, probabilities.tolist(), strict=True):
+        probs, patients = groups.setdefault(film.class_name, ([], []))
+        probs.append(float(probability))
+        patients.append(film.patient)
+    return {name: (np.asarray(p), patients) for name, (p, patients) in groups.items()}
+
+
+def pointing_game(
+    model: ClassifierModule,
+    datamodule: ChestXRayDataModule,
+    settings: ReportSettings,
+    max_films: int | None = None,
+) -> PointingResult | None:
+    """Grad-CAM's peak against the boxes of every test PNEUMONIA film that has boxes (the first
+    ``max_films`` in file order, when set); None when no film has boxes."""
+    records = datamodule.split_records.get("test", [])
+    chosen = [
+        (index, parse_boxes(record.metadata.get(BOXES_COLUMN, ""), str(record.path)))
+        for index, record in enumerate(records)
+        if record.label == 1 and record.metadata.get(BOXES_COLUMN, "").strip()
+    ]
+    if max_films:
+        chosen = chosen[:max_films]
+    if not chosen:
+        return None
+    from cxrnet.models.gradcam import gradcam
+
+    dataset = datamodule.datasets["test"]
+    images = torch.stack([dataset[index][0] for index, _ in chosen])
+
+    def heatmaps(batch: torch.Tensor) -> np.ndarray:
+        return gradcam(model.net, batch.to(model.device))
+
+    films = play(
+        images,
+        [records[index].path for index, _ in chosen],
+        [records[index].patient for index, _ in chosen],
+        [boxes for _, boxes in chosen],
+        datamodule.decode_params,
+        heatmaps,
+        batch_size=datamodule.eval_batch_size,
+    )
+    return score_films(films, settings.resamples, settings.seed, settings.level)
+
+
+def _write_pointing_csv(path: Path, result: PointingResult) -> None:
+    def fill(temporary: Path) -> None:
+        with temporary.open("w", newline="", encoding="utf-8", errors=PATH_ERRORS) as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["file", "patient", "peak_x", "peak_y", "hit", "chance"])
+            for film in result.films:
+                x, y = film.peak if film.peak is not None else ("", "")
+                peak = [f"{x:.1f}", f"{y:.1f}"] if film.peak is not None else [x, y]
+                writer.writerow([film.file, film.patient, *peak, int(film.hit), film.chance])
+
+    write_file(path, fill)
+
+
+def evaluate_site(
+    model: ClassifierModule,
+    datamodule: ChestXRayDataModule,
+    report: EvaluationReport,
+    validation: Mapping[str, float],
+    output_dir: Path,
+    options: Mapping[str, Any] | None = None,
+    tta: bool = False,
+) -> dict[str, float]:
+    """The site section of ``output_dir/report.md`` and its metrics, from the evaluation pass's
+    test predictions. ``options``: the ``report`` config (``pointing_game``,
+    ``pointing_game_max_films``)."""
+    options = dict(options or {})
+    settings = report.settings
+    test = report.splits["test"]
+    site = site_report(
+        test.predictions,
+        report.operating_point,
+        validation,
+        settings,
+        test.ece,
+        _other_probabilities(model, datamodule, tta, report.operating_point.threshold, output_dir),
+    )
+    metrics = site.metrics()
+    section = render_site_section(site, settings.level, figure="figures/test.png")
+    if site.others:
+        section += f"Per film: [{OTHER_PREDICTIONS}]({OTHER_PREDICTIONS}).\n"
+    if options.get("pointing_game", True):
+        try:
+            result = pointing_game(
+                model, datamodule, settings, options.get("pointing_game_max_films")
+            )
+        except ImportError:
+            log.warning("captum is not installed: no pointing game (pip install 'cxrnet[explain]')")
+            section += (
+                "\nNo pointing game: Grad-CAM needs captum (pip install 'cxrnet[explain]').\n"
+            )
+            result = None
+        if result is not None:
+            metrics |= result.metrics()
+            _write_pointing_csv(output_dir / "pointing_game.csv", result)
+            section += "\n" + render_pointing_section(result, settings.level)
+            section += "Per film: [pointing_game.csv](pointing_game.csv).\n"
+    card = output_dir / "report.md"
+    text = card.read_text() if card.is_file() else ""
+    write_file(card, lambda temporary: temporary.write_text(f"{text.rstrip()}\n\n{section}"))
+    return metrics
