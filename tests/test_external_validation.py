@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from helpers.console import run_folder, run_script
+from helpers.stamped import stamped_checkpoint
 
 from cxrnet.data.datamodule import ChestXRayDataModule
 from cxrnet.data.manifest import read_manifest
@@ -24,34 +25,10 @@ from cxrnet.evaluation.external import (
 )
 from cxrnet.evaluation.report import ReportSettings, SplitPredictions
 from cxrnet.evaluation.thresholds import OperatingPoint
-from cxrnet.models.checkpoint import INFERENCE_KEY, validation_of
-from cxrnet.models.module import ClassifierModule
+from cxrnet.models.checkpoint import validation_of
 from cxrnet.user_errors import DataError
 
-NET = {"name": "notebook_cnn", "image_size": 32, "widths": [4, 4, 8, 8], "hidden": 8}
-PREPROCESSING = {"image_size": 32, "resize": "squash", "equalize": "none", "interpolation": "area"}
 SETTINGS = ReportSettings(resamples=50)
-
-
-def stamped_checkpoint(path: Path, threshold: float, validation: dict[str, float]) -> Path:
-    """A binary checkpoint as cxrnet-train stamps one (random weights: the numbers checked
-    are derived from its own predictions, which the run writes out)."""
-    torch.manual_seed(0)
-    module = ClassifierModule(net=NET, optimizer={"_target_": "torch.optim.Adam"})
-    point = {"threshold": threshold, "criterion": "youden", "floor": None, "chosen_on": "val"}
-    torch.save(
-        {
-            "state_dict": module.state_dict(),
-            "hyper_parameters": dict(module.hparams),
-            INFERENCE_KEY: {
-                "operating_point": point,
-                "preprocessing": PREPROCESSING,
-                "validation": validation,
-            },
-        },
-        path,
-    )
-    return path
 
 
 # The threshold that reaches the stored sensitivity, by hand.
