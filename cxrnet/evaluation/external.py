@@ -46,17 +46,19 @@ class TargetSensitivity:
     source: str
 
 
+VALIDATION_SOURCE = "the checkpoint's sensitivity on its validation split at the stored threshold"
+
+
 def target_sensitivity(
-    validation: Mapping[str, float], operating_point: OperatingPoint
+    validation: Mapping[str, float],
+    operating_point: OperatingPoint,
+    source: str = VALIDATION_SOURCE,
 ) -> TargetSensitivity:
-    """The checkpoint's validation sensitivity at its stored threshold. Checkpoints stamped
-    before it was stored give the floor their threshold was chosen to keep (criterion
-    ``sensitivity``), else nothing: there is then no target to recalibrate to."""
+    """The checkpoint's validation sensitivity at its stored threshold (``source`` says what
+    it is). Checkpoints stamped before it was stored give the floor their threshold was chosen
+    to keep (criterion ``sensitivity``), else nothing: there is then no target to recalibrate to."""
     if "sensitivity" in validation:
-        return TargetSensitivity(
-            validation["sensitivity"],
-            "the checkpoint's sensitivity on its validation split at the stored threshold",
-        )
+        return TargetSensitivity(validation["sensitivity"], source)
     if operating_point.criterion == "sensitivity" and operating_point.floor is not None:
         return TargetSensitivity(
             operating_point.floor,
@@ -211,11 +213,12 @@ def site_report(
     settings: ReportSettings,
     ece: float,
     others: Mapping[str, tuple[np.ndarray, Sequence[str]]] | None = None,
+    validation_source: str = VALIDATION_SOURCE,
 ) -> SiteReport:
     """The site's numbers from its test predictions; ``others`` maps each other class to its
     films' probabilities and patients. ``ece`` is the report's (one home for calibration)."""
     stored = operating_point_at(predictions, operating_point.threshold, settings)
-    target = target_sensitivity(validation, operating_point)
+    target = target_sensitivity(validation, operating_point, validation_source)
     recalibrated = None
     if target.value is not None:
         threshold = threshold_for_sensitivity(

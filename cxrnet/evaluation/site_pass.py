@@ -16,7 +16,7 @@ import torch
 
 from cxrnet.data.datamodule import ChestXRayDataModule
 from cxrnet.data.records import PATH_ERRORS
-from cxrnet.evaluation.external import render_site_section, site_report
+from cxrnet.evaluation.external import VALIDATION_SOURCE, render_site_section, site_report
 from cxrnet.evaluation.pointing import (
     PointingResult,
     parse_boxes,
@@ -88,8 +88,12 @@ def pointing_game(
     dataset = datamodule.datasets["test"]
     images = torch.stack([dataset[index][0] for index, _ in chosen])
 
+    # An ensemble's heatmap is the mean of its members' (each from its own last layer).
+    nets = list(getattr(model.net, "members", [model.net]))
+
     def heatmaps(batch: torch.Tensor) -> np.ndarray:
-        return gradcam(model.net, batch.to(model.device))
+        batch = batch.to(model.device)
+        return np.mean([gradcam(net, batch) for net in nets], axis=0)
 
     films = play(
         images,
@@ -124,6 +128,7 @@ def evaluate_site(
     output_dir: Path,
     options: Mapping[str, Any] | None = None,
     tta: bool = False,
+    validation_source: str = VALIDATION_SOURCE,
 ) -> dict[str, float]:
     """The site section of ``output_dir/report.md`` and its metrics, from the evaluation pass's
     test predictions. ``options``: the ``report`` config (``pointing_game``,
@@ -138,6 +143,7 @@ def evaluate_site(
         settings,
         test.ece,
         _other_probabilities(model, datamodule, tta, report.operating_point.threshold, output_dir),
+        validation_source,
     )
     metrics = site.metrics()
     section = render_site_section(site, settings.level, figure="figures/test.png")
