@@ -26,6 +26,7 @@ from cxrnet.evaluation.pointing import (
 )
 from cxrnet.evaluation.predictions import predict_probabilities
 from cxrnet.evaluation.report import EvaluationReport, ReportSettings
+from cxrnet.inference.ensemble import MeanProbabilityNet
 from cxrnet.models.module import ClassifierModule
 from cxrnet.publish import write_file
 
@@ -89,7 +90,8 @@ def pointing_game(
     images = torch.stack([dataset[index][0] for index, _ in chosen])
 
     # An ensemble's heatmap is the mean of its members' (each from its own last layer).
-    nets = list(getattr(model.net, "members", [model.net]))
+    ensemble = isinstance(model.net, MeanProbabilityNet)
+    nets = list(model.net.members) if ensemble else [model.net]
 
     def heatmaps(batch: torch.Tensor) -> np.ndarray:
         batch = batch.to(model.device)
