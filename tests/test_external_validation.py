@@ -17,6 +17,7 @@ from helpers.console import run_folder, run_script
 from helpers.stamped import stamped_checkpoint
 
 from cxrnet.data.datamodule import ChestXRayDataModule
+from cxrnet.data.discovery import discover_folders
 from cxrnet.data.manifest import read_manifest
 from cxrnet.evaluation.external import (
     site_report,
@@ -126,6 +127,19 @@ def test_a_test_folder_keeps_other_class_films_apart_and_training_ignores_them(
     training.setup("fit")
     assert not training.others
     assert any(path.name == "OTHER_ABNORMAL" for path, _ in training.ignored)
+
+
+def test_only_the_scored_splits_other_class_films_are_kept(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    root = Path(shutil.copytree(synthetic_root, tmp_path / "data"))
+    film = next((root / "train" / "NORMAL").iterdir())
+    for split in ("train", "test"):
+        (root / split / "OTHER_ABNORMAL").mkdir()
+        shutil.copy2(film, root / split / "OTHER_ABNORMAL" / f"{split}_other{film.suffix}")
+    found = discover_folders(root, "test")
+    assert [f.path.name for f in found.others] == [f"test_other{film.suffix}"]
+    assert root / "train" / "OTHER_ABNORMAL" in [path for path, _ in found.ignored]
 
 
 def _write_manifest(path: Path, rows: list[list[str]]) -> Path:

@@ -212,8 +212,9 @@ def discover_folders(root: Path, unsplit: str | None = None) -> DiscoveryResult:
     ``train`` is required; ``val`` and ``test`` are optional (a missing one has no key).
     ``unsplit`` names a split for films that have none (an external site's labelled films,
     scored as a test set): then a folder without ``train`` is read as it is, and one holding
-    ``NORMAL`` and ``PNEUMONIA`` itself, with no split folders, is that split; films in its
-    other class folders (``OTHER_ABNORMAL``) come back in ``others`` (training ignores them).
+    ``NORMAL`` and ``PNEUMONIA`` itself, with no split folders, is that split. Films in other
+    class folders (``OTHER_ABNORMAL``) of that split come back in ``others``; elsewhere (and
+    always for training) they are ignored, with the reason.
     """
     root = Path(root)
     if (
@@ -230,7 +231,8 @@ def discover_folders(root: Path, unsplit: str | None = None) -> DiscoveryResult:
         split_dir = _child_dir(split_root, split)
         if split_dir is None:
             continue
-        others = result.others if unsplit is not None else None
+        # Only the scored split's: other-class films beside training films are outside it.
+        others = result.others if split == unsplit else None
         records, ignored = _scan_split(split_dir, split, others)
         result.records[split] = records
         result.ignored.extend(ignored)
