@@ -20,6 +20,8 @@ from cxrnet.data.datamodule import ChestXRayDataModule
 from cxrnet.data.discovery import discover_folders
 from cxrnet.data.manifest import read_manifest
 from cxrnet.evaluation.external import (
+    OtherFilms,
+    render_site_section,
     site_report,
     target_sensitivity,
     threshold_for_sensitivity,
@@ -56,7 +58,9 @@ def test_the_threshold_reaching_the_stored_sensitivity_computed_by_hand() -> Non
         {"sensitivity": 0.75},
         SETTINGS,
         ece=0.1,
-        others={"OTHER_ABNORMAL": (np.array([0.9, 0.65, 0.5, 0.1]), ["a", "b", "c", "d"])},
+        others={
+            "OTHER_ABNORMAL": OtherFilms(np.array([0.9, 0.65, 0.5, 0.1]), ("a", "b", "c", "d"))
+        },
     )
     # At 0.85: 1 of 4 pneumonia films called, no normal one; 1 of 8 flagged.
     assert site.stored.values == {
@@ -83,6 +87,35 @@ def test_the_threshold_reaching_the_stored_sensitivity_computed_by_hand() -> Non
     assert metrics["site/recalibrated/specificity"] == 0.75
     assert metrics["site/other/OTHER_ABNORMAL/flagged_stored"] == 0.25
     assert metrics["site/prevalence"] == 0.5
+
+
+def test_every_site_number_is_given_per_view_too() -> None:
+    """With report.subgroups=[view]: the recalibrated operating point and the other class's
+    flagged fractions per view, by hand (the stored threshold's are the subgroup tables')."""
+    base = _constructed()
+    views = ("AP", "AP", "PA", "PA", "AP", "PA", "PA", "PA")
+    preds = SplitPredictions(
+        base.probabilities, base.labels, base.files, base.subtypes, base.patients, {"view": views}
+    )
+    others = OtherFilms(np.array([0.9, 0.65, 0.5, 0.1]), ("a", "b", "c", "d"))
+    others = OtherFilms(others.probabilities, others.patients, {"view": ("AP", "AP", "PA", "PA")})
+    settings = ReportSettings(resamples=50, subgroups=("view",))
+    site = site_report(
+        preds, OperatingPoint(0.85, "youden"), {"sensitivity": 0.75}, settings, 0.1, {"X": others}
+    )
+    ap, pa = site.recalibrated_groups["view"]
+    # At 0.6, AP: pneumonia 0.9 and 0.8 called, normal 0.7 called; PA: 0.6 of 0.6/0.3 called,
+    # none of 0.4/0.2/0.1.
+    assert (ap.category, ap.n, ap.sensitivity.value, ap.specificity.value) == ("AP", 3, 1.0, 0.0)
+    assert (pa.category, pa.n, pa.sensitivity.value, pa.specificity.value) == ("PA", 5, 0.5, 1.0)
+    other_ap, other_pa = site.other_groups["X"]["view"]
+    assert other_ap.flagged == {"stored": 0.5, "recalibrated": 1.0}  # 0.9, 0.65
+    assert other_pa.flagged == {"stored": 0.0, "recalibrated": 0.0}  # 0.5, 0.1
+    metrics = site.metrics()
+    assert metrics["site/recalibrated/subgroup/view=PA/recall_at_threshold"] == 0.5
+    assert metrics["site/other/X/subgroup/view=AP/flagged_recalibrated"] == 1.0
+    assert metrics["site/other/X/subgroup/view=AP/n"] == 2
+    assert "| view=PA | 5 | 2 | 0.500" in render_site_section(site, 0.95)
 
 
 def test_old_checkpoints_fall_back_to_the_floor_or_say_why_there_is_no_target() -> None:

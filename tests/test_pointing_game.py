@@ -21,6 +21,7 @@ from cxrnet.evaluation.pointing import (
     film_size,
     parse_boxes,
     play,
+    score_by_group,
     score_films,
     to_original,
 )
@@ -105,6 +106,12 @@ def test_hits_and_chance_on_films_with_known_boxes(tmp_path: Path) -> None:
     low, high = result.interval
     assert 0.0 <= low <= 2 / 3 <= high <= 1.0
     assert result.metrics()["site/pointing/n"] == 3
+    grouped = score_by_group(result, {"view": ("AP", "PA", "AP")}, resamples=20)
+    (ap_name, ap), (pa_name, pa) = grouped.groups["view"]
+    assert (ap_name, ap.n, ap.hit_rate, ap.chance_rate) == ("AP", 2, 1.0, np.mean(chance[::2]))
+    assert (pa_name, pa.n, pa.hit_rate) == ("PA", 1, 0.0)
+    assert grouped.metrics()["site/pointing/subgroup/view=AP/hit_rate"] == 1.0
+    assert grouped.metrics()["site/pointing/hit_rate"] == result.hit_rate
 
 
 def test_a_heatmap_without_evidence_is_a_miss(tmp_path: Path) -> None:

@@ -18,6 +18,13 @@ from cxrnet.evaluation.bootstrap import PatientDraws, bootstrap_weighted
 from cxrnet.evaluation.confusion import Confusion, confusion_at_threshold
 from cxrnet.evaluation.curves import RankedScores
 from cxrnet.evaluation.report import EvaluationReport, ReportSettings, SplitPredictions
+from cxrnet.evaluation.subgroups import (
+    Estimate,
+    SubgroupReport,
+    SubgroupRow,
+    subgroup_table,
+    table_values,
+)
 from cxrnet.evaluation.thresholds import OperatingPoint, choose_threshold
 
 # What an operating point is judged by at a site: of the films a reader would see flagged.
@@ -166,6 +173,26 @@ def flagged_fraction(
     return OtherClassResult(name, len(probabilities), flagged, intervals)
 
 
+def group_values(
+    columns: Mapping[str, Sequence[str]], n: int, settings: ReportSettings
+) -> dict[str, tuple[str, ...]]:
+    """Each ``report.subgroups`` column as one category per film (``age_band`` from ``age``)."""
+    return {name: table_values(columns, name, n, settings.age_bands) for name in settings.subgroups}
+
+
+def _key(column: str, category: str) -> str:
+    return f"{column}={category.replace('/', '_')}"
+
+
+@dataclass(frozen=True)
+class OtherFilms:
+    """One other class's films: probabilities, patients and metadata columns, in one order."""
+
+    probabilities: np.ndarray
+    patients: tuple[str, ...]
+    columns: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
 @dataclass
 class SiteReport:
     """Everything ``cxrnet-eval`` adds for an external site, for metrics.json and report.md."""
@@ -177,6 +204,10 @@ class SiteReport:
     mean_probability: float
     prevalence: float
     others: list[OtherClassResult] = field(default_factory=list)
+    # Per ``report.subgroups`` category: the recalibrated threshold's rows (the stored one's
+    # are the test split's subgroup tables), and each other class's flagged fractions.
+    recalibrated_groups: dict[str, tuple[SubgroupRow, ...]] = field(default_factory=dict)
+    other_groups: dict[str, dict[str, list[OtherClassResult]]] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
         values: dict[str, float] = {"site/threshold_stored": self.stored.threshold}
@@ -197,13 +228,25 @@ class SiteReport:
         values["site/mean_probability"] = self.mean_probability
         values["site/prevalence"] = self.prevalence
         for other in self.others:
-            values[f"site/other/{other.name}/n"] = float(other.n)
-            for key, fraction in other.flagged.items():
-                values[f"site/other/{other.name}/flagged_{key}"] = fraction
-                low, high = other.intervals[key]
-                values[f"site/other/{other.name}/flagged_{key}_ci_low"] = low
-                values[f"site/other/{other.name}/flagged_{key}_ci_high"] = high
+            values |= _flagged_metrics(f"site/other/{other.name}", other)
+            for column, rows in self.other_groups.get(other.name, {}).items():
+                for row in rows:
+                    prefix = f"site/other/{other.name}/subgroup/{_key(column, row.name)}"
+                    values |= _flagged_metrics(prefix, row)
+        if self.recalibrated_groups:
+            groups = SubgroupReport(self.recalibrated_groups, ())
+            values |= groups.metrics("site/recalibrated")
         return values
+
+
+def _flagged_metrics(prefix: str, result: OtherClassResult) -> dict[str, float]:
+    values = {f"{prefix}/n": float(result.n)}
+    for key, fraction in result.flagged.items():
+        low, high = result.intervals[key]
+        values[f"{prefix}/flagged_{key}"] = fraction
+        values[f"{prefix}/flagged_{key}_ci_low"] = low
+        values[f"{prefix}/flagged_{key}_ci_high"] = high
+    return values
 
 
 def site_report(
@@ -212,11 +255,12 @@ def site_report(
     validation: Mapping[str, float],
     settings: ReportSettings,
     ece: float,
-    others: Mapping[str, tuple[np.ndarray, Sequence[str]]] | None = None,
+    others: Mapping[str, OtherFilms] | None = None,
     validation_source: str = VALIDATION_SOURCE,
 ) -> SiteReport:
     """The site's numbers from its test predictions; ``others`` maps each other class to its
-    films' probabilities and patients. ``ece`` is the report's (one home for calibration)."""
+    films. ``ece`` is the report's (one home for calibration). Every number is given per
+    category of the ``report.subgroups`` columns too."""
     stored = operating_point_at(predictions, operating_point.threshold, settings)
     target = target_sensitivity(validation, operating_point, validation_source)
     recalibrated = None
@@ -229,10 +273,33 @@ def site_report(
     thresholds = {"stored": operating_point.threshold}
     if recalibrated is not None:
         thresholds["recalibrated"] = recalibrated.threshold
-    results = [
-        flagged_fraction(name, probs, patients, thresholds, settings)
-        for name, (probs, patients) in sorted((others or {}).items())
-    ]
+    results, other_groups = [], {}
+    for name, films in sorted((others or {}).items()):
+        results.append(
+            flagged_fraction(name, films.probabilities, films.patients, thresholds, settings)
+        )
+        other_groups[name] = {
+            column: _flagged_by_category(films, values, thresholds, settings)
+            for column, values in group_values(
+                films.columns, len(films.probabilities), settings
+            ).items()
+        }
+    recalibrated_groups = {}
+    if recalibrated is not None:
+        n = len(predictions)
+        for column, values in group_values(predictions.columns, n, settings).items():
+            recalibrated_groups[column] = subgroup_table(
+                column,
+                values,
+                predictions.probabilities,
+                predictions.labels,
+                recalibrated.threshold,
+                predictions.patients,
+                edges=settings.age_bands,
+                resamples=settings.resamples,
+                seed=settings.seed,
+                level=settings.level,
+            )
     return SiteReport(
         stored,
         target,
@@ -241,7 +308,30 @@ def site_report(
         float(np.mean(predictions.probabilities)),
         float(np.mean(predictions.labels)),
         results,
+        recalibrated_groups,
+        other_groups,
     )
+
+
+def _flagged_by_category(
+    films: OtherFilms,
+    values: Sequence[str],
+    thresholds: Mapping[str, float],
+    settings: ReportSettings,
+) -> list[OtherClassResult]:
+    """``flagged_fraction`` of the films of each category (named by the category)."""
+    categories = np.asarray(values, dtype=object)
+    patients = np.asarray(films.patients, dtype=object)
+    return [
+        flagged_fraction(
+            category,
+            films.probabilities[categories == category],
+            list(patients[categories == category]),
+            thresholds,
+            settings,
+        )
+        for category in sorted(set(values))
+    ]
 
 
 def _cell(point: SiteOperatingPoint, name: str) -> str:
@@ -305,10 +395,39 @@ def render_site_section(site: SiteReport, level: float, figure: str = "") -> str
             "|---|---|" + "---|" * len(keys),
         ]
         for other in site.others:
-            cells = " | ".join(
-                f"{other.flagged[key]:.3f} ({other.intervals[key][0]:.3f}-"
-                f"{other.intervals[key][1]:.3f})"
-                for key in keys
-            )
+            cells = " | ".join(_flagged_cell(other, key) for key in keys)
             lines.append(f"| {other.name} | {other.n} | {cells} |")
+            for column, rows in site.other_groups.get(other.name, {}).items():
+                for row in rows:
+                    cells = " | ".join(_flagged_cell(row, key) for key in keys)
+                    lines.append(f"| {other.name}, {column}={row.name} | {row.n} | {cells} |")
+    if site.recalibrated_groups and site.recalibrated is not None:
+        lines += [
+            "",
+            f"At the threshold reaching the stored sensitivity ({site.recalibrated.threshold:.4f}),"
+            " per group (the stored threshold's are in the subgroup tables):",
+            "",
+            "| group | films | pneumonia | sensitivity | specificity |",
+            "|---|---|---|---|---|",
+        ]
+        for column, rows in site.recalibrated_groups.items():
+            for row in rows:
+                sens, spec = row.sensitivity, row.specificity
+                lines.append(
+                    f"| {column}={row.category} | {row.n} | {row.n_pos} | {_estimate(sens)} | "
+                    f"{_estimate(spec)} |"
+                )
     return "\n".join(lines) + "\n"
+
+
+def _flagged_cell(result: OtherClassResult, key: str) -> str:
+    low, high = result.intervals[key]
+    return f"{result.flagged[key]:.3f} ({low:.3f}-{high:.3f})"
+
+
+def _estimate(estimate: Estimate) -> str:
+    if estimate.value is None:
+        return "-"
+    low, high = estimate.low, estimate.high
+    interval = "" if low is None or high is None else f" ({low:.3f}-{high:.3f})"
+    return f"{estimate.value:.3f}{interval}"

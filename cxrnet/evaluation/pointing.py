@@ -10,8 +10,8 @@ union of its boxes covers; the game's chance rate is that fraction averaged over
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +136,8 @@ class PointingResult:
     hit_rate: float
     interval: tuple[float, float]
     chance_rate: float
+    # Per subgroup column: (category, the game on that category's films alone).
+    groups: Mapping[str, tuple[tuple[str, PointingResult], ...]] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -145,14 +147,19 @@ class PointingResult:
     def without_peak(self) -> int:
         return sum(film.peak is None for film in self.films)
 
-    def metrics(self) -> dict[str, float]:
-        return {
-            "site/pointing/n": float(self.n),
-            "site/pointing/hit_rate": self.hit_rate,
-            "site/pointing/hit_rate_ci_low": self.interval[0],
-            "site/pointing/hit_rate_ci_high": self.interval[1],
-            "site/pointing/chance_rate": self.chance_rate,
+    def metrics(self, prefix: str = "site/pointing") -> dict[str, float]:
+        values = {
+            f"{prefix}/n": float(self.n),
+            f"{prefix}/hit_rate": self.hit_rate,
+            f"{prefix}/hit_rate_ci_low": self.interval[0],
+            f"{prefix}/hit_rate_ci_high": self.interval[1],
+            f"{prefix}/chance_rate": self.chance_rate,
         }
+        for column, parts in self.groups.items():
+            for category, part in parts:
+                name = f"{column}={category.replace('/', '_')}"
+                values |= part.metrics(f"{prefix}/subgroup/{name}")
+        return values
 
 
 def heatmap_peak(heatmap: np.ndarray) -> tuple[int, int] | None:
@@ -189,6 +196,25 @@ def score_films(
     )["hit_rate"]
     chance = float(np.mean([film.chance for film in films]))
     return PointingResult(tuple(films), float(hits.mean()), interval, chance)
+
+
+def score_by_group(
+    result: PointingResult,
+    columns: Mapping[str, Sequence[str]],
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> PointingResult:
+    """``result`` with the game scored again on each category of each of ``columns`` (one
+    category per film, in ``result.films``' order)."""
+    groups = {}
+    for column, values in columns.items():
+        parts = []
+        for category in sorted(set(values)):
+            films = [f for f, v in zip(result.films, values, strict=True) if v == category]
+            parts.append((category, score_films(films, resamples, seed, level)))
+        groups[column] = tuple(parts)
+    return replace(result, groups=groups)
 
 
 def play(
@@ -234,4 +260,13 @@ def render_pointing_section(result: PointingResult, level: float) -> str:
             f"{result.without_peak} film(s) had no positive Grad-CAM evidence anywhere and count "
             "as misses."
         )
+    if result.groups:
+        lines += ["", "| group | films | hit rate | chance rate |", "|---|---|---|---|"]
+        for column, parts in result.groups.items():
+            for category, part in parts:
+                low, high = part.interval
+                lines.append(
+                    f"| {column}={category} | {part.n} | {part.hit_rate:.3f} ({low:.3f}-"
+                    f"{high:.3f}) | {part.chance_rate:.3f} |"
+                )
     return "\n".join(lines) + "\n"

@@ -16,16 +16,23 @@ import torch
 
 from cxrnet.data.datamodule import ChestXRayDataModule
 from cxrnet.data.records import PATH_ERRORS
-from cxrnet.evaluation.external import VALIDATION_SOURCE, render_site_section, site_report
+from cxrnet.evaluation.external import (
+    VALIDATION_SOURCE,
+    OtherFilms,
+    group_values,
+    render_site_section,
+    site_report,
+)
 from cxrnet.evaluation.pointing import (
     PointingResult,
     parse_boxes,
     play,
     render_pointing_section,
+    score_by_group,
     score_films,
 )
 from cxrnet.evaluation.predictions import predict_probabilities
-from cxrnet.evaluation.report import EvaluationReport, ReportSettings
+from cxrnet.evaluation.report import EvaluationReport, ReportSettings, metadata_columns
 from cxrnet.inference.ensemble import MeanProbabilityNet
 from cxrnet.models.module import ClassifierModule
 from cxrnet.publish import write_file
@@ -42,9 +49,9 @@ def _other_probabilities(
     tta: bool,
     threshold: float,
     output_dir: Path,
-) -> dict[str, tuple[np.ndarray, list[str]]]:
-    """Each other class's films: probabilities and patients; every film's probability and
-    call at ``threshold`` in ``predictions_other_classes.csv``."""
+) -> dict[str, OtherFilms]:
+    """Each other class's films with their probabilities; every film's probability and call
+    at ``threshold`` in ``predictions_other_classes.csv``."""
     if datamodule.other_dataset is None or not datamodule.others:
         return {}
     probabilities, _ = predict_probabilities(model, datamodule.other_dataloader(), tta=tta)
@@ -58,12 +65,19 @@ def _other_probabilities(
                 writer.writerow([film.path, film.class_name, film.patient, f"{p:.6f}", call])
 
     write_file(output_dir / OTHER_PREDICTIONS, fill)
-    groups: dict[str, tuple[list[float], list[str]]] = {}
-    for film, probability in zip(datamodule.others, probabilities.tolist(), strict=True):
-        probs, patients = groups.setdefault(film.class_name, ([], []))
-        probs.append(float(probability))
-        patients.append(film.patient)
-    return {name: (np.asarray(p), patients) for name, (p, patients) in groups.items()}
+    groups: dict[str, list[int]] = {}
+    for index, film in enumerate(datamodule.others):
+        groups.setdefault(film.class_name, []).append(index)
+    result = {}
+    for name, indices in groups.items():
+        films = [datamodule.others[i] for i in indices]
+        names = sorted({column for film in films for column in film.metadata})
+        result[name] = OtherFilms(
+            probabilities.numpy().astype(np.float64)[indices],
+            tuple(film.patient for film in films),
+            {c: tuple(film.metadata.get(c, "") for film in films) for c in names},
+        )
+    return result
 
 
 def pointing_game(
@@ -106,7 +120,10 @@ def pointing_game(
         heatmaps,
         batch_size=datamodule.eval_batch_size,
     )
-    return score_films(films, settings.resamples, settings.seed, settings.level)
+    result = score_films(films, settings.resamples, settings.seed, settings.level)
+    played = metadata_columns([records[index] for index, _ in chosen])
+    groups = group_values(played, len(chosen), settings)
+    return score_by_group(result, groups, settings.resamples, settings.seed, settings.level)
 
 
 def _write_pointing_csv(path: Path, result: PointingResult) -> None:
