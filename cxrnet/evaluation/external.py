@@ -22,6 +22,7 @@ from cxrnet.evaluation.subgroups import (
     Estimate,
     SubgroupReport,
     SubgroupRow,
+    category_order,
     subgroup_table,
     table_values,
 )
@@ -279,7 +280,7 @@ def site_report(
             flagged_fraction(name, films.probabilities, films.patients, thresholds, settings)
         )
         other_groups[name] = {
-            column: _flagged_by_category(films, values, thresholds, settings)
+            column: _flagged_by_category(films, column, values, thresholds, settings)
             for column, values in group_values(
                 films.columns, len(films.probabilities), settings
             ).items()
@@ -315,6 +316,7 @@ def site_report(
 
 def _flagged_by_category(
     films: OtherFilms,
+    column: str,
     values: Sequence[str],
     thresholds: Mapping[str, float],
     settings: ReportSettings,
@@ -322,6 +324,7 @@ def _flagged_by_category(
     """``flagged_fraction`` of the films of each category (named by the category)."""
     categories = np.asarray(values, dtype=object)
     patients = np.asarray(films.patients, dtype=object)
+    order = category_order(list(values), column, settings.age_bands)
     return [
         flagged_fraction(
             category,
@@ -330,7 +333,7 @@ def _flagged_by_category(
             thresholds,
             settings,
         )
-        for category in sorted(set(values))
+        for category in order
     ]
 
 
@@ -357,7 +360,7 @@ def render_site_section(site: SiteReport, level: float, figure: str = "") -> str
         rows.append(("reaching the stored sensitivity on this site", site.recalibrated))
     for name, point in rows:
         cells = " | ".join(_cell(point, metric) for metric in SITE_METRICS)
-        lines.append(f"| {name} | {point.threshold:.4f} | {cells} |")
+        lines.append(f"| {name} | {point.threshold:.6f} | {cells} |")
     lines.append("")
     if site.target.value is None:
         lines.append(f"No threshold for the stored sensitivity: {site.target.source}.")
@@ -372,6 +375,22 @@ def render_site_section(site: SiteReport, level: float, figure: str = "") -> str
             "the site would have to recalibrate to, found on the films it is reported on, so "
             "its sensitivity holds by construction and is no validated result."
         )
+    if site.recalibrated_groups and site.recalibrated is not None:
+        lines += [
+            "",
+            f"At the threshold reaching the stored sensitivity ({site.recalibrated.threshold:.6f}),"
+            " per group (the stored threshold's are in the subgroup tables):",
+            "",
+            "| group | films | pneumonia | sensitivity | specificity |",
+            "|---|---|---|---|---|",
+        ]
+        for column, rows in site.recalibrated_groups.items():
+            for row in rows:
+                sens, spec = row.sensitivity, row.specificity
+                lines.append(
+                    f"| {column}={row.category} | {row.n} | {row.n_pos} | {_estimate(sens)} | "
+                    f"{_estimate(spec)} |"
+                )
     lines += [
         "",
         "### Calibration on this site",
@@ -401,22 +420,6 @@ def render_site_section(site: SiteReport, level: float, figure: str = "") -> str
                 for row in rows:
                     cells = " | ".join(_flagged_cell(row, key) for key in keys)
                     lines.append(f"| {other.name}, {column}={row.name} | {row.n} | {cells} |")
-    if site.recalibrated_groups and site.recalibrated is not None:
-        lines += [
-            "",
-            f"At the threshold reaching the stored sensitivity ({site.recalibrated.threshold:.4f}),"
-            " per group (the stored threshold's are in the subgroup tables):",
-            "",
-            "| group | films | pneumonia | sensitivity | specificity |",
-            "|---|---|---|---|---|",
-        ]
-        for column, rows in site.recalibrated_groups.items():
-            for row in rows:
-                sens, spec = row.sensitivity, row.specificity
-                lines.append(
-                    f"| {column}={row.category} | {row.n} | {row.n_pos} | {_estimate(sens)} | "
-                    f"{_estimate(spec)} |"
-                )
     return "\n".join(lines) + "\n"
 
 

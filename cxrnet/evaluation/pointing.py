@@ -20,6 +20,7 @@ import torch
 from cxrnet.data.decode import DecodeParams
 from cxrnet.data.records import is_dicom
 from cxrnet.evaluation.bootstrap import PatientDraws, bootstrap_weighted
+from cxrnet.evaluation.subgroups import DEFAULT_AGE_BANDS, category_order
 from cxrnet.user_errors import DataError
 
 Box = tuple[float, float, float, float]  # x, y, width, height in original pixels
@@ -204,13 +205,14 @@ def score_by_group(
     resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    edges: Sequence[float] = DEFAULT_AGE_BANDS,
 ) -> PointingResult:
     """``result`` with the game scored again on each category of each of ``columns`` (one
-    category per film, in ``result.films``' order)."""
+    category per film, in ``result.films``' order; age bands cut at ``edges``)."""
     groups = {}
     for column, values in columns.items():
         parts = []
-        for category in sorted(set(values)):
+        for category in category_order(list(values), column, edges):
             films = [f for f, v in zip(result.films, values, strict=True) if v == category]
             parts.append((category, score_films(films, resamples, seed, level)))
         groups[column] = tuple(parts)

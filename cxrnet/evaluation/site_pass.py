@@ -123,7 +123,9 @@ def pointing_game(
     result = score_films(films, settings.resamples, settings.seed, settings.level)
     played = metadata_columns([records[index] for index, _ in chosen])
     groups = group_values(played, len(chosen), settings)
-    return score_by_group(result, groups, settings.resamples, settings.seed, settings.level)
+    return score_by_group(
+        result, groups, settings.resamples, settings.seed, settings.level, settings.age_bands
+    )
 
 
 def _write_pointing_csv(path: Path, result: PointingResult) -> None:
