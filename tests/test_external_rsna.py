@@ -48,6 +48,7 @@ def rsna_run(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) -> 
             f"ckpt_path={ckpt}",
             f"data.root={manifest}",
             "report.resamples=50",
+            "report.subgroups=[view]",
             f"paths.log_dir={where}",
         ],
         where,
@@ -87,6 +88,14 @@ def test_rsna_adult_is_scored_as_an_external_site(rsna_run: dict) -> None:
     assert metrics["site/target_sensitivity"] == rsna_run["validation"]["sensitivity"]
     assert metrics["site/threshold_stored"] == rsna_run["train"]["val/threshold"]
     assert "## This site (external validation)" in rsna_run["report"]
+    assert metrics["test/subgroup/view=AP/n"] + metrics["test/subgroup/view=PA/n"] == len(tested)
+    other_by_view = [
+        metrics.get(f"site/other/OTHER_ABNORMAL/subgroup/view={view}/n", 0.0)
+        for view in ("AP", "PA")
+    ]
+    assert sum(other_by_view) == SAMPLE["OTHER_ABNORMAL"]
+    for view in ("AP", "PA"):
+        assert f"site/recalibrated/subgroup/view={view}/recall_at_threshold" in metrics
 
 
 def _chance_by_raster(boxes: str) -> float:
@@ -101,11 +110,6 @@ def _chance_by_raster(boxes: str) -> float:
 
 def test_the_pointing_game_on_rsna_opacity_boxes(rsna_run: dict) -> None:
     records = read_manifest(rsna_run["manifest"], "test", [])["test"]
-    if not any("boxes" in record.metadata for record in records):
-        pytest.skip(
-            "the manifest reader does not keep the boxes column in Record.metadata yet (the "
-            "extra-columns change of issue 18); the pointing game needs it"
-        )
     metrics, folder = rsna_run["metrics"], rsna_run["folder"]
     played = _rows(folder / "pointing_game.csv")
     assert metrics["site/pointing/n"] == len(played) == SAMPLE["PNEUMONIA"]
@@ -119,3 +123,9 @@ def test_the_pointing_game_on_rsna_opacity_boxes(rsna_run: dict) -> None:
     for x, y in peaks:  # on the 1024 px film, where the boxes were drawn
         assert 0 <= x <= 1024 and 0 <= y <= 1024
     assert "### Pointing game" in rsna_run["report"]
+    # Per view too (report.subgroups=[view]): the game's films split between AP and PA.
+    by_view = {v: metrics.get(f"site/pointing/subgroup/view={v}/n", 0.0) for v in ("AP", "PA")}
+    assert sum(by_view.values()) == len(played)
+    views = {str(r.path): r.metadata["view"] for r in records}
+    for view, n in by_view.items():
+        assert n == sum(views[row["file"]] == view for row in played)
