@@ -77,6 +77,7 @@ def test_rsna_adult_is_scored_as_an_external_site(rsna_run: dict) -> None:
     others = _rows(folder / "predictions_other_classes.csv")
     assert len(others) == SAMPLE["OTHER_ABNORMAL"]
     assert {row["class"] for row in others} == {"OTHER_ABNORMAL"}
+    assert {row["view"] for row in others} <= {"AP", "PA"}  # the manifest's columns follow
     assert not {row["file"] for row in tested} & {row["file"] for row in others}
     assert metrics["site/other/OTHER_ABNORMAL/n"] == SAMPLE["OTHER_ABNORMAL"]
     threshold = metrics["site/threshold_stored"]

@@ -51,18 +51,24 @@ def _other_probabilities(
     output_dir: Path,
 ) -> dict[str, OtherFilms]:
     """Each other class's films with their probabilities; every film's probability and call
-    at ``threshold`` in ``predictions_other_classes.csv``."""
+    at ``threshold`` in ``predictions_other_classes.csv``, then its metadata columns (as in
+    ``predictions_<split>.csv``)."""
     if datamodule.other_dataset is None or not datamodule.others:
         return {}
     probabilities, _ = predict_probabilities(model, datamodule.other_dataloader(), tta=tta)
+    fixed = ["file", "class", "patient", "probability", "prediction"]
+    extra = sorted({c for film in datamodule.others for c in film.metadata} - set(fixed))
 
     def fill(temporary: Path) -> None:
         with temporary.open("w", newline="", encoding="utf-8", errors=PATH_ERRORS) as handle:
             writer = csv.writer(handle)
-            writer.writerow(["file", "class", "patient", "probability", "prediction"])
+            writer.writerow([*fixed, *extra])
             for film, p in zip(datamodule.others, probabilities.tolist(), strict=True):
                 call = "PNEUMONIA" if p >= threshold else "NORMAL"
-                writer.writerow([film.path, film.class_name, film.patient, f"{p:.6f}", call])
+                further = [film.metadata.get(c, "") for c in extra]
+                writer.writerow(
+                    [film.path, film.class_name, film.patient, f"{p:.6f}", call, *further]
+                )
 
     write_file(output_dir / OTHER_PREDICTIONS, fill)
     groups: dict[str, list[int]] = {}
