@@ -21,6 +21,7 @@ from cxrnet.data.digests import DigestStore
 from cxrnet.data.discovery import discover_folders
 from cxrnet.data.duplicates import DuplicateReport, check_duplicates
 from cxrnet.data.manifest import combine_records, read_manifest
+from cxrnet.data.other_classes import OtherFilm
 from cxrnet.data.records import (
     CLASS_NAMES,
     PATH_ERRORS,
@@ -224,6 +225,10 @@ class ChestXRayDataModule(LightningDataModule):
         self.ignored: list[tuple[Path, str]] = []
         self.duplicates = DuplicateReport()
         self.files_hashed = 0  # by the duplicate check of the last setup (0 on a warm start)
+        # Test films of classes other than NORMAL/PNEUMONIA (``unsplit='test'`` only), decoded
+        # after setup, in ``other_dataset``'s order: scored and reported as their own groups.
+        self.others: list[OtherFilm] = []
+        self.other_dataset: XRayDataset | None = None
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -301,6 +306,8 @@ class ChestXRayDataModule(LightningDataModule):
                 [position[record.path] for record in kept],
                 transform=train_transform if split == "train" else None,
             )
+        if self.others:
+            self._load_others()
         if "test" not in self.datasets:
             log.warning("no test folder under %s: testing will be skipped", self.root)
         if stage in (None, "fit"):
@@ -371,14 +378,61 @@ class ChestXRayDataModule(LightningDataModule):
 
     def _find_records(self) -> dict[str, list[Record]]:
         parts = []
+        # Only a test set keeps films of other classes; training data lists them as ignored
+        # (folders) or refuses them (manifest rows), naming each.
+        others = [] if self.unsplit == "test" else None
         for source in self.sources:
             if source.suffix.lower() == ".csv":
-                parts.append(read_manifest(source, self.unsplit))
+                parts.append(read_manifest(source, self.unsplit, others))
                 continue
             result = discover_folders(source, None if self.unsplit == "train" else self.unsplit)
             parts.append(result.records)
             self.ignored.extend(result.ignored)
+            if others is not None:
+                others.extend(result.others)
+        self.others = others or []
         return combine_records(*parts)
+
+    def _load_others(self) -> None:
+        """Decode the films of other classes like the test films; unreadable ones follow
+        ``on_bad_image`` and are listed in ``skipped`` as any other film."""
+        listed = {str(film.path) for film in self.others}
+        paths = {str(record.path) for records in self.split_records.values() for record in records}
+        clashes = sorted(listed & paths)
+        if clashes:
+            raise DataError(
+                f"{len(clashes)} file(s) are listed both as NORMAL/PNEUMONIA and as another "
+                f"class under {self.root} (first: {clashes[0]}); list each film once"
+            )
+        records = sorted(
+            (film.decoding_record() for film in self.others), key=lambda r: str(r.path)
+        )
+        loaded = load_images(
+            records,
+            self.decode_params,
+            cache_dir=self.cache_dir,
+            num_workers=self.decode_workers,
+            on_bad_image=self.on_bad_image,
+        )
+        self.skipped.extend(loaded.skipped)
+        position = {record.path: i for i, record in enumerate(loaded.records)}
+        self.others = [film for film in self.others if film.path in position]
+        self.other_dataset = XRayDataset(
+            loaded.images,
+            [0] * len(self.others),  # placeholders: these films have neither class
+            [position[film.path] for film in self.others],
+        )
+
+    def other_dataloader(self) -> DataLoader:
+        """The films of other classes in ``others``' order, as an evaluation loader."""
+        if self.other_dataset is None:
+            raise DataError(f"no films of classes other than NORMAL/PNEUMONIA under {self.root}")
+        return DataLoader(
+            self.other_dataset,
+            batch_size=self.eval_batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+        )
 
     def _require_setup(self) -> None:
         if not self.datasets:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cxrnet.data.dicom_header import header_of
+from cxrnet.data.other_classes import OtherFilm, other_film
 from cxrnet.data.records import (
     CLASS_NAMES,
     IMAGE_SUFFIXES,
@@ -39,6 +40,9 @@ class DiscoveryResult:
     root: Path  # the folder that holds train/ (after following any nesting)
     records: dict[str, list[Record]]
     ignored: list[tuple[Path, str]] = field(default_factory=list)
+    # Films in class folders other than NORMAL and PNEUMONIA, kept (not ignored) when the data
+    # is scored as a test set (``unsplit``): cxrnet-eval reports them as their own groups.
+    others: list[OtherFilm] = field(default_factory=list)
 
     def summary(self) -> str:
         counts = ", ".join(f"{split} {len(items)}" for split, items in self.records.items())
@@ -148,7 +152,11 @@ def _record(path: Path, label: int, split: str) -> Record:
     return make_record(path, label, split, patient=header.patient, metadata=header.fields)
 
 
-def _scan_split(split_dir: Path, split: str) -> tuple[list[Record], list[tuple[Path, str]]]:
+def _scan_split(
+    split_dir: Path, split: str, others: list[OtherFilm] | None = None
+) -> tuple[list[Record], list[tuple[Path, str]]]:
+    """The split's records and ignored files; with ``others``, films in further class folders
+    (``OTHER_ABNORMAL``) are added to it instead of being ignored."""
     records: list[Record] = []
     ignored: list[tuple[Path, str]] = []
     class_dirs: list[Path] = []
@@ -174,6 +182,13 @@ def _scan_split(split_dir: Path, split: str) -> tuple[list[Record], list[tuple[P
             continue
         if _is_hidden(child):
             reason = "hidden file or __MACOSX content"
+        elif child.is_dir() and others is not None:
+            images, skipped = scan_folder(child)
+            for path in images:
+                header = header_of(path)
+                others.append(other_film(path, child.name, header.patient, header.fields))
+            ignored.extend(skipped)
+            continue
         elif child.is_dir():
             reason = f"folder outside the layout (a split holds only {' and '.join(CLASS_NAMES)})"
         else:
@@ -197,7 +212,9 @@ def discover_folders(root: Path, unsplit: str | None = None) -> DiscoveryResult:
     ``train`` is required; ``val`` and ``test`` are optional (a missing one has no key).
     ``unsplit`` names a split for films that have none (an external site's labelled films,
     scored as a test set): then a folder without ``train`` is read as it is, and one holding
-    ``NORMAL`` and ``PNEUMONIA`` itself, with no split folders, is that split.
+    ``NORMAL`` and ``PNEUMONIA`` itself, with no split folders, is that split. Films in other
+    class folders (``OTHER_ABNORMAL``) of that split come back in ``others``; elsewhere (and
+    always for training) they are ignored, with the reason.
     """
     root = Path(root)
     if (
@@ -205,15 +222,18 @@ def discover_folders(root: Path, unsplit: str | None = None) -> DiscoveryResult:
         and _holds_class_folders(root)
         and not any(_child_dir(root, split) for split in SPLIT_NAMES)
     ):
-        records, ignored = _scan_split(root, unsplit)
-        return DiscoveryResult(root=root, records={unsplit: records}, ignored=ignored)
+        others: list[OtherFilm] = []
+        records, ignored = _scan_split(root, unsplit, others)
+        return DiscoveryResult(root, {unsplit: records}, ignored, others)
     split_root = find_split_root(root, ("train",) if unsplit is None else SPLIT_NAMES)
     result = DiscoveryResult(root=split_root, records={})
     for split in SPLIT_NAMES:
         split_dir = _child_dir(split_root, split)
         if split_dir is None:
             continue
-        records, ignored = _scan_split(split_dir, split)
+        # Only the scored split's: other-class films beside training films are outside it.
+        others = result.others if split == unsplit else None
+        records, ignored = _scan_split(split_dir, split, others)
         result.records[split] = records
         result.ignored.extend(ignored)
     return result

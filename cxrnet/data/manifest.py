@@ -18,6 +18,7 @@ from pathlib import Path
 
 from cxrnet.data.dicom_header import header_of
 from cxrnet.data.discovery import discover
+from cxrnet.data.other_classes import OtherFilm, other_film
 from cxrnet.data.records import (
     CLASS_NAMES,
     IMAGE_SUFFIXES,
@@ -133,7 +134,10 @@ def _parse_row(
         problems.append(f"{path} is not an image; expected {', '.join(sorted(IMAGE_SUFFIXES))}")
     label = _parse_label(raw_label)
     if label is None:
-        problems.append(f"label {raw_label!r} is not one of {_ALLOWED_LABELS} (any case)")
+        problems.append(
+            f"label {raw_label!r} is not one of {_ALLOWED_LABELS} (any case)"
+            + (f"; {_OTHER_CLASS_HINT}" if raw_label else "")
+        )
     split = cell("split").lower() or unsplit
     if split not in SPLIT_NAMES:
         problems.append(f"split {cell('split')!r} is not one of {', '.join(SPLIT_NAMES)}")
@@ -163,15 +167,65 @@ def _parse_row(
     return record, []
 
 
+# Training and re-splitting need every film to be NORMAL or PNEUMONIA; a test set can hold more.
+_OTHER_CLASS_HINT = (
+    "films of another class are scored only as a test set (cxrnet-eval data.root=<manifest>, "
+    "reported as their own group): leave such rows out of training data"
+)
+
+
+def _parse_other(
+    row: Mapping[str, str | None],
+    columns: Mapping[str, str],
+    metadata: Mapping[str, str],
+    csv_dir: Path,
+) -> tuple[OtherFilm | None, list[str]]:
+    """A film of a class other than NORMAL/PNEUMONIA in a test set, or the problems with its
+    row; (None, []) for a row of either class (or without a label), which ``_parse_row`` reads."""
+
+    def cell(name: str) -> str:
+        return (row.get(columns[name]) or "").strip() if name in columns else ""
+
+    raw_label = cell("label")
+    if not raw_label or _parse_label(raw_label) is not None:
+        return None, []
+    raw_path = cell("path")
+    path = _resolve(raw_path, csv_dir) if raw_path else None
+    problems = []
+    if path is None:
+        problems.append("empty path")
+    elif not path.is_file():
+        problems.append(f"file {path} not found (relative paths resolve against {csv_dir})")
+    elif path.suffix.lower() not in IMAGE_SUFFIXES:
+        problems.append(f"{path} is not an image; expected {', '.join(sorted(IMAGE_SUFFIXES))}")
+    if cell("split").lower() not in ("", "test"):
+        problems.append(
+            f"label {raw_label!r} on a split={cell('split')} row: films of classes other than "
+            f"{_ALLOWED_LABELS} may only be test films (split empty or test)"
+        )
+    if problems or path is None:
+        return None, problems
+    # The row's further columns as _parse_row keeps them (its blanks take a DICOM header's).
+    values = {name: (row.get(raw) or "").strip() for name, raw in metadata.items()}
+    header = header_of(path)
+    known = {name: value for name, value in values.items() if value}
+    patient = cell("patient_id") or header.patient or None
+    return other_film(path, raw_label, patient, {**header.fields, **known}), []
+
+
 def _raise_problems(csv_path: Path, problems: list[str]) -> None:
     listed = "\n  ".join(problems[:_MAX_LISTED])
     more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
     raise DataError(f"manifest {csv_path} has {len(problems)} problem(s):\n  {listed}{more}")
 
 
-def read_manifest(csv_path: Path, unsplit: str = "train") -> dict[str, list[Record]]:
+def read_manifest(
+    csv_path: Path, unsplit: str = "train", others: list[OtherFilm] | None = None
+) -> dict[str, list[Record]]:
     """Records per split listed in ``csv_path``; rows without a split go to ``unsplit``
     (``train``: training data to re-split; ``test``: an external site scored as it is).
+    With ``others``, test rows of another class (``OTHER_ABNORMAL``) are added to it rather
+    than refused (they are reported as their own group, never as NORMAL or PNEUMONIA).
 
     Every bad row is reported at once, each with its line number, so a CSV is fixed in one go.
     """
@@ -193,7 +247,21 @@ def read_manifest(csv_path: Path, unsplit: str = "train") -> dict[str, list[Reco
             line = reader.line_num
             if not any((value or "").strip() for value in row.values() if isinstance(value, str)):
                 continue  # blank lines between blocks are harmless
-            record, row_problems = _parse_row(row, columns, metadata, csv_dir, unsplit)
+            record: Record | None = None
+            other, row_problems = (
+                _parse_other(row, columns, metadata, csv_dir) if others is not None else (None, [])
+            )
+            if other is not None and other.path in first_line:
+                row_problems.append(
+                    f"{other.path} is already listed on line {first_line[other.path]}; list "
+                    "each file once"
+                )
+            elif other is not None:
+                first_line[other.path] = line
+                others.append(other)
+                continue
+            elif not row_problems:
+                record, row_problems = _parse_row(row, columns, metadata, csv_dir, unsplit)
             problems.extend(f"line {line}: {problem}" for problem in row_problems)
             if record is None:
                 continue

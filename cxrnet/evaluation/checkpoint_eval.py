@@ -84,6 +84,9 @@ def datamodule_for(
     stored = preprocessing_of(checkpoint)
     settings = OmegaConf.to_container(cfg.data, resolve=True)
     settings.pop("_target_", None)
+    if not data_group_chosen:
+        # data.root alone (conf/eval.yaml): the data module's defaults, this machine's cache.
+        settings.setdefault("cache_dir", str(Path(cfg.paths.cache_dir).expanduser() / "images"))
     for key in PREPROCESSING_KEYS:
         if key not in explicit:
             settings[key] = getattr(stored, key)
@@ -152,7 +155,12 @@ def evaluate_checkpoint(
         threshold_films_for,
         threshold_rule,
     )
-    from cxrnet.models.checkpoint import check_network_of, load_checkpoint, operating_point_of
+    from cxrnet.models.checkpoint import (
+        check_network_of,
+        load_checkpoint,
+        operating_point_of,
+        validation_of,
+    )
     from cxrnet.models.ensemble_manifest import is_manifest
     from cxrnet.models.module import ClassifierModule
     from cxrnet.training.hardware import resolve_trainer_precision
@@ -160,11 +168,14 @@ def evaluate_checkpoint(
     check_stages(cfg.stages)
     ckpt_path = Path(cfg.ckpt_path).expanduser()
     if is_manifest(ckpt_path):
+        if "root" in explicit:
+            return _evaluate_ensemble_on_site(cfg, ckpt_path, explicit, data_group_chosen)
         # Its members' data modules hold their own folds: no split here is unseen by all of them.
         raise ConfigError(
             f"{ckpt_path} is a fold ensemble: its report (held-out and cross-validated) is in "
             "report.md beside it, written by cxrnet-ensemble; score new films with "
-            "cxrnet-predict ckpt_path=<ensemble.json>"
+            "cxrnet-predict ckpt_path=<ensemble.json>, another site's labelled films with "
+            "data.root=<folder or manifest>"
         )
     checkpoint = load_checkpoint(ckpt_path)
     # An import path stored in the checkpoint runs only if the user named it on this command.
@@ -199,7 +210,20 @@ def evaluate_checkpoint(
             tta=tta,
             data_scored=data_scored,
         )
-        return dict(report.metrics)
+        metrics = dict(report.metrics)
+        if datamodule.unsplit == "test" and "test" in report.splits:
+            from cxrnet.evaluation.site_pass import evaluate_site
+
+            metrics |= evaluate_site(
+                model,
+                datamodule,
+                report,
+                validation_of(checkpoint) if not rechoose else {},
+                Path(cfg.paths.output_dir),
+                cfg.get("report"),
+                tta=tta,
+            )
+        return metrics
     resolve_trainer_precision(cfg)
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
     metrics: dict[str, float] = {}
@@ -213,3 +237,79 @@ def evaluate_checkpoint(
             results = trainer.test(model, datamodule=datamodule)
         metrics |= {key: float(value) for result in results for key, value in result.items()}
     return metrics
+
+
+def _evaluate_ensemble_on_site(
+    cfg: DictConfig, manifest_path: Path, explicit: AbstractSet[str], data_group_chosen: bool
+) -> dict[str, float]:
+    """A fold ensemble (``ensemble.json``) on another site's films, which none of its members
+    saw: the mean of their probabilities at the ensemble's operating point, with the site
+    report. Its validation sensitivity is the pooled out-of-fold one its threshold was chosen on."""
+    from cxrnet.evaluation.evaluation_pass import report_settings, run_evaluation_pass
+    from cxrnet.evaluation.evaluation_pass import threshold_rule as rule_of
+    from cxrnet.evaluation.site_pass import evaluate_site
+    from cxrnet.inference.ensemble import MeanProbabilityNet, load_ensemble
+    from cxrnet.models.checkpoint import INFERENCE_KEY
+    from cxrnet.models.ensemble_manifest import read_manifest
+    from cxrnet.models.module import ClassifierModule
+
+    if bool((cfg.get("threshold") or {}).get("rechoose")):
+        raise ConfigError(
+            f"{manifest_path} is a fold ensemble: its operating point was chosen on its members' "
+            "pooled out-of-fold predictions; use threshold.rechoose=false"
+        )
+    allowed = OmegaConf.select(cfg, "model.net.name")
+    ensemble = load_ensemble(manifest_path, None if allowed is None else str(allowed))
+    metrics_stored = read_manifest(manifest_path).metrics
+    net_config = dict(ensemble.members[0].net_config)
+    model = ClassifierModule(net=net_config, optimizer={"_target_": "torch.optim.Adam"})
+    model.net = MeanProbabilityNet(tuple(member.net for member in ensemble.members))
+    # What datamodule_for reads of a checkpoint: the network's input size and the decoding.
+    stamp = {
+        "hyper_parameters": {"net": net_config},
+        INFERENCE_KEY: {"preprocessing": ensemble.preprocessing.as_dict()},
+    }
+    datamodule, data_scored = datamodule_for(cfg, stamp, explicit, data_group_chosen)
+    log.info("scoring %s", data_scored)
+    datamodule.setup("test")
+    if "val" not in datamodule.datasets:
+        _check_without_val(cfg, manifest_path, datamodule, False)
+    tta = bool(cfg.get("tta"))
+    k = len(ensemble.members)
+    report = run_evaluation_pass(
+        model,
+        datamodule,
+        list(cfg.stages),
+        Path(cfg.paths.output_dir),
+        rule=rule_of(cfg.get("threshold")),
+        operating_point=ensemble.operating_point,
+        settings=report_settings(cfg.get("report")),
+        checkpoint=str(manifest_path),
+        tta=tta,
+        data_scored=data_scored,
+        notes=[f"The model is the mean of {k} fold models' probabilities ({manifest_path})."],
+    )
+    metrics = dict(report.metrics)
+    if "test" not in report.splits:
+        return metrics
+    validation = {
+        name: metrics_stored[key]
+        for name, key in (
+            ("sensitivity", "oof/recall_at_threshold"),
+            ("specificity", "oof/specificity_at_threshold"),
+        )
+        if key in metrics_stored
+    }
+    return metrics | evaluate_site(
+        model,
+        datamodule,
+        report,
+        validation,
+        Path(cfg.paths.output_dir),
+        cfg.get("report"),
+        tta=tta,
+        validation_source=(
+            "the ensemble's sensitivity on its members' pooled out-of-fold predictions at its "
+            "threshold"
+        ),
+    )

@@ -73,3 +73,19 @@ def ensemble_scorer(
     nets = tuple(member.net.to(device) for member in model.members)
     backend = f"pytorch, mean of {len(nets)} members"
     return EnsembleScorer(nets, model.preprocessing, model.operating_point, device, backend)
+
+
+class MeanProbabilityNet(torch.nn.Module):
+    """The members as one network: the logit of their mean pneumonia probability, so anything
+    that applies the sigmoid to a network's output (``ClassifierModule``, ``cxrnet-eval``) gets
+    the ensemble's combination rule. ``members`` stay separate for per-member Grad-CAM."""
+
+    def __init__(self, nets: tuple[torch.nn.Module, ...]) -> None:
+        super().__init__()
+        self.members = torch.nn.ModuleList(nets)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        each = torch.stack([pneumonia_probability(net(images)).double() for net in self.members])
+        # float64 and a clamp: the sigmoid of this logit gives the mean back to float32 precision.
+        mean = each.mean(dim=0).clamp(1e-12, 1 - 1e-12)
+        return torch.logit(mean).to(images.dtype).unsqueeze(-1)

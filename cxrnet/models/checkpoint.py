@@ -113,14 +113,29 @@ def operating_point_of(checkpoint: Mapping[str, Any]) -> OperatingPoint | None:
     return None if stored is None else OperatingPoint.from_dict(stored)
 
 
+def validation_of(checkpoint: Mapping[str, Any]) -> dict[str, float]:
+    """What the stored operating point achieved on the validation split (``sensitivity``,
+    ``specificity``, films per class); empty for checkpoints stamped before it was stored."""
+    stored = (checkpoint.get(INFERENCE_KEY) or {}).get("validation") or {}
+    return {str(key): float(value) for key, value in stored.items()}
+
+
 def stamp_checkpoint(
-    path: Path | str, operating_point: OperatingPoint, preprocessing: DecodeParams
+    path: Path | str,
+    operating_point: OperatingPoint,
+    preprocessing: DecodeParams,
+    validation: Mapping[str, float] | None = None,
 ) -> None:
-    """Write the operating point and preprocessing into ``path``, replacing the file atomically."""
+    """Write the operating point and preprocessing into ``path``, replacing the file atomically.
+
+    ``validation``: what the operating point achieved on the validation split, so another
+    site can be told which threshold would give it the same sensitivity (``cxrnet-eval``).
+    """
     path = Path(path)
     checkpoint = load_checkpoint(path)
     checkpoint[INFERENCE_KEY] = {
         "operating_point": operating_point.as_dict(),
         "preprocessing": preprocessing.as_dict(),
+        "validation": {key: float(value) for key, value in (validation or {}).items()},
     }
     write_file(path, lambda temporary: torch.save(checkpoint, temporary))

@@ -31,6 +31,7 @@ from cxrnet.evaluation.evaluation_pass import (
     threshold_films_for,
     threshold_rule,
 )
+from cxrnet.evaluation.external import validation_at_threshold
 from cxrnet.evaluation.metric_names import in_console_summary
 from cxrnet.evaluation.model_card import selection_note
 from cxrnet.evaluation.report import NonFinitePredictions
@@ -230,7 +231,9 @@ def _evaluate_binary(
         raise TrainingDiverged(
             f"{cfg.monitor} of the best checkpoint {ckpt} is nan: {error}; lower model.optimizer.lr"
         ) from error
-    stamp_checkpoint(ckpt, report.operating_point, datamodule.decode_params)
+    stamp_checkpoint(
+        ckpt, report.operating_point, datamodule.decode_params, validation_at_threshold(report)
+    )
     metrics = dict(report.metrics)
     best = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
     if best is not None:
