@@ -7,11 +7,13 @@ Columns (header names in any case): ``path`` and ``label`` are required; ``patie
 
 from __future__ import annotations
 
+import contextlib
 import csv
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from cxrnet.data.discovery import discover
+from cxrnet.data.files import Facts, RealFolders, path_facts
 from cxrnet.data.records import (
     CLASS_NAMES,
     IMAGE_SUFFIXES,
@@ -62,9 +64,17 @@ def _resolve(value: str, csv_dir: Path) -> Path:
 
 
 def _parse_row(
-    row: Mapping[str, str | None], columns: Mapping[str, str], csv_dir: Path, unsplit: str
+    row: Mapping[str, str | None],
+    columns: Mapping[str, str],
+    csv_dir: Path,
+    unsplit: str,
+    facts: Facts | None,
+    real_folders: RealFolders | None,
 ) -> tuple[Record | None, list[str]]:
-    """A record for one CSV row, or the problems with it (without the line prefix)."""
+    """A record for one CSV row, or the problems with it (without the line prefix).
+
+    ``real_folders`` None: the file is not checked (no stat); else its facts go into ``facts``.
+    """
 
     def cell(name: str) -> str:
         return (row.get(columns[name]) or "").strip() if name in columns else ""
@@ -72,9 +82,13 @@ def _parse_row(
     problems: list[str] = []
     raw_path, raw_label = cell("path"), cell("label")
     path = _resolve(raw_path, csv_dir) if raw_path else None
+    found = None
+    if path is not None and real_folders is not None:
+        with contextlib.suppress(OSError):  # a missing file is reported just below
+            found = path_facts(path, real_folders)
     if path is None:
         problems.append("empty path")
-    elif not path.is_file():
+    elif real_folders is not None and found is None:
         problems.append(f"file {path} not found (relative paths resolve against {csv_dir})")
     elif path.suffix.lower() not in IMAGE_SUFFIXES:
         problems.append(f"{path} is not an image; expected {', '.join(sorted(IMAGE_SUFFIXES))}")
@@ -92,6 +106,8 @@ def _parse_row(
     if problems or path is None or label is None:
         return None, problems
     record = make_record(path, label, split, patient=cell("patient_id") or None, subtype=subtype)
+    if facts is not None and found is not None:
+        facts[record.path] = found
     return record, []
 
 
@@ -101,9 +117,18 @@ def _raise_problems(csv_path: Path, problems: list[str]) -> None:
     raise DataError(f"manifest {csv_path} has {len(problems)} problem(s):\n  {listed}{more}")
 
 
-def read_manifest(csv_path: Path, unsplit: str = "train") -> dict[str, list[Record]]:
+def read_manifest(
+    csv_path: Path,
+    unsplit: str = "train",
+    facts: Facts | None = None,
+    check_files: bool = True,
+) -> dict[str, list[Record]]:
     """Records per split listed in ``csv_path``; rows without a split go to ``unsplit``
     (``train``: training data to re-split; ``test``: an external site scored as it is).
+
+    Each listed file must exist: one stat per row checks it, and ``facts``, when given,
+    receives its ``FileFacts`` from that stat. ``check_files=False`` (a warm start that trusts
+    the image cache, ``data.verify_files=false``) stats no file.
 
     Every bad row is reported at once, each with its line number, so a CSV is fixed in one go.
     """
@@ -116,6 +141,7 @@ def read_manifest(csv_path: Path, unsplit: str = "train") -> dict[str, list[Reco
     records: dict[str, list[Record]] = {}
     problems: list[str] = []
     first_line: dict[Path, int] = {}
+    real_folders = RealFolders() if check_files else None
     # utf-8-sig: spreadsheet programs put a byte-order mark before the header.
     with csv_path.open(newline="", encoding="utf-8-sig", errors=PATH_ERRORS) as handle:
         reader = csv.DictReader(handle)
@@ -124,7 +150,7 @@ def read_manifest(csv_path: Path, unsplit: str = "train") -> dict[str, list[Reco
             line = reader.line_num
             if not any((value or "").strip() for value in row.values() if isinstance(value, str)):
                 continue  # blank lines between blocks are harmless
-            record, row_problems = _parse_row(row, columns, csv_dir, unsplit)
+            record, row_problems = _parse_row(row, columns, csv_dir, unsplit, facts, real_folders)
             problems.extend(f"line {line}: {problem}" for problem in row_problems)
             if record is None:
                 continue
