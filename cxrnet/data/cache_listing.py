@@ -69,10 +69,12 @@ def trusted_facts(records: Sequence[Record], params: DecodeParams, cache_dir: Pa
     if not name or not (entry / COMPLETE_FILE).is_file():
         return None
     with open(entry / INDEX_FILE, encoding="utf-8", errors=PATH_ERRORS, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    if len(rows) != len(records):
+        rows = csv.reader(handle)
+        header = next(rows, [])
+        if not {"path", "size", "mtime_ns"} <= set(header):
+            return None
+        at = [header.index(column) for column in ("path", "size", "mtime_ns")]
+        facts = [FileFacts(row[at[0]], int(row[at[1]]), int(row[at[2]])) for row in rows]
+    if len(facts) != len(records):
         return None  # not the cache this listing was keyed to (edited by hand?): check files
-    return {
-        record.path: FileFacts(row["path"], int(row["size"]), int(row["mtime_ns"]))
-        for record, row in zip(records, rows, strict=True)
-    }
+    return {record.path: found for record, found in zip(records, facts, strict=True)}

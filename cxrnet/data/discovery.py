@@ -116,6 +116,15 @@ def find_split_root(root: Path, splits: tuple[str, ...] = ("train",)) -> Path:
     )
 
 
+# pathlib's own constructor of a child path from a listed name (what rglob uses): a Path parsed
+# from a string costs several times more, and a walk builds one per film.
+_MAKE_CHILD = getattr(Path, "_make_child_relpath", None)
+
+
+def _child(folder: Path, name: str) -> Path:
+    return _MAKE_CHILD(folder, name) if _MAKE_CHILD is not None else folder / name
+
+
 def scan_folder(
     folder: Path, facts: Facts | None = None
 ) -> tuple[list[Path], list[tuple[Path, str]]]:
@@ -130,7 +139,7 @@ def scan_folder(
     ignored: list[tuple[tuple[str, ...], Path, str]] = []
     real_folders = RealFolders()
 
-    def walk(current: str, parts: tuple[str, ...], hidden: bool) -> None:
+    def walk(current: Path, parts: tuple[str, ...], hidden: bool) -> None:
         try:
             with os.scandir(current) as listing:
                 entries = list(listing)
@@ -142,7 +151,7 @@ def scan_folder(
             here = (*parts, entry.name)
             inside_hidden = hidden or _is_hidden_name(entry.name)
             if entry.is_dir(follow_symlinks=False):
-                walk(entry.path, here, inside_hidden)
+                walk(_child(current, entry.name), here, inside_hidden)
                 continue
             if not entry.is_file():  # follows a link: a link to a folder is not walked
                 if entry.is_symlink() and not os.path.exists(entry.path):
@@ -151,21 +160,21 @@ def scan_folder(
                     reason = f"broken symbolic link (its target {target} is gone)"
                     ignored.append((here, Path(entry.path), reason))
                 continue
-            path = Path(entry.path)
+            path = _child(current, entry.name)
             if inside_hidden:
                 ignored.append((here, path, "hidden file or __MACOSX content"))
             elif is_image_file(path):
                 images.append((here, path))
                 if facts is not None:
                     try:
-                        facts[path] = entry_facts(entry, real_folders(current))
+                        facts[path] = entry_facts(entry, real_folders(str(current)))
                     except OSError:  # gone since the listing: decoding says why
                         facts[path] = facts_or_unreadable(path, real_folders)
             else:
                 reason = f"not an image (expected a name ending in {_SUFFIXES_TEXT})"
                 ignored.append((here, path, reason))
 
-    walk(os.fspath(folder), (), False)
+    walk(Path(folder), (), False)
     images.sort(key=lambda item: item[0])
     ignored.sort(key=lambda item: item[0])
     return [path for _, path in images], [(path, reason) for _, path, reason in ignored]
