@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from cxrnet.data import cache_listing
 from cxrnet.data.datamodule import ChestXRayDataModule
 from cxrnet.data.records import CLASS_NAMES, SPLIT_NAMES
 
@@ -204,3 +205,22 @@ def test_a_film_added_is_noticed_without_verifying(synthetic_copy: Path, tmp_pat
     assert found == {r.path for records in before.split_records.values() for r in records} | {added}
     groups = [sorted(r.path for r in g) for g in after.duplicates.all_groups]
     assert sorted([first, added]) in groups
+
+
+def test_a_cache_folder_this_job_cannot_write_still_serves_it(
+    synthetic_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    built = _setup(synthetic_copy, cache)
+    shutil.rmtree(cache / cache_listing.LISTINGS_FOLDER)
+
+    def refused(path: Path, write: object) -> Path:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    # A shared cache others built, read-only here: the listing cannot be noted, nothing fails.
+    monkeypatch.setattr(cache_listing, "write_file", refused)
+    for verify_files in (True, False):
+        again = _setup(synthetic_copy, cache, verify_files=verify_files)
+        assert again.split_records == built.split_records
+        np.testing.assert_array_equal(_pixels(again), _pixels(built))
+    assert not (cache / cache_listing.LISTINGS_FOLDER).exists()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from cxrnet.data.files import Facts, FileFacts
 from cxrnet.data.records import PATH_ERRORS, Record
 from cxrnet.publish import write_file
 
+log = logging.getLogger(__name__)
 LISTINGS_FOLDER = "listings"
 
 
@@ -54,7 +56,16 @@ def remember_listing(
             return  # a warm start writes nothing
     except OSError:
         pass
-    write_file(pointer, lambda temporary: temporary.write_text(entry.name + "\n", "utf-8"))
+    try:
+        write_file(pointer, lambda temporary: temporary.write_text(entry.name + "\n", "utf-8"))
+    except OSError as error:
+        # A cache others built and this job only reads (a read-only shared folder) serves a
+        # start all the same; only verify_files=false then checks every file.
+        log.info(
+            "cannot note this listing in %s (%s): verify_files=false will check files",
+            pointer.parent,
+            error.strerror,
+        )
 
 
 def trusted_facts(records: Sequence[Record], params: DecodeParams, cache_dir: Path) -> Facts | None:
