@@ -95,3 +95,10 @@ def test_the_quick_run_prints_the_tables(tmp_path: Path) -> None:
     result = json.loads(out.read_text())
     assert sorted({row["films"] for row in result["rows"]}) == [500, 1000, 2000]
     assert set(result["slopes"]) >= {"discovery", "warm start", "predict (from files)"}
+
+
+def test_data_only_stops_at_the_warm_start(
+    bench: ModuleType, synthetic_root: Path, tmp_path: Path
+) -> None:
+    rows = bench.one_size(synthetic_root, tmp_path / "cache", 40, 0, data_only=True)
+    assert rows[-1]["phase"] == "warm start, verify_files=false" and len(rows) == 8

@@ -132,7 +132,9 @@ def startup_s() -> float:
     return time.perf_counter() - wall
 
 
-def one_size(root: Path, cache: Path, n: int, decode_workers: int) -> list[dict[str, Any]]:
+def one_size(
+    root: Path, cache: Path, n: int, decode_workers: int, data_only: bool = False
+) -> list[dict[str, Any]]:
     import torch
 
     from cxrnet.data.cache import load_images
@@ -196,6 +198,8 @@ def one_size(root: Path, cache: Path, n: int, decode_workers: int) -> list[dict[
     row, dm = timed("warm start", n, lambda: setup(True))
     rows.append(row)
     rows.append(timed("warm start, verify_files=false", n, lambda: setup(False))[0])
+    if data_only:
+        return _counted(rows, count)
 
     net = stand_in()
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
@@ -239,8 +243,12 @@ def one_size(root: Path, cache: Path, n: int, decode_workers: int) -> list[dict[
             lambda: predict_files(paths, scorer, output, batch_size=256, progress=False),
         )
     rows.append(row)
+    return _counted(rows, count)
+
+
+def _counted(rows: list[dict[str, Any]], films: int) -> list[dict[str, Any]]:
     for row in rows:
-        row["films"] = count
+        row["films"] = films
     return rows
 
 
@@ -398,6 +406,9 @@ def main() -> None:
     )
     parser.add_argument("--decode-workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--real-films", type=int, default=40, help="real films decoded per set")
+    parser.add_argument(
+        "--data-only", action="store_true", help="phases up to the warm start (no network)"
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("bench_scale.json"))
     args = parser.parse_args()
     sizes = list(args.sizes or (QUICK_SIZES if args.quick else SIZES))
@@ -410,7 +421,7 @@ def main() -> None:
         root = films(args.work / "films", n, args.decode_workers)
         written[n] = time.perf_counter() - start
         with tempfile.TemporaryDirectory(dir=args.work) as cache:
-            rows += one_size(root, Path(cache), n, args.decode_workers)
+            rows += one_size(root, Path(cache), n, args.decode_workers, args.data_only)
         # Written after each size too: a long run that is stopped keeps what it measured.
         args.out.write_text(json.dumps({"partial": True, "rows": rows}, indent=2) + "\n")
     startup = startup_s()
