@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -109,9 +110,14 @@ def patient_from_name(filename: str) -> str:
     return stem.lower()
 
 
+_SEPARATORS = tuple(sep for sep in (os.sep, os.altsep) if sep)
+
+
 def _stem(filename: str) -> str:
     """``Path(filename).stem`` without building a Path (a warm start asks it per film, twice)."""
-    name = filename.rstrip("/").rpartition("/")[2]
+    name = filename
+    for separator in _SEPARATORS:
+        name = name.rstrip(separator).rpartition(separator)[2]
     dot = name.rfind(".")
     return name[:dot] if 0 < dot < len(name) - 1 else name
 
