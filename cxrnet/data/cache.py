@@ -35,6 +35,7 @@ from numpy.lib.format import open_memmap
 from tqdm import tqdm
 
 from cxrnet.data.decode import BadImageError, DecodeParams, decode, decoder_fingerprint
+from cxrnet.data.files import Facts, FileFacts, RealFolders, facts_or_unreadable
 from cxrnet.data.records import PATH_ERRORS, Record
 from cxrnet.data.workers import process_pool
 from cxrnet.publish import build_once
@@ -71,20 +72,16 @@ class LoadedImages:
     from_cache: bool = False  # True when an earlier build was reused and nothing was decoded
 
 
-@dataclass(frozen=True)
-class _Stamp:
-    path: str  # resolved
-    size: int  # -1 when the file cannot be stat'ed; decoding then says why
-    mtime_ns: int
+# The key's view of a file: resolved path, size (UNREADABLE when it cannot be stat'ed; decoding
+# then says why) and mtime.
+_Stamp = FileFacts
 
 
-def _stamp(record: Record) -> _Stamp:
-    resolved = Path(record.path).expanduser().resolve()
-    try:
-        stat = resolved.stat()
-    except OSError:
-        return _Stamp(str(resolved), -1, -1)
-    return _Stamp(str(resolved), stat.st_size, stat.st_mtime_ns)
+def _stamps(records: Sequence[Record], facts: Facts | None) -> list[_Stamp]:
+    """Each record's facts: from ``facts`` (the walk that found the files) or one stat."""
+    real_folders = RealFolders()
+    known = facts or {}
+    return [known.get(r.path) or facts_or_unreadable(r.path, real_folders) for r in records]
 
 
 def _key(stamps: Sequence[_Stamp], params: DecodeParams) -> str:
@@ -100,9 +97,9 @@ def _key(stamps: Sequence[_Stamp], params: DecodeParams) -> str:
     return f"{params.image_size}px-{params.resize}-{params.interpolation}{equalized}-{digest[:20]}"
 
 
-def cache_key(records: Sequence[Record], params: DecodeParams) -> str:
+def cache_key(records: Sequence[Record], params: DecodeParams, facts: Facts | None = None) -> str:
     """The folder name ``load_images`` uses under ``cache_dir`` for these records and params."""
-    return _key([_stamp(r) for r in records], params)
+    return _key(_stamps(records, facts), params)
 
 
 # ---------------------------------------------------------------------------------- decoding
@@ -311,8 +308,9 @@ def _open_cached(
     cache_dir: Path,
     num_workers: int,
     progress: bool,
+    facts: Facts | None,
 ) -> tuple[np.ndarray, list[str | None], Path, bool]:
-    stamps = [_stamp(r) for r in records]
+    stamps = _stamps(records, facts)
     entry = cache_dir / _key(stamps, params)
 
     def fill(temporary: Path) -> None:
@@ -367,6 +365,7 @@ def load_images(
     num_workers: int = 0,
     on_bad_image: OnBadImage = "error",
     progress: bool = True,
+    facts: Facts | None = None,
 ) -> LoadedImages:
     """Decode ``records`` to a ``(N, S, S)`` uint8 array, reusing the cache when it matches.
 
@@ -375,7 +374,8 @@ def load_images(
     elsewhere spawned, which needs the usual ``if __name__ == "__main__":`` guard in scripts.
     A bad file raises ``DataError`` listing every bad file once
     all were tried (``on_bad_image="error"``) or is left out and reported in ``skipped``
-    (``"skip"``); a reused cache reports the same files.
+    (``"skip"``); a reused cache reports the same files. ``facts`` (by record path: from the
+    walk that found the files, or ``trusted_facts``) spares the stat per file for the key.
     """
     if on_bad_image not in ("error", "skip"):
         raise ValueError(f"on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
@@ -399,7 +399,7 @@ def load_images(
             images = images[:kept_count].copy()
     else:
         images, reasons, cache_path, from_cache = _open_cached(
-            records, params, Path(cache_dir).expanduser(), num_workers, progress
+            records, params, Path(cache_dir).expanduser(), num_workers, progress, facts
         )
 
     paired = list(zip(records, reasons, strict=True))

@@ -15,11 +15,13 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from cxrnet.data.batch_augment import DeviceAugment, DeviceBatch
 from cxrnet.data.cache import load_images
+from cxrnet.data.cache_listing import remember_listing, trusted_facts
 from cxrnet.data.dataset import SeededSample, SeededXRayDataset, XRayDataset
 from cxrnet.data.decode import DecodeParams, DicomWindow, Equalize
 from cxrnet.data.digests import DigestStore
 from cxrnet.data.discovery import discover_folders
 from cxrnet.data.duplicates import DuplicateReport, check_duplicates
+from cxrnet.data.files import Facts
 from cxrnet.data.manifest import combine_records, read_manifest
 from cxrnet.data.other_classes import OtherFilm
 from cxrnet.data.records import (
@@ -114,6 +116,8 @@ class ChestXRayDataModule(LightningDataModule):
     A val split with fewer than ``min_val_per_class`` films of a class warns when training
     starts: the checkpoint and the threshold chosen on it would be noise. ``keep_in_val``: source
     splits whose films always go to val in a re-split (``SplitConfig.keep_in_val``).
+    ``verify_files=False`` trusts the image cache's index for a listing it was built for,
+    so a warm start stats no film (``cxrnet.data.cache_listing`` says what that trusts).
     """
 
     def __init__(
@@ -147,6 +151,7 @@ class ChestXRayDataModule(LightningDataModule):
         unsplit: Literal["train", "test"] = "train",
         min_val_per_class: int = 20,
         keep_in_val: Sequence[str] = (),
+        verify_files: bool = True,
     ) -> None:
         super().__init__()
         _check_choices(imbalance, task, batch_size)
@@ -210,6 +215,7 @@ class ChestXRayDataModule(LightningDataModule):
         self.min_val_per_class = min_val_per_class
         # Under DDP, set by the training run: rank 0 resolves the splits, the others read them.
         self.shared_splits: SharedSplits | None = None
+        self.verify_files = verify_files
         self._init_state()
 
     def _init_state(self) -> None:
@@ -259,7 +265,7 @@ class ChestXRayDataModule(LightningDataModule):
         if self.shared_splits is not None and self.shared_splits.receives:
             self._load_splits(self.shared_splits.receive(), stage)
             return
-        found = self._find_records()
+        found, facts = self._find_files()
         if self.task == "subtype":
             check_subtypes([record for records in found.values() for record in records])
         # Digests kept beside the image cache: a warm start reads no file to compare them.
@@ -269,6 +275,7 @@ class ChestXRayDataModule(LightningDataModule):
             allow_cross_split=self.allow_cross_split_duplicates,
             skip_unreadable=self.on_bad_image == "skip",
             digests=digests,
+            facts=facts,
         )
         digests.save()
         self.files_hashed = digests.hashed
@@ -277,10 +284,13 @@ class ChestXRayDataModule(LightningDataModule):
         else:
             splits = make_splits(found, self.split_config, duplicates=self.duplicates.all_groups)
         self.resolved_splits = splits
-        self._load_splits(splits, stage)
+        self._load_splits(splits, stage, facts)
 
-    def _load_splits(self, splits: dict[str, list[Record]], stage: str | None) -> None:
-        """The splits' films decoded (or read from the cache) into the datasets."""
+    def _load_splits(
+        self, splits: dict[str, list[Record]], stage: str | None, facts: Facts | None = None
+    ) -> None:
+        """The splits' films decoded (or read from the cache) into the datasets; without
+        ``facts`` (a rank that received its splits) the cache stats each film itself."""
         ordered = decode_order(record for records in splits.values() for record in records)
         loaded = load_images(
             ordered,
@@ -288,7 +298,10 @@ class ChestXRayDataModule(LightningDataModule):
             cache_dir=self.cache_dir,
             num_workers=self.decode_workers,
             on_bad_image=self.on_bad_image,
+            facts=facts,
         )
+        if loaded.cache_path is not None and self.cache_dir is not None:
+            remember_listing(ordered, self.decode_params, self.cache_dir, loaded.cache_path)
         self.skipped = loaded.skipped
         position = {record.path: i for i, record in enumerate(loaded.records)}
         if self.augment_on_device:
@@ -373,19 +386,48 @@ class ChestXRayDataModule(LightningDataModule):
         """Every film found, in the order ``setup`` decodes them into the image cache: what a
         sharded first build of the cache decodes (``cxrnet-cache``), found without the
         duplicate check or a split, which change neither the films nor their order."""
-        found = self._find_records()
+        found = self._find_records(None)
         return decode_order(record for records in found.values() for record in records)
 
-    def _find_records(self) -> dict[str, list[Record]]:
+    def _find_files(self) -> tuple[dict[str, list[Record]], Facts]:
+        """The records, and each film's facts (resolved path, size, mtime) from one stat, or
+        from the image cache's index when ``verify_files`` is off and the listing matches."""
+        if not self.verify_files and self.cache_dir is not None:
+            found = self._find_records(None)
+            listing = sorted(
+                (record for records in found.values() for record in records),
+                key=lambda record: str(record.path),
+            )
+            trusted = trusted_facts(listing, self.decode_params, self.cache_dir)
+            if trusted is not None:
+                log.info(
+                    "data.verify_files=false: %d films taken as the image cache recorded them "
+                    "(no file stat'ed; a film edited in place since would keep its old pixels)",
+                    len(trusted),
+                )
+                return found, trusted
+            log.info("data.verify_files=false, but no image cache lists these films: checking")
+            self.ignored.clear()
+        facts: Facts = {}
+        return self._find_records(facts), facts
+
+    def _find_records(self, facts: Facts | None) -> dict[str, list[Record]]:
+        """Records from every source; ``facts`` None stats no film (names only)."""
         parts = []
         # Only a test set keeps films of other classes; training data lists them as ignored
         # (folders) or refuses them (manifest rows), naming each.
         others = [] if self.unsplit == "test" else None
         for source in self.sources:
             if source.suffix.lower() == ".csv":
-                parts.append(read_manifest(source, self.unsplit, others))
+                parts.append(
+                    read_manifest(
+                        source, self.unsplit, others, facts, check_files=facts is not None
+                    )
+                )
                 continue
-            result = discover_folders(source, None if self.unsplit == "train" else self.unsplit)
+            result = discover_folders(
+                source, None if self.unsplit == "train" else self.unsplit, facts
+            )
             parts.append(result.records)
             self.ignored.extend(result.ignored)
             if others is not None:

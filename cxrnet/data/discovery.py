@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cxrnet.data.dicom_header import header_of
+from cxrnet.data.files import Facts, RealFolders, entry_facts, facts_or_unreadable
 from cxrnet.data.other_classes import OtherFilm, other_film
 from cxrnet.data.records import (
     CLASS_NAMES,
@@ -54,7 +55,11 @@ class DiscoveryResult:
 
 
 def _is_hidden(path: Path) -> bool:
-    return path.name.startswith(".") or path.name == "__MACOSX"
+    return _is_hidden_name(path.name)
+
+
+def _is_hidden_name(name: str) -> bool:
+    return name.startswith(".") or name == "__MACOSX"
 
 
 def _child_dir(folder: Path, name: str) -> Path | None:
@@ -116,29 +121,68 @@ def find_split_root(root: Path, splits: tuple[str, ...] = ("train",)) -> Path:
     )
 
 
-def scan_folder(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+# pathlib's own constructor of a child path from a listed name (what rglob uses): a Path parsed
+# from a string costs several times more, and a walk builds one per film.
+_MAKE_CHILD = getattr(Path, "_make_child_relpath", None)
+
+
+def _child(folder: Path, name: str) -> Path:
+    return _MAKE_CHILD(folder, name) if _MAKE_CHILD is not None else folder / name
+
+
+def scan_folder(
+    folder: Path, facts: Facts | None = None
+) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Image files under ``folder`` (recursively, sorted) and the other files with the reason.
 
     Hidden files (``.DS_Store``, AppleDouble ``._x.jpeg``) and ``__MACOSX`` content are never
-    images, but they are reported so a user can see what was left out.
+    images, but they are reported so a user can see what was left out. One ``os.scandir`` walk:
+    the entries' types come with the listing, so a plain file costs no stat. ``facts``, when
+    given, receives each image's ``FileFacts`` from its one stat (``entry.stat()``).
     """
-    images: list[Path] = []
-    ignored: list[tuple[Path, str]] = []
-    for path in sorted(folder.rglob("*")):
-        if path.is_symlink() and not path.exists():
-            # is_file() is False for a link whose target is gone: report it, never drop it.
-            ignored.append((path, f"broken symbolic link (its target {os.readlink(path)} is gone)"))
-            continue
-        if not path.is_file():
-            continue
-        relative = path.relative_to(folder)
-        if any(_is_hidden(Path(part)) for part in relative.parts):
-            ignored.append((path, "hidden file or __MACOSX content"))
-        elif is_image_file(path):
-            images.append(path)
-        else:
-            ignored.append((path, f"not an image (expected a name ending in {_SUFFIXES_TEXT})"))
-    return images, ignored
+    images: list[tuple[tuple[str, ...], Path]] = []
+    ignored: list[tuple[tuple[str, ...], Path, str]] = []
+    real_folders = RealFolders()
+
+    def walk(current: Path, parts: tuple[str, ...], hidden: bool) -> None:
+        try:
+            with os.scandir(current) as listing:
+                entries = list(listing)
+        except PermissionError as error:
+            # pathlib's rglob skipped such a folder without a word.
+            ignored.append((parts, Path(current), f"folder cannot be read: {error.strerror}"))
+            return
+        for entry in entries:
+            here = (*parts, entry.name)
+            inside_hidden = hidden or _is_hidden_name(entry.name)
+            if entry.is_dir(follow_symlinks=False):
+                walk(_child(current, entry.name), here, inside_hidden)
+                continue
+            if not entry.is_file():  # follows a link: a link to a folder is not walked
+                if entry.is_symlink() and not os.path.exists(entry.path):
+                    # is_file() is False for a link whose target is gone: report it.
+                    target = os.readlink(entry.path)
+                    reason = f"broken symbolic link (its target {target} is gone)"
+                    ignored.append((here, Path(entry.path), reason))
+                continue
+            path = _child(current, entry.name)
+            if inside_hidden:
+                ignored.append((here, path, "hidden file or __MACOSX content"))
+            elif is_image_file(path):
+                images.append((here, path))
+                if facts is not None:
+                    try:
+                        facts[path] = entry_facts(entry, real_folders(str(current)))
+                    except OSError:  # gone since the listing: decoding says why
+                        facts[path] = facts_or_unreadable(path, real_folders)
+            else:
+                reason = f"not an image (expected a name ending in {_SUFFIXES_TEXT})"
+                ignored.append((here, path, reason))
+
+    walk(Path(folder), (), False)
+    images.sort(key=lambda item: item[0])
+    ignored.sort(key=lambda item: item[0])
+    return [path for _, path in images], [(path, reason) for _, path, reason in ignored]
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -153,10 +197,14 @@ def _record(path: Path, label: int, split: str) -> Record:
 
 
 def _scan_split(
-    split_dir: Path, split: str, others: list[OtherFilm] | None = None
+    split_dir: Path,
+    split: str,
+    others: list[OtherFilm] | None = None,
+    facts: Facts | None = None,
 ) -> tuple[list[Record], list[tuple[Path, str]]]:
     """The split's records and ignored files; with ``others``, films in further class folders
-    (``OTHER_ABNORMAL``) are added to it instead of being ignored."""
+    (``OTHER_ABNORMAL``) are added to it instead of being ignored. ``facts`` receives each
+    film's ``FileFacts`` (see ``scan_folder``)."""
     records: list[Record] = []
     ignored: list[tuple[Path, str]] = []
     class_dirs: list[Path] = []
@@ -167,7 +215,7 @@ def _scan_split(
                 f"missing class folder {split_dir / class_name}; every split folder needs "
                 f"{' and '.join(CLASS_NAMES)} subfolders ({_LAYOUT})"
             )
-        images, skipped = scan_folder(class_dir)
+        images, skipped = scan_folder(class_dir, facts)
         if not images:
             raise DataError(
                 f"class folder {class_dir} holds no images; expected files ending in "
@@ -206,7 +254,9 @@ def _holds_class_folders(folder: Path) -> bool:
     return folder.is_dir() and all(_child_dir(folder, name) for name in CLASS_NAMES)
 
 
-def discover_folders(root: Path, unsplit: str | None = None) -> DiscoveryResult:
+def discover_folders(
+    root: Path, unsplit: str | None = None, facts: Facts | None = None
+) -> DiscoveryResult:
     """Records per split folder present under ``root`` and the files left out.
 
     ``train`` is required; ``val`` and ``test`` are optional (a missing one has no key).
@@ -214,7 +264,8 @@ def discover_folders(root: Path, unsplit: str | None = None) -> DiscoveryResult:
     scored as a test set): then a folder without ``train`` is read as it is, and one holding
     ``NORMAL`` and ``PNEUMONIA`` itself, with no split folders, is that split. Films in other
     class folders (``OTHER_ABNORMAL``) of that split come back in ``others``; elsewhere (and
-    always for training) they are ignored, with the reason.
+    always for training) they are ignored, with the reason. ``facts``, when given, receives each
+    film's ``FileFacts`` (see ``scan_folder``); None stats no film.
     """
     root = Path(root)
     if (
@@ -223,7 +274,7 @@ def discover_folders(root: Path, unsplit: str | None = None) -> DiscoveryResult:
         and not any(_child_dir(root, split) for split in SPLIT_NAMES)
     ):
         others: list[OtherFilm] = []
-        records, ignored = _scan_split(root, unsplit, others)
+        records, ignored = _scan_split(root, unsplit, others, facts)
         return DiscoveryResult(root, {unsplit: records}, ignored, others)
     split_root = find_split_root(root, ("train",) if unsplit is None else SPLIT_NAMES)
     result = DiscoveryResult(root=split_root, records={})
@@ -233,7 +284,7 @@ def discover_folders(root: Path, unsplit: str | None = None) -> DiscoveryResult:
             continue
         # Only the scored split's: other-class films beside training films are outside it.
         others = result.others if split == unsplit else None
-        records, ignored = _scan_split(split_dir, split, others)
+        records, ignored = _scan_split(split_dir, split, others, facts)
         result.records[split] = records
         result.ignored.extend(ignored)
     return result

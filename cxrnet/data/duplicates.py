@@ -13,11 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cxrnet.data.digests import DigestStore
+from cxrnet.data.files import Facts
 from cxrnet.data.records import Record
 from cxrnet.user_errors import DataError
 
 
-def _stat(path: Path) -> tuple[int, int]:
+def _stat(path: Path, facts: Facts | None) -> tuple[int, int]:
+    known = facts.get(path) if facts is not None else None
+    if known is not None and known.readable:
+        return known.size, known.mtime_ns
     try:
         stat = Path(path).stat()
     except OSError as error:
@@ -29,6 +33,7 @@ def find_duplicates(
     records: Iterable[Record],
     skip_unreadable: bool = False,
     digests: DigestStore | None = None,
+    facts: Facts | None = None,
 ) -> list[list[Record]]:
     """Groups of two or more records whose files have identical bytes.
 
@@ -37,12 +42,13 @@ def find_duplicates(
     An unreadable file raises ``DataError``, or with ``skip_unreadable`` is left out here (the
     decoder then skips and reports it, as ``on_bad_image="skip"`` asks). ``digests`` supplies
     (and keeps) the digests of files seen before; without it every candidate is hashed.
+    ``facts`` (by record path, from the walk that found the files) spares a stat per file.
     """
     digests = DigestStore() if digests is None else digests
     by_size: dict[int, list[tuple[Record, int]]] = defaultdict(list)
     for record in records:
         try:
-            size, mtime_ns = _stat(record.path)
+            size, mtime_ns = _stat(record.path, facts)
         except DataError:
             if not skip_unreadable:
                 raise
@@ -99,6 +105,7 @@ def check_duplicates(
     limit: int = 20,
     skip_unreadable: bool = False,
     digests: DigestStore | None = None,
+    facts: Facts | None = None,
 ) -> DuplicateReport:
     """Find duplicates in ``splits``; raise a DataError when a group spans two splits.
 
@@ -108,7 +115,10 @@ def check_duplicates(
     split_of = {id(record): split for split, items in splits.items() for record in items}
     everything = [record for items in splits.values() for record in items]
     report = DuplicateReport()
-    for group in find_duplicates(everything, skip_unreadable=skip_unreadable, digests=digests):
+    groups = find_duplicates(
+        everything, skip_unreadable=skip_unreadable, digests=digests, facts=facts
+    )
+    for group in groups:
         tagged = [(split_of[id(record)], record) for record in group]
         names = {split for split, _ in tagged}
         if len(names) == 1:

@@ -12,12 +12,14 @@ A DICOM film's header fills what its row leaves blank (``dicom_header``): the pa
 
 from __future__ import annotations
 
+import contextlib
 import csv
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from cxrnet.data.dicom_header import header_of
 from cxrnet.data.discovery import discover
+from cxrnet.data.files import Facts, RealFolders, path_facts
 from cxrnet.data.other_classes import OtherFilm, other_film
 from cxrnet.data.records import (
     CLASS_NAMES,
@@ -117,8 +119,13 @@ def _parse_row(
     metadata: Mapping[str, str],
     csv_dir: Path,
     unsplit: str,
+    facts: Facts | None,
+    real_folders: RealFolders | None,
 ) -> tuple[Record | None, list[str]]:
-    """A record for one CSV row, or the problems with it (without the line prefix)."""
+    """A record for one CSV row, or the problems with it (without the line prefix).
+
+    ``real_folders`` None: the file is not checked (no stat); else its facts go into ``facts``.
+    """
 
     def cell(name: str) -> str:
         return (row.get(columns[name]) or "").strip() if name in columns else ""
@@ -126,9 +133,13 @@ def _parse_row(
     problems: list[str] = []
     raw_path, raw_label = cell("path"), cell("label")
     path = _resolve(raw_path, csv_dir) if raw_path else None
+    found = None
+    if path is not None and real_folders is not None:
+        with contextlib.suppress(OSError):  # a missing file is reported just below
+            found = path_facts(path, real_folders)
     if path is None:
         problems.append("empty path")
-    elif not path.is_file():
+    elif real_folders is not None and found is None:
         problems.append(f"file {path} not found (relative paths resolve against {csv_dir})")
     elif path.suffix.lower() not in IMAGE_SUFFIXES:
         problems.append(f"{path} is not an image; expected {', '.join(sorted(IMAGE_SUFFIXES))}")
@@ -164,6 +175,8 @@ def _parse_row(
         subtype=subtype,
         metadata={**header.fields, **known},
     )
+    if facts is not None and found is not None:
+        facts[record.path] = found
     return record, []
 
 
@@ -220,12 +233,20 @@ def _raise_problems(csv_path: Path, problems: list[str]) -> None:
 
 
 def read_manifest(
-    csv_path: Path, unsplit: str = "train", others: list[OtherFilm] | None = None
+    csv_path: Path,
+    unsplit: str = "train",
+    others: list[OtherFilm] | None = None,
+    facts: Facts | None = None,
+    check_files: bool = True,
 ) -> dict[str, list[Record]]:
     """Records per split listed in ``csv_path``; rows without a split go to ``unsplit``
     (``train``: training data to re-split; ``test``: an external site scored as it is).
     With ``others``, test rows of another class (``OTHER_ABNORMAL``) are added to it rather
     than refused (they are reported as their own group, never as NORMAL or PNEUMONIA).
+
+    Each listed file must exist: one stat per row checks it, and ``facts``, when given,
+    receives its ``FileFacts`` from that stat. ``check_files=False`` (a warm start that trusts
+    the image cache, ``data.verify_files=false``) stats no file.
 
     Every bad row is reported at once, each with its line number, so a CSV is fixed in one go.
     """
@@ -238,6 +259,7 @@ def read_manifest(
     records: dict[str, list[Record]] = {}
     problems: list[str] = []
     first_line: dict[Path, int] = {}
+    real_folders = RealFolders() if check_files else None
     # utf-8-sig: spreadsheet programs put a byte-order mark before the header.
     with csv_path.open(newline="", encoding="utf-8-sig", errors=PATH_ERRORS) as handle:
         reader = csv.DictReader(handle)
@@ -261,7 +283,9 @@ def read_manifest(
                 others.append(other)
                 continue
             elif not row_problems:
-                record, row_problems = _parse_row(row, columns, metadata, csv_dir, unsplit)
+                record, row_problems = _parse_row(
+                    row, columns, metadata, csv_dir, unsplit, facts, real_folders
+                )
             problems.extend(f"line {line}: {problem}" for problem in row_problems)
             if record is None:
                 continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -90,7 +91,7 @@ def subtype_from_name(filename: str, label: int) -> str:
     """``normal`` for label 0; ``bacteria``/``virus`` from the name, else ``unknown``."""
     if label == 0:
         return "normal"
-    stem = Path(filename).stem
+    stem = _stem(filename)
     match = _PNEUMONIA_PATIENT.match(stem) or _KIND_WORD.search(stem)
     return match.group("kind").lower() if match else UNKNOWN_SUBTYPE
 
@@ -101,12 +102,24 @@ def patient_from_name(filename: str) -> str:
     The fallback makes every such file its own patient: grouping then does nothing for it,
     which is the honest result when the name says nothing about the patient.
     """
-    stem = Path(filename).stem
+    stem = _stem(filename)
     for pattern in (_NORMAL_PATIENT, _PNEUMONIA_PATIENT, _PERSON_ONLY):
         match = pattern.match(stem)
         if match:
             return match.group("patient").lower()
     return stem.lower()
+
+
+_SEPARATORS = tuple(sep for sep in (os.sep, os.altsep) if sep)
+
+
+def _stem(filename: str) -> str:
+    """``Path(filename).stem`` without building a Path (a warm start asks it per film, twice)."""
+    name = filename
+    for separator in _SEPARATORS:
+        name = name.rstrip(separator).rpartition(separator)[2]
+    dot = name.rfind(".")
+    return name[:dot] if 0 < dot < len(name) - 1 else name
 
 
 def make_record(
@@ -118,7 +131,7 @@ def make_record(
     metadata: Mapping[str, str] | None = None,
 ) -> Record:
     """A Record with subtype and patient taken from the file name unless given."""
-    path = Path(path)
+    path = path if isinstance(path, Path) else Path(path)
     return Record(
         path=path,
         label=label,

@@ -1,0 +1,98 @@
+"""What a start needs to know of each film file, from one stat: resolved path, size, mtime.
+
+Discovery, the duplicate check (``cxrnet.data.duplicates``, ``cxrnet.data.digests``) and the
+image cache key (``cxrnet.data.cache``) all need a file's size and modification time, and the
+cache its resolved path. Asked separately they stat each file about ten times (``resolve()``
+alone is one ``lstat`` per path component); on a network file system that dominated a warm
+start. ``FileFacts`` is the one answer, taken once (from the folder walk's ``os.DirEntry`` or,
+for a manifest's rows, from one ``lstat``) and handed on, keyed by the record's path.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+# Size and time of a file that cannot be stat'ed: it keys the cache all the same, and decoding
+# it then reports why it cannot be read.
+UNREADABLE = -1
+
+
+@dataclass(frozen=True, slots=True)
+class FileFacts:
+    """One file as the cache key and the digest store name it."""
+
+    path: str  # resolved: symbolic links and ``..`` followed, as ``Path.resolve()`` gives it
+    size: int  # bytes; UNREADABLE when the file cannot be stat'ed
+    mtime_ns: int
+
+    @property
+    def readable(self) -> bool:
+        return self.size != UNREADABLE
+
+
+# The facts of each record's file, by the record's (unresolved) path.
+Facts = dict[Path, FileFacts]
+
+
+class RealFolders:
+    """``os.path.realpath`` of folders, each asked once: the files in a folder that are not
+    links themselves resolve to the folder's real path and their name, with no further call."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, str] = {}
+
+    def __call__(self, folder: str) -> str:
+        real = self._known.get(folder)
+        if real is None:
+            real = self._known[folder] = os.path.realpath(folder)
+        return real
+
+
+def entry_facts(entry: os.DirEntry[str], real_folder: str) -> FileFacts:
+    """The facts of a file found by ``os.scandir`` in a folder whose real path is
+    ``real_folder``; ``entry.stat()`` is the one stat (it follows a link, as ``resolve`` does).
+
+    Raises OSError when the file cannot be stat'ed (a link whose target is gone).
+    """
+    info = entry.stat()
+    if entry.is_symlink():
+        return FileFacts(os.path.realpath(entry.path), info.st_size, info.st_mtime_ns)
+    return FileFacts(os.path.join(real_folder, entry.name), info.st_size, info.st_mtime_ns)
+
+
+def path_facts(path: Path | str, real_folders: RealFolders | None = None) -> FileFacts:
+    """The facts of one file named by path: one ``lstat``, and a ``stat`` only for a link.
+
+    Raises OSError when the file cannot be stat'ed or is not a file (a folder, say).
+    """
+    text = _absolute(path)
+    info = os.lstat(text)
+    link = stat.S_ISLNK(info.st_mode)
+    if link:
+        info = os.stat(text)
+    if not stat.S_ISREG(info.st_mode):
+        raise OSError(errno.EISDIR, "not a file", text)
+    if link:
+        return FileFacts(os.path.realpath(text), info.st_size, info.st_mtime_ns)
+    folder, name = os.path.split(text)
+    real = (real_folders or RealFolders())(folder)
+    return FileFacts(os.path.join(real, name), info.st_size, info.st_mtime_ns)
+
+
+def facts_or_unreadable(path: Path | str, real_folders: RealFolders | None = None) -> FileFacts:
+    """``path_facts``, or UNREADABLE size and time (under the resolved name) when the file
+    cannot be stat'ed: the cache then keys it as such and decoding says why."""
+    try:
+        return path_facts(path, real_folders)
+    except OSError:
+        return FileFacts(os.path.realpath(_absolute(path)), UNREADABLE, UNREADABLE)
+
+
+def _absolute(path: Path | str) -> str:
+    # Not abspath: it drops ``..`` before links are followed, where resolve() follows them first.
+    text = os.path.expanduser(os.fspath(path))
+    return text if os.path.isabs(text) else os.path.join(os.getcwd(), text)

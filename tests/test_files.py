@@ -1,0 +1,57 @@
+"""FileFacts name a film as ``Path.resolve()`` does (the cache key's name), from one stat."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from cxrnet.data.discovery import scan_folder
+from cxrnet.data.files import UNREADABLE, facts_or_unreadable, path_facts
+
+
+@pytest.fixture
+def linked(tmp_path: Path) -> dict[str, Path]:
+    real = tmp_path / "real" / "NORMAL"
+    real.mkdir(parents=True)
+    film = real / "IM-0001-0001.jpeg"
+    film.write_bytes(b"x" * 10)
+    (tmp_path / "via").symlink_to(tmp_path / "real")  # a linked folder
+    (real / "IM-0002-0001.jpeg").symlink_to(film)  # a linked file
+    return {"film": film, "root": tmp_path}
+
+
+def test_a_path_through_links_resolves_as_pathlib_does(linked: dict[str, Path]) -> None:
+    root = linked["root"]
+    for path in (
+        root / "via" / "NORMAL" / "IM-0001-0001.jpeg",
+        root / "real" / "NORMAL" / "IM-0002-0001.jpeg",
+        root / "via" / "NORMAL" / ".." / "NORMAL" / "IM-0001-0001.jpeg",
+    ):
+        facts = path_facts(path)
+        assert facts.path == str(path.resolve())
+        assert (facts.size, facts.mtime_ns) == (10, linked["film"].stat().st_mtime_ns)
+
+
+def test_the_walk_gives_every_film_the_same_facts(linked: dict[str, Path]) -> None:
+    facts: dict = {}
+    images, _ = scan_folder(linked["root"] / "via", facts)
+    assert len(images) == 2 and set(facts) == set(images)
+    for path in images:
+        assert facts[path] == path_facts(path)
+        assert facts[path].path == str(path.resolve())
+
+
+def test_a_folder_or_a_missing_file_has_no_facts(tmp_path: Path) -> None:
+    with pytest.raises(OSError):
+        path_facts(tmp_path)
+    gone = tmp_path / "gone.jpeg"
+    with pytest.raises(OSError):
+        path_facts(gone)
+    missing = facts_or_unreadable(gone)
+    assert (missing.path, missing.size, missing.readable) == (
+        os.path.realpath(gone),
+        UNREADABLE,
+        False,
+    )
