@@ -134,7 +134,7 @@ def test_the_console_script_builds_the_cache_a_training_run_reuses(
     datamodule = ChestXRayDataModule(synthetic_root, image_size=32, cache_dir=cache)
     datamodule.setup("fit")
     assert sorted(p.name for p in cache.iterdir() if not p.name.startswith(".")) == sorted(
-        [entry.name, "digests.tsv"]
+        [entry.name, "digests.tsv", "listings"]
     )
 
 

@@ -40,7 +40,7 @@ from cxrnet.data.cache import (
     _key,
     _mapped_file,
     _Stamp,
-    _stamp,
+    _stamps,
     _write_text,
     load_images,
 )
@@ -226,7 +226,7 @@ def build_shard(
     """Task ``shard`` of a sharded first build of the cache of ``records`` (in the order the
     run decodes them) under ``cache_dir``; the task that completes the last part publishes."""
     records = list(records)
-    stamps = [_stamp(record) for record in records]
+    stamps = _stamps(records, None)
     entry = Path(cache_dir).expanduser() / _key(stamps, params)
     if _is_complete(entry):
         return ShardOutcome(entry, 0, published=False, complete=True)
