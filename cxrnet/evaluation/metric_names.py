@@ -55,5 +55,5 @@ def in_console_summary(key: str) -> bool:
     """Whether a ``<split>/<metric>`` key is a point estimate a console summary shows (not an
     interval bound, a count, or a row of a subgroup table)."""
     parts = key.split("/")
-    in_table = len(parts) > 2 and parts[1] in _TABLE_KEYS
+    in_table = any(part in _TABLE_KEYS for part in parts[1:-1])
     return "_ci_" not in key and "/n_" not in key and not in_table

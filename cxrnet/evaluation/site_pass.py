@@ -175,7 +175,7 @@ def evaluate_site(
     metrics = site.metrics()
     section = render_site_section(site, settings.level, figure="figures/test.png")
     if site.others:
-        section += f"Per film: [{OTHER_PREDICTIONS}]({OTHER_PREDICTIONS}).\n"
+        section += f"\nPer film: [{OTHER_PREDICTIONS}]({OTHER_PREDICTIONS}).\n"
     if options.get("pointing_game", True):
         try:
             result = pointing_game(
@@ -191,7 +191,7 @@ def evaluate_site(
             metrics |= result.metrics()
             _write_pointing_csv(output_dir / "pointing_game.csv", result)
             section += "\n" + render_pointing_section(result, settings.level)
-            section += "Per film: [pointing_game.csv](pointing_game.csv).\n"
+            section += "\nPer film: [pointing_game.csv](pointing_game.csv).\n"
     card = output_dir / "report.md"
     text = card.read_text() if card.is_file() else ""
     write_file(card, lambda temporary: temporary.write_text(f"{text.rstrip()}\n\n{section}"))
