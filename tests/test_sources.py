@@ -119,10 +119,17 @@ def test_source_roles_errors_name_the_setting() -> None:
         train_only_sources({"site": "val"})
     with pytest.raises(DataError, match="every source training-only"):
         make_splits(records, SplitConfig("patient", train_only_sources=("kermany", "site")))
-    with_test = {**records, "test": [r for r in records["train"][:3]]}
-    rest = {"train": records["train"][3:], "test": with_test["test"]}
-    with pytest.raises(DataError, match="are test films"):
-        make_splits(rest, SplitConfig("patient", train_only_sources=("kermany",)))
+
+
+def test_a_training_only_sources_test_films_train_too(caplog: pytest.LogCaptureFixture) -> None:
+    records = two_sources()
+    public = [r for r in records["train"] if r.metadata["source"] == "kermany"]
+    site = [r for r in records["train"] if r.metadata["source"] == "site"]
+    given = {"train": public[5:] + site[5:], "test": public[:5] + site[:5]}
+    splits = make_splits(given, SplitConfig("patient", train_only_sources=("kermany",)))
+    assert splits["test"] == site[:5]
+    assert {r.path for r in public} <= {r.path for r in splits["train"]}
+    assert "5 test film(s) of the training-only source(s) ['kermany'] train too" in caplog.text
 
 
 def test_a_film_keeps_its_manifest_source_unless_a_named_source_contradicts_it() -> None:
@@ -160,6 +167,9 @@ def test_cxrnet_train_on_two_named_sources_writes_the_source_to_split_csv(tmp_pa
         tmp_path,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    printed = done.stdout + done.stderr
+    assert "images per split, source public:" in printed
+    assert "images per split, source site:" in printed
     with (run_folder(done.stdout) / "split.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     seen = Counter((row["split"], row["source"]) for row in rows)

@@ -493,6 +493,16 @@ class ChestXRayDataModule(LightningDataModule):
 
     def _report(self) -> None:
         log.info("images per split:\n%s", format_count_table(self.counts()))
+        splits = self.split_records
+        names = sorted({source_of(record) for records in splits.values() for record in records})
+        if len(names) > 1:  # the same counts per source: one table can hide a source's lack
+            for name in names:
+                own = {
+                    s: [r for r in records if source_of(r) == name] for s, records in splits.items()
+                }
+                log.info(
+                    "images per split, source %s:\n%s", name, format_count_table(count_table(own))
+                )
         if self.resolved_splits:  # a rank that received its splits checked nothing itself
             log.info("%s", self.duplicates.summary())
         for path, reason in self.ignored:

@@ -7,8 +7,8 @@ stratified by their (source, class, subtype), so bacterial and viral pneumonia k
 too, in every source (``data.sources``). A patient is a patient of one source: the same patient key
 in two sources is two people.
 
-Sources that ``train_only_sources`` names are taken out before any of this and join train in every
-split, fold and holdout: they are never in val or test.
+Sources that ``train_only_sources`` names are taken out before any of this and all their films
+(test folder too) join train in every split, fold and holdout: they are never in val or test.
 
 The test folder is never re-split. A holdout is carved from train+val first, from its own random
 stream, so it is the same for every split method, fold and val_fraction with one ``split_seed``.
@@ -17,6 +17,7 @@ stream, so it is the same for every split method, fold and val_fraction with one
 from __future__ import annotations
 
 import csv
+import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -56,6 +57,8 @@ _STREAM_FOLDS = 3
 
 Stratum = tuple[str, int, str]
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class SplitConfig:
@@ -75,8 +78,8 @@ class SplitConfig:
     # training to choose the threshold on (threshold.films={source_split: val}). A holdout is
     # carved first, as always: films it took stay in test.
     keep_in_val: tuple[str, ...] = ()
-    # Sources (``data.source_roles``: train) whose films are training films only: never in val,
-    # a fold's val or the holdout; the other sources are split as above.
+    # Sources (``data.source_roles``: train) whose films are all training films (their test
+    # folder's too): never in val, a fold's val, the holdout or test; the others split as above.
     train_only_sources: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -335,19 +338,20 @@ def _train_only(
             f"data.source_roles names source(s) {unknown} that no film comes from; the sources "
             f"are {found} (data.sources names them, or a root's folder name / manifest stem)"
         )
-    tested = [r for r in records.get("test", []) if source_of(r) in names]
-    if tested:
-        raise DataError(
-            f"data.source_roles makes {sorted({source_of(r) for r in tested})} training-only, "
-            f"but {len(tested)} of its films are test films (first: {tested[0].path}); point "
-            "that source at its train folder (or rows) only, or give it the role split"
-        )
     rest = {
         split: [r for r in items if source_of(r) not in names] for split, items in records.items()
     }
-    trained = [
-        r for split in ("train", "val") for r in records.get(split, []) if source_of(r) in names
-    ]
+    # Every film of a training-only source trains, its test folder's too: that source is
+    # training data, and the test split is the other sources' films.
+    trained = [r for split in SPLIT_NAMES for r in records.get(split, []) if source_of(r) in names]
+    tested = [r for r in records.get("test", []) if source_of(r) in names]
+    if tested:
+        log.warning(
+            "data.source_roles: %d test film(s) of the training-only source(s) %s train too; "
+            "the test split holds the other sources' films only",
+            len(tested),
+            sorted({source_of(r) for r in tested}),
+        )
     if not rest.get("train") and not rest.get("val"):
         raise DataError(
             f"data.source_roles makes every source training-only ({sorted(names)}): no films are "
