@@ -33,6 +33,13 @@ from cxrnet.data.records import (
 )
 from cxrnet.data.sampling import EpochSampler, ResumableLoader
 from cxrnet.data.shared_splits import SharedSplits
+from cxrnet.data.source_balance import (
+    check_source_balance,
+    draw_weights,
+    drawn_class_weights,
+    source_weights,
+)
+from cxrnet.data.sources import named_sources, source_of, tag_source, train_only_sources
 from cxrnet.data.splits import (
     SplitConfig,
     SplitName,
@@ -118,11 +125,16 @@ class ChestXRayDataModule(LightningDataModule):
     splits whose films always go to val in a re-split (``SplitConfig.keep_in_val``).
     ``verify_files=False`` trusts the image cache's index for a listing it was built for,
     so a warm start stats no film (``cxrnet.data.cache_listing`` says what that trusts).
+    ``sources`` names each folder or manifest instead of ``root`` (``data.sources``): every film
+    carries its source (metadata ``source``; from an unnamed root, its folder name or manifest
+    stem unless the manifest has a source column). ``source_roles`` makes sources training-only
+    (``SplitConfig.train_only_sources``); ``source_balance`` sets how often the training draw
+    takes each source (cxrnet/data/source_balance.py).
     """
 
     def __init__(
         self,
-        root: str | Path | list[str | Path],
+        root: str | Path | list[str | Path] | None = None,
         image_size: int = 150,
         resize: Literal["squash", "letterbox"] = "squash",
         equalize: Equalize | bool = "none",
@@ -152,19 +164,39 @@ class ChestXRayDataModule(LightningDataModule):
         min_val_per_class: int = 20,
         keep_in_val: Sequence[str] = (),
         verify_files: bool = True,
+        sources: Mapping[str, str | Path] | None = None,
+        source_roles: Mapping[str, str] | None = None,
+        source_balance: str | Mapping[str, float] = "none",
     ) -> None:
         super().__init__()
         _check_choices(imbalance, task, batch_size)
         if unsplit not in ("train", "test"):
             raise ValueError(f"unsplit must be 'train' or 'test', got {unsplit!r}")
+        if sources and root:
+            raise DataError(
+                f"data.root={root} and data.sources are both set; set one: data.root=null to "
+                "use the named sources, or data.sources=null"
+            )
+        if not sources and not root:
+            raise DataError("no data given: set data.root or data.sources")
         # Any sequence of sources (a Hydra ListConfig too), or one folder or manifest. Absolute,
         # so the checkpoint's data settings work from any folder; plain data, so it loads with
         # weights_only=True (cxrnet.models.checkpoint).
         single = isinstance(root, (str, Path))
-        self.sources = [
-            Path(source).expanduser().absolute() for source in ([root] if single else root)
-        ]
-        root = str(self.sources[0]) if single else [str(source) for source in self.sources]
+        if sources:
+            named = named_sources(plain_data(sources))
+            self.sources = list(named.values())
+            self.source_names: list[str | None] = list(named)
+            sources = {name: str(path) for name, path in named.items()}
+        else:
+            self.sources = [
+                Path(source).expanduser().absolute() for source in ([root] if single else root)
+            ]
+            self.source_names = [None] * len(self.sources)
+            root = str(self.sources[0]) if single else [str(source) for source in self.sources]
+        source_roles = plain_data(source_roles or {})
+        source_balance = plain_data(source_balance) if source_balance is not None else "none"
+        check_source_balance(source_balance)  # before any decoding
         augment = plain_data(augment or {})
         keep_in_val = [str(name) for name in keep_in_val or ()]
         cache_dir = str(Path(cache_dir).expanduser().absolute()) if cache_dir else None
@@ -179,7 +211,9 @@ class ChestXRayDataModule(LightningDataModule):
             split_seed,
             holdout_seed,
             tuple(keep_in_val),
+            train_only_sources(source_roles),
         )
+        self.source_balance = source_balance
         self.allow_cross_split_duplicates = allow_cross_split_duplicates
         self.decode_params = DecodeParams(image_size, resize, equalize, interpolation, dicom_window)
         self.batch_size = batch_size
@@ -254,7 +288,18 @@ class ChestXRayDataModule(LightningDataModule):
         """Loss weights per class when ``imbalance='class_weight'``, else None."""
         if self.imbalance != "class_weight":
             return None
+        balance = self._source_weights()
+        if balance is not None:
+            # The classes the model sees are those the source-balanced draw shows it.
+            sources = [source_of(record) for record in self.split_records["train"]]
+            labels = self._labels("train")
+            return drawn_class_weights(sources, labels, balance, self.num_classes)
         return balanced_class_weights(self._labels("train"), self.num_classes)
+
+    def _source_weights(self) -> dict[str, float] | None:
+        """Each training source's share of the draw (``data.source_balance``), or None."""
+        sources = [source_of(record) for record in self.split_records.get("train", [])]
+        return source_weights(self.source_balance, sources)
 
     def label_of(self, record: Record) -> int:
         return record.label if self.task == "binary" else SUBTYPE_NAMES.index(record.subtype)
@@ -417,18 +462,17 @@ class ChestXRayDataModule(LightningDataModule):
         # Only a test set keeps films of other classes; training data lists them as ignored
         # (folders) or refuses them (manifest rows), naming each.
         others = [] if self.unsplit == "test" else None
-        for source in self.sources:
+        for source, name in zip(self.sources, self.source_names, strict=True):
             if source.suffix.lower() == ".csv":
-                parts.append(
-                    read_manifest(
-                        source, self.unsplit, others, facts, check_files=facts is not None
-                    )
+                manifest = read_manifest(
+                    source, self.unsplit, others, facts, check_files=facts is not None
                 )
+                parts.append(tag_source(manifest, source, name))
                 continue
             result = discover_folders(
                 source, None if self.unsplit == "train" else self.unsplit, facts
             )
-            parts.append(result.records)
+            parts.append(tag_source(result.records, source, name))
             self.ignored.extend(result.ignored)
             if others is not None:
                 others.extend(result.others)
@@ -490,6 +534,16 @@ class ChestXRayDataModule(LightningDataModule):
 
     def _report(self) -> None:
         log.info("images per split:\n%s", format_count_table(self.counts()))
+        splits = self.split_records
+        names = sorted({source_of(record) for records in splits.values() for record in records})
+        if len(names) > 1:  # the same counts per source: one table can hide a source's lack
+            for name in names:
+                own = {
+                    s: [r for r in records if source_of(r) == name] for s, records in splits.items()
+                }
+                log.info(
+                    "images per split, source %s:\n%s", name, format_count_table(count_table(own))
+                )
         if self.resolved_splits:  # a rank that received its splits checked nothing itself
             log.info("%s", self.duplicates.summary())
         for path, reason in self.ignored:
@@ -572,7 +626,13 @@ class ChestXRayDataModule(LightningDataModule):
         return stored
 
     def _sampling_weights(self, split: str) -> list[float] | None:
-        """Each film's draw weight under ``imbalance=sampler`` (classes drawn equally often)."""
+        """Each film's draw weight under ``imbalance=sampler`` (classes drawn equally often)
+        and ``source_balance`` (sources drawn in proportion; cxrnet/data/source_balance.py)."""
+        balance = self._source_weights()
+        if balance is not None:
+            sources = [source_of(record) for record in self.split_records[split]]
+            labels = self._labels(split)
+            return draw_weights(sources, labels, balance, self.imbalance == "sampler")
         if self.imbalance != "sampler":
             return None
         labels = self._labels(split)

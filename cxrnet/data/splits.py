@@ -3,7 +3,12 @@
 Every re-split works on *groups* that must stay on one side: a patient's films (``patient``,
 ``kfold`` and the holdout) or a single file (``stratified``), joined with any byte-identical
 copies passed as ``duplicates`` so the same picture never sits in train and val. Groups are
-stratified by their (class, subtype), so bacterial and viral pneumonia keep their ratio too.
+stratified by their (source, class, subtype), so bacterial and viral pneumonia keep their ratio
+too, in every source (``data.sources``). A patient is a patient of one source: the same patient key
+in two sources is two people.
+
+Sources that ``train_only_sources`` names are taken out before any of this and all their films
+(test folder too) join train in every split, fold and holdout: they are never in val or test.
 
 The test folder is never re-split. A holdout is carved from train+val first, from its own random
 stream, so it is the same for every split method, fold and val_fraction with one ``split_seed``.
@@ -12,6 +17,7 @@ stream, so it is the same for every split method, fold and val_fraction with one
 from __future__ import annotations
 
 import csv
+import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +35,7 @@ from cxrnet.data.records import (
     Record,
     metadata_columns,
 )
+from cxrnet.data.sources import source_of
 from cxrnet.publish import write_file
 from cxrnet.user_errors import DataError
 
@@ -48,7 +55,9 @@ _STREAM_HOLDOUT = 1
 _STREAM_VAL = 2
 _STREAM_FOLDS = 3
 
-Stratum = tuple[int, str]
+Stratum = tuple[str, int, str]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,9 @@ class SplitConfig:
     # training to choose the threshold on (threshold.films={source_split: val}). A holdout is
     # carved first, as always: films it took stay in test.
     keep_in_val: tuple[str, ...] = ()
+    # Sources (``data.source_roles``: train) whose films are all training films (their test
+    # folder's too): never in val, a fold's val, the holdout or test; the others split as above.
+    train_only_sources: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.split not in SPLIT_METHODS:
@@ -165,7 +177,8 @@ def build_groups(
     union = _UnionFind()
     for record in records:
         path = _path_key(record)
-        node = f"patient:{record.patient}" if by_patient else f"file:{path}"
+        patient = f"{source_of(record)}\x00{record.patient}"
+        node = f"patient:{patient}" if by_patient else f"file:{path}"
         if path in node_of_path:
             union.union(node_of_path[path], node)
         else:
@@ -183,8 +196,8 @@ def build_groups(
 
 
 def _stratum(group: Sequence[Record]) -> Stratum:
-    counts = Counter((record.label, record.subtype) for record in group)
-    # Majority (class, subtype); ties go to the smallest key so the choice is reproducible.
+    counts = Counter((source_of(record), record.label, record.subtype) for record in group)
+    # Majority (source, class, subtype); ties go to the smallest key so the choice is reproducible.
     return min(counts, key=lambda key: (-counts[key], key))
 
 
@@ -311,6 +324,42 @@ def _kept_in_val(
     return [r for r in pool if id(r) not in taken], _take(groups, kept)
 
 
+def _train_only(
+    records: Mapping[str, Sequence[Record]], config: SplitConfig
+) -> tuple[dict[str, list[Record]], list[Record]]:
+    """(the records to split, the films of ``train_only_sources``, which train as they are)."""
+    names = set(config.train_only_sources)
+    if not names:
+        return {split: list(items) for split, items in records.items()}, []
+    found = sorted({source_of(r) for items in records.values() for r in items})
+    unknown = sorted(names - set(found))
+    if unknown:
+        raise DataError(
+            f"data.source_roles names source(s) {unknown} that no film comes from; the sources "
+            f"are {found} (data.sources names them, or a root's folder name / manifest stem)"
+        )
+    rest = {
+        split: [r for r in items if source_of(r) not in names] for split, items in records.items()
+    }
+    # Every film of a training-only source trains, its test folder's too: that source is
+    # training data, and the test split is the other sources' films.
+    trained = [r for split in SPLIT_NAMES for r in records.get(split, []) if source_of(r) in names]
+    tested = [r for r in records.get("test", []) if source_of(r) in names]
+    if tested:
+        log.warning(
+            "data.source_roles: %d test film(s) of the training-only source(s) %s train too; "
+            "the test split holds the other sources' films only",
+            len(tested),
+            sorted({source_of(r) for r in tested}),
+        )
+    if not rest.get("train") and not rest.get("val"):
+        raise DataError(
+            f"data.source_roles makes every source training-only ({sorted(names)}): no films are "
+            "left to validate on; give at least one source the role split"
+        )
+    return {split: items for split, items in rest.items() if items or split == "train"}, trained
+
+
 def make_splits(
     records: Mapping[str, Sequence[Record]],
     config: SplitConfig | None = None,
@@ -323,6 +372,7 @@ def make_splits(
     """
     config = config or SplitConfig()
     _check_input(records)
+    records, trained = _train_only(records, config)
     test = list(records.get("test", []))
     if config.holdout_fraction > 0 and test:
         raise DataError(
@@ -359,6 +409,8 @@ def make_splits(
 
     if pinned:
         val = sorted([*val, *pinned], key=_path_key)
+    if trained:
+        train = sorted([*train, *trained], key=_path_key)
     splits = {"train": train, "val": val}
     if test:
         splits["test"] = test
@@ -371,7 +423,7 @@ def make_splits(
 
 def patient_overlap(splits: Mapping[str, Sequence[Record]]) -> dict[tuple[str, str], list[str]]:
     """Patients found in two splits, per pair of splits that share any (sorted)."""
-    patients = {split: {r.patient for r in items} for split, items in splits.items()}
+    patients = {split: {_patient_name(r) for r in items} for split, items in splits.items()}
     names = list(splits)
     overlap: dict[tuple[str, str], list[str]] = {}
     for i, first in enumerate(names):
@@ -380,6 +432,13 @@ def patient_overlap(splits: Mapping[str, Sequence[Record]]) -> dict[tuple[str, s
             if shared:
                 overlap[(first, second)] = sorted(shared)
     return overlap
+
+
+def _patient_name(record: Record) -> str:
+    """The patient as one name: ``source/patient`` for a film with a source, as the same key in
+    two sources is two people."""
+    source = source_of(record)
+    return f"{source}/{record.patient}" if source else record.patient
 
 
 def _ordered(splits: Mapping[str, Sequence[Record]]) -> list[str]:
@@ -399,7 +458,7 @@ def count_table(splits: Mapping[str, Sequence[Record]]) -> list[dict[str, str | 
         row: dict[str, str | int] = {
             "split": split,
             "images": len(items),
-            "patients": len({r.patient for r in items}),
+            "patients": len({(source_of(r), r.patient) for r in items}),
         }
         row.update({name: labels.get(label, 0) for label, name in enumerate(CLASS_NAMES)})
         row.update({name: kinds.get(name, 0) for name in subtypes})

@@ -100,6 +100,7 @@ def datamodule_for(
         settings.get("root"),
         OmegaConf.to_container(cfg.synthetic, resolve=True) if cfg.get("synthetic") else None,
         cfg.paths.cache_dir,
+        settings.get("sources"),
     )
     datamodule = ChestXRayDataModule(**settings)
     sources = ", ".join(str(source) for source in datamodule.sources)

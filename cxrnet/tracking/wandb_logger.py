@@ -28,7 +28,14 @@ WandbMode = Literal["auto", "online", "offline", "disabled"]
 CHECKPOINT_KEY = "cxrnet_wandb"
 
 # Overrides that say where a job runs or what it logs to, not what it is: left out of run names.
-NAME_EXCLUDED_KEYS: tuple[str, ...] = ("logger", "paths", "hydra", "data.root", "ckpt_path")
+NAME_EXCLUDED_KEYS: tuple[str, ...] = (
+    "logger",
+    "paths",
+    "hydra",
+    "data.root",
+    "data.sources",
+    "ckpt_path",
+)
 
 
 def wandb_credentials_present() -> bool:

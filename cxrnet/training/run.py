@@ -49,13 +49,16 @@ from cxrnet.training.resume import CHECKPOINT_DIR, resolve_checkpoint
 log = logging.getLogger(__name__)
 
 
-def resolve_data_root(cfg: DictConfig) -> str | list[str]:
-    """The configured data root(s), or the built-in synthetic dataset (see ``data.sources``)."""
+def resolve_data_root(cfg: DictConfig) -> str | list[str] | None:
+    """The configured data root(s), None under named ``data.sources``, or the built-in synthetic
+    dataset (see ``cxrnet.data.sources``)."""
     root = cfg.data.get("root")
+    sources = cfg.data.get("sources")
     return data_sources.resolve_data_root(
         OmegaConf.to_container(root) if isinstance(root, ListConfig) else root,
         OmegaConf.to_container(cfg.synthetic, resolve=True),
         cfg.paths.cache_dir,
+        OmegaConf.to_container(sources, resolve=True) if sources else None,
     )
 
 
