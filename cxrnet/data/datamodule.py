@@ -39,7 +39,13 @@ from cxrnet.data.source_balance import (
     drawn_class_weights,
     source_weights,
 )
-from cxrnet.data.sources import named_sources, source_of, tag_source, train_only_sources
+from cxrnet.data.sources import (
+    named_sources,
+    source_of,
+    tag_source,
+    train_only_sources,
+    unnamed_source,
+)
 from cxrnet.data.splits import (
     SplitConfig,
     SplitName,
@@ -194,6 +200,7 @@ class ChestXRayDataModule(LightningDataModule):
             ]
             self.source_names = [None] * len(self.sources)
             root = str(self.sources[0]) if single else [str(source) for source in self.sources]
+            _warn_shared_source_names(self.sources)
         source_roles = plain_data(source_roles or {})
         source_balance = plain_data(source_balance) if source_balance is not None else "none"
         check_source_balance(source_balance)  # before any decoding
@@ -703,3 +710,20 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def _warn_shared_source_names(roots: Sequence[Path]) -> None:
+    """Unnamed roots are told apart by folder name or manifest stem: two roots of one name (two
+    sites' ``chest_xray`` folders) would count, split and report as one source."""
+    by_name: dict[str, list[str]] = {}
+    for root in roots:
+        by_name.setdefault(unnamed_source(root), []).append(str(root))
+    for name, shared in by_name.items():
+        if len(shared) > 1:
+            log.warning(
+                "data.root lists %d roots that all become source %r (%s): name them with "
+                "data.sources={<name>: <root>, ...} to keep them apart",
+                len(shared),
+                name,
+                ", ".join(shared),
+            )
