@@ -267,15 +267,29 @@ def _build(
     progress: bool,
 ) -> None:
     """Decode into the staging folder ``temporary``; ``build_once`` publishes it as ``key``."""
+    reasons = _decode_images(temporary, stamps, params, num_workers, progress)
+    _finish(temporary, key, records, stamps, params, reasons)
+
+
+def _decode_images(
+    temporary: Path,
+    stamps: Sequence[_Stamp],
+    params: DecodeParams,
+    num_workers: int,
+    progress: bool,
+) -> list[str | None]:
+    """The films decoded into ``temporary``'s images file, the readable ones packed first in
+    order and the file cut to them; per film, why it could not be decoded (None: it could).
+    A whole cache's build and one shard's part (``cache_shards``) both fill theirs this way."""
     size = params.image_size
-    images = _mapped_file(temporary / IMAGES_FILE, (len(records), size, size))
+    images = _mapped_file(temporary / IMAGES_FILE, (len(stamps), size, size))
     reasons = _decode_into(images, [s.path for s in stamps], params, num_workers, progress)
     images.flush()
     del images
     kept = sum(reason is None for reason in reasons)
-    if kept < len(records):
+    if kept < len(stamps):
         _keep_first_rows(temporary / IMAGES_FILE, kept)
-    _finish(temporary, key, records, stamps, params, reasons)
+    return reasons
 
 
 def _finish(

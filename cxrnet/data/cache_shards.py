@@ -33,10 +33,9 @@ import numpy as np
 
 from cxrnet.data.cache import (
     IMAGES_FILE,
-    _decode_into,
+    _decode_images,
     _finish,
     _is_complete,
-    _keep_first_rows,
     _key,
     _mapped_file,
     _Stamp,
@@ -145,14 +144,7 @@ def _decode_part(
     num_workers: int,
     progress: bool,
 ) -> None:
-    size = params.image_size
-    images = _mapped_file(temporary / IMAGES_FILE, (len(stamps), size, size))
-    reasons = _decode_into(images, [s.path for s in stamps], params, num_workers, progress)
-    images.flush()
-    del images
-    kept = sum(reason is None for reason in reasons)
-    if kept < len(stamps):
-        _keep_first_rows(temporary / IMAGES_FILE, kept)
+    reasons = _decode_images(temporary, stamps, params, num_workers, progress)
     # Written last: a part with its reasons is complete.
     _write_text(temporary / REASONS_FILE, json.dumps(reasons) + "\n")
 

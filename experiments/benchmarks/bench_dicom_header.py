@@ -23,37 +23,29 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from bench_dicom import write_dicom  # beside this script: one way to write a test film
 from machine import cpu_name  # experiments/benchmarks/machine.py, beside this script
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian
 
 from cxrnet.data.dicom_header import read_header
 from cxrnet.data.discovery import discover_folders
 
 
 def write_film(path: Path, pixels: np.ndarray, number: int) -> Path:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-    ds.PatientName = "Doe^Jane"
-    ds.PatientBirthDate = "19700101"
-    ds.PatientID = f"PID-{number // 3}"
-    ds.ViewPosition = "PA"
-    ds.PatientAge = f"{number % 90:03d}Y"
-    ds.PatientSex = "MF"[number % 2]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
-    ds.PixelRepresentation = 0
-    ds.PixelData = pixels.tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    """A 12-bit film whose header holds a name and birth date, which no reader may take."""
+    return write_dicom(
+        path,
+        pixels,
+        ExplicitVRLittleEndian,
+        BitsStored=12,
+        PatientName="Doe^Jane",
+        PatientBirthDate="19700101",
+        PatientID=f"PID-{number // 3}",
+        ViewPosition="PA",
+        PatientAge=f"{number % 90:03d}Y",
+        PatientSex="MF"[number % 2],
+    )
 
 
 def layout(root: Path, films: int, suffix: str, writer: Callable[[Path, int], Path]) -> Path:

@@ -20,9 +20,7 @@ table and writes the measurements to ``--out`` as JSON.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -30,7 +28,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from machine import cpu_name  # experiments/benchmarks/machine.py, beside this script
+from machine import run_facts  # experiments/benchmarks/machine.py, beside this script
 
 from cxrnet.evaluation.bootstrap import bootstrap_weighted, group_indices
 from cxrnet.evaluation.report import _resampled_scores, _scores
@@ -178,10 +176,7 @@ def main() -> None:
     args.out.write_text(
         json.dumps(
             {
-                "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                "cpu": cpu_name(),
-                "cores": os.cpu_count(),
-                "load_average_1min": os.getloadavg()[0],
+                **run_facts(),
                 "quick": args.quick,
                 "rows": rows,
                 "table": table,

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import json
 import os
 import subprocess
@@ -53,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from machine import REPO, cpu_name  # experiments/benchmarks/machine.py, beside this script
+from machine import REPO, run_facts  # experiments/benchmarks/machine.py, beside this script
 
 SIZES = (2_000, 8_000, 32_000)
 QUICK_SIZES = (500, 1_000, 2_000)
@@ -435,10 +434,7 @@ def main() -> None:
     args.out.write_text(
         json.dumps(
             {
-                "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                "cpu": cpu_name(),
-                "cores": os.cpu_count(),
-                "load_average_1min": os.getloadavg()[0],
+                **run_facts(),
                 "quick": args.quick,
                 "films_written_s": written,
                 "startup_s": startup,

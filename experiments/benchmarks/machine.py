@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 import platform
 from pathlib import Path
 
@@ -24,3 +26,14 @@ def cpu_name() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+def run_facts() -> dict[str, object]:
+    """When and on what a benchmark ran, for the head of its JSON: the load average says how
+    far another job may have slowed it."""
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "load_average_1min": os.getloadavg()[0],
+    }
