@@ -236,17 +236,24 @@ class ClassifierModule(LightningModule):
 
     def train(self, mode: bool = True) -> ClassifierModule:
         super().train(mode)
-        if mode and getattr(self, "freeze_backbone", False):
-            # A frozen backbone's batch norms in train mode would still move their running
-            # statistics towards the new films: frozen means frozen.
-            for name, module in self.net.named_modules():
-                if isinstance(module, torch.nn.modules.batchnorm._NormBase) and not (
-                    name == self.head_name or name.startswith(f"{self.head_name}.")
-                ):
-                    module.eval()
+        if mode:
+            self._keep_backbone_statistics()
         return self
 
+    def _keep_backbone_statistics(self) -> None:
+        """A frozen backbone's batch norms stay in eval mode: in train mode they would still move
+        their running statistics towards the new films, and frozen means frozen."""
+        if not getattr(self, "freeze_backbone", False):
+            return
+        for name, module in self.net.named_modules():
+            if isinstance(module, torch.nn.modules.batchnorm._NormBase) and not (
+                name == self.head_name or name.startswith(f"{self.head_name}.")
+            ):
+                module.eval()
+
     def on_train_epoch_start(self) -> None:
+        # Lightning never calls train() before the first epoch (a module starts in train mode).
+        self._keep_backbone_statistics()
         if self.freeze_backbone_epochs > 0:
             set_backbone_trainable(
                 self.net, self.head_name, self.current_epoch >= self.freeze_backbone_epochs

@@ -59,7 +59,7 @@ def check_network(cfg: DictConfig) -> None:
 def check_weights(cfg: DictConfig) -> None:
     """``model.net.weights``, when required (``experiment=finetune``) or set, names a file."""
     net = cfg.model.net
-    if OmegaConf.is_missing(net, "weights"):
+    if OmegaConf.is_missing(net, "weights") or (cfg.get("finetune") and not net.get("weights")):
         raise ConfigError(
             "model.net.weights is required here (experiment=finetune): set "
             "model.net.weights=<the cxrnet checkpoint or state dict to start from>"
