@@ -227,3 +227,30 @@ def test_a_monitor_on_a_source_the_data_lacks_stops_before_training(
         done.stdout + done.stderr
     )
     assert "Epoch 0" not in done.stdout + done.stderr
+
+
+@pytest.mark.slow  # two DDP processes on the CPU (about 40 s on 2 busy cores)
+def test_per_source_metrics_under_ddp_cover_every_processs_films(
+    two_sources: Path, tmp_path: Path
+) -> None:
+    # 32 val films over 2 processes: each scores 16 and none pads its share with repeats, so the
+    # gathered per-source numbers must equal those of every film's prediction.
+    run = _train(
+        two_sources,
+        tmp_path,
+        "trainer=ddp_cpu",
+        "trainer.devices=2",
+        "data.batch_size=8",
+        "monitor=val/auroc/site",
+    )
+    assert json.loads((run / "metrics.json").read_text())["extra"]["world_size"] == 2
+    logged = _logged(run)
+    val = _rows(run / "predictions_val.csv")
+    for name in SOURCES:
+        rows = [row for row in val if row["source"] == name]
+        probabilities = np.array([float(row["probability"]) for row in rows])
+        labels = np.array([int(row["label"] == "PNEUMONIA") for row in rows])
+        assert len(set(probabilities)) == len(probabilities)  # no ties from the rounding
+        expected = _expected(probabilities, labels)
+        for metric in ("auroc", "recall", "specificity"):
+            assert logged[f"val/{metric}/{name}"] == pytest.approx(expected[metric], abs=1e-4)

@@ -365,7 +365,12 @@ class ClassifierModule(LightningModule):
             # seeing a batch of it: there is nothing to report for that epoch.
             return {}
         values = self.compute_epoch_metrics(stage)
-        self.log_dict(values, prog_bar=stage == "val", sync_dist=False)
+        # The progress bar shows the pooled numbers; per-source ones (<stage>/<metric>/<source>)
+        # go to the loggers only, or a few sources would fill the terminal.
+        pooled = {key: value for key, value in values.items() if key.count("/") == 1}
+        self.log_dict(pooled, prog_bar=stage == "val", sync_dist=False)
+        if per_source := {key: value for key, value in values.items() if key not in pooled}:
+            self.log_dict(per_source, sync_dist=False)
         return values
 
     def on_train_epoch_end(self) -> None:
