@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers.console import QUICK, run_folder, run_train
+from helpers.console import QUICK, run_folder, run_script, run_train
 
 from cxrnet.data.synthetic import SyntheticSpec, generate_synthetic
 from cxrnet.evaluation.confusion import confusion_at_threshold
@@ -254,3 +254,38 @@ def test_per_source_metrics_under_ddp_cover_every_processs_films(
         expected = _expected(probabilities, labels)
         for metric in ("auroc", "recall", "specificity"):
             assert logged[f"val/{metric}/{name}"] == pytest.approx(expected[metric], abs=1e-4)
+
+
+def _with_sources(manifest: Path, out: Path, names: str | None) -> Path:
+    """``manifest`` with its films' sources renamed in turn from ``names``, or without any."""
+    rows = _rows(manifest)
+    with out.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["path", "label", "split", "source"])
+        writer.writeheader()
+        for i, row in enumerate(rows):
+            writer.writerow({**row, "source": names[i % len(names)] if names else ""})
+    return out
+
+
+@pytest.mark.slow  # a training run and two cxrnet-eval runs (about 40 s on 2 busy cores)
+def test_eval_names_the_per_source_metrics_after_the_data_it_scores(
+    two_sources: Path, tmp_path: Path
+) -> None:
+    # The subtype task validates through the trainer in cxrnet-eval: the val loader's source
+    # indices are into the scored data's sources, not the training data's.
+    run = _train(two_sources, tmp_path, "data.task=subtype", "monitor=val/auroc/worst")
+    checkpoint = json.loads((run / "metrics.json").read_text())["paths"]["best_checkpoint"]
+    for names, expected in (("abc", ["a", "b", "c", "worst"]), (None, [])):
+        data = _with_sources(two_sources, tmp_path / f"{names}.csv", names)
+        done = run_script(
+            "cxrnet-eval",
+            [f"ckpt_path={checkpoint}", f"data.root={data}", "stages=[val]"],
+            tmp_path,
+        )
+        assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+        printed = {
+            line.split(":")[0].removeprefix("val/loss/")
+            for line in done.stdout.splitlines()
+            if line.startswith("val/loss/")
+        }
+        assert sorted(printed) == expected

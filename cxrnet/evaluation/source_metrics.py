@@ -12,6 +12,7 @@ are then ``classification_metrics`` on that source's films alone.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 from torch import Tensor
@@ -72,13 +73,17 @@ def source_values(
         if not bool(mask.any()):
             values |= {f"{stage}/{metric}/{source}": math.nan for metric in SOURCE_METRICS}
             continue
+        present = set(targets_here.unique().tolist())
         metrics = classification_metrics(num_classes, threshold, sync_on_compute=False)
         metrics = metrics.to(probabilities.device)
         metrics.update(probabilities[mask], targets_here)
-        computed = {
-            name: float(value) for name, value in metrics.compute().items() if value.ndim == 0
-        }
-        present = set(targets_here.unique().tolist())
+        with warnings.catch_warnings():
+            if len(present) < num_classes:
+                # torchmetrics warns that it returns 0 for what is undefined here: NaN below.
+                warnings.simplefilter("ignore", UserWarning)
+            computed = {
+                name: float(value) for name, value in metrics.compute().items() if value.ndim == 0
+            }
         if len(present) < num_classes:
             computed["auroc"] = math.nan
         if num_classes == 2:

@@ -251,6 +251,15 @@ class ClassifierModule(LightningModule):
             ):
                 module.eval()
 
+    def setup(self, stage: str) -> None:
+        # Validating on other data than it was trained on (cxrnet-eval's validate), the val
+        # loader's source indices are into that data's sources, which name its metrics.
+        datamodule = getattr(self.trainer, "datamodule", None)
+        sources = tuple(getattr(datamodule, "val_sources", ()))
+        if stage != "fit" and sources != self.val_sources:
+            self.val_sources = sources
+            self.source_predictions = SourcePredictions().to(self.device) if sources else None
+
     def on_train_epoch_start(self) -> None:
         # Lightning never calls train() before the first epoch (a module starts in train mode).
         self._keep_backbone_statistics()
@@ -381,6 +390,8 @@ class ClassifierModule(LightningModule):
         if self.trainer.sanity_checking or not values:
             return
         monitor = self.hparams.monitor
+        if monitor not in values and self.trainer.state.fn != TrainerFn.FITTING:
+            return  # a per-source monitor, validating data without that source (cxrnet-eval)
         self.best_val.update(torch.tensor(values[monitor]))
         self.log(f"{monitor}_best", self.best_val.compute(), sync_dist=False)
         self._step_plateau_schedulers(values)
