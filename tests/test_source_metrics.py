@@ -215,15 +215,16 @@ def test_train_monitors_the_worst_source(two_sources: Path, tmp_path: Path) -> N
     assert float(state["best_model_score"]) == pytest.approx(min(per_source))
 
 
+@pytest.mark.parametrize("key", ["monitor", "callbacks.model_checkpoint.monitor"])
 def test_a_monitor_on_a_source_the_data_lacks_stops_before_training(
-    two_sources: Path, tmp_path: Path
+    two_sources: Path, tmp_path: Path, key: str
 ) -> None:
     done = run_train(
-        [*FAST, f"data.root={two_sources}", f"paths.log_dir={tmp_path}", "monitor=val/auroc/x"],
+        [*FAST, f"data.root={two_sources}", f"paths.log_dir={tmp_path}", f"{key}=val/auroc/x"],
         tmp_path,
     )
     assert done.returncode == 2, (done.stdout + done.stderr)[-3000:]
-    assert "monitor=val/auroc/x: the val films' sources are ['public', 'site']" in (
+    assert f"{key}=val/auroc/x: the val films' sources are ['public', 'site']" in (
         done.stdout + done.stderr
     )
     assert "Epoch 0" not in done.stdout + done.stderr

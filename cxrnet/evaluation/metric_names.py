@@ -52,8 +52,9 @@ def is_per_source_name(name: str) -> bool:
     return len(parts) == 3 and parts[0] == "val" and parts[1] in SOURCE_METRICS and bool(parts[2])
 
 
-def check_source_monitor(monitor: str, sources: Sequence[str]) -> None:
-    """A per-source ``monitor`` names a source the val films come from, or ``worst``."""
+def check_source_monitor(monitor: str, sources: Sequence[str], key: str = "monitor") -> None:
+    """A per-source ``monitor`` names a source the val films come from, or ``worst``; ``key``
+    is the setting that holds it, for the message."""
     if not is_per_source_name(monitor):
         return
     source = monitor.split("/")[2]
@@ -65,7 +66,7 @@ def check_source_monitor(monitor: str, sources: Sequence[str]) -> None:
         else "no val film has a source (a manifest's source column)"
     )
     raise ConfigError(
-        f"monitor={monitor}: {present}; monitor one of "
+        f"{key}={monitor}: {present}; monitor one of "
         f"{per_source_names('val', sources) or ['val/auroc', 'val/loss', '...']}"
     )
 

@@ -182,8 +182,11 @@ def _check_source_monitors(cfg: DictConfig, datamodule: Any) -> None:
     once the films are read, before the first epoch."""
     checkpoint = (cfg.get("callbacks") or {}).get("model_checkpoint") or {}
     sources = datamodule.val_sources
-    for monitor in {str(cfg.monitor), str(checkpoint.get("monitor") or cfg.monitor)}:
-        check_source_monitor(monitor, sources)
+    monitors = {"monitor": str(cfg.monitor)}
+    if checkpoint.get("monitor") and str(checkpoint.monitor) != str(cfg.monitor):
+        monitors["callbacks.model_checkpoint.monitor"] = str(checkpoint.monitor)
+    for key, monitor in monitors.items():
+        check_source_monitor(monitor, sources, key)
         if not is_per_source_name(monitor):
             continue
         name = monitor.split("/")[2]
@@ -195,7 +198,7 @@ def _check_source_monitors(cfg: DictConfig, datamodule: Any) -> None:
             }
             if len(labels) < datamodule.num_classes:
                 raise ConfigError(
-                    f"monitor={monitor}: the val films of source {source!r} are all of one "
+                    f"{key}={monitor}: the val films of source {source!r} are all of one "
                     "class, so its metrics are undefined; keep films of every class of that "
                     "source in val, or monitor another source"
                 )
