@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from cxrnet.data.batch_augment import DeviceAugment, DeviceBatch
 from cxrnet.data.cache import load_images
 from cxrnet.data.cache_listing import remember_listing, trusted_facts
-from cxrnet.data.dataset import SeededSample, SeededXRayDataset, XRayDataset
+from cxrnet.data.dataset import SeededSample, SeededXRayDataset, SourcedDataset, XRayDataset
 from cxrnet.data.decode import DecodeParams, DicomWindow, Equalize
 from cxrnet.data.digests import DigestStore
 from cxrnet.data.discovery import discover_folders
@@ -27,7 +27,9 @@ from cxrnet.data.other_classes import OtherFilm
 from cxrnet.data.records import (
     CLASS_NAMES,
     PATH_ERRORS,
+    SOURCE_COLUMN,
     SUBTYPE_NAMES,
+    UNKNOWN_SOURCE,
     Record,
     check_subtypes,
 )
@@ -308,6 +310,17 @@ class ChestXRayDataModule(LightningDataModule):
         sources = [source_of(record) for record in self.split_records.get("train", [])]
         return source_weights(self.source_balance, sources)
 
+    @property
+    def val_sources(self) -> tuple[str, ...]:
+        """The sources (``source`` metadata) of the val films, sorted; empty when no val film
+        names one or all name the same (per-source metrics would repeat the pooled ones). A val
+        film without one, beside films with one, is ``unknown``."""
+        self._require_setup()
+        named = [r.metadata.get(SOURCE_COLUMN) for r in self.split_records.get("val", [])]
+        if len(set(named)) < 2:
+            return ()
+        return tuple(sorted({source or UNKNOWN_SOURCE for source in named}))
+
     def label_of(self, record: Record) -> int:
         return record.label if self.task == "binary" else SUBTYPE_NAMES.index(record.subtype)
 
@@ -580,8 +593,17 @@ class ChestXRayDataModule(LightningDataModule):
             [{"file": str(path), "reason": reason} for path, reason in self.ignored],
         )
 
-    def _loader(self, split: str, train: bool = False) -> DataLoader:
+    def _loader(self, split: str, train: bool = False, with_sources: bool = False) -> DataLoader:
         dataset = self._loader_dataset(split, train)
+        if with_sources and (sources := self.val_sources):
+            position = {name: i for i, name in enumerate(sources)}
+            dataset = SourcedDataset(
+                dataset,
+                [
+                    position[r.metadata.get(SOURCE_COLUMN) or UNKNOWN_SOURCE]
+                    for r in self.split_records[split]
+                ],
+            )
         world_size = self.trainer.world_size if self.trainer is not None else 1
         if train:
             batch_size = per_process_batch_size(self.batch_size, world_size)
@@ -692,7 +714,9 @@ class ChestXRayDataModule(LightningDataModule):
         return self._loader("train", train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
+        """The val films, each with its source index too where they name sources (per-source
+        metrics); ``eval_dataloader`` serves them without."""
+        return self._loader("val", with_sources=True)
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")

@@ -118,3 +118,23 @@ class SeededXRayDataset(Dataset[SeededSample]):
             self._seeded_with = torch.initial_seed()
             self._generator = torch.Generator().manual_seed(self._seeded_with)
         return int(torch.randint(2**31, (1,), generator=self._generator))
+
+
+class SourcedDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
+    """``dataset``'s items with each film's source index (its position in the sources' names)
+    after the label: what the val loader yields for per-source metrics
+    (``cxrnet.evaluation.source_metrics``)."""
+
+    def __init__(self, dataset: XRayDataset, source_index: Sequence[int]) -> None:
+        if len(source_index) != len(dataset):
+            raise ValueError(f"{len(source_index)} source indices for {len(dataset)} images")
+        self.dataset = dataset
+        self.source_index = torch.as_tensor(np.asarray(source_index), dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: int | SampleKey) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        image, label = self.dataset[key]
+        item = key[0] if isinstance(key, tuple) else key
+        return image, label, self.source_index[item]

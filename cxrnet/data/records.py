@@ -15,6 +15,10 @@ CLASS_NAMES: tuple[str, str] = ("NORMAL", "PNEUMONIA")
 SUBTYPE_NAMES: tuple[str, str, str] = ("normal", "bacteria", "virus")
 UNKNOWN_SUBTYPE = "unknown"
 SPLIT_NAMES: tuple[str, str, str] = ("train", "val", "test")
+# The metadata column naming where a film came from (data.sources, a manifest's source column),
+# and what a film without one counts as beside films with one.
+SOURCE_COLUMN = "source"
+UNKNOWN_SOURCE = "unknown"
 # Films PIL decodes, and DICOM files by name. A DICOM file may also have no suffix, or a UID as
 # its name ("1.2.840.113619.2.55.3.1234" ends in ".1234"): is_dicom reads its preamble.
 PIL_SUFFIXES: frozenset[str] = frozenset({".jpeg", ".jpg", ".png"})

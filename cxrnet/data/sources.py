@@ -10,16 +10,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from cxrnet.data.records import Record
+from cxrnet.data.records import SOURCE_COLUMN, Record
 from cxrnet.data.synthetic import SyntheticSpec, ensure_synthetic
 from cxrnet.user_errors import DataError
 
 log = logging.getLogger(__name__)
 
 DataRoot = str | list[str]
-# The metadata column that names a film's source: split.csv, predictions and
-# ``report.subgroups=[source]`` read it like any other column.
-SOURCE_KEY = "source"
 # data.source_roles: a source split as data.split says, or used for training only.
 SOURCE_ROLES: tuple[str, ...] = ("split", "train")
 
@@ -88,7 +85,7 @@ def tag_source(
     for split, items in records.items():
         out = []
         for record in items:
-            given = record.metadata.get(SOURCE_KEY, "")
+            given = record.metadata.get(SOURCE_COLUMN, "")
             if name is not None and given and given != name:
                 raise DataError(
                     f"{origin}: the film {record.path} has source={given!r} in its source "
@@ -98,7 +95,7 @@ def tag_source(
                 )
             source = name if name is not None else given or unnamed_source(origin)
             if given != source:
-                meta = {**record.metadata, SOURCE_KEY: source}
+                meta = {**record.metadata, SOURCE_COLUMN: source}
                 record = replace(record, meta=tuple(sorted(meta.items())))
             out.append(record)
         tagged[split] = out
@@ -107,7 +104,7 @@ def tag_source(
 
 def source_of(record: Record) -> str:
     """The film's source ("" for a record never tagged, as in a library call on bare records)."""
-    return record.metadata.get(SOURCE_KEY, "")
+    return record.metadata.get(SOURCE_COLUMN, "")
 
 
 def train_only_sources(roles: Mapping[str, Any] | None) -> tuple[str, ...]:

@@ -3,6 +3,7 @@ then derive the report, its files and what the loggers get from those prediction
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -11,10 +12,10 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.pytorch.loggers import Logger, WandbLogger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from cxrnet.data.datamodule import ChestXRayDataModule
-from cxrnet.data.records import Record
+from cxrnet.data.records import SOURCE_COLUMN, Record
 from cxrnet.evaluation.figures import plot_split
 from cxrnet.evaluation.model_card import (
     DATASET_LIMITS,
@@ -49,15 +50,17 @@ def threshold_rule(values: Mapping[str, Any] | None) -> ThresholdRule:
 def threshold_films_for(
     values: Mapping[str, Any] | None, datamodule: ChestXRayDataModule
 ) -> ThresholdFilms:
-    """``threshold.films`` checked against the data's val split: a filter that selects no film, or
-    films of one class only, is a ``ConfigError`` naming it. Every val film for the subtype task
-    (no threshold) and for a fixed threshold (none is chosen)."""
+    """``threshold.films`` (or ``threshold.source``) checked against the data's val split: a
+    filter that selects no film, or films of one class only, is a ``ConfigError`` naming it.
+    Every val film for the subtype task (no threshold) and for a fixed threshold (none is
+    chosen)."""
     values = values or {}
     if datamodule.num_classes != 2 or threshold_rule(values).criterion == "fixed":
         return ThresholdFilms()
-    on = values.get("films")
-    films = ThresholdFilms.from_setting(
-        OmegaConf.to_container(on, resolve=True) if isinstance(on, DictConfig) else on
+    on, source = values.get("films"), values.get("source")
+    films = ThresholdFilms.from_config(
+        OmegaConf.to_container(on, resolve=True) if isinstance(on, DictConfig) else on,
+        OmegaConf.to_container(source, resolve=True) if isinstance(source, ListConfig) else source,
     )
     records = datamodule.split_records.get("val", [])
     films.select(records, [datamodule.label_of(record) for record in records])
@@ -69,6 +72,18 @@ def report_settings(values: Mapping[str, Any] | None) -> ReportSettings:
     values = dict(values or {})
     known = {key: values[key] for key in ReportSettings.__dataclass_fields__ if key in values}
     return ReportSettings(**known)
+
+
+def with_source_subgroup(settings: ReportSettings, records: Iterable[Record]) -> ReportSettings:
+    """``settings`` with ``source`` among the subgroups when the films come from more than one
+    source: a number pooled over a public set and a site says little about the site, so each
+    source's row (with its interval) stands beside the others without being asked for."""
+    if SOURCE_COLUMN in settings.subgroups:
+        return settings
+    sources = {record.metadata.get(SOURCE_COLUMN) for record in records}
+    if len(sources - {None}) < 2:
+        return settings
+    return dataclasses.replace(settings, subgroups=(*settings.subgroups, SOURCE_COLUMN))
 
 
 def check_subgroup_records(settings: ReportSettings, records: Iterable[Record]) -> None:

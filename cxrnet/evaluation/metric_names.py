@@ -25,13 +25,58 @@ def epoch_metric_names(stage: str, class_names: Sequence[str]) -> list[str]:
     return [f"{stage}/{name}" for name in names]
 
 
+# Per-source validation metrics (``per_source_names``): the metrics that have one value per
+# source, and the name of the worst source's value (lowest score, highest loss).
+SOURCE_METRICS = ("loss", "accuracy", "precision", "recall", "specificity", "f1", "auroc")
+WORST_SOURCE = "worst"
+
+
+def per_source_names(stage: str, sources: Sequence[str]) -> list[str]:
+    """``<stage>/<metric>/<source>`` for each source, and ``<stage>/<metric>/worst``: what
+    ``ClassifierModule`` logs when its val films come from named sources."""
+    if not sources:
+        return []
+    return [
+        f"{stage}/{metric}/{name}" for metric in SOURCE_METRICS for name in (*sources, WORST_SOURCE)
+    ]
+
+
+def is_per_source_name(name: str) -> bool:
+    """Whether ``name`` has the form of a per-source metric (``val/auroc/<source>``): which
+    sources the data has is known only once it is read (``check_source_monitor``)."""
+    parts = name.split("/")
+    return len(parts) == 3 and parts[0] == "val" and parts[1] in SOURCE_METRICS and bool(parts[2])
+
+
+def check_source_monitor(monitor: str, sources: Sequence[str], key: str = "monitor") -> None:
+    """A per-source ``monitor`` names a source the val films come from, or ``worst``; ``key``
+    is the setting that holds it, for the message."""
+    if not is_per_source_name(monitor):
+        return
+    source = monitor.split("/")[2]
+    if (source == WORST_SOURCE and sources) or source in sources:
+        return
+    present = (
+        f"the val films' sources are {list(sources)}"
+        if sources
+        else "no val film has a source (a manifest's source column)"
+    )
+    raise ConfigError(
+        f"{key}={monitor}: {present}; monitor one of "
+        f"{per_source_names('val', sources) or ['val/auroc', 'val/loss', '...']}"
+    )
+
+
 def monitor_mode_for(monitor: str, mode: str | None = None) -> MonitorMode:
     """Whether a higher or lower ``monitor`` is better: losses are minimised, scores maximised.
 
     ``mode`` None follows the metric; a mode that contradicts it (keep the highest loss) is an
     error, since it would silently pick the worst checkpoint.
     """
-    natural: MonitorMode = "min" if "loss" in monitor.rsplit("/", 1)[-1] else "max"
+    # The metric is the part after the stage: val/loss, val/loss/<source> (per_source_names).
+    parts = monitor.split("/")
+    metric = parts[1] if len(parts) > 2 else parts[-1]
+    natural: MonitorMode = "min" if "loss" in metric else "max"
     if mode is None:
         return natural
     if mode not in ("max", "min"):

@@ -57,17 +57,22 @@ class WeightedMean(MeanMetric):
 
 
 def classification_metrics(
-    num_classes: int, threshold: float = DEFAULT_THRESHOLD, validate_args: bool = True
+    num_classes: int,
+    threshold: float = DEFAULT_THRESHOLD,
+    validate_args: bool = True,
+    sync_on_compute: bool = True,
 ) -> MetricCollection:
     """Accuracy, precision, recall (sensitivity), specificity, F1 and AUROC.
 
     Binary metrics take the pneumonia probability; multiclass ones take class probabilities and
     are macro-averaged, with recall per class added as ``recall_<index>`` by the caller.
     ``validate_args=False`` skips torchmetrics' input checks, each a host synchronisation per
-    update: for inputs the training loop itself produces.
+    update: for inputs the training loop itself produces. ``sync_on_compute=False`` for inputs
+    every process already holds in full (gathered), which a sync would count once per process.
     """
+    common = {"validate_args": validate_args, "sync_on_compute": sync_on_compute}
     if num_classes == 2:
-        binary = {"threshold": threshold, "validate_args": validate_args}
+        binary = {"threshold": threshold, **common}
         return MetricCollection(
             {
                 "accuracy": BinaryAccuracy(**binary),
@@ -75,10 +80,10 @@ def classification_metrics(
                 "recall": BinaryRecall(**binary),
                 "specificity": BinarySpecificity(**binary),
                 "f1": BinaryF1Score(**binary),
-                "auroc": BinaryAUROC(validate_args=validate_args),
+                "auroc": BinaryAUROC(**common),
             }
         )
-    kwargs = {"num_classes": num_classes, "average": "macro", "validate_args": validate_args}
+    kwargs = {"num_classes": num_classes, "average": "macro", **common}
     return MetricCollection(
         {
             "accuracy": MulticlassAccuracy(**kwargs),
@@ -87,9 +92,7 @@ def classification_metrics(
             "specificity": MulticlassSpecificity(**kwargs),
             "f1": MulticlassF1Score(**kwargs),
             "auroc": MulticlassAUROC(**kwargs),
-            "class_recall": MulticlassRecall(
-                num_classes=num_classes, average=None, validate_args=validate_args
-            ),
+            "class_recall": MulticlassRecall(num_classes=num_classes, average=None, **common),
         }
     )
 

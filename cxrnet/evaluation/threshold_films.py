@@ -8,6 +8,8 @@ from elsewhere. ``threshold.films`` maps a column to the value(s) a film must ha
 ``source_split``, ``subtype`` or ``patient``, or a metadata column (``Record.metadata``:
 ``source``, ``view`` ...). ``null`` (the default) or ``{}``: every val film. Named ``films``,
 not ``on``: YAML 1.1 (PyYAML, so OmegaConf) reads a key ``on`` in a config file as true.
+``threshold.source=<site>`` is shorthand for ``threshold.films={source: <site>}``: the threshold
+chosen on the deployment site's val films when a run trains on several sources.
 """
 
 from __future__ import annotations
@@ -63,6 +65,20 @@ class ThresholdFilms:
                 )
             pairs.append((str(column), tuple(str(v) for v in listed)))
         return cls(tuple(pairs))
+
+    @classmethod
+    def from_config(cls, films: Mapping[str, Any] | None, source: Any = None) -> ThresholdFilms:
+        """``threshold.films``, or its shorthand ``threshold.source`` (a source or a list of
+        them): ``threshold.source=site`` is ``threshold.films={source: site}``."""
+        if source is None:
+            return cls.from_setting(films)
+        if films:
+            raise ConfigError(
+                f"threshold.source={source} and threshold.films={films} both say which val films "
+                "choose the threshold; set one of them (threshold.source=<site> is "
+                "threshold.films={source: <site>})"
+            )
+        return cls.from_setting({"source": source})
 
     @property
     def setting(self) -> str:

@@ -16,6 +16,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from torchmetrics import MaxMetric, MinMetric, SumMetric
 
+from cxrnet.evaluation.metric_names import check_source_monitor, per_source_names
 from cxrnet.evaluation.metrics import (
     WeightedMean,
     classification_metrics,
@@ -25,6 +26,7 @@ from cxrnet.evaluation.metrics import (
     restore_metric_states,
 )
 from cxrnet.evaluation.probabilities import DEFAULT_THRESHOLD, pneumonia_probability
+from cxrnet.evaluation.source_metrics import SourcePredictions, source_values
 from cxrnet.models.adapt import classifier_name
 from cxrnet.models.registry import create_model
 from cxrnet.models.weights import load_weights
@@ -86,7 +88,13 @@ class ClassifierModule(LightningModule):
     """Classifies chest films with ``net`` (a registry name plus its arguments).
 
     ``net`` may also hold ``weights`` (a local weights file, see ``models.weights``) and
-    ``freeze_backbone_epochs`` (train only the head for that many first epochs).
+    ``freeze_backbone_epochs`` (train only the head for that many first epochs);
+    ``freeze_backbone`` trains only the head throughout (fine-tuning, ``experiment=finetune``):
+    the backbone is every parameter outside the network's last Linear layer, and its
+    normalisation layers keep their running statistics (they stay in eval mode).
+    ``val_sources`` names the sources the val films come from (``ChestXRayDataModule
+    .val_sources``): the val loader then yields each film's source index and the module logs
+    ``val/<metric>/<source>`` and ``val/<metric>/worst`` (``evaluation.source_metrics``).
     ``channels_last`` stores activations NHWC, which oneDNN's CPU convolutions and tensor cores
     run faster (experiments/benchmarks/README.md); ``compile`` wraps the network in
     ``torch.compile``. Neither changes the state dict, so checkpoints load either way.
@@ -111,6 +119,8 @@ class ClassifierModule(LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         label_smoothing: float = 0.0,
+        freeze_backbone: bool = False,
+        val_sources: Sequence[str] = (),
     ) -> None:
         super().__init__()
         # Plain data before save_hyperparameters reads these arguments: the checkpoint then loads
@@ -120,6 +130,7 @@ class ClassifierModule(LightningModule):
         scheduler = None if scheduler is None else component_config(scheduler)
         class_names = plain_data(class_names)
         class_weights = None if class_weights is None else plain_data(class_weights)
+        val_sources = [str(source) for source in val_sources]
         self.save_hyperparameters(logger=False)
         self.class_names = tuple(class_names)
         self.num_classes = len(self.class_names)
@@ -130,13 +141,27 @@ class ClassifierModule(LightningModule):
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
         self.register_buffer("class_weights", self._class_weight_tensor(class_weights))
         self._add_epoch_metrics(threshold)
-        choices = epoch_metric_names("val", self.class_names)
+        self.val_sources = tuple(val_sources)
+        self.source_predictions = SourcePredictions() if self.val_sources else None
+        check_source_monitor(monitor, self.val_sources)
+        choices = epoch_metric_names("val", self.class_names) + per_source_names(
+            "val", self.val_sources
+        )
         if monitor not in choices:
             raise ConfigError(
                 f"monitor={monitor!r} is not a logged metric; choose one of {choices}"
             )
         self.monitor_mode = monitor_mode_for(monitor, monitor_mode)
         self.best_val = MaxMetric() if self.monitor_mode == "max" else MinMetric()
+        self.freeze_backbone = bool(freeze_backbone)
+        if self.freeze_backbone:
+            if self.freeze_backbone_epochs:
+                raise ConfigError(
+                    "model.freeze_backbone=true trains only the head throughout; "
+                    f"model.net.freeze_backbone_epochs={self.freeze_backbone_epochs} would "
+                    "unfreeze it: set one of them"
+                )
+            set_backbone_trainable(self.net, self.head_name, False)
 
     def _build_net(self, net: Mapping[str, Any], *, channels_last: bool, compile: bool) -> None:
         """``self.net`` from its registry name and arguments, its weights file loaded."""
@@ -209,7 +234,35 @@ class ClassifierModule(LightningModule):
         if states := metric_states(self._training_epoch_metrics()):
             checkpoint[TRAIN_EPOCH_KEY] = states
 
+    def train(self, mode: bool = True) -> ClassifierModule:
+        super().train(mode)
+        if mode:
+            self._keep_backbone_statistics()
+        return self
+
+    def _keep_backbone_statistics(self) -> None:
+        """A frozen backbone's batch norms stay in eval mode: in train mode they would still move
+        their running statistics towards the new films, and frozen means frozen."""
+        if not getattr(self, "freeze_backbone", False):
+            return
+        for name, module in self.net.named_modules():
+            if isinstance(module, torch.nn.modules.batchnorm._NormBase) and not (
+                name == self.head_name or name.startswith(f"{self.head_name}.")
+            ):
+                module.eval()
+
+    def setup(self, stage: str) -> None:
+        # Validating on other data than it was trained on (cxrnet-eval's validate), the val
+        # loader's source indices are into that data's sources, which name its metrics.
+        datamodule = getattr(self.trainer, "datamodule", None)
+        sources = tuple(getattr(datamodule, "val_sources", ()))
+        if stage != "fit" and sources != self.val_sources:
+            self.val_sources = sources
+            self.source_predictions = SourcePredictions().to(self.device) if sources else None
+
     def on_train_epoch_start(self) -> None:
+        # Lightning never calls train() before the first epoch (a module starts in train mode).
+        self._keep_backbone_statistics()
         if self.freeze_backbone_epochs > 0:
             set_backbone_trainable(
                 self.net, self.head_name, self.current_epoch >= self.freeze_backbone_epochs
@@ -222,6 +275,10 @@ class ClassifierModule(LightningModule):
         return torch.softmax(logits, dim=-1)
 
     def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        return self.per_sample_loss(logits, targets).mean()
+
+    def per_sample_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """Each film's loss, weighted by its class weight (``loss`` is their mean)."""
         if self.num_classes == 2:
             smoothing = self.hparams.label_smoothing
             soft = targets.float() * (1 - smoothing) + smoothing / 2
@@ -232,12 +289,14 @@ class ClassifierModule(LightningModule):
             per_sample = F.cross_entropy(
                 logits, targets, reduction="none", label_smoothing=self.hparams.label_smoothing
             )
-        return (per_sample * self.class_weights[targets]).mean()
+        return per_sample * self.class_weights[targets]
 
-    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
-        images, targets = batch
+    def _step(self, batch: Sequence[Tensor], stage: str) -> Tensor:
+        # A val batch of films that name their sources carries each film's source index too.
+        images, targets, *sources = batch
         logits = self(images)
-        loss = self.loss(logits, targets)
+        per_sample = self.per_sample_loss(logits, targets)
+        loss = per_sample.mean()
         self.losses[f"{stage}_"].update(loss.detach(), weight=targets.numel())
         probabilities = self.probabilities(logits.detach())
         finite = torch.isfinite(probabilities).reshape(len(targets), -1).all(dim=1)
@@ -247,7 +306,10 @@ class ClassifierModule(LightningModule):
         # metrics anyway (compute_epoch_metrics reports NaN).
         keep = finite.reshape(-1, *([1] * (probabilities.ndim - 1)))
         placeholder = torch.full_like(probabilities, 1.0 / self.num_classes)
-        self.metrics[f"{stage}_"].update(torch.where(keep, probabilities, placeholder), targets)
+        kept = torch.where(keep, probabilities, placeholder)
+        self.metrics[f"{stage}_"].update(kept, targets)
+        if sources and stage == "val" and self.source_predictions is not None:
+            self.source_predictions.update(kept, targets, per_sample.detach(), sources[0])
         return loss
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
@@ -255,7 +317,7 @@ class ClassifierModule(LightningModule):
         self.log("train/loss_step", loss, prog_bar=True, batch_size=batch[1].numel())
         return loss
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: Sequence[Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -270,6 +332,8 @@ class ClassifierModule(LightningModule):
         if float(self.non_finite[f"{stage}_"].compute()) > 0:
             # No metric from NaN predictions: every name is present, every value NaN.
             values |= dict.fromkeys(epoch_metric_names(stage, self.class_names), float("nan"))
+            if self._has_source_predictions(stage):
+                values |= dict.fromkeys(per_source_names(stage, self.val_sources), float("nan"))
             values[f"{stage}/loss"] = float("nan")
             self._reset_epoch(stage)
             return values
@@ -279,12 +343,30 @@ class ClassifierModule(LightningModule):
             else:  # per-class recall, named by class
                 for class_name, per_class in zip(self.class_names, value, strict=True):
                     values[f"{stage}/recall_{class_name.lower()}"] = float(per_class)
+        if self._has_source_predictions(stage):
+            # Every process computes it (the states are gathered from all of them).
+            values |= source_values(
+                stage,
+                self.val_sources,
+                *self.source_predictions.compute(),
+                num_classes=self.num_classes,
+                threshold=float(self.hparams.threshold),
+            )
         self._reset_epoch(stage)
         return values
+
+    def _has_source_predictions(self, stage: str) -> bool:
+        return (
+            stage == "val"
+            and self.source_predictions is not None
+            and self.source_predictions.update_called
+        )
 
     def _reset_epoch(self, stage: str) -> None:
         for metrics in (self.losses, self.metrics, self.non_finite):
             metrics[f"{stage}_"].reset()
+        if stage == "val" and self.source_predictions is not None:
+            self.source_predictions.reset()
 
     def _log_epoch(self, stage: str) -> dict[str, float]:
         if not self.losses[f"{stage}_"].update_called:
@@ -292,7 +374,12 @@ class ClassifierModule(LightningModule):
             # seeing a batch of it: there is nothing to report for that epoch.
             return {}
         values = self.compute_epoch_metrics(stage)
-        self.log_dict(values, prog_bar=stage == "val", sync_dist=False)
+        # The progress bar shows the pooled numbers; per-source ones (<stage>/<metric>/<source>)
+        # go to the loggers only, or a few sources would fill the terminal.
+        pooled = {key: value for key, value in values.items() if key.count("/") == 1}
+        self.log_dict(pooled, prog_bar=stage == "val", sync_dist=False)
+        if per_source := {key: value for key, value in values.items() if key not in pooled}:
+            self.log_dict(per_source, sync_dist=False)
         return values
 
     def on_train_epoch_end(self) -> None:
@@ -303,6 +390,8 @@ class ClassifierModule(LightningModule):
         if self.trainer.sanity_checking or not values:
             return
         monitor = self.hparams.monitor
+        if monitor not in values and self.trainer.state.fn != TrainerFn.FITTING:
+            return  # a per-source monitor, validating data without that source (cxrnet-eval)
         self.best_val.update(torch.tensor(values[monitor]))
         self.log(f"{monitor}_best", self.best_val.compute(), sync_dist=False)
         self._step_plateau_schedulers(values)

@@ -14,10 +14,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from cxrnet.data.records import CLASS_NAMES, SUBTYPE_NAMES
-from cxrnet.evaluation.metric_names import epoch_metric_names, monitor_mode_for
+from cxrnet.evaluation.metric_names import (
+    epoch_metric_names,
+    is_per_source_name,
+    monitor_mode_for,
+)
 from cxrnet.evaluation.subgroups import (
     DEFAULT_AGE_BANDS,
     DEFAULT_SHORTCUT_FLAG,
@@ -52,14 +56,36 @@ def check_network(cfg: DictConfig) -> None:
         raise ConfigError(str(error)) from None
 
 
+def check_weights(cfg: DictConfig) -> None:
+    """``model.net.weights``, when required (``experiment=finetune``) or set, names a file."""
+    net = cfg.model.net
+    if OmegaConf.is_missing(net, "weights") or (cfg.get("finetune") and not net.get("weights")):
+        raise ConfigError(
+            "model.net.weights is required here (experiment=finetune): set "
+            "model.net.weights=<the cxrnet checkpoint or state dict to start from>"
+        )
+    weights = net.get("weights")
+    if weights and not Path(str(weights)).expanduser().is_file():
+        raise ConfigError(
+            f"model.net.weights={weights}: no such file; pass the path of a cxrnet checkpoint "
+            "(a run's checkpoints/epoch_*.ckpt) or of a saved state dict"
+        )
+
+
 def resolve_monitor(cfg: DictConfig) -> None:
-    """``monitor`` is a validation metric the module logs; ``monitor_mode`` agrees with it."""
+    """``monitor`` is a validation metric the module logs; ``monitor_mode`` agrees with it.
+
+    A per-source name (``val/auroc/<source>``, ``val/auroc/worst``) passes here: the sources
+    are known once the films are read, and ``cxrnet.training.run`` checks it then, before the
+    first epoch (``metric_names.check_source_monitor``).
+    """
     class_names = SUBTYPE_NAMES if cfg.data.get("task") == "subtype" else CLASS_NAMES
     choices = epoch_metric_names("val", class_names)
-    if cfg.monitor not in choices:
+    if cfg.monitor not in choices and not is_per_source_name(str(cfg.monitor)):
         raise ConfigError(
             f"monitor={cfg.monitor!r} is not a validation metric the model logs; choose one of "
-            f"{choices}"
+            f"{choices}, or val/<metric>/<source> (val/auroc/worst) when the films name their "
+            "source"
         )
     monitor_mode_for(str(cfg.monitor), cfg.get("monitor_mode"))
 
@@ -89,6 +115,7 @@ def check_train_config(cfg: DictConfig) -> None:
     report's subgroup settings, the checkpoint to resume from, the image cache folder and W&B's
     own folders; and a warning when the resume is not exact."""
     check_network(cfg)
+    check_weights(cfg)
     resolve_monitor(cfg)
     check_epochs(cfg)
     check_report_config(cfg)

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from cxrnet.config import instantiate_group, save_resolved_config
 from cxrnet.data import sources as data_sources
+from cxrnet.data.records import SOURCE_COLUMN, UNKNOWN_SOURCE
 from cxrnet.data.shared_splits import SharedSplits
 from cxrnet.evaluation.evaluation_pass import (
     check_subgroup_records,
@@ -30,9 +31,15 @@ from cxrnet.evaluation.evaluation_pass import (
     run_evaluation_pass,
     threshold_films_for,
     threshold_rule,
+    with_source_subgroup,
 )
 from cxrnet.evaluation.external import validation_at_threshold
-from cxrnet.evaluation.metric_names import in_console_summary
+from cxrnet.evaluation.metric_names import (
+    WORST_SOURCE,
+    check_source_monitor,
+    in_console_summary,
+    is_per_source_name,
+)
 from cxrnet.evaluation.model_card import selection_note
 from cxrnet.evaluation.report import NonFinitePredictions
 from cxrnet.models.checkpoint import load_checkpoint, stamp_checkpoint
@@ -45,6 +52,7 @@ from cxrnet.training.ddp import local_ddp_job
 from cxrnet.training.hardware import resolve_trainer_precision
 from cxrnet.training.preflight import check_train_config
 from cxrnet.training.resume import CHECKPOINT_DIR, resolve_checkpoint
+from cxrnet.user_errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +123,12 @@ def train(
         _check_subgroup_columns(cfg, datamodule)
         # At start, not after the last epoch: a threshold.films no val film meets is an error.
         threshold_films_for(cfg.get("threshold"), datamodule)
+        _check_source_monitors(cfg, datamodule)
         model = instantiate(
             cfg.model,
             class_names=list(datamodule.class_names),
             class_weights=datamodule.class_weights,
+            val_sources=list(datamodule.val_sources),
         )
         callbacks = instantiate_group(cfg.get("callbacks"))
         last = next((c for c in callbacks if isinstance(c, LastCheckpoint)), None)
@@ -168,6 +178,34 @@ def train(
     return {"metrics": metrics, **paths, "world_size": trainer.world_size}
 
 
+def _check_source_monitors(cfg: DictConfig, datamodule: Any) -> None:
+    """A per-source ``monitor`` (or ``callbacks.model_checkpoint.monitor``) names a source the val
+    films come from, whose val films hold every class (else its AUROC is undefined): checked
+    once the films are read, before the first epoch."""
+    checkpoint = (cfg.get("callbacks") or {}).get("model_checkpoint") or {}
+    sources = datamodule.val_sources
+    monitors = {"monitor": str(cfg.monitor)}
+    if checkpoint.get("monitor") and str(checkpoint.monitor) != str(cfg.monitor):
+        monitors["callbacks.model_checkpoint.monitor"] = str(checkpoint.monitor)
+    for key, monitor in monitors.items():
+        check_source_monitor(monitor, sources, key)
+        if not is_per_source_name(monitor):
+            continue
+        name = monitor.split("/")[2]
+        for source in sources if name == WORST_SOURCE else [name]:
+            labels = {
+                datamodule.label_of(r)
+                for r in datamodule.split_records["val"]
+                if (r.metadata.get(SOURCE_COLUMN) or UNKNOWN_SOURCE) == source
+            }
+            if len(labels) < datamodule.num_classes:
+                raise ConfigError(
+                    f"{key}={monitor}: the val films of source {source!r} are all of one "
+                    "class, so its metrics are undefined; keep films of every class of that "
+                    "source in val, or monitor another source"
+                )
+
+
 def _check_subgroup_columns(cfg: DictConfig, datamodule: Any) -> None:
     """Every ``report.subgroups`` column is one some film to be evaluated carries: checked
     once the films are read, so a wrong name costs no training."""
@@ -211,7 +249,10 @@ def _evaluate_binary(
             splits,
             Path(cfg.paths.output_dir),
             rule=threshold_rule(cfg.get("threshold")),
-            settings=report_settings(cfg.get("report")),
+            settings=with_source_subgroup(
+                report_settings(cfg.get("report")),
+                (r for split in splits for r in datamodule.split_records.get(split, [])),
+            ),
             loggers=loggers,
             wandb_report=wandb_report,
             checkpoint=ckpt,
