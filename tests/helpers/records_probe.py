@@ -18,6 +18,7 @@ from typing import Any
 from lightning.pytorch.utilities import rank_zero_only
 
 from cxrnet.data.datamodule import ChestXRayDataModule
+from cxrnet.data.files import Facts
 from cxrnet.data.records import Record
 from cxrnet.plain_data import plain_data
 
@@ -34,10 +35,10 @@ class ProbedDataModule(ChestXRayDataModule):
     def _probe(self, name: str) -> Path:
         return self.probe_dir / f"{name}_rank{rank_zero_only.rank}"
 
-    def _find_records(self) -> dict[str, list[Record]]:
+    def _find_records(self, facts: Facts | None) -> dict[str, list[Record]]:
         with self._probe("walks").with_suffix(".txt").open("a") as handle:
             handle.write("walked\n")
-        return super()._find_records()
+        return super()._find_records(facts)
 
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
