@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.pytorch.loggers import Logger, WandbLogger
-from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from cxrnet.data.datamodule import ChestXRayDataModule
 from cxrnet.data.records import SOURCE_COLUMN, Record
@@ -37,6 +36,7 @@ from cxrnet.evaluation.subgroups import check_subgroup_columns, present_columns
 from cxrnet.evaluation.threshold_films import ThresholdFilms
 from cxrnet.evaluation.thresholds import OperatingPoint, ThresholdRule, choose_operating_point
 from cxrnet.models.module import ClassifierModule
+from cxrnet.plain_data import plain_data
 from cxrnet.tracking.wandb_report import WandbReport
 
 log = logging.getLogger(__name__)
@@ -57,10 +57,8 @@ def threshold_films_for(
     values = values or {}
     if datamodule.num_classes != 2 or threshold_rule(values).criterion == "fixed":
         return ThresholdFilms()
-    on, source = values.get("films"), values.get("source")
     films = ThresholdFilms.from_config(
-        OmegaConf.to_container(on, resolve=True) if isinstance(on, DictConfig) else on,
-        OmegaConf.to_container(source, resolve=True) if isinstance(source, ListConfig) else source,
+        plain_data(values.get("films")), plain_data(values.get("source"))
     )
     records = datamodule.split_records.get("val", [])
     films.select(records, [datamodule.label_of(record) for record in records])
