@@ -27,7 +27,6 @@ from cxrnet.data.other_classes import OtherFilm
 from cxrnet.data.records import (
     CLASS_NAMES,
     PATH_ERRORS,
-    SOURCE_COLUMN,
     SUBTYPE_NAMES,
     UNKNOWN_SOURCE,
     Record,
@@ -316,7 +315,7 @@ class ChestXRayDataModule(LightningDataModule):
         names one or all name the same (per-source metrics would repeat the pooled ones). A val
         film without one, beside films with one, is ``unknown``."""
         self._require_setup()
-        named = [r.metadata.get(SOURCE_COLUMN) for r in self.split_records.get("val", [])]
+        named = [source_of(r) for r in self.split_records.get("val", [])]
         if len(set(named)) < 2:
             return ()
         return tuple(sorted({source or UNKNOWN_SOURCE for source in named}))
@@ -599,10 +598,7 @@ class ChestXRayDataModule(LightningDataModule):
             position = {name: i for i, name in enumerate(sources)}
             dataset = SourcedDataset(
                 dataset,
-                [
-                    position[r.metadata.get(SOURCE_COLUMN) or UNKNOWN_SOURCE]
-                    for r in self.split_records[split]
-                ],
+                [position[source_of(r) or UNKNOWN_SOURCE] for r in self.split_records[split]],
             )
         world_size = self.trainer.world_size if self.trainer is not None else 1
         if train:

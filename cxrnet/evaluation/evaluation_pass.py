@@ -15,6 +15,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 
 from cxrnet.data.datamodule import ChestXRayDataModule
 from cxrnet.data.records import SOURCE_COLUMN, Record
+from cxrnet.data.sources import source_of
 from cxrnet.evaluation.figures import plot_split
 from cxrnet.evaluation.model_card import (
     DATASET_LIMITS,
@@ -78,8 +79,8 @@ def with_source_subgroup(settings: ReportSettings, records: Iterable[Record]) ->
     source's row (with its interval) stands beside the others without being asked for."""
     if SOURCE_COLUMN in settings.subgroups:
         return settings
-    sources = {record.metadata.get(SOURCE_COLUMN) for record in records}
-    if len(sources - {None}) < 2:
+    sources = {source_of(record) for record in records}
+    if len(sources - {""}) < 2:
         return settings
     return dataclasses.replace(settings, subgroups=(*settings.subgroups, SOURCE_COLUMN))
 

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from cxrnet.config import instantiate_group, save_resolved_config
 from cxrnet.data import sources as data_sources
-from cxrnet.data.records import SOURCE_COLUMN, UNKNOWN_SOURCE
+from cxrnet.data.records import UNKNOWN_SOURCE
 from cxrnet.data.shared_splits import SharedSplits
 from cxrnet.evaluation.evaluation_pass import (
     check_subgroup_records,
@@ -196,7 +196,7 @@ def _check_source_monitors(cfg: DictConfig, datamodule: Any) -> None:
             labels = {
                 datamodule.label_of(r)
                 for r in datamodule.split_records["val"]
-                if (r.metadata.get(SOURCE_COLUMN) or UNKNOWN_SOURCE) == source
+                if (data_sources.source_of(r) or UNKNOWN_SOURCE) == source
             }
             if len(labels) < datamodule.num_classes:
                 raise ConfigError(
