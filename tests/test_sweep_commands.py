@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from cxrnet.runs import sweeps
-from cxrnet.runs.sweeps import console_command, run_logged, sweep_command, sweep_values
+from cxrnet.runs.sweeps import (
+    console_command,
+    run_logged,
+    script_command,
+    sweep_command,
+    sweep_values,
+)
 
 
 def test_the_command_keeps_the_order_hydra_numbers_jobs_by(tmp_path: Path) -> None:
@@ -28,8 +34,23 @@ def test_the_command_keeps_the_order_hydra_numbers_jobs_by(tmp_path: Path) -> No
         "data.fold=0,1,2", "seed=0,1", "x=1",
     ]  # fmt: skip
     assert console_command(command) == ["cxrnet-train", *command[3:]]
-    with pytest.raises(ValueError, match="not a cxrnet-train command"):
-        console_command([sys.executable, "-m", "cxrnet.cli.evaluate", "-m"])
+    with pytest.raises(ValueError, match="not a cxrnet console script command"):
+        console_command([sys.executable, "-m", "cxrnet.cli.nothing", "-m"])
+
+
+def test_eval_and_predict_run_with_this_interpreter_and_print_as_typed() -> None:
+    command = script_command("cxrnet-predict", ["ckpt_path=m.ckpt", "input=films/"])
+    assert command == [
+        sys.executable,
+        "-m",
+        "cxrnet.cli.predict",
+        "ckpt_path=m.ckpt",
+        "input=films/",
+    ]
+    assert console_command(command) == ["cxrnet-predict", "ckpt_path=m.ckpt", "input=films/"]
+    assert console_command(script_command("cxrnet-eval", []))[0] == "cxrnet-eval"
+    with pytest.raises(ValueError, match="unknown console script"):
+        script_command("cxrnet-nothing", [])
 
 
 def test_a_failing_sweep_is_logged_and_returns_its_exit_code(tmp_path: Path, capsys) -> None:

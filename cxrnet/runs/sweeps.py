@@ -21,6 +21,9 @@ from pathlib import Path
 
 CONSOLE_SCRIPT = "cxrnet-train"
 _MODULE = ("-m", "cxrnet.cli.train")
+# The console scripts a study runs besides training, by their module under cxrnet.cli.
+_SCRIPTS = {"cxrnet.cli.train": CONSOLE_SCRIPT, "cxrnet.cli.evaluate": "cxrnet-eval",
+            "cxrnet.cli.predict": "cxrnet-predict"}  # fmt: skip
 
 
 def sweep_values(key: str, values: Iterable[object]) -> str:
@@ -48,12 +51,20 @@ def sweep_command(
     ]
 
 
+def script_command(script: str, arguments: Sequence[str]) -> list[str]:
+    """``cxrnet-eval`` or ``cxrnet-predict`` with ``arguments``, run with this interpreter as
+    ``sweep_command`` runs training (no console script needed on the PATH)."""
+    modules = {name: module for module, name in _SCRIPTS.items()}
+    if script not in modules:
+        raise ValueError(f"unknown console script {script!r}; known: {sorted(modules)}")
+    return [sys.executable, "-m", modules[script], *arguments]
+
+
 def console_command(command: Sequence[str]) -> list[str]:
-    """A ``sweep_command`` as a user types it: ``["cxrnet-train", "-m", ...]``."""
-    prefix = len(_MODULE) + 1
-    if tuple(command[1:prefix]) != _MODULE:
-        raise ValueError(f"not a cxrnet-train command: {list(command[:prefix])}")
-    return [CONSOLE_SCRIPT, *command[prefix:]]
+    """A ``sweep_command`` or ``script_command`` as a user types it: ``["cxrnet-train", ...]``."""
+    if len(command) < 3 or command[1] != "-m" or command[2] not in _SCRIPTS:
+        raise ValueError(f"not a cxrnet console script command: {list(command[:3])}")
+    return [_SCRIPTS[command[2]], *command[3:]]
 
 
 def run_logged(

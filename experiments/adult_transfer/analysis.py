@@ -1,0 +1,304 @@
+"""The adult-transfer numbers, per arm, overall and within each view, from the prediction files.
+
+For a fold arm (``<out>/runs/<arm>/``, one job per fold):
+
+- **adult, cross-validated**: the pooled out-of-fold predictions on the 416 adult NORMAL and
+  PNEUMONIA films (each scored once, by the fold model that never trained on it): AUROC with a
+  bootstrap interval (every film is its own patient), and sensitivity and specificity where each
+  fold is called at the threshold chosen (``threshold.criterion`` of the recipe, F1) on the
+  *other* folds' out-of-fold predictions, so no film is called at a threshold fitted to it.
+  Everything again within PA films and within AP films: the view predicts the label in this set
+  (NORMAL 188 PA / 41 AP, PNEUMONIA 39 PA / 148 AP), so the within-view AUROC is the one a
+  portable-film detector cannot win;
+- **calibration**: expected calibration error of the pooled out-of-fold probabilities;
+- **OTHER_ABNORMAL**: the share of the 333 films of that class called pneumonia, each by the
+  fold model that never trained on it, at that model's own (validation-chosen) threshold;
+- **children**: the mean over the 5 fold models of the AUROC on the pediatric held-out films,
+  which no arm trains on; the mean (sd) of each job's wall time is the cost.
+
+A pediatric arm is one model, scored on every adult film by ``cxrnet-eval``: the same numbers at
+its own (pediatric-validation) threshold.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from arms import ARMS, FEW, LEARNING_CURVE, Arm
+
+from cxrnet.evaluation.bootstrap import bootstrap_intervals
+from cxrnet.evaluation.calibration import reliability
+from cxrnet.evaluation.confusion import confusion_at
+from cxrnet.evaluation.curves import auroc
+from cxrnet.evaluation.fold_ensemble import (
+    cross_fitted_thresholds,
+    find_fold_members,
+    fold_validation,
+    pooled_out_of_fold,
+)
+from cxrnet.evaluation.report import SplitPredictions, read_predictions
+from cxrnet.evaluation.thresholds import ThresholdRule
+
+VIEWS = ("all", "PA", "AP")
+RESAMPLES = 1000
+RULE = ThresholdRule("f1")  # experiment=best's threshold criterion, as every fold arm uses
+ADULT_EVAL = "eval_adult"
+OTHER_PREDICTIONS = "predictions_other.csv"
+PNEUMONIA = "PNEUMONIA"
+
+
+@dataclass(frozen=True)
+class ArmResult:
+    arm: Arm
+    jobs: int
+    adult: dict[str, dict[str, float]]  # view -> metric -> value
+    other_flagged: dict[str, float]  # view -> share of OTHER_ABNORMAL films called pneumonia
+    other_films: int
+    peds_auroc: float
+    peds_auroc_sd: float
+    seconds: float
+    seconds_sd: float
+
+
+def _subset(predictions: SplitPredictions, mask: np.ndarray) -> SplitPredictions:
+    keep = np.flatnonzero(mask)
+
+    def pick(values: Sequence[str] | None) -> tuple[str, ...] | None:
+        return None if values is None else tuple(values[i] for i in keep)
+
+    return replace(
+        predictions,
+        probabilities=predictions.probabilities[keep],
+        labels=predictions.labels[keep],
+        files=pick(predictions.files),
+        subtypes=pick(predictions.subtypes),
+        patients=pick(predictions.patients),
+        columns={name: pick(values) for name, values in predictions.columns.items()},
+    )
+
+
+def _view_mask(predictions: SplitPredictions, view: str) -> np.ndarray:
+    if view == "all":
+        return np.ones(len(predictions), dtype=bool)
+    return np.asarray(predictions.columns.get("view", ()), dtype=object) == view
+
+
+def scores(predictions: SplitPredictions, thresholds: np.ndarray) -> dict[str, float]:
+    """AUROC, sensitivity, specificity (at per-film thresholds) and ECE, with intervals."""
+
+    def score(indices: np.ndarray) -> dict[str, float]:
+        p, y = predictions.probabilities[indices], predictions.labels[indices]
+        confusion = confusion_at(p >= thresholds[indices], y).metrics()
+        return {
+            "auroc": auroc(p, y),
+            "sensitivity": confusion["recall"],
+            "specificity": confusion["specificity"],
+        }
+
+    everything = np.arange(len(predictions))
+    values = {k: float(v) for k, v in score(everything).items()}
+    intervals = bootstrap_intervals(
+        score, len(predictions), groups=predictions.patients, resamples=RESAMPLES, seed=0
+    )
+    for name, (low, high) in intervals.items():
+        values[f"{name}_low"], values[f"{name}_high"] = float(low), float(high)
+    values["ece"] = reliability(predictions.probabilities, predictions.labels).ece
+    values["films"] = len(predictions)
+    values["pneumonia"] = int(predictions.labels.sum())
+    return values
+
+
+def per_view(predictions: SplitPredictions, thresholds: np.ndarray) -> dict[str, dict[str, float]]:
+    result = {}
+    for view in VIEWS:
+        mask = _view_mask(predictions, view)
+        result[view] = scores(_subset(predictions, mask), thresholds[mask])
+    return result
+
+
+def _flagged(rows: Sequence[Mapping[str, str]]) -> dict[str, float]:
+    result = {}
+    for view in VIEWS:
+        chosen = [row for row in rows if view == "all" or row.get("view") == view]
+        called = sum(row["prediction"] == PNEUMONIA for row in chosen)
+        result[view] = called / len(chosen) if chosen else math.nan
+    return result
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _record(job_dir: Path) -> dict:
+    return json.loads((job_dir / "metrics.json").read_text())
+
+
+def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    array = np.asarray(values, dtype=np.float64)
+    return float(array.mean()), float(array.std(ddof=1)) if array.size > 1 else math.nan
+
+
+def fold_arm(arm: Arm, folder: Path) -> ArmResult:
+    members, _ = find_fold_members(folder)
+    parts = fold_validation(members)
+    pooled = pooled_out_of_fold(parts)
+    thresholds = cross_fitted_thresholds(parts, RULE)
+    others = [row for m in members for row in _read_rows(m.run_dir / OTHER_PREDICTIONS)]
+    records = [_record(m.run_dir) for m in members]
+    peds = _mean_sd([r["metrics"]["test/auroc"] for r in records])
+    cost = _mean_sd([r["duration_s"] for r in records])
+    return ArmResult(
+        arm, len(members), per_view(pooled, thresholds), _flagged(others), len(others),
+        *peds, *cost,
+    )  # fmt: skip
+
+
+def pediatric_arm(arm: Arm, folder: Path) -> ArmResult:
+    (job,) = [p for p in sorted(folder.iterdir()) if (p / "metrics.json").is_file()]
+    evaluation = folder / ADULT_EVAL
+    adult = read_predictions(evaluation / "predictions_test.csv")
+    threshold = _record(job)["metrics"]["val/threshold"]
+    others = _read_rows(evaluation / "predictions_other_classes.csv")
+    record = _record(job)
+    return ArmResult(
+        arm, 1, per_view(adult, np.full(len(adult), threshold)), _flagged(others), len(others),
+        record["metrics"]["test/auroc"], math.nan, record["duration_s"], math.nan,
+    )  # fmt: skip
+
+
+def collect(out: Path) -> tuple[list[ArmResult], list[str]]:
+    """Every finished arm; the others are listed with why they were left out."""
+    results, missing = [], []
+    for arm in ARMS:
+        folder = out / "runs" / arm.name
+        try:
+            read = fold_arm if arm.folds else pediatric_arm
+            results.append(read(arm, folder))
+        except (OSError, ValueError, KeyError) as error:
+            missing.append(f"{arm.name}: {type(error).__name__}: {error}")
+    return results, missing
+
+
+# --- tables -----------------------------------------------------------------------------------
+
+
+def _ci(values: Mapping[str, float], name: str) -> str:
+    value = values.get(name, math.nan)
+    if not math.isfinite(value):
+        return "-"
+    return f"{value:.3f} [{values[f'{name}_low']:.2f}, {values[f'{name}_high']:.2f}]"
+
+
+def _cell(value: float, sd: float = math.nan, digits: int = 3) -> str:
+    if not math.isfinite(value):
+        return "-"
+    return f"{value:.{digits}f}" + (f" ± {sd:.{digits}f}" if math.isfinite(sd) else "")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _auroc_cells(result: ArmResult) -> list[str]:
+    return [_ci(result.adult[view], "auroc") for view in VIEWS]
+
+
+def _operating_cells(result: ArmResult) -> list[str]:
+    cells = []
+    for view in VIEWS:
+        values = result.adult[view]
+        cells.append(f"{values['sensitivity']:.2f} / {values['specificity']:.2f}")
+    return cells
+
+
+def _row(result: ArmResult, label: str) -> list[str]:
+    return [
+        label,
+        *_auroc_cells(result),
+        *_operating_cells(result),
+        _cell(result.adult["all"]["ece"]),
+        _cell(result.other_flagged["all"], digits=2),
+        _cell(result.peds_auroc, result.peds_auroc_sd),
+        _cell(result.seconds, result.seconds_sd, digits=0),
+    ]
+
+
+MAIN_HEADER = (
+    "arm", "AUROC all", "AUROC PA", "AUROC AP", "sens / spec all", "sens / spec PA",
+    "sens / spec AP", "ECE", "OTHER_ABNORMAL flagged", "children AUROC", "s per model",
+)  # fmt: skip
+
+
+def _curve_table(by_name: Mapping[str, ArmResult]) -> str:
+    rows = []
+    for n in LEARNING_CURVE:
+        size = "all" if n is None else str(n)
+        row = [size]
+        for kind in ("joint", "adult", "finetune"):
+            result = by_name.get(f"{kind}_{size}")
+            row += _auroc_cells(result) if result else ["-"] * len(VIEWS)
+        rows.append(row)
+    header = ["adult films per fold"] + [
+        f"{kind} {view}" for kind in ("joint", "adult-only", "fine-tune") for view in VIEWS
+    ]
+    return _table(header, rows)
+
+
+def render(results: Sequence[ArmResult], missing: Sequence[str]) -> str:
+    by_name = {r.arm.name: r for r in results}
+    sections = ["# Adult transfer: results\n", "Written by `analysis.py`; read it beside the "
+                "study README's design. AUROC [95% bootstrap interval]; sensitivity and "
+                "specificity at a threshold not chosen on the film (fold arms: cross-fitted; "
+                "pediatric arms: their pediatric validation threshold).\n"]  # fmt: skip
+    groups = (
+        ("pediatric", "How far a pediatric-only model carries (every adult film)"),
+        ("curve", "Learning curve: joint, adult-only and fine-tuned (5-fold CV)"),
+        ("variants", f"What helps with {FEW} adult films per fold (joint training, 5-fold CV)"),
+    )
+    for group, title in groups:
+        chosen = [r for r in results if r.arm.group == group]
+        if group == "variants" and f"joint_{FEW}" in by_name:
+            chosen.insert(0, by_name[f"joint_{FEW}"])
+        if not chosen:
+            continue
+        sections.append(f"## {title}\n")
+        rows = [_row(r, f"`{r.arm.name}`: {r.arm.note}") for r in chosen]
+        sections.append(_table(MAIN_HEADER, rows))
+        if group == "curve":
+            sections.append("\nAUROC by adult training films per fold:\n\n" + _curve_table(by_name))
+    if missing:
+        sections.append("## Not (yet) available\n\n" + "\n".join(f"- {m}" for m in missing) + "\n")
+    return "\n".join(sections)
+
+
+def as_json(results: Sequence[ArmResult]) -> dict:
+    return {
+        r.arm.name: {
+            "note": r.arm.note, "kind": r.arm.kind, "adult_films": r.arm.adult,
+            "overrides": list(r.arm.overrides), "jobs": r.jobs, "adult": r.adult,
+            "other_abnormal_flagged": r.other_flagged, "other_abnormal_films": r.other_films,
+            "children_auroc": r.peds_auroc, "children_auroc_sd": r.peds_auroc_sd,
+            "seconds_per_model": r.seconds, "seconds_sd": r.seconds_sd,
+        }
+        for r in results
+    }  # fmt: skip
+
+
+def write_analysis(out: Path, results_dir: Path | None = None) -> Path:
+    results_dir = results_dir or Path(__file__).resolve().parent / "results"
+    results, missing = collect(out)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    payload = json.dumps(as_json(results), indent=1, allow_nan=True) + "\n"
+    (results_dir / "analysis.json").write_text(payload)
+    (results_dir / "analysis.md").write_text(render(results, missing))
+    print(render(results, missing))
+    return results_dir
