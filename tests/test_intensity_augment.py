@@ -239,10 +239,21 @@ def test_an_unknown_augment_key_is_refused_listing_the_known_ones() -> None:
     check_augment({"rotate": 10, "contrast": 0.2, "gamma": 0.0, "on_device": True})
 
 
-def test_cxrnet_train_refuses_a_contrast_of_one_with_status_two(tmp_path: Path) -> None:
-    done = run_train([*QUICK, "data.augment.contrast=1.0"], tmp_path, timeout=120)
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.augment.contrast=1.0", "data.augment.contrast=1.0 must be a number in [0, 1)"),
+        ("+data.augment.contrst=0.2", "data.augment has no setting contrst; it takes rotate"),
+    ],
+)
+def test_cxrnet_train_refuses_the_setting_before_reading_any_film(
+    tmp_path: Path, override: str, message: str
+) -> None:
+    done = run_train([*QUICK, override], tmp_path, timeout=120)
     assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
-    assert "data.augment.contrast=1.0 must be a number in [0, 1)" in done.stdout + done.stderr
+    assert f"error: {message}" in done.stderr
+    # The preflight refused it: the built-in synthetic films were not even generated.
+    assert not (tmp_path / "cache" / "synthetic").exists()
 
 
 # --- a run that uses it ----------------------------------------------------------------------
