@@ -114,6 +114,9 @@ def test_notebook_baseline_is_the_seed_notebook_recipe(compose_cfg) -> None:
         "shift": 0.1,
         "hflip": True,
         "strength": 1.0,
+        "brightness": 0.0,  # intensity augmentation off: the seed notebook had none
+        "contrast": 0.0,
+        "gamma": 0.0,
         "on_device": False,  # where it runs, not what it draws
     }
     assert cfg.trainer.max_epochs == 6

@@ -10,7 +10,10 @@ The geometry is albumentations' ``Affine`` (rotation and per-axis scale about th
 a shift truncated to whole pixels, then the optional mirror), with the edge pixels repeated
 beyond the border (``padding_mode="border"``, like ``cv2.BORDER_REPLICATE``) and bilinear
 sampling, so ``data.augment.*`` means the same on either path. The output is not rounded to
-uint8 levels as the CPU path's is: the values differ by under one grey level.
+uint8 levels as the CPU path's is: the values differ by under one grey level. The intensity
+changes (contrast, brightness, gamma: ``AffineRecipe``) follow on the warped batch in [0, 1], in
+the CPU path's order and clipped as it clips; its lookup tables truncate each step to a whole
+level, which lowers its output by half a level on average, a difference this path does not copy.
 
 Each image's parameters come from its own seed (``cxrnet.data.sampling.EpochSampler`` hands one
 to every draw), drawn on the CPU before the transfer: the same seed gives the same warp on any
@@ -34,6 +37,9 @@ from cxrnet.data.transforms import AffineRecipe
 
 # Uniform draws per image: angle, scale x, scale y, shift x, shift y, flip.
 _DRAWS = 6
+# Then, from the same generator after those (so the geometry a seed drew before the intensity
+# settings existed is unchanged): contrast, brightness, gamma.
+_INTENSITY_DRAWS = 3
 
 
 class AffineParams(NamedTuple):
@@ -47,31 +53,70 @@ class AffineParams(NamedTuple):
     flip: Tensor
 
 
+class IntensityParams(NamedTuple):
+    """Per-image grey-level changes, (N,) each: x·contrast + brightness (x in [0, 1]), then
+    x**gamma; 1, 0 and 1 where the recipe leaves them off."""
+
+    contrast: Tensor
+    brightness: Tensor
+    gamma: Tensor
+
+
 class DeviceBatch(NamedTuple):
     """A training batch between the hooks: uint8 images, labels, and how to warp each image.
 
     ``theta`` (N, 2, 3) maps output to input coordinates (``F.affine_grid``); None when the
     recipe has no rotation, zoom or shift, and only ``flip`` applies (exactly, no resampling).
+    ``intensity``: the grey-level changes after the warp; None when the recipe has none.
     """
 
     images: Tensor
     labels: Tensor
     theta: Tensor | None
     flip: Tensor
+    intensity: IntensityParams | None = None
 
 
-def draw_params(seeds: Sequence[int] | Tensor, recipe: AffineRecipe) -> AffineParams:
-    """Each image's parameters from its seed alone, uniform within ``recipe``'s ranges.
+def uniform_draws(seeds: Sequence[int] | Tensor) -> Tensor:
+    """(N, 9) float64 uniform [0, 1) draws, each row from its seed alone.
 
     One small generator per seed (a few microseconds each on the CPU): the draw then does not
     depend on the batch an image lands in, its position there, or the device.
     """
     seeds = torch.as_tensor(seeds, dtype=torch.int64).reshape(-1).tolist()
     generator = torch.Generator()
-    uniform = torch.empty(len(seeds), _DRAWS, dtype=torch.float64)
+    uniform = torch.empty(len(seeds), _DRAWS + _INTENSITY_DRAWS, dtype=torch.float64)
     for row, seed in enumerate(seeds):
         generator.manual_seed(seed)
-        uniform[row] = torch.rand(_DRAWS, generator=generator, dtype=torch.float64)
+        uniform[row, :_DRAWS] = torch.rand(_DRAWS, generator=generator, dtype=torch.float64)
+        uniform[row, _DRAWS:] = torch.rand(
+            _INTENSITY_DRAWS, generator=generator, dtype=torch.float64
+        )
+    return uniform
+
+
+def draw_params(seeds: Sequence[int] | Tensor, recipe: AffineRecipe) -> AffineParams:
+    """Each image's geometry from its seed alone, uniform within ``recipe``'s ranges."""
+    return _affine_params(uniform_draws(seeds), recipe)
+
+
+def draw_intensity(seeds: Sequence[int] | Tensor, recipe: AffineRecipe) -> IntensityParams:
+    """Each image's grey-level changes from its seed alone, uniform within ``recipe``'s ranges:
+    factors 1 + U(-contrast, contrast) and 1 + U(-gamma, gamma), a shift U(-brightness,
+    brightness) of the full range, as albumentations draws them on the CPU path."""
+    return _intensity_params(uniform_draws(seeds), recipe)
+
+
+def _intensity_params(uniform: Tensor, recipe: AffineRecipe) -> IntensityParams:
+    symmetric = uniform[:, _DRAWS:] * 2 - 1  # [-1, 1)
+    return IntensityParams(
+        contrast=1 + symmetric[:, 0] * recipe.contrast,
+        brightness=symmetric[:, 1] * recipe.brightness,
+        gamma=1 + symmetric[:, 2] * recipe.gamma,
+    )
+
+
+def _affine_params(uniform: Tensor, recipe: AffineRecipe) -> AffineParams:
     symmetric = uniform[:, :5] * 2 - 1  # [-1, 1)
     return AffineParams(
         angle=symmetric[:, 0] * recipe.rotate,
@@ -136,6 +181,23 @@ def augment_batch(images: Tensor, theta: Tensor | None, flip: Tensor | None = No
     return batch.div_(255.0)
 
 
+def adjust_intensity(
+    batch: Tensor, params: IntensityParams, linear: bool = True, gamma: bool = True
+) -> Tensor:
+    """Float (N, C, H, W) in [0, 1], in place: x·contrast + brightness clipped to [0, 1], then
+    x**gamma, per image; ``linear`` or ``gamma`` false skips that step (off, not drawn as 1)."""
+    shape = (-1,) + (1,) * (batch.ndim - 1)
+
+    def per_image(values: Tensor) -> Tensor:
+        return values.to(batch.device, batch.dtype).view(shape)
+
+    if linear:
+        batch.mul_(per_image(params.contrast)).add_(per_image(params.brightness)).clamp_(0, 1)
+    if gamma:
+        batch.pow_(per_image(params.gamma))
+    return batch
+
+
 class DeviceAugment:
     """The two halves of the device path, for a data module's batch-transfer hooks.
 
@@ -148,12 +210,24 @@ class DeviceAugment:
         self.recipe = recipe
 
     def prepare(self, batch: SeededSample) -> DeviceBatch:
-        params = draw_params(batch.seed, self.recipe)
+        uniform = uniform_draws(batch.seed)
+        params = _affine_params(uniform, self.recipe)
         height, width = batch.image.shape[-2:]
         theta = affine_theta(params, height, width) if self.recipe.has_affine else None
-        return DeviceBatch(batch.image, batch.label, theta, params.flip)
+        intensity = None
+        if self.recipe.has_intensity:
+            drawn = _intensity_params(uniform, self.recipe)
+            intensity = IntensityParams(*(values.float() for values in drawn))
+        return DeviceBatch(batch.image, batch.label, theta, params.flip, intensity)
 
     def finish(self, batch: DeviceBatch) -> tuple[Tensor, Tensor]:
         with torch.no_grad():  # not inference_mode: the network trains on the result
             images = augment_batch(batch.images, batch.theta, batch.flip)
+            if batch.intensity is not None:
+                images = adjust_intensity(
+                    images,
+                    batch.intensity,
+                    linear=self.recipe.has_linear_intensity,
+                    gamma=bool(self.recipe.gamma),
+                )
         return images, batch.labels

@@ -13,6 +13,7 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from cxrnet.data.augment_settings import check_augment
 from cxrnet.data.batch_augment import DeviceAugment, DeviceBatch
 from cxrnet.data.cache import load_images
 from cxrnet.data.cache_listing import remember_listing, trusted_facts
@@ -206,6 +207,7 @@ class ChestXRayDataModule(LightningDataModule):
         source_balance = plain_data(source_balance) if source_balance is not None else "none"
         check_source_balance(source_balance)  # before any decoding
         augment = plain_data(augment or {})
+        check_augment(augment)  # before any decoding
         keep_in_val = [str(name) for name in keep_in_val or ()]
         cache_dir = str(Path(cache_dir).expanduser().absolute()) if cache_dir else None
         self.save_hyperparameters(ignore=["report_dir"], logger=False)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from cxrnet.data.augment_settings import check_augment
 from cxrnet.data.records import CLASS_NAMES, SUBTYPE_NAMES
 from cxrnet.evaluation.metric_names import (
     epoch_metric_names,
@@ -28,6 +29,7 @@ from cxrnet.evaluation.subgroups import (
     check_subgroup_settings,
 )
 from cxrnet.models.registry import check_model_name
+from cxrnet.plain_data import plain_data
 from cxrnet.publish import unwritable_reason
 from cxrnet.runs import RECORD_NAME, RunRecorder
 from cxrnet.tracking.wandb_folders import check_wandb_folders
@@ -112,13 +114,15 @@ def check_report_config(cfg: DictConfig) -> None:
 
 def check_train_config(cfg: DictConfig) -> None:
     """Everything ``cxrnet-train`` can check without data: network, monitor, epochs, the
-    report's subgroup settings, the checkpoint to resume from, the image cache folder and W&B's
-    own folders; and a warning when the resume is not exact."""
+    report's subgroup settings, ``data.augment``'s keys and ranges, the checkpoint to resume
+    from, the image cache folder and W&B's own folders; and a warning when the resume is not
+    exact."""
     check_network(cfg)
     check_weights(cfg)
     resolve_monitor(cfg)
     check_epochs(cfg)
     check_report_config(cfg)
+    check_augment(plain_data(OmegaConf.select(cfg, "data.augment") or {}))
     # ckpt_path=last/auto, or a requeued job's own folder: the checkpoint a resume would load.
     ckpt_path = resolve_checkpoint(cfg.get("ckpt_path"), cfg.paths.output_dir)
     if ckpt_path is not None:
