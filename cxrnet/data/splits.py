@@ -601,7 +601,7 @@ def write_split_csv(path: Path, splits: Mapping[str, Sequence[Record]]) -> None:
 
     Paths are written absolute, so ``read_manifest`` reads the file back as the same splits
     with the same metadata (pin a split for a later run with ``data.split=official`` on that
-    manifest).
+    manifest); it skips the ``unused`` rows, so the films read back are the films the run used.
     """
     ordered = [(split, record) for split in _ordered(splits) for record in splits[split]]
     columns = metadata_columns([record for _, record in ordered])
