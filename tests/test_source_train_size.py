@@ -105,6 +105,23 @@ def test_a_smaller_size_keeps_a_subset_of_a_larger_sizes_films(sizes: tuple) -> 
         assert all(small <= large for small, large in itertools.pairwise(kept)), split
 
 
+def test_every_count_keeps_a_subset_of_the_next_counts_films() -> None:
+    records = two_sources()
+    config = {"split": "kfold", "fold": 1}
+    total = len(of(make_splits(records, SplitConfig(**config))["train"], "site"))
+    kept = [
+        paths(
+            of(
+                make_splits(records, SplitConfig(**config, source_train_size={"site": n}))["train"],
+                "site",
+            )
+        )
+        for n in range(1, total + 2)
+    ]
+    assert all(small <= large for small, large in itertools.pairwise(kept))
+    assert len(kept[-1]) == total
+
+
 def test_a_fraction_keeps_that_share_of_each_stratum_and_one_keeps_all() -> None:
     whole = of(sized(None)["train"], "site")
     half = of(sized({"site": 0.5})["train"], "site")
