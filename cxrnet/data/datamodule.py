@@ -30,6 +30,7 @@ from cxrnet.data.records import (
     PATH_ERRORS,
     SUBTYPE_NAMES,
     UNKNOWN_SOURCE,
+    UNUSED_SPLIT,
     Record,
     check_subtypes,
 )
@@ -137,7 +138,9 @@ class ChestXRayDataModule(LightningDataModule):
     carries its source (metadata ``source``; from an unnamed root, its folder name or manifest
     stem unless the manifest has a source column). ``source_roles`` makes sources training-only
     (``SplitConfig.train_only_sources``); ``source_balance`` sets how often the training draw
-    takes each source (cxrnet/data/source_balance.py).
+    takes each source (cxrnet/data/source_balance.py). ``source_train_size`` keeps about N (or a
+    fraction) of a source's training films (``SplitConfig.source_train_size``); the rest,
+    ``unused``, are counted and written to split.csv but never decoded, trained or scored.
     """
 
     def __init__(
@@ -175,6 +178,7 @@ class ChestXRayDataModule(LightningDataModule):
         sources: Mapping[str, str | Path] | None = None,
         source_roles: Mapping[str, str] | None = None,
         source_balance: str | Mapping[str, float] = "none",
+        source_train_size: Mapping[str, int | float] | None = None,
     ) -> None:
         super().__init__()
         _check_choices(imbalance, task, batch_size)
@@ -204,6 +208,7 @@ class ChestXRayDataModule(LightningDataModule):
             root = str(self.sources[0]) if single else [str(source) for source in self.sources]
             _warn_shared_source_names(self.sources)
         source_roles = plain_data(source_roles or {})
+        source_train_size = plain_data(source_train_size) if source_train_size is not None else None
         source_balance = plain_data(source_balance) if source_balance is not None else "none"
         check_source_balance(source_balance)  # before any decoding
         augment = plain_data(augment or {})
@@ -222,6 +227,7 @@ class ChestXRayDataModule(LightningDataModule):
             holdout_seed,
             tuple(keep_in_val),
             train_only_sources(source_roles),
+            source_train_size=source_train_size,
         )
         self.source_balance = source_balance
         self.allow_cross_split_duplicates = allow_cross_split_duplicates
@@ -268,6 +274,8 @@ class ChestXRayDataModule(LightningDataModule):
         self._train_sampler: EpochSampler | None = None
         self._resume_at: tuple[int, int] | None = None
         self.split_records: dict[str, list[Record]] = {}
+        # The training films data.source_train_size left out: listed, never decoded.
+        self.unused: list[Record] = []
         # The splits before unreadable films are left out: what other DDP ranks receive.
         self.resolved_splits: dict[str, list[Record]] = {}
         self.datasets: dict[str, XRayDataset] = {}
@@ -356,7 +364,10 @@ class ChestXRayDataModule(LightningDataModule):
         self, splits: dict[str, list[Record]], stage: str | None, facts: Facts | None = None
     ) -> None:
         """The splits' films decoded (or read from the cache) into the datasets; without
-        ``facts`` (a rank that received its splits) the cache stats each film itself."""
+        ``facts`` (a rank that received its splits) the cache stats each film itself. The
+        ``unused`` films are kept aside, for the counts and split.csv only."""
+        splits = dict(splits)
+        self.unused = splits.pop(UNUSED_SPLIT, [])
         ordered = decode_order(record for records in splits.values() for record in records)
         loaded = load_images(
             ordered,
@@ -504,7 +515,7 @@ class ChestXRayDataModule(LightningDataModule):
         """Decode the films of other classes like the test films; unreadable ones follow
         ``on_bad_image`` and are listed in ``skipped`` as any other film."""
         listed = {str(film.path) for film in self.others}
-        paths = {str(record.path) for records in self.split_records.values() for record in records}
+        paths = {str(record.path) for records in self._listed().values() for record in records}
         clashes = sorted(listed & paths)
         if clashes:
             raise DataError(
@@ -550,12 +561,19 @@ class ChestXRayDataModule(LightningDataModule):
         return self.datasets[split].labels.numpy()
 
     def counts(self) -> list[dict[str, Any]]:
-        """Images and patients per split, class and subtype: the table printed at setup."""
-        return count_table(self.split_records)
+        """Images and patients per split, class and subtype: the table printed at setup (with
+        the ``unused`` films, when ``source_train_size`` left some out)."""
+        return count_table(self._listed())
+
+    def _listed(self) -> dict[str, list[Record]]:
+        """Every split's films as reported: the decoded splits, and ``unused`` if any."""
+        if not self.unused:
+            return self.split_records
+        return {**self.split_records, UNUSED_SPLIT: self.unused}
 
     def _report(self) -> None:
         log.info("images per split:\n%s", format_count_table(self.counts()))
-        splits = self.split_records
+        splits = self._listed()
         names = sorted({source_of(record) for records in splits.values() for record in records})
         if len(names) > 1:  # the same counts per source: one table can hide a source's lack
             for name in names:
@@ -575,7 +593,7 @@ class ChestXRayDataModule(LightningDataModule):
             return
         self.report_dir.mkdir(parents=True, exist_ok=True)
         _write_csv(self.report_dir / "counts.csv", self.counts())
-        write_split_csv(self.report_dir / "split.csv", self.split_records)
+        write_split_csv(self.report_dir / "split.csv", splits)
         _write_csv(
             self.report_dir / "duplicates.csv",
             [

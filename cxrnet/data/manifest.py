@@ -7,13 +7,16 @@ Columns (header names in any case): ``path`` and ``label`` are required; ``patie
 ``age``, ``sex``, ``view``, a site, boxes ...) is the films' metadata: kept on each record
 (``Record.metadata``) under its name stripped and lowercased, an empty cell meaning unknown.
 A DICOM film's header fills what its row leaves blank (``dicom_header``): the patient, ``view``,
-``age`` and ``sex``; the row's own values win.
+``age`` and ``sex``; the row's own values win. Rows with split ``unused`` (training films that
+``data.source_train_size`` left out of the run that wrote the split.csv) are not read, and their
+number is logged: read back, a split.csv gives the films that run used.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -28,10 +31,13 @@ from cxrnet.data.records import (
     SPLIT_NAMES,
     SUBTYPE_NAMES,
     UNKNOWN_SUBTYPE,
+    UNUSED_SPLIT,
     Record,
     make_record,
 )
 from cxrnet.user_errors import DataError
+
+log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("path", "label")
 OPTIONAL_COLUMNS: tuple[str, ...] = ("patient_id", "split", "subtype")
@@ -260,6 +266,7 @@ def read_manifest(
     problems: list[str] = []
     first_line: dict[Path, int] = {}
     real_folders = RealFolders() if check_files else None
+    unused = 0
     # utf-8-sig: spreadsheet programs put a byte-order mark before the header.
     with csv_path.open(newline="", encoding="utf-8-sig", errors=PATH_ERRORS) as handle:
         reader = csv.DictReader(handle)
@@ -269,6 +276,10 @@ def read_manifest(
             line = reader.line_num
             if not any((value or "").strip() for value in row.values() if isinstance(value, str)):
                 continue  # blank lines between blocks are harmless
+            split = row.get(columns["split"]) if "split" in columns else None
+            if (split or "").strip().lower() == UNUSED_SPLIT:
+                unused += 1
+                continue
             record: Record | None = None
             other, row_problems = (
                 _parse_other(row, columns, metadata, csv_dir) if others is not None else (None, [])
@@ -299,6 +310,13 @@ def read_manifest(
             records.setdefault(record.source_split, []).append(record)
     if problems:
         _raise_problems(csv_path, problems)
+    if unused:
+        log.info(
+            "manifest %s: %d row(s) with split=unused (films data.source_train_size left out) "
+            "are not read",
+            csv_path,
+            unused,
+        )
     if not records:
         raise DataError(f"manifest {csv_path} lists no images; add rows path,label")
     return {split: records[split] for split in SPLIT_NAMES if split in records}

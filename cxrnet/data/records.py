@@ -15,6 +15,9 @@ CLASS_NAMES: tuple[str, str] = ("NORMAL", "PNEUMONIA")
 SUBTYPE_NAMES: tuple[str, str, str] = ("normal", "bacteria", "virus")
 UNKNOWN_SUBTYPE = "unknown"
 SPLIT_NAMES: tuple[str, str, str] = ("train", "val", "test")
+# The training films data.source_train_size left out: counted and listed in split.csv, never
+# decoded, trained or scored; a manifest's rows of this split are not read.
+UNUSED_SPLIT = "unused"
 # The metadata column naming where a film came from (data.sources, a manifest's source column),
 # and what a film without one counts as beside films with one.
 SOURCE_COLUMN = "source"

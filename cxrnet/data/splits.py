@@ -12,6 +12,11 @@ Sources that ``train_only_sources`` names are taken out before any of this and a
 
 The test folder is never re-split. A holdout is carved from train+val first, from its own random
 stream, so it is the same for every split method, fold and val_fraction with one ``split_seed``.
+
+``source_train_size`` then keeps about N of a source's training films (after every split above):
+whole patients, stratified by class and subtype, taken in one fixed random order per stratum, so
+the films a smaller N keeps are among those a larger N keeps (a learning curve adds films, never
+swaps them). The films left out are the split ``unused``: listed, never decoded or scored.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from cxrnet.data.records import (
     SPLIT_NAMES,
     SUBTYPE_NAMES,
     UNKNOWN_SUBTYPE,
+    UNUSED_SPLIT,
     Record,
     metadata_columns,
 )
@@ -54,6 +60,7 @@ SPLIT_CSV_COLUMNS: tuple[str, ...] = (
 _STREAM_HOLDOUT = 1
 _STREAM_VAL = 2
 _STREAM_FOLDS = 3
+_STREAM_TRAIN_SIZE = 4
 
 Stratum = tuple[str, int, str]
 
@@ -81,8 +88,13 @@ class SplitConfig:
     # Sources (``data.source_roles``: train) whose films are all training films (their test
     # folder's too): never in val, a fold's val, the holdout or test; the others split as above.
     train_only_sources: tuple[str, ...] = ()
+    # ``data.source_train_size``: per source, the training films to keep, a count (an int >= 1)
+    # or a fraction in (0, 1] of its training films; the rest is the split ``unused``. Given as
+    # a mapping, kept as sorted (source, size) pairs.
+    source_train_size: Mapping[str, int | float] | tuple[tuple[str, int | float], ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "source_train_size", _train_sizes(self.source_train_size))
         if self.split not in SPLIT_METHODS:
             raise DataError(f"split must be one of {', '.join(SPLIT_METHODS)}, got {self.split!r}")
         if not _is_number(self.val_fraction) or not 0 < self.val_fraction <= 0.5:
@@ -122,6 +134,35 @@ class SplitConfig:
                 "data.split=kfold gives each film one fold; set data.keep_in_val=[] for k-fold, "
                 "or use data.split=patient"
             )
+
+
+def _train_sizes(setting: object) -> tuple[tuple[str, int | float], ...]:
+    """``data.source_train_size`` as sorted (source, size) pairs, every size checked."""
+    if setting is None:
+        return ()
+    pairs = setting.items() if isinstance(setting, Mapping) else setting
+    if not isinstance(pairs, Iterable) or isinstance(pairs, str):
+        raise DataError(
+            "data.source_train_size must be null or map source names to a number of training "
+            f"films or a fraction of them, e.g. {{site: 200}} or {{site: 0.5}}; got {setting!r}"
+        )
+    sizes: dict[str, int | float] = {}
+    for pair in pairs:
+        if not isinstance(pair, tuple) or len(pair) != 2:
+            raise DataError(
+                f"data.source_train_size must map source names to sizes, got {setting!r}"
+            )
+        name, size = pair
+        if _is_int(size) and size >= 1:
+            sizes[str(name)] = int(size)
+        elif _is_number(size) and not _is_int(size) and 0 < size <= 1:
+            sizes[str(name)] = float(size)
+        else:
+            raise DataError(
+                f"data.source_train_size.{name}={size!r}: give a number of training films (an "
+                "integer >= 1) or a fraction of the source's training films in (0, 1]"
+            )
+    return tuple(sorted(sizes.items()))
 
 
 def _is_int(value: object) -> bool:
@@ -271,16 +312,22 @@ def _check_input(records: Mapping[str, Sequence[Record]]) -> None:
 
 def _check_output(splits: Mapping[str, Sequence[Record]], config: SplitConfig) -> None:
     for split, items in splits.items():
-        if split == "test" and config.holdout_fraction == 0:
+        if split == UNUSED_SPLIT or (split == "test" and config.holdout_fraction == 0):
             continue  # the user's own test set is reported as it is, never judged here
         present = {record.label for record in items}
         for label, class_name in enumerate(CLASS_NAMES):
             if label not in present:
+                sized = (
+                    f", source_train_size {dict(config.source_train_size)}"
+                    if split == "train" and config.source_train_size
+                    else ""
+                )
                 raise DataError(
                     f"the {split} split has no {class_name} images after data.split="
                     f"{config.split} (fold {config.fold}, val_fraction {config.val_fraction}, "
-                    f"holdout_fraction {config.holdout_fraction}); there are too few images or "
-                    "patients of that class: add data, raise the fraction or lower num_folds"
+                    f"holdout_fraction {config.holdout_fraction}{sized}); there are too few "
+                    "images or patients of that class: add data, raise the fraction"
+                    f"{' or the source_train_size' if sized else ''} or lower num_folds"
                 )
 
 
@@ -360,18 +407,85 @@ def _train_only(
     return {split: items for split, items in rest.items() if items or split == "train"}, trained
 
 
+def _train_size_rng(config: SplitConfig, source: str) -> np.random.Generator:
+    """One source's stream: the same order for every N, apart for each seed, fold and source."""
+    fold = config.fold if config.split == "kfold" else 0
+    return np.random.default_rng(
+        [config.split_seed, _STREAM_TRAIN_SIZE, fold, *source.encode("utf-8")]
+    )
+
+
+def keep_train_size(
+    train: Sequence[Record],
+    config: SplitConfig,
+    duplicates: Sequence[Sequence[Record]] = (),
+    sources: Iterable[str] = (),
+) -> tuple[list[Record], list[Record]]:
+    """(the training films kept, those ``config.source_train_size`` leaves out).
+
+    Per source named there: its training films grouped by patient (with byte-identical copies),
+    each (class, subtype) stratum in its own fixed random order, and of each the prefix closest
+    to its share of the size (one patient at least where that share rounds to a film). The
+    order does not depend on the size and the prefix only grows with it, so a smaller size keeps
+    a subset of a larger one's films. ``sources``: every source the data has (an unknown name
+    in the setting is an error listing them).
+    """
+    if not config.source_train_size:
+        return list(train), []
+    known = sorted((set(sources) | {source_of(r) for r in train}) - {""})
+    unknown = sorted(name for name, _ in config.source_train_size if name not in known)
+    if unknown:
+        raise DataError(
+            f"data.source_train_size names source(s) {unknown} that no film comes from; the "
+            f"sources are {known} (data.sources names them, or a root's folder name / manifest "
+            "stem)"
+        )
+    left_out: set[int] = set()
+    for name, size in config.source_train_size:
+        own = [r for r in train if source_of(r) == name]
+        target = size * len(own) if isinstance(size, float) else float(size)
+        if isinstance(size, int) and size >= len(own):
+            log.warning(
+                "data.source_train_size.%s=%d but source %s has %d training film(s) after the "
+                "split: all of them train",
+                name,
+                size,
+                name,
+                len(own),
+            )
+            continue
+        groups = build_groups(own, by_patient=True, duplicates=duplicates)
+        rng = _train_size_rng(config, name)
+        for indices in _by_stratum(groups).values():
+            order = [indices[p] for p in rng.permutation(len(indices))]
+            sizes = np.cumsum([0, *(len(groups[i]) for i in order)])
+            wanted = int(np.floor(target * sizes[-1] / len(own) + 0.5))  # half up
+            # The prefix whose film count is closest to the stratum's share (the longer on a
+            # tie, and one patient at least once the share is a film): it never shrinks as the
+            # size grows, which keeps the sizes nested.
+            distance = np.abs(sizes - wanted)
+            length = int(np.flatnonzero(distance == distance.min())[-1])
+            length = max(length, 1) if wanted >= 1 else length
+            left_out.update(id(record) for i in order[length:] for record in groups[i])
+    kept = [r for r in train if id(r) not in left_out]
+    unused = [r for r in train if id(r) in left_out]
+    return kept, unused
+
+
 def make_splits(
     records: Mapping[str, Sequence[Record]],
     config: SplitConfig | None = None,
     duplicates: Sequence[Sequence[Record]] = (),
 ) -> dict[str, list[Record]]:
-    """``train``, ``val`` and (when there is a test folder or a holdout) ``test`` records.
+    """``train``, ``val`` and (when there is a test folder or a holdout) ``test`` records, and
+    ``unused`` when ``source_train_size`` left training films out.
 
     ``duplicates`` are groups of byte-identical files (from ``find_duplicates``); passing them
     keeps each group on one side of every re-split.
     """
     config = config or SplitConfig()
     _check_input(records)
+    sources = {source_of(r) for items in records.values() for r in items}
     records, trained = _train_only(records, config)
     test = list(records.get("test", []))
     if config.holdout_fraction > 0 and test:
@@ -411,9 +525,12 @@ def make_splits(
         val = sorted([*val, *pinned], key=_path_key)
     if trained:
         train = sorted([*train, *trained], key=_path_key)
+    train, unused = keep_train_size(train, config, duplicates, sources)
     splits = {"train": train, "val": val}
     if test:
         splits["test"] = test
+    if unused:
+        splits[UNUSED_SPLIT] = unused
     _check_output(splits, config)
     return splits
 
@@ -484,7 +601,7 @@ def write_split_csv(path: Path, splits: Mapping[str, Sequence[Record]]) -> None:
 
     Paths are written absolute, so ``read_manifest`` reads the file back as the same splits
     with the same metadata (pin a split for a later run with ``data.split=official`` on that
-    manifest).
+    manifest); it skips the ``unused`` rows, so the films read back are the films the run used.
     """
     ordered = [(split, record) for split in _ordered(splits) for record in splits[split]]
     columns = metadata_columns([record for _, record in ordered])
