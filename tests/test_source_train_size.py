@@ -78,6 +78,14 @@ def test_a_count_keeps_about_that_many_films_per_stratum_and_leaves_the_rest_unu
     assert UNUSED_SPLIT not in whole
 
 
+def test_zero_keeps_none_of_the_sources_films_which_still_validate() -> None:
+    whole = sized(None)
+    splits = sized({"site": 0})
+    assert of(splits["train"], "site") == []
+    assert paths(splits[UNUSED_SPLIT]) == paths(of(whole["train"], "site"))
+    assert splits["val"] == whole["val"]  # the site's films still choose the checkpoint
+
+
 def test_whole_patients_and_byte_identical_copies_stay_together() -> None:
     records = two_sources()
     site = of(records["train"], "site")
@@ -184,7 +192,7 @@ def test_an_unknown_source_is_an_error_listing_the_sources() -> None:
         sized({"clinic": 10})
 
 
-@pytest.mark.parametrize("size", [0, -3, True, "10", 1.5, 2.0, 0.0, None])
+@pytest.mark.parametrize("size", [-1, -3, True, "10", 1.5, 2.0, 0.0, None])
 def test_a_bad_size_is_an_error_naming_the_setting(size: object) -> None:
     with pytest.raises(DataError, match=r"data\.source_train_size\.site="):
         SplitConfig("patient", source_train_size={"site": size})

@@ -88,7 +88,7 @@ class SplitConfig:
     # Sources (``data.source_roles``: train) whose films are all training films (their test
     # folder's too): never in val, a fold's val, the holdout or test; the others split as above.
     train_only_sources: tuple[str, ...] = ()
-    # ``data.source_train_size``: per source, the training films to keep, a count (an int >= 1)
+    # ``data.source_train_size``: per source, the training films to keep, a count (an int >= 0)
     # or a fraction in (0, 1] of its training films; the rest is the split ``unused``. Given as
     # a mapping, kept as sorted (source, size) pairs.
     source_train_size: Mapping[str, int | float] | tuple[tuple[str, int | float], ...] = ()
@@ -153,14 +153,16 @@ def _train_sizes(setting: object) -> tuple[tuple[str, int | float], ...]:
                 f"data.source_train_size must map source names to sizes, got {setting!r}"
             )
         name, size = pair
-        if _is_int(size) and size >= 1:
+        # 0: none of its films train (the source only validates and tests): the learning
+        # curve's first point, "what does choosing on my films alone give?"
+        if _is_int(size) and size >= 0:
             sizes[str(name)] = int(size)
         elif _is_number(size) and not _is_int(size) and 0 < size <= 1:
             sizes[str(name)] = float(size)
         else:
             raise DataError(
                 f"data.source_train_size.{name}={size!r}: give a number of training films (an "
-                "integer >= 1) or a fraction of the source's training films in (0, 1]"
+                "integer >= 0) or a fraction of the source's training films in (0, 1]"
             )
     return tuple(sorted(sizes.items()))
 
