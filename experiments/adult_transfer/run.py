@@ -9,7 +9,7 @@ Each fold arm is one ``cxrnet-train -m`` sweep over ``data.fold=0..4`` into
 ``cxrnet-predict``. A pediatric arm is one training run, then ``cxrnet-eval`` on every adult film.
 An arm whose folder already holds every completed job is not run again, so an interrupted study
 continues where it stopped, and two ``--only`` lists can run side by side (each arm keeps its own
-log, ``<out>/study/<arm>.json``: command, exit code, wall time, load).
+log, ``<out>/study/<arm>.json``: each sweep's command, exit code, wall time, load).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -99,13 +100,29 @@ def train_settings(arm: Arm, out: Path, manifests: Path, cache_dir: Path) -> lis
     return settings
 
 
-def train_command(arm: Arm, out: Path, manifests: Path, cache_dir: Path) -> list[str]:
+def train_command(
+    arm: Arm, out: Path, manifests: Path, cache_dir: Path, folds: Sequence[int]
+) -> list[str]:
     swept = [*LIGHT_REPORT, *arm.overrides]
     if arm.folds:
-        swept.insert(0, sweep_values("data.fold", range(NUM_FOLDS)))
+        # Each job's folder is named for its fold, so a rerun of the missing folds fills them in.
+        swept = [sweep_values("data.fold", folds), "hydra.sweep.subdir=${data.fold}", *swept]
     return train_sweep_command(
         train_settings(arm, out, manifests, cache_dir), arm_dir(out, arm), 1, swept
     )
+
+
+def missing_folds(arm: Arm, out: Path) -> list[int]:
+    """The folds (``[0]`` for a pediatric arm) with no completed job. A failed job's folder is
+    removed first: its log stays in ``sweep_logs/``, and the rerun writes the fold anew."""
+    folder = arm_dir(out, arm)
+    done = set()
+    for job in collect_runs([folder]) if folder.is_dir() else []:
+        if job.completed:
+            done.add(int(job.config["data"]["fold"]) if arm.folds else 0)
+        else:
+            shutil.rmtree(job.path)
+    return [fold for fold in range(NUM_FOLDS if arm.folds else 1) if fold not in done]
 
 
 def follow_up_commands(arm: Arm, out: Path, manifests: Path, rsna: Path) -> list[list[str]]:
@@ -135,11 +152,11 @@ def follow_up_commands(arm: Arm, out: Path, manifests: Path, rsna: Path) -> list
 
 def run_arm(arm: Arm, args: argparse.Namespace, manifests: Path) -> int:
     out = args.out
-    expected = NUM_FOLDS if arm.folds else 1
     failures = 0
     log = {}
-    if len(_jobs(arm_dir(out, arm))) < expected:
-        command = train_command(arm, out, manifests, args.cache_dir)
+    folds = missing_folds(arm, out)
+    if folds:
+        command = train_command(arm, out, manifests, args.cache_dir, folds)
         started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         code, seconds = run_logged(command, out / "sweep_logs" / f"{arm.name}.log", threads=1)
         failures += code != 0
@@ -148,7 +165,7 @@ def run_arm(arm: Arm, args: argparse.Namespace, manifests: Path) -> int:
             "exit_code": code,
             "wall_seconds": round(seconds, 1),
             "started": started,
-            "jobs": expected,
+            "jobs": len(folds),
             "load_average_at_end": os.getloadavg(),
             "cpu": cpu_name(),
         }
@@ -158,7 +175,9 @@ def run_arm(arm: Arm, args: argparse.Namespace, manifests: Path) -> int:
     if log:
         path = out / "study" / f"{arm.name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(log, indent=2) + "\n")
+        # Every sweep of the arm, a rerun of missing folds too: the cost is their sum.
+        earlier = json.loads(path.read_text()) if path.is_file() else []
+        path.write_text(json.dumps([*earlier, log], indent=2) + "\n")
     return failures
 
 
