@@ -177,6 +177,7 @@ def run_arm(arm: Arm, args: argparse.Namespace, manifests: Path) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Every sweep of the arm, a rerun of missing folds too: the cost is their sum.
         earlier = json.loads(path.read_text()) if path.is_file() else []
+        earlier = earlier if isinstance(earlier, list) else [earlier]
         path.write_text(json.dumps([*earlier, log], indent=2) + "\n")
     return failures
 
