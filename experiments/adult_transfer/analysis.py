@@ -64,6 +64,8 @@ class ArmResult:
     peds_auroc_sd: float
     seconds: float
     seconds_sd: float
+    # The adult films' probabilities (out-of-fold, or the one model's), for paired comparisons.
+    predictions: SplitPredictions
 
 
 def _subset(predictions: SplitPredictions, mask: np.ndarray) -> SplitPredictions:
@@ -122,6 +124,29 @@ def per_view(predictions: SplitPredictions, thresholds: np.ndarray) -> dict[str,
     return result
 
 
+def paired_delta(first: SplitPredictions, second: SplitPredictions) -> dict[str, float]:
+    """AUROC of ``first`` minus ``second`` on the same adult films, per view, with a paired
+    bootstrap interval (the same films resampled for both): the comparison of two recipes that
+    the films' own difficulty does not blur."""
+    position = {file: i for i, file in enumerate(second.files)}
+    if set(position) != set(first.files):
+        raise ValueError("the two arms scored different adult films: no paired comparison")
+    order = np.array([position[file] for file in first.files])
+    other = second.probabilities[order]
+    result = {}
+    for view in VIEWS:
+        mask = _view_mask(first, view)
+        p, q, y = first.probabilities[mask], other[mask], first.labels[mask]
+
+        def delta(indices: np.ndarray, p=p, q=q, y=y) -> dict[str, float]:
+            return {"delta": auroc(p[indices], y[indices]) - auroc(q[indices], y[indices])}
+
+        low, high = bootstrap_intervals(delta, len(y), resamples=RESAMPLES, seed=0)["delta"]
+        result[view] = float(delta(np.arange(len(y)))["delta"])
+        result[f"{view}_low"], result[f"{view}_high"] = float(low), float(high)
+    return result
+
+
 def _flagged(rows: Sequence[Mapping[str, str]]) -> dict[str, float]:
     result = {}
     for view in VIEWS:
@@ -156,12 +181,12 @@ def fold_arm(arm: Arm, folder: Path) -> ArmResult:
     cost = _mean_sd([r["duration_s"] for r in records])
     return ArmResult(
         arm, len(members), per_view(pooled, thresholds), _flagged(others), len(others),
-        *peds, *cost,
+        *peds, *cost, pooled,
     )  # fmt: skip
 
 
 def pediatric_arm(arm: Arm, folder: Path) -> ArmResult:
-    (job,) = [p for p in sorted(folder.iterdir()) if (p / "metrics.json").is_file()]
+    job = folder / "0"  # the runner's one training job; the adult evaluation beside it
     evaluation = folder / ADULT_EVAL
     adult = read_predictions(evaluation / "predictions_test.csv")
     threshold = _record(job)["metrics"]["val/threshold"]
@@ -169,7 +194,7 @@ def pediatric_arm(arm: Arm, folder: Path) -> ArmResult:
     record = _record(job)
     return ArmResult(
         arm, 1, per_view(adult, np.full(len(adult), threshold)), _flagged(others), len(others),
-        record["metrics"]["test/auroc"], math.nan, record["duration_s"], math.nan,
+        record["metrics"]["test/auroc"], math.nan, record["duration_s"], math.nan, adult,
     )  # fmt: skip
 
 
@@ -178,6 +203,9 @@ def collect(out: Path) -> tuple[list[ArmResult], list[str]]:
     results, missing = [], []
     for arm in ARMS:
         folder = out / "runs" / arm.name
+        if not folder.is_dir():
+            missing.append(f"{arm.name}: not run")
+            continue
         try:
             read = fold_arm if arm.folds else pediatric_arm
             results.append(read(arm, folder))
@@ -253,6 +281,33 @@ def _curve_table(by_name: Mapping[str, ArmResult]) -> str:
     return _table(header, rows)
 
 
+def comparisons() -> list[tuple[str, str]]:
+    """(arm, the arm it is read against): each variant against joint training with as many
+    adult films, adult-only and fine-tuning against joint at each size, and joint training
+    against the pediatric model it would replace."""
+    pairs = [(arm.name, f"joint_{FEW}") for arm in ARMS if arm.group == "variants"]
+    for n in LEARNING_CURVE:
+        size = "all" if n is None else str(n)
+        pairs.append((f"joint_{size}", "peds_best"))
+        if n:
+            pairs += [(f"adult_{size}", f"joint_{size}"), (f"finetune_{size}", f"joint_{size}")]
+    return pairs
+
+
+def paired_rows(by_name: Mapping[str, ArmResult]) -> dict[tuple[str, str], dict[str, float]]:
+    rows = {}
+    for first, second in comparisons():
+        if first in by_name and second in by_name:
+            rows[(first, second)] = paired_delta(
+                by_name[first].predictions, by_name[second].predictions
+            )
+    return rows
+
+
+def _delta_cell(values: Mapping[str, float], view: str) -> str:
+    return f"{values[view]:+.3f} [{values[f'{view}_low']:+.2f}, {values[f'{view}_high']:+.2f}]"
+
+
 def render(results: Sequence[ArmResult], missing: Sequence[str]) -> str:
     by_name = {r.arm.name: r for r in results}
     sections = ["# Adult transfer: results\n", "Written by `analysis.py`; read it beside the "
@@ -275,6 +330,19 @@ def render(results: Sequence[ArmResult], missing: Sequence[str]) -> str:
         sections.append(_table(MAIN_HEADER, rows))
         if group == "curve":
             sections.append("\nAUROC by adult training films per fold:\n\n" + _curve_table(by_name))
+    paired = paired_rows(by_name)
+    if paired:
+        sections.append(
+            "## Paired differences on the same adult films\n\nAUROC of the arm minus the "
+            "reference's, [95% paired bootstrap interval]: an interval that excludes 0 is a "
+            "difference these 416 films can show.\n"
+        )
+        header = ["arm", "reference", *(f"Δ AUROC {view}" for view in VIEWS)]
+        rows = [
+            [f"`{a}`", f"`{b}`", *(_delta_cell(values, view) for view in VIEWS)]
+            for (a, b), values in paired.items()
+        ]
+        sections.append(_table(header, rows))
     if missing:
         sections.append("## Not (yet) available\n\n" + "\n".join(f"- {m}" for m in missing) + "\n")
     return "\n".join(sections)
@@ -297,7 +365,10 @@ def write_analysis(out: Path, results_dir: Path | None = None) -> Path:
     results_dir = results_dir or Path(__file__).resolve().parent / "results"
     results, missing = collect(out)
     results_dir.mkdir(parents=True, exist_ok=True)
-    payload = json.dumps(as_json(results), indent=1, allow_nan=True) + "\n"
+    data = as_json(results)
+    by_name = {r.arm.name: r for r in results}
+    data["paired"] = {f"{a} - {b}": values for (a, b), values in paired_rows(by_name).items()}
+    payload = json.dumps(data, indent=1, allow_nan=True) + "\n"
     (results_dir / "analysis.json").write_text(payload)
     (results_dir / "analysis.md").write_text(render(results, missing))
     print(render(results, missing))
