@@ -249,7 +249,7 @@ def test_an_unknown_augment_key_is_refused_listing_the_known_ones() -> None:
 def test_cxrnet_train_refuses_the_setting_before_reading_any_film(
     tmp_path: Path, override: str, message: str
 ) -> None:
-    done = run_train([*QUICK, override], tmp_path, timeout=120)
+    done = run_train([*QUICK, override], tmp_path)
     assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
     assert f"error: {message}" in done.stderr
     # The preflight refused it: the built-in synthetic films were not even generated.

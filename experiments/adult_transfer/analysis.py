@@ -370,6 +370,9 @@ def write_analysis(out: Path, results_dir: Path | None = None) -> Path:
     data["paired"] = {f"{a} - {b}": values for (a, b), values in paired_rows(by_name).items()}
     payload = json.dumps(data, indent=1, allow_nan=True) + "\n"
     (results_dir / "analysis.json").write_text(payload)
+    # Each arm's sweeps (command, exit code, wall time, load), as the runner logged them.
+    logs = {path.stem: json.loads(path.read_text()) for path in sorted(out.glob("study/*.json"))}
+    (results_dir / "study.json").write_text(json.dumps(logs, indent=1) + "\n")
     (results_dir / "analysis.md").write_text(render(results, missing))
     print(render(results, missing))
     return results_dir
