@@ -179,11 +179,18 @@ class ChestXRayDataModule(LightningDataModule):
         source_roles: Mapping[str, str] | None = None,
         source_balance: str | Mapping[str, float] = "none",
         source_train_size: Mapping[str, int | float] | None = None,
+        other_classes: Literal["error", "ignore"] = "error",
     ) -> None:
         super().__init__()
         _check_choices(imbalance, task, batch_size)
         if unsplit not in ("train", "test"):
             raise ValueError(f"unsplit must be 'train' or 'test', got {unsplit!r}")
+        if other_classes not in ("error", "ignore"):
+            raise DataError(
+                f"data.other_classes={other_classes!r}: choose error (a manifest row of another "
+                "class than NORMAL/PNEUMONIA stops the run, naming its line) or ignore (such "
+                "films are listed in ignored.csv, never trained, validated or tested)"
+            )
         if sources and root:
             raise DataError(
                 f"data.root={root} and data.sources are both set; set one: data.root=null to "
@@ -230,6 +237,7 @@ class ChestXRayDataModule(LightningDataModule):
             source_train_size=source_train_size,
         )
         self.source_balance = source_balance
+        self.other_classes = other_classes
         self.allow_cross_split_duplicates = allow_cross_split_duplicates
         self.decode_params = DecodeParams(image_size, resize, equalize, interpolation, dicom_window)
         self.batch_size = batch_size
@@ -492,12 +500,20 @@ class ChestXRayDataModule(LightningDataModule):
         """Records from every source; ``facts`` None stats no film (names only)."""
         parts = []
         # Only a test set keeps films of other classes; training data lists them as ignored
-        # (folders) or refuses them (manifest rows), naming each.
-        others = [] if self.unsplit == "test" else None
+        # (folders) or refuses them (manifest rows, naming each line: a misspelt label must not
+        # drop a film from training), unless data.other_classes=ignore lists those too.
+        scored = self.unsplit == "test"
+        ignoring = not scored and self.other_classes == "ignore"
+        others: list[OtherFilm] | None = [] if scored or ignoring else None
         for source, name in zip(self.sources, self.source_names, strict=True):
             if source.suffix.lower() == ".csv":
                 manifest = read_manifest(
-                    source, self.unsplit, others, facts, check_files=facts is not None
+                    source,
+                    self.unsplit,
+                    others,
+                    facts,
+                    check_files=facts is not None,
+                    others_any_split=ignoring,
                 )
                 parts.append(tag_source(manifest, source, name))
                 continue
@@ -508,6 +524,13 @@ class ChestXRayDataModule(LightningDataModule):
             self.ignored.extend(result.ignored)
             if others is not None:
                 others.extend(result.others)
+        if ignoring:
+            self.ignored.extend(
+                (film.path, f"class {film.class_name}: neither NORMAL nor PNEUMONIA "
+                 "(data.other_classes=ignore)")
+                for film in others or []
+            )  # fmt: skip
+            others = []
         self.others = others or []
         return combine_records(*parts)
 

@@ -189,7 +189,8 @@ def _parse_row(
 # Training and re-splitting need every film to be NORMAL or PNEUMONIA; a test set can hold more.
 _OTHER_CLASS_HINT = (
     "films of another class are scored only as a test set (cxrnet-eval data.root=<manifest>, "
-    "reported as their own group): leave such rows out of training data"
+    "reported as their own group): leave such rows out of training data, or set "
+    "data.other_classes=ignore to list them in ignored.csv"
 )
 
 
@@ -198,8 +199,10 @@ def _parse_other(
     columns: Mapping[str, str],
     metadata: Mapping[str, str],
     csv_dir: Path,
+    test_only: bool = True,
 ) -> tuple[OtherFilm | None, list[str]]:
-    """A film of a class other than NORMAL/PNEUMONIA in a test set, or the problems with its
+    """A film of a class other than NORMAL/PNEUMONIA in a test set (any split when not
+    ``test_only``: training data that lists such films as ignored), or the problems with its
     row; (None, []) for a row of either class (or without a label), which ``_parse_row`` reads."""
 
     def cell(name: str) -> str:
@@ -217,7 +220,7 @@ def _parse_other(
         problems.append(f"file {path} not found (relative paths resolve against {csv_dir})")
     elif path.suffix.lower() not in IMAGE_SUFFIXES:
         problems.append(f"{path} is not an image; expected {', '.join(sorted(IMAGE_SUFFIXES))}")
-    if cell("split").lower() not in ("", "test"):
+    if test_only and cell("split").lower() not in ("", "test"):
         problems.append(
             f"label {raw_label!r} on a split={cell('split')} row: films of classes other than "
             f"{_ALLOWED_LABELS} may only be test films (split empty or test)"
@@ -244,11 +247,13 @@ def read_manifest(
     others: list[OtherFilm] | None = None,
     facts: Facts | None = None,
     check_files: bool = True,
+    others_any_split: bool = False,
 ) -> dict[str, list[Record]]:
     """Records per split listed in ``csv_path``; rows without a split go to ``unsplit``
     (``train``: training data to re-split; ``test``: an external site scored as it is).
     With ``others``, test rows of another class (``OTHER_ABNORMAL``) are added to it rather
-    than refused (they are reported as their own group, never as NORMAL or PNEUMONIA).
+    than refused (they are reported as their own group, never as NORMAL or PNEUMONIA); rows of
+    any split with ``others_any_split`` (``data.other_classes=ignore``: listed as ignored).
 
     Each listed file must exist: one stat per row checks it, and ``facts``, when given,
     receives its ``FileFacts`` from that stat. ``check_files=False`` (a warm start that trusts
@@ -282,7 +287,9 @@ def read_manifest(
                 continue
             record: Record | None = None
             other, row_problems = (
-                _parse_other(row, columns, metadata, csv_dir) if others is not None else (None, [])
+                _parse_other(row, columns, metadata, csv_dir, not others_any_split)
+                if others is not None
+                else (None, [])
             )
             if other is not None and other.path in first_line:
                 row_problems.append(

@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 from arms import ARMS, FEW, LEARNING_CURVE, Arm
 
-from cxrnet.evaluation.bootstrap import bootstrap_intervals
+from cxrnet.evaluation.bootstrap import PatientDraws, bootstrap_weighted
 from cxrnet.evaluation.calibration import reliability
 from cxrnet.evaluation.confusion import confusion_at
-from cxrnet.evaluation.curves import auroc
+from cxrnet.evaluation.curves import RankedScores, auroc
 from cxrnet.evaluation.fold_ensemble import (
     cross_fitted_thresholds,
     find_fold_members,
@@ -93,27 +93,32 @@ def _view_mask(predictions: SplitPredictions, view: str) -> np.ndarray:
 
 def scores(predictions: SplitPredictions, thresholds: np.ndarray) -> dict[str, float]:
     """AUROC, sensitivity, specificity (at per-film thresholds) and ECE, with intervals."""
+    p, y = predictions.probabilities, predictions.labels
+    called = p >= thresholds
+    ranked = RankedScores.of(p, y)
 
-    def score(indices: np.ndarray) -> dict[str, float]:
-        p, y = predictions.probabilities[indices], predictions.labels[indices]
-        confusion = confusion_at(p >= thresholds[indices], y).metrics()
+    def resampled(draws: PatientDraws) -> dict[str, np.ndarray]:
+        # A block of resamples at once, from per-film weights: no film is copied or re-sorted.
+        counts = confusion_at(called, y, draws.weights()).metrics()
+        auroc_ = ranked.tally(draws.weights).auroc()
         return {
-            "auroc": auroc(p, y),
-            "sensitivity": confusion["recall"],
-            "specificity": confusion["specificity"],
+            "auroc": auroc_,
+            "sensitivity": counts["recall"],
+            "specificity": counts["specificity"],
         }
 
-    everything = np.arange(len(predictions))
-    values = {k: float(v) for k, v in score(everything).items()}
-    intervals = bootstrap_intervals(
-        score, len(predictions), groups=predictions.patients, resamples=RESAMPLES, seed=0
+    values = {"auroc": auroc(p, y)}
+    counts = confusion_at(called, y).metrics()
+    values |= {"sensitivity": counts["recall"], "specificity": counts["specificity"]}
+    intervals = bootstrap_weighted(
+        resampled, len(p), groups=predictions.patients, resamples=RESAMPLES, seed=0
     )
     for name, (low, high) in intervals.items():
         values[f"{name}_low"], values[f"{name}_high"] = float(low), float(high)
-    values["ece"] = reliability(predictions.probabilities, predictions.labels).ece
-    values["films"] = len(predictions)
-    values["pneumonia"] = int(predictions.labels.sum())
-    return values
+    values["ece"] = reliability(p, y).ece
+    values["films"] = len(p)
+    values["pneumonia"] = int(y.sum())
+    return {k: float(v) for k, v in values.items()}
 
 
 def per_view(predictions: SplitPredictions, thresholds: np.ndarray) -> dict[str, dict[str, float]]:
@@ -137,12 +142,14 @@ def paired_delta(first: SplitPredictions, second: SplitPredictions) -> dict[str,
     for view in VIEWS:
         mask = _view_mask(first, view)
         p, q, y = first.probabilities[mask], other[mask], first.labels[mask]
+        first_ranked, second_ranked = RankedScores.of(p, y), RankedScores.of(q, y)
 
-        def delta(indices: np.ndarray, p=p, q=q, y=y) -> dict[str, float]:
-            return {"delta": auroc(p[indices], y[indices]) - auroc(q[indices], y[indices])}
+        def delta(draws: PatientDraws, a=first_ranked, b=second_ranked) -> dict[str, np.ndarray]:
+            # The same resampled films for both arms: the pairing the interval is about.
+            return {"delta": a.tally(draws.weights).auroc() - b.tally(draws.weights).auroc()}
 
-        low, high = bootstrap_intervals(delta, len(y), resamples=RESAMPLES, seed=0)["delta"]
-        result[view] = float(delta(np.arange(len(y)))["delta"])
+        low, high = bootstrap_weighted(delta, len(y), resamples=RESAMPLES, seed=0)["delta"]
+        result[view] = auroc(p, y) - auroc(q, y)
         result[f"{view}_low"], result[f"{view}_high"] = float(low), float(high)
     return result
 
@@ -289,7 +296,7 @@ def comparisons() -> list[tuple[str, str]]:
     for n in LEARNING_CURVE:
         size = "all" if n is None else str(n)
         pairs.append((f"joint_{size}", "peds_best"))
-        if n:
+        if n != 0:
             pairs += [(f"adult_{size}", f"joint_{size}"), (f"finetune_{size}", f"joint_{size}")]
     return pairs
 

@@ -1,0 +1,75 @@
+"""data.other_classes: training data whose manifest lists films of another class (OTHER_ABNORMAL)
+stops the run naming the line (error, the default) or lists each film in ignored.csv (ignore)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from helpers.console import QUICK, run_folder, run_train
+from helpers.datamodule import make_dm
+
+from cxrnet.data.synthetic import SyntheticSpec, generate_synthetic
+from cxrnet.user_errors import DataError
+
+
+def site_manifest(tmp_path: Path) -> tuple[Path, list[Path]]:
+    """A manifest of a synthetic set's train+val films (no split column) and three films of
+    another class, as a site's export would list them."""
+    root = generate_synthetic(
+        tmp_path / "data", SyntheticSpec(n_train=24, n_val=8, n_test=4, min_size=40, max_size=56)
+    )
+    films = sorted((root / "train").rglob("*.jpeg")) + sorted((root / "val").rglob("*.jpeg"))
+    others = films[:3]  # the same pictures, labelled as another finding
+    manifest = tmp_path / "site.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "view"])
+        for film in films[3:]:
+            writer.writerow([film, film.parent.name, "PA"])
+        for film in others:
+            writer.writerow([film, "OTHER_ABNORMAL", "AP"])
+    return manifest, others
+
+
+def test_the_default_stops_naming_the_line_and_the_setting(tmp_path: Path) -> None:
+    manifest, _ = site_manifest(tmp_path)
+    with pytest.raises(DataError, match=r"line \d+: label 'OTHER_ABNORMAL'.*other_classes=ignore"):
+        make_dm(manifest, split="patient").setup("fit")
+
+
+def test_ignore_lists_every_such_film_and_never_trains_or_validates_on_it(tmp_path: Path) -> None:
+    manifest, others = site_manifest(tmp_path)
+    dm = make_dm(manifest, split="patient", other_classes="ignore")
+    dm.setup("fit")
+    assert sorted(path for path, _ in dm.ignored) == sorted(others)
+    assert all("OTHER_ABNORMAL" in reason for _, reason in dm.ignored)
+    used = {record.path for records in dm.split_records.values() for record in records}
+    assert not used & set(others)
+    assert dm.others == []  # not a test set: nothing is scored as its own group
+
+
+def test_a_bad_value_is_an_error_naming_the_setting(tmp_path: Path) -> None:
+    manifest, _ = site_manifest(tmp_path)
+    with pytest.raises(DataError, match=r"data.other_classes='skip': choose error .* or ignore"):
+        make_dm(manifest, other_classes="skip")
+
+
+def test_cxrnet_train_with_ignore_writes_the_films_to_ignored_csv(tmp_path: Path) -> None:
+    manifest, others = site_manifest(tmp_path)
+    done = run_train(
+        [
+            *QUICK,
+            f"data.root={manifest}",
+            "data.split=patient",
+            "data.other_classes=ignore",
+            "data.image_size=32",
+            f"paths.log_dir={tmp_path / 'logs'}",
+        ],
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    with (run_folder(done.stdout) / "ignored.csv").open(newline="") as handle:
+        listed = {Path(row["file"]) for row in csv.DictReader(handle)}
+    assert listed == set(others)
