@@ -4,6 +4,7 @@ stops the run naming the line (error, the default) or lists each film in ignored
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 
 import pytest
@@ -14,19 +15,20 @@ from cxrnet.data.synthetic import SyntheticSpec, generate_synthetic
 from cxrnet.user_errors import DataError
 
 
-def site_manifest(tmp_path: Path) -> tuple[Path, list[Path]]:
+def site_manifest(tmp_path: Path, n_other: int = 3) -> tuple[Path, list[Path]]:
     """A manifest of a synthetic set's train+val films (no split column) and three films of
     another class, as a site's export would list them."""
     root = generate_synthetic(
-        tmp_path / "data", SyntheticSpec(n_train=24, n_val=8, n_test=4, min_size=40, max_size=56)
+        tmp_path / "data", SyntheticSpec(n_train=48, n_val=8, n_test=4, min_size=40, max_size=56)
     )
     films = sorted((root / "train").rglob("*.jpeg")) + sorted((root / "val").rglob("*.jpeg"))
-    others = films[:3]  # the same pictures, labelled as another finding
+    # Every third picture, relabelled as another finding: both classes keep most of their films.
+    others = films[::3][:n_other]
     manifest = tmp_path / "site.csv"
     with manifest.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "label", "view"])
-        for film in films[3:]:
+        for film in (film for film in films if film not in others):
             writer.writerow([film, film.parent.name, "PA"])
         for film in others:
             writer.writerow([film, "OTHER_ABNORMAL", "AP"])
@@ -48,6 +50,19 @@ def test_ignore_lists_every_such_film_and_never_trains_or_validates_on_it(tmp_pa
     used = {record.path for records in dm.split_records.values() for record in records}
     assert not used & set(others)
     assert dm.others == []  # not a test set: nothing is scored as its own group
+
+
+def test_the_log_names_ten_ignored_films_and_counts_the_rest_listed_in_ignored_csv(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    manifest, others = site_manifest(tmp_path, n_other=14)
+    dm = make_dm(manifest, split="patient", other_classes="ignore", report_dir=tmp_path / "run")
+    with caplog.at_level(logging.WARNING):
+        dm.setup("fit")
+    assert caplog.text.count("ignored /") == 10
+    assert "ignored 4 more file(s), every one listed in" in caplog.text
+    with (tmp_path / "run" / "ignored.csv").open(newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == len(others) == 14
 
 
 def test_a_bad_value_is_an_error_naming_the_setting(tmp_path: Path) -> None:

@@ -74,6 +74,10 @@ Imbalance = Literal["class_weight", "sampler", "none"]
 Task = Literal["binary", "subtype"]
 
 
+# The ignored files the log names one by one when ignored.csv lists them all.
+_IGNORED_SHOWN = 10
+
+
 def balanced_class_weights(labels: np.ndarray, num_classes: int) -> list[float]:
     """sklearn's 'balanced' weights, n / (k * n_c): 1.94 / 0.67 on the real training split."""
     counts = np.bincount(labels, minlength=num_classes)
@@ -608,8 +612,16 @@ class ChestXRayDataModule(LightningDataModule):
                 )
         if self.resolved_splits:  # a rank that received its splits checked nothing itself
             log.info("%s", self.duplicates.summary())
-        for path, reason in self.ignored:
+        # Hundreds of films of another class would bury the log; ignored.csv lists every one.
+        shown = self.ignored if self.report_dir is None else self.ignored[:_IGNORED_SHOWN]
+        for path, reason in shown:
             log.warning("ignored %s: %s", path, reason)
+        if len(shown) < len(self.ignored):
+            log.warning(
+                "ignored %d more file(s), every one listed in %s",
+                len(self.ignored) - len(shown),
+                self.report_dir / "ignored.csv",
+            )
         for record, reason in self.skipped:
             log.warning("skipped %s: %s", record.path, reason)
         if self.report_dir is None:
