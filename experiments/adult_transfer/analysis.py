@@ -255,13 +255,17 @@ def _operating_cells(result: ArmResult) -> list[str]:
     return cells
 
 
+def _per_view(values: Mapping[str, float], digits: int) -> str:
+    return " / ".join(_cell(values[view], digits=digits) for view in VIEWS)
+
+
 def _row(result: ArmResult, label: str) -> list[str]:
     return [
         label,
         *_auroc_cells(result),
         *_operating_cells(result),
-        _cell(result.adult["all"]["ece"]),
-        _cell(result.other_flagged["all"], digits=2),
+        _per_view({view: result.adult[view]["ece"] for view in VIEWS}, 3),
+        _per_view(result.other_flagged, 2),
         _cell(result.peds_auroc, result.peds_auroc_sd),
         _cell(result.seconds, result.seconds_sd, digits=0),
     ]
@@ -269,7 +273,8 @@ def _row(result: ArmResult, label: str) -> list[str]:
 
 MAIN_HEADER = (
     "arm", "AUROC all", "AUROC PA", "AUROC AP", "sens / spec all", "sens / spec PA",
-    "sens / spec AP", "ECE", "OTHER_ABNORMAL flagged", "children AUROC", "s per model",
+    "sens / spec AP", "ECE all / PA / AP", "OTHER_ABNORMAL flagged all / PA / AP",
+    "children AUROC", "s per model",
 )  # fmt: skip
 
 

@@ -8,8 +8,10 @@ Each fold arm is one ``cxrnet-train -m`` sweep over ``data.fold=0..4`` into
 ``<out>/runs/<arm>``; each fold model then scores its fold's OTHER_ABNORMAL films with
 ``cxrnet-predict``. A pediatric arm is one training run, then ``cxrnet-eval`` on every adult film.
 An arm whose folder already holds every completed job is not run again, so an interrupted study
-continues where it stopped, and two ``--only`` lists can run side by side (each arm keeps its own
-log, ``<out>/study/<arm>.json``: each sweep's command, exit code, wall time, load).
+continues where it stopped, and two ``--only`` lists of different arms can run side by side
+(never one arm twice: a runner removes the folders of the arm's jobs that did not complete).
+Each arm keeps its own log, ``<out>/study/<arm>.json``: each sweep's command, exit code, wall
+time and load.
 """
 
 from __future__ import annotations
