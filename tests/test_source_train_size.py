@@ -11,8 +11,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from helpers.console import QUICK, run_folder, run_train
 from helpers.datamodule import make_dm
+from helpers.two_sources import train_on_two_sources
 
 from cxrnet.data.manifest import read_manifest
 from cxrnet.data.records import UNUSED_SPLIT, Record, make_record
@@ -245,26 +245,10 @@ def test_the_datamodule_never_decodes_unused_films(tmp_path: Path) -> None:
 def test_cxrnet_train_trains_on_the_sized_films_and_lists_the_rest_as_unused(
     tmp_path: Path,
 ) -> None:
-    spec = SyntheticSpec(n_train=32, n_val=8, n_test=8, min_size=40, max_size=56, seed=5)
-    public = generate_synthetic(tmp_path / "public", spec)
-    site = generate_synthetic(tmp_path / "site", SyntheticSpec(**{**vars(spec), "seed": 6}))
-    done = run_train(
-        [
-            *QUICK,
-            f"data.sources={{public: {public}, site: {site}}}",
-            "data.source_train_size={site: 10}",
-            "data.image_size=32",
-            "data.batch_size=8",
-            f"paths.log_dir={tmp_path / 'logs'}",
-        ],
-        tmp_path,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    done, _, rows = train_on_two_sources(tmp_path, ["data.source_train_size={site: 10}"])
     printed = done.stdout + done.stderr
     site_table = printed.split("images per split, source site:")[1][:600]
     assert f"\n{UNUSED_SPLIT} " in site_table.replace("  ", " ").replace("\n ", "\n"), site_table
-    with (run_folder(done.stdout) / "split.csv").open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
     seen = Counter((row["split"], row["source"]) for row in rows)
     # About 10: whole patients (a synthetic patient has up to four films) in each of three
     # strata, so each stratum's count may miss its share by up to two films.

@@ -3,18 +3,16 @@ patient-grouped and stratified within each source, with training-only sources (s
 
 from __future__ import annotations
 
-import csv
 import random
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from helpers.console import QUICK, run_folder, run_train
+from helpers.two_sources import train_on_two_sources
 
 from cxrnet.data.records import Record, make_record
 from cxrnet.data.sources import resolve_data_root, tag_source, train_only_sources
 from cxrnet.data.splits import SplitConfig, build_groups, make_splits, patient_overlap
-from cxrnet.data.synthetic import SyntheticSpec, generate_synthetic
 from cxrnet.user_errors import DataError
 
 
@@ -151,27 +149,13 @@ def test_root_and_sources_together_are_an_error_naming_both(tmp_path: Path) -> N
 
 
 def test_cxrnet_train_on_two_named_sources_writes_the_source_to_split_csv(tmp_path: Path) -> None:
-    spec = SyntheticSpec(n_train=32, n_val=8, n_test=8, min_size=40, max_size=56, seed=5)
-    public = generate_synthetic(tmp_path / "public", spec)
-    site = generate_synthetic(tmp_path / "site", SyntheticSpec(**{**vars(spec), "seed": 6}))
-    done = run_train(
-        [
-            *QUICK,
-            f"data.sources={{public: {public}, site: {site}}}",
-            "data.source_balance=equal",
-            "data.split=patient",
-            "data.image_size=32",
-            "data.batch_size=8",
-            f"paths.log_dir={tmp_path / 'logs'}",
-        ],
-        tmp_path,
+    done, roots, rows = train_on_two_sources(
+        tmp_path, ["data.source_balance=equal", "data.split=patient"]
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    public, site = roots["public"], roots["site"]
     printed = done.stdout + done.stderr
     assert "images per split, source public:" in printed
     assert "images per split, source site:" in printed
-    with (run_folder(done.stdout) / "split.csv").open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
     seen = Counter((row["split"], row["source"]) for row in rows)
     assert {source for _, source in seen} == {"public", "site"}
     assert all(
