@@ -44,6 +44,7 @@ from cxrnet.evaluation.fold_ensemble import (
 )
 from cxrnet.evaluation.report import SplitPredictions, read_predictions
 from cxrnet.evaluation.thresholds import ThresholdRule
+from cxrnet.runs.record import RunRecord, read_record
 
 VIEWS = ("all", "PA", "AP")
 RESAMPLES = 1000
@@ -168,8 +169,11 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def _record(job_dir: Path) -> dict:
-    return json.loads((job_dir / "metrics.json").read_text())
+def _record(job_dir: Path) -> RunRecord:
+    record = read_record(job_dir)
+    if record is None:
+        raise FileNotFoundError(f"{job_dir} holds no run record (metrics.json)")
+    return record
 
 
 def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
@@ -183,9 +187,10 @@ def fold_arm(arm: Arm, folder: Path) -> ArmResult:
     pooled = pooled_out_of_fold(parts)
     thresholds = cross_fitted_thresholds(parts, RULE)
     others = [row for m in members for row in _read_rows(m.run_dir / OTHER_PREDICTIONS)]
-    records = [_record(m.run_dir) for m in members]
-    peds = _mean_sd([r["metrics"]["test/auroc"] for r in records])
-    cost = _mean_sd([r["duration_s"] for r in records])
+    # find_fold_members read each job's record already (and a completed job has one).
+    records = [m.run.record for m in members if m.run.record is not None]
+    peds = _mean_sd([r.metrics["test/auroc"] for r in records])
+    cost = _mean_sd([r.duration_s for r in records])
     return ArmResult(
         arm, len(members), per_view(pooled, thresholds), _flagged(others), len(others),
         *peds, *cost, pooled,
@@ -196,12 +201,12 @@ def pediatric_arm(arm: Arm, folder: Path) -> ArmResult:
     job = folder / "0"  # the runner's one training job; the adult evaluation beside it
     evaluation = folder / ADULT_EVAL
     adult = read_predictions(evaluation / "predictions_test.csv")
-    threshold = _record(job)["metrics"]["val/threshold"]
-    others = _read_rows(evaluation / "predictions_other_classes.csv")
     record = _record(job)
+    threshold = record.metrics["val/threshold"]
+    others = _read_rows(evaluation / "predictions_other_classes.csv")
     return ArmResult(
         arm, 1, per_view(adult, np.full(len(adult), threshold)), _flagged(others), len(others),
-        record["metrics"]["test/auroc"], math.nan, record["duration_s"], math.nan, adult,
+        record.metrics["test/auroc"], math.nan, record.duration_s, math.nan, adult,
     )  # fmt: skip
 
 

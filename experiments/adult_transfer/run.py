@@ -34,7 +34,8 @@ from arms import ARMS, BY_NAME, SMALL_DATA_EPOCHS, Arm  # noqa: E402
 from machine import cpu_name  # noqa: E402
 from prepare import NUM_FOLDS, prepare  # noqa: E402
 
-from cxrnet.runs.results import collect_runs  # noqa: E402
+from cxrnet.evaluation.fold_ensemble import job_checkpoint  # noqa: E402
+from cxrnet.runs.results import RunResult, collect_runs  # noqa: E402
 from cxrnet.runs.sweeps import (  # noqa: E402
     console_command,
     run_logged,
@@ -58,9 +59,12 @@ def _jobs(folder: Path) -> list:
     return [run for run in collect_runs([folder]) if run.completed] if folder.is_dir() else []
 
 
-def best_checkpoint(job_dir: Path) -> Path:
-    record = json.loads((job_dir / "metrics.json").read_text())
-    return Path(record["paths"]["best_checkpoint"])
+def best_checkpoint(run: RunResult) -> Path:
+    """The job's best checkpoint where the job folder is now (``job_checkpoint``)."""
+    checkpoint = job_checkpoint(run)
+    if checkpoint is None:
+        raise SystemExit(f"{run.path} records no best checkpoint; rerun that job")
+    return checkpoint
 
 
 def _sources(arm: Arm, manifests: Path) -> list[str]:
@@ -98,7 +102,7 @@ def train_settings(arm: Arm, out: Path, manifests: Path, cache_dir: Path) -> lis
         base = _jobs(arm_dir(out, BY_NAME[PEDIATRIC_MODEL]))
         if not base:
             raise SystemExit(f"{arm.name} fine-tunes {PEDIATRIC_MODEL}: run that arm first")
-        settings.append(f"model.net.weights={best_checkpoint(base[0].path)}")
+        settings.append(f"model.net.weights={best_checkpoint(base[0])}")
     return settings
 
 
@@ -121,7 +125,7 @@ def missing_folds(arm: Arm, out: Path) -> list[int]:
     done = set()
     for job in collect_runs([folder]) if folder.is_dir() else []:
         if job.completed:
-            done.add(int(job.config["data"]["fold"]) if arm.folds else 0)
+            done.add(int(job.value("data.fold")) if arm.folds else 0)
         else:
             shutil.rmtree(job.path)
     return [fold for fold in range(NUM_FOLDS if arm.folds else 1) if fold not in done]
@@ -132,7 +136,7 @@ def follow_up_commands(arm: Arm, out: Path, manifests: Path, rsna: Path) -> list
     model's held-out OTHER_ABNORMAL films for a fold arm."""
     commands = []
     for run in _jobs(arm_dir(out, arm)):
-        checkpoint = best_checkpoint(run.path)
+        checkpoint = best_checkpoint(run)
         if not arm.folds:
             target = run.path.parent / ADULT_EVAL
             if not (target / "metrics.json").is_file():
@@ -143,7 +147,7 @@ def follow_up_commands(arm: Arm, out: Path, manifests: Path, rsna: Path) -> list
             continue
         if (run.path / OTHER_PREDICTIONS).is_file():
             continue
-        fold = int(run.config["data"]["fold"])
+        fold = int(run.value("data.fold"))
         commands.append(script_command("cxrnet-predict", [
             f"ckpt_path={checkpoint}", f"input={manifests / f'other_val_{fold}.csv'}",
             f"output={run.path / OTHER_PREDICTIONS}", "progress=false",
