@@ -373,6 +373,24 @@ def _kept_in_val(
     return [r for r in pool if id(r) not in taken], _take(groups, kept)
 
 
+def _check_sources_named(
+    setting: str,
+    names: Iterable[str],
+    records: Mapping[str, Sequence[Record]],
+    sources: Iterable[str] = (),
+) -> None:
+    """``setting`` may name only sources some film comes from (of ``records``, or ``sources``):
+    a misspelt name would otherwise change nothing, silently."""
+    found = sorted({source_of(r) for items in records.values() for r in items} | set(sources))
+    found = [name for name in found if name]
+    unknown = sorted(set(names) - set(found))
+    if unknown:
+        raise DataError(
+            f"{setting} names source(s) {unknown} that no film comes from; the sources are "
+            f"{found} (data.sources names them, or a root's folder name / manifest stem)"
+        )
+
+
 def _train_only(
     records: Mapping[str, Sequence[Record]], config: SplitConfig
 ) -> tuple[dict[str, list[Record]], list[Record]]:
@@ -380,13 +398,7 @@ def _train_only(
     names = set(config.train_only_sources)
     if not names:
         return {split: list(items) for split, items in records.items()}, []
-    found = sorted({source_of(r) for items in records.values() for r in items})
-    unknown = sorted(names - set(found))
-    if unknown:
-        raise DataError(
-            f"data.source_roles names source(s) {unknown} that no film comes from; the sources "
-            f"are {found} (data.sources names them, or a root's folder name / manifest stem)"
-        )
+    _check_sources_named("data.source_roles", names, records)
     rest = {
         split: [r for r in items if source_of(r) not in names] for split, items in records.items()
     }
@@ -434,14 +446,8 @@ def keep_train_size(
     """
     if not config.source_train_size:
         return list(train), []
-    known = sorted((set(sources) | {source_of(r) for r in train}) - {""})
-    unknown = sorted(name for name, _ in config.source_train_size if name not in known)
-    if unknown:
-        raise DataError(
-            f"data.source_train_size names source(s) {unknown} that no film comes from; the "
-            f"sources are {known} (data.sources names them, or a root's folder name / manifest "
-            "stem)"
-        )
+    named = {name for name, _ in config.source_train_size}
+    _check_sources_named("data.source_train_size", named, {"train": train}, sources)
     left_out: set[int] = set()
     for name, size in config.source_train_size:
         own = [r for r in train if source_of(r) == name]
