@@ -199,10 +199,10 @@ def _parse_other(
     columns: Mapping[str, str],
     metadata: Mapping[str, str],
     csv_dir: Path,
-    test_only: bool = True,
+    any_split: bool = False,
 ) -> tuple[OtherFilm | None, list[str]]:
-    """A film of a class other than NORMAL/PNEUMONIA in a test set (any split when not
-    ``test_only``: training data that lists such films as ignored), or the problems with its
+    """A film of a class other than NORMAL/PNEUMONIA in a test set (of any split with
+    ``any_split``: training data that lists such films as ignored), or the problems with its
     row; (None, []) for a row of either class (or without a label), which ``_parse_row`` reads."""
 
     def cell(name: str) -> str:
@@ -220,7 +220,7 @@ def _parse_other(
         problems.append(f"file {path} not found (relative paths resolve against {csv_dir})")
     elif path.suffix.lower() not in IMAGE_SUFFIXES:
         problems.append(f"{path} is not an image; expected {', '.join(sorted(IMAGE_SUFFIXES))}")
-    if test_only and cell("split").lower() not in ("", "test"):
+    if not any_split and cell("split").lower() not in ("", "test"):
         problems.append(
             f"label {raw_label!r} on a split={cell('split')} row: films of classes other than "
             f"{_ALLOWED_LABELS} may only be test films (split empty or test)"
@@ -287,7 +287,7 @@ def read_manifest(
                 continue
             record: Record | None = None
             other, row_problems = (
-                _parse_other(row, columns, metadata, csv_dir, not others_any_split)
+                _parse_other(row, columns, metadata, csv_dir, others_any_split)
                 if others is not None
                 else (None, [])
             )
