@@ -3,8 +3,9 @@ the same one.
 
 A file is written to a hidden temporary sibling and renamed over its name (``write_file``): a
 reader sees the old file or the new one, never half of either, and a killed writer leaves the old
-file whole. The run record, checkpoints stamped with their operating point and ``last.ckpt`` are
-all written this way.
+file whole. The run record and every JSON file (``write_json_atomic``), report.md
+(``write_text``), checkpoints stamped with their operating point and ``last.ckpt`` are all
+written this way.
 
 A build fills a hidden staging sibling, ``.<name>.partial-<pid>-<random>``, and the rename to
 ``<name>`` publishes it: a reader that looks for the final name never sees half a folder, and a
@@ -18,12 +19,15 @@ Used by the decode-once image cache (``cxrnet.data.cache``) and the synthetic da
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
 
@@ -47,6 +51,28 @@ def write_file(path: Path | str, write: Fill) -> Path:
     finally:
         temporary.unlink(missing_ok=True)
     return path
+
+
+def write_text(path: Path | str, text: str) -> Path:
+    """A text file (a report, a summary) written whole or not at all."""
+    return write_file(path, lambda temporary: temporary.write_text(text))
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and infinity are not JSON; write them as null rather than an invalid file."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write a JSON file whole or not at all: a reader never sees half a file."""
+    text = json.dumps(json_safe(payload), indent=2, sort_keys=True, default=str, allow_nan=False)
+    write_text(path, text + "\n")
 
 
 def unwritable_reason(folder: Path | str) -> str | None:

@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import cxrnet.data.cache as cache_module
-from cxrnet.data.cache import LoadedImages, cache_key, load_images
+import cxrnet.data.cache_entry as cache_module
+from cxrnet.data.cache import LoadedImages, load_images
+from cxrnet.data.cache_entry import cache_key
 from cxrnet.data.decode import DecodeParams, decode
 from cxrnet.data.records import Record, make_record
 from cxrnet.user_errors import DataError
@@ -314,7 +315,8 @@ _SLOW_BUILD = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    import cxrnet.data.cache as cache
+    import cxrnet.data.cache_entry as cache
+    from cxrnet.data.cache import load_images
     from cxrnet.data.decode import DecodeParams
     from cxrnet.data.records import make_record
 
@@ -325,7 +327,7 @@ _SLOW_BUILD = textwrap.dedent(
     cache.decode = slow
     data, cache_dir = Path(sys.argv[1]), Path(sys.argv[2])
     records = [make_record(p, 0, "train") for p in sorted(data.rglob("*.jpeg"))]
-    cache.load_images(records, DecodeParams(image_size=32), cache_dir=cache_dir, progress=False)
+    load_images(records, DecodeParams(image_size=32), cache_dir=cache_dir, progress=False)
     """
 )
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from helpers.console import QUICK, run_train
 
-import cxrnet.data.cache as cache
+import cxrnet.data.cache_entry as cache
 from cxrnet.user_errors import DataError
 
 

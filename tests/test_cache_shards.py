@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from helpers.console import console_script, run_script, script_env
 
-from cxrnet.data.cache import COMPLETE_FILE, load_images
+from cxrnet.data.cache import load_images
+from cxrnet.data.cache_entry import COMPLETE_FILE
 from cxrnet.data.cache_shards import Shard, build_shard, parts_folder
 from cxrnet.data.datamodule import ChestXRayDataModule
 from cxrnet.data.decode import DecodeParams

@@ -29,7 +29,8 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from cxrnet.data.cache import cache_key, load_images
+from cxrnet.data.cache import load_images
+from cxrnet.data.cache_entry import cache_key
 from cxrnet.data.decode import BadImageError, DecodeParams, decode, decoder_fingerprint, read_gray
 from cxrnet.data.discovery import scan_folder
 from cxrnet.data.records import is_dicom, make_record, patient_from_name

@@ -69,7 +69,7 @@ def test_global_batch_is_divided_over_the_processes() -> None:
 
 
 def _single_process_val_metrics(compose_cfg, checkpoint: str) -> dict[str, float]:
-    from cxrnet.evaluation.checkpoint_eval import evaluate_checkpoint
+    from cxrnet.passes.checkpoint_eval import evaluate_checkpoint
 
     # The checkpoint records its data settings; one CPU process evaluates them.
     cfg = compose_cfg("eval", [f"ckpt_path={checkpoint}", "stages=[val]", "trainer=cpu"])

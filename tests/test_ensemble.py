@@ -13,13 +13,13 @@ import pytest
 import torch
 from helpers.console import QUICK, run_script, run_train
 
-from cxrnet.evaluation.fold_ensemble import build_fold_ensemble
 from cxrnet.evaluation.thresholds import ThresholdRule
 from cxrnet.inference.ensemble import load_ensemble
 from cxrnet.inference.inputs import list_inputs
 from cxrnet.inference.predict import iter_predictions
 from cxrnet.inference.scorers import FlipAveraged, load_scorer
 from cxrnet.models.ensemble_manifest import read_manifest
+from cxrnet.passes.fold_ensemble import build_fold_ensemble
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

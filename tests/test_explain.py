@@ -10,7 +10,7 @@ from cxrnet.models.notebook_cnn import NotebookCNN
 
 pytest.importorskip("captum", reason="the explain extra (captum) is not installed")
 
-from cxrnet.models.gradcam import gradcam, last_conv_layer, save_overlay
+from cxrnet.inference.gradcam import gradcam, last_conv_layer, save_overlay
 
 SIZE = 48
 

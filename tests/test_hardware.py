@@ -15,9 +15,9 @@ from helpers.console import QUICK, run_folder, run_train
 from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator, MPSAccelerator
 
-from cxrnet.evaluation.checkpoint_eval import evaluate_checkpoint
-from cxrnet.training import hardware
-from cxrnet.training.hardware import resolve_precision, resolve_trainer_precision, run_device
+from cxrnet import hardware
+from cxrnet.hardware import resolve_precision, resolve_trainer_precision, run_device
+from cxrnet.passes.checkpoint_eval import evaluate_checkpoint
 from cxrnet.training.run import run
 
 TRAINER_CONFIGS = sorted(

@@ -450,8 +450,8 @@ def test_no_name_or_birth_date_reaches_the_run_folder_logs_or_output(site: dict)
 def test_the_fold_ensembles_predictions_keep_the_metadata() -> None:
     """cxrnet-ensemble's predictions_oof.csv and predictions_test.csv: the folds' pooled
     validation films, and the members' mean on the held-out films, keep their columns."""
-    from cxrnet.evaluation.fold_ensemble import mean_over_members, pooled_out_of_fold
     from cxrnet.evaluation.report import SplitPredictions
+    from cxrnet.passes.fold_ensemble import mean_over_members, pooled_out_of_fold
 
     def part(files: tuple[str, ...], p: float, **columns: tuple[str, ...]) -> SplitPredictions:
         n = len(files)

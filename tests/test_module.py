@@ -12,8 +12,8 @@ from hydra.utils import instantiate
 from lightning.pytorch.plugins.precision import MixedPrecision
 from torchmetrics.classification import BinaryAUROC
 
+from cxrnet.hardware import resolve_precision
 from cxrnet.models.module import TRAIN_EPOCH_KEY, ClassifierModule
-from cxrnet.training.hardware import resolve_precision
 
 NET = {"name": "notebook_cnn", "image_size": 32, "widths": [4, 4, 8, 8], "hidden": 8}
 

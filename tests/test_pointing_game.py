@@ -15,7 +15,6 @@ from PIL import Image
 
 from cxrnet.data.datamodule import ChestXRayDataModule
 from cxrnet.data.decode import DecodeParams
-from cxrnet.evaluation import site_pass
 from cxrnet.evaluation.pointing import (
     covered_fraction,
     film_size,
@@ -27,6 +26,7 @@ from cxrnet.evaluation.pointing import (
 )
 from cxrnet.evaluation.report import ReportSettings
 from cxrnet.models.module import ClassifierModule
+from cxrnet.passes import site_pass
 from cxrnet.user_errors import DataError
 
 SQUASH = DecodeParams(32, "squash")
@@ -156,7 +156,7 @@ def test_the_evaluation_plays_only_pneumonia_films_with_boxes(
         maps[:, 2, 2] = 1.0  # the top left: (25, 7.5) on a 320x160 film
         return maps
 
-    monkeypatch.setattr("cxrnet.models.gradcam.gradcam", gradcam)
+    monkeypatch.setattr("cxrnet.inference.gradcam.gradcam", gradcam)
     model = ClassifierModule(
         net={"name": "notebook_cnn", "image_size": 32, "widths": [4, 4, 8, 8], "hidden": 8},
         optimizer={"_target_": "torch.optim.Adam"},

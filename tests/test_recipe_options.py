@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from PIL import Image
 
-from cxrnet.data.cache import cache_key
+from cxrnet.data.cache_entry import cache_key
 from cxrnet.data.decode import DecodeParams, fit_to_square
 from cxrnet.data.records import make_record
 from cxrnet.models.module import ClassifierModule

@@ -256,7 +256,7 @@ def test_no_threshold_is_chosen_on_nan_predictions(
     """The evaluation pass (cxrnet-train and cxrnet-eval) reports nothing from NaN scores."""
     from types import SimpleNamespace
 
-    import cxrnet.evaluation.evaluation_pass as evaluation_pass
+    import cxrnet.passes.evaluation_pass as evaluation_pass
     from cxrnet.data.datamodule import ChestXRayDataModule
     from cxrnet.evaluation.report import SplitPredictions
     from cxrnet.evaluation.thresholds import ThresholdRule

@@ -17,6 +17,7 @@ from omegaconf import OmegaConf, open_dict
 
 optuna = pytest.importorskip("optuna")
 
+from cxrnet.hardware import resolve_precision  # noqa: E402
 from cxrnet.runs import RunRecord, RunStatus  # noqa: E402
 from cxrnet.runs import format_override_value as format_value  # noqa: E402
 from cxrnet.runs import record as runs  # noqa: E402
@@ -24,7 +25,6 @@ from cxrnet.runs.results import collect_runs  # noqa: E402
 from cxrnet.search import runner as search_module  # noqa: E402
 from cxrnet.search.runner import search  # noqa: E402
 from cxrnet.search.space import SearchSettings, parse_space, round_float  # noqa: E402
-from cxrnet.training.hardware import resolve_precision  # noqa: E402
 
 SPACES = sorted(
     Path(str(p)).stem

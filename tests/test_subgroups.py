@@ -394,7 +394,7 @@ def test_a_training_run_reports_subgroups_end_to_end(
 def test_fold_ensembles_keep_the_metadata_columns() -> None:
     """cxrnet-ensemble reports pooled out-of-fold and mean held-out predictions: their films
     keep their views, so the subgroup report works there too."""
-    from cxrnet.evaluation.fold_ensemble import mean_over_members, pooled_out_of_fold
+    from cxrnet.passes.fold_ensemble import mean_over_members, pooled_out_of_fold
 
     preds = _predictions(n=10)
     first = SplitPredictions(
@@ -427,7 +427,7 @@ def test_the_evaluation_pass_checks_the_columns_before_predicting(
     synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """cxrnet-eval's pass (and cxrnet-train's) refuses a column before predicting any film."""
-    import cxrnet.evaluation.evaluation_pass as evaluation_pass
+    import cxrnet.passes.evaluation_pass as evaluation_pass
     from cxrnet.data.datamodule import ChestXRayDataModule
     from cxrnet.evaluation.thresholds import ThresholdRule
 

@@ -17,11 +17,11 @@ from helpers.console import QUICK, run_folder, run_train
 from cxrnet.data.records import Record, make_record
 from cxrnet.data.splits import SplitConfig, make_splits, patient_overlap
 from cxrnet.data.synthetic import SyntheticSpec, generate_synthetic
-from cxrnet.evaluation.evaluation_pass import operating_point_on_films
 from cxrnet.evaluation.model_card import selection_note
 from cxrnet.evaluation.report import SplitPredictions
 from cxrnet.evaluation.threshold_films import ThresholdFilms
 from cxrnet.evaluation.thresholds import ThresholdRule, choose_threshold
+from cxrnet.passes.evaluation_pass import operating_point_on_films
 from cxrnet.user_errors import ConfigError, DataError
 
 # --- data.keep_in_val -------------------------------------------------------------------------

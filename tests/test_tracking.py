@@ -13,6 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from helpers.console import QUICK
@@ -22,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from cxrnet.config import register_resolvers
-from cxrnet.evaluation.report import confidently_wrong, curve_rows
+from cxrnet.evaluation.report import SplitPredictions, SplitReport, confidently_wrong_indices
 from cxrnet.models.checkpoint import load_checkpoint
 from cxrnet.tracking.wandb_logger import (
     CHECKPOINT_KEY,
@@ -33,7 +34,7 @@ from cxrnet.tracking.wandb_logger import (
     wandb_run_defaults,
     wandb_run_id_from_checkpoint,
 )
-from cxrnet.tracking.wandb_report import WandbReport, thumbnail
+from cxrnet.tracking.wandb_report import WandbReport, curve_rows, thumbnail
 from cxrnet.training.run import run
 
 TINY = [
@@ -429,25 +430,40 @@ def test_multirun_jobs_are_grouped_by_sweep_and_named_by_overrides(tmp_path: Pat
 
 
 def test_confidently_wrong_orders_errors_by_confidence() -> None:
-    probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.05, 0.95], [0.3, 0.7]])
-    labels = torch.tensor([0, 0, 1, 0, 1])
-    preds = probs.argmax(dim=1)
-    assert confidently_wrong(probs, labels, preds, k=10) == [3, 1, 2]
-    assert confidently_wrong(probs, labels, preds, k=2) == [3, 1]
+    # Pneumonia probabilities; at 0.5 films 1 and 3 are false alarms, film 2 a miss.
+    probs = np.array([0.1, 0.8, 0.4, 0.95, 0.7])
+    labels = np.array([0, 0, 1, 0, 1])
+    assert confidently_wrong_indices(probs, labels, 0.5, k=10) == [3, 1, 2]
+    assert confidently_wrong_indices(probs, labels, 0.5, k=2) == [3, 1]
 
 
-def test_curves_plot_the_positive_class_or_every_class_present() -> None:
-    labels = torch.tensor([0, 0, 1, 1])
-    binary = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.35, 0.65], [0.2, 0.8]])
-    roc = curve_rows(binary, labels, ["NORMAL", "PNEUMONIA"], "roc")
-    assert {row[0] for row in roc} == {"PNEUMONIA"}
+def _split_report(probs: np.ndarray, labels: np.ndarray) -> SplitReport:
+    """A split's report as far as its curves go: they come from its predictions alone."""
+    films = tuple(f"{i}.png" for i in range(len(probs)))
+    predictions = SplitPredictions(probs, labels, films, ("",) * len(probs))
+    return SplitReport(predictions, confusion={}, ece=float("nan"), reliability=None)
+
+
+def test_the_sinks_curves_are_the_reports_thinned_with_both_ends() -> None:
+    part = _split_report(np.array([0.1, 0.4, 0.65, 0.8]), np.array([0, 0, 1, 1]))
+    roc = curve_rows(part, "roc", "PNEUMONIA", max_points=2000)
+    fpr, tpr = part.curve("roc")
+    assert roc == [["PNEUMONIA", float(x), float(y)] for x, y in zip(fpr, tpr, strict=True)]
     assert roc[0][1:] == [0.0, 0.0] and roc[-1][1:] == [1.0, 1.0]
-    three = torch.softmax(torch.randn(4, 3), dim=1)
-    pr = curve_rows(three, labels, ["normal", "bacteria", "virus"], "pr")
-    assert {row[0] for row in pr} == {"normal", "bacteria"}, "no virus image, no virus curve"
-    many = torch.rand(5000)
-    rows = curve_rows(torch.stack([1 - many, many], 1), (many > 0.5).long(), ["n", "p"], "roc", 100)
+    recall, precision = part.curve("pr")
+    assert [row[1:] for row in curve_rows(part, "pr", "PNEUMONIA", 2000)] == [
+        [float(x), float(y)] for x, y in zip(recall, precision, strict=True)
+    ]
+    many = np.random.default_rng(0).random(5000)
+    big = _split_report(many, (many > 0.5).astype(np.int64))
+    rows = curve_rows(big, "roc", "p", max_points=100)
     assert len(rows) <= 100 and rows[0][1:] == [0.0, 0.0] and rows[-1][1:] == [1.0, 1.0]
+
+
+def test_a_split_of_one_class_has_no_curve() -> None:
+    part = _split_report(np.array([0.2, 0.7, 0.4]), np.array([0, 0, 0]))
+    assert part.curve("roc") is None and part.curve("pr") is None
+    assert curve_rows(part, "roc", "PNEUMONIA", 2000) == []
 
 
 def test_thumbnails_are_small_uint8_images() -> None:

@@ -11,7 +11,7 @@ import yaml
 from helpers.compose import compose_in
 from helpers.console import QUICK, run_train
 
-from cxrnet.evaluation.checkpoint_eval import evaluate_checkpoint
+from cxrnet.passes.checkpoint_eval import evaluate_checkpoint
 from cxrnet.training.run import run
 
 
@@ -128,7 +128,7 @@ def test_console_script_runs_from_any_directory_on_generated_synthetic_data(tmp_
 
 
 def test_metrics_file_is_valid_json_even_with_nan(tmp_path: Path) -> None:
-    from cxrnet.runs import write_json_atomic as write_metrics
+    from cxrnet.publish import write_json_atomic as write_metrics
 
     write_metrics(tmp_path / "metrics.json", {"metrics": {"val/auroc": float("nan"), "x": 1.0}})
     assert json.loads((tmp_path / "metrics.json").read_text())["metrics"] == {
@@ -160,7 +160,7 @@ def test_a_training_run_predicts_each_split_once(
     """After fit: one prediction pass per split feeds metrics, CSVs, figures and loggers."""
     import lightning as L
 
-    import cxrnet.evaluation.evaluation_pass as evaluation_pass
+    import cxrnet.passes.evaluation_pass as evaluation_pass
 
     predicted: list[tuple[str, int]] = []
     real_predict_split = evaluation_pass.predict_split

@@ -14,7 +14,8 @@ from cxrnet.config import register_resolvers
 @hydra.main(version_base=HYDRA_VERSION, config_path=CONFIG_PATH, config_name="cache")
 @brief_errors
 def _hydra_main(cfg: DictConfig) -> None:
-    from cxrnet.data.cache_shards import Shard, prepare_cache
+    from cxrnet.data.cache import prepare_cache
+    from cxrnet.data.cache_shards import Shard
 
     shard = None if cfg.get("shard") is None else Shard.parse(cfg.shard)  # before torch loads
     from hydra.utils import instantiate

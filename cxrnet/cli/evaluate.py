@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -16,9 +15,6 @@ from cxrnet.cli.hydra_support import CONFIG_PATH, HYDRA_VERSION, job_overrides, 
 from cxrnet.config import register_resolvers, save_resolved_config
 from cxrnet.evaluation.metric_names import in_console_summary
 from cxrnet.runs import Override, RunRecorder
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +45,7 @@ def _hydra_main(cfg: DictConfig) -> None:
     with RunRecorder(output_dir, "cxrnet-eval", job_overrides()) as recorder:
         recorder.update(paths={"ckpt_path": ckpt_path})
         # Here, not at the top: `cxrnet-eval --help` and usage errors need no torch or Lightning.
-        from cxrnet.evaluation.checkpoint_eval import evaluate_checkpoint
+        from cxrnet.passes.checkpoint_eval import evaluate_checkpoint
 
         recorder.complete(evaluate_checkpoint(cfg, _explicit_data_keys(), _data_group_chosen()))
     shown = {k: v for k, v in recorder.record.metrics.items() if in_console_summary(k)}

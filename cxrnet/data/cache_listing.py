@@ -24,7 +24,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from cxrnet.data.cache import CACHE_FORMAT, COMPLETE_FILE, INDEX_FILE
+from cxrnet.data.cache_entry import CACHE_FORMAT, COMPLETE_FILE, INDEX_FILE
 from cxrnet.data.decode import DecodeParams, decoder_fingerprint
 from cxrnet.data.files import Facts, FileFacts
 from cxrnet.data.records import PATH_ERRORS, Record

@@ -27,11 +27,10 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cxrnet.data.cache import (
+from cxrnet.data.cache_entry import (
     IMAGES_FILE,
     _decode_images,
     _finish,
@@ -41,15 +40,11 @@ from cxrnet.data.cache import (
     _Stamp,
     _stamps,
     _write_text,
-    load_images,
 )
 from cxrnet.data.decode import DecodeParams
 from cxrnet.data.records import Record
 from cxrnet.publish import build_once, write_file
 from cxrnet.user_errors import ConfigError, DataError
-
-if TYPE_CHECKING:
-    from cxrnet.data.datamodule import ChestXRayDataModule
 
 log = logging.getLogger(__name__)
 
@@ -261,27 +256,3 @@ def join_sharded_build(
     )
     _assemble(entry, parts, count, records, stamps, params)
     return decoded
-
-
-def prepare_cache(datamodule: ChestXRayDataModule, shard: Shard | None) -> str:
-    """``cxrnet-cache``: the data module's image cache built, by this task alone (``shard``
-    None; it also finishes a sharded build under way) or as task ``shard``; what was done, in a
-    line."""
-    if datamodule.cache_dir is None:
-        raise ConfigError(
-            "data.cache_dir is null, so runs decode in memory and there is no cache to build; "
-            "set data.cache_dir (default: ${paths.cache_dir}/images)"
-        )
-    records = datamodule.films_to_decode()
-    params, workers = datamodule.decode_params, datamodule.decode_workers
-    if shard is not None:
-        outcome = build_shard(records, params, datamodule.cache_dir, shard, num_workers=workers)
-        return outcome.describe(shard)
-    # Bad films are kept out of the cache and reported, as the run would; the run's
-    # data.on_bad_image decides whether they stop it.
-    loaded = load_images(
-        records, params, cache_dir=datamodule.cache_dir, num_workers=workers, on_bad_image="skip"
-    )
-    how = "reused" if loaded.from_cache else "built"
-    bad = f", {len(loaded.skipped)} could not be decoded" if loaded.skipped else ""
-    return f"the cache {loaded.cache_path} is {how}: {len(records)} films{bad}"

@@ -29,7 +29,6 @@ from cxrnet.data.records import (
     CLASS_NAMES,
     PATH_ERRORS,
     SUBTYPE_NAMES,
-    UNKNOWN_SOURCE,
     UNUSED_SPLIT,
     Record,
     check_subtypes,
@@ -44,6 +43,7 @@ from cxrnet.data.source_balance import (
 )
 from cxrnet.data.sources import (
     named_sources,
+    source_name,
     source_of,
     tag_source,
     train_only_sources,
@@ -337,10 +337,8 @@ class ChestXRayDataModule(LightningDataModule):
         names one or all name the same (per-source metrics would repeat the pooled ones). A val
         film without one, beside films with one, is ``unknown``."""
         self._require_setup()
-        named = [source_of(r) for r in self.split_records.get("val", [])]
-        if len(set(named)) < 2:
-            return ()
-        return tuple(sorted({source or UNKNOWN_SOURCE for source in named}))
+        named = {source_name(r) for r in self.split_records.get("val", [])}
+        return tuple(sorted(named)) if len(named) >= 2 else ()
 
     def label_of(self, record: Record) -> int:
         return record.label if self.task == "binary" else SUBTYPE_NAMES.index(record.subtype)
@@ -653,7 +651,7 @@ class ChestXRayDataModule(LightningDataModule):
             position = {name: i for i, name in enumerate(sources)}
             dataset = SourcedDataset(
                 dataset,
-                [position[source_of(r) or UNKNOWN_SOURCE] for r in self.split_records[split]],
+                [position[source_name(r)] for r in self.split_records[split]],
             )
         world_size = self.trainer.world_size if self.trainer is not None else 1
         if train:

@@ -15,23 +15,39 @@ import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
 
 import cv2
 import numpy as np
 import PIL
 from PIL import Image, ImageFile, ImageOps
 
+from cxrnet.data.decode_options import (
+    DICOM_WINDOWS,
+    EQUALIZE_MODES,
+    BadImageError,
+    DicomWindow,
+    Equalize,
+    Interpolation,
+    ResizeMode,
+)
 from cxrnet.data.records import PIL_SUFFIXES, is_dicom
 
-ResizeMode = Literal["squash", "letterbox"]
-Interpolation = Literal["area", "bilinear"]
-Equalize = Literal["none", "hist", "clahe"]
-EQUALIZE_MODES: tuple[Equalize, ...] = ("none", "hist", "clahe")
-# DICOM films: auto (the header's VOI LUT or window where present, else the percentile window)
-# | percentile (always the 0.5-99.5 percentile window; cxrnet.data.dicom).
-DicomWindow = Literal["auto", "percentile"]
-DICOM_WINDOWS: tuple[DicomWindow, ...] = ("auto", "percentile")
+# Named here too: the decoding options and the decoding error are decode's vocabulary.
+__all__ = [
+    "DICOM_WINDOWS",
+    "EQUALIZE_MODES",
+    "BadImageError",
+    "DecodeParams",
+    "DicomWindow",
+    "Equalize",
+    "Interpolation",
+    "ResizeMode",
+    "decode",
+    "decoder_fingerprint",
+    "fit_to_square",
+    "read_gray",
+]
+
 # CLAHE as usually applied to chest films: contrast limited at 2, 8x8 tiles at any size.
 CLAHE_CLIP_LIMIT = 2.0
 CLAHE_TILES = 8
@@ -51,15 +67,6 @@ MIN_IMAGE_SIDE = 32
 
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA"})
-
-
-class BadImageError(ValueError):
-    """A file that cannot be decoded; the message names it and says why."""
-
-    def __init__(self, path: Path | str, reason: str) -> None:
-        super().__init__(f"cannot decode image {path}: {reason}")
-        self.path = Path(path)
-        self.reason = reason
 
 
 @dataclass(frozen=True)

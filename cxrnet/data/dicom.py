@@ -24,7 +24,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing, get_decoder
 
-from cxrnet.data.decode import BadImageError, DicomWindow
+from cxrnet.data.decode_options import BadImageError, DicomWindow
 from cxrnet.data.records import DICOM_SUFFIXES
 
 # The robust window for films without a VOI LUT: the 0.5 and 99.5 percentiles of the modality

@@ -21,13 +21,12 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from cxrnet.data.records import PATH_ERRORS
 from cxrnet.publish import write_file
 from cxrnet.user_errors import DataError
 
 STORE_NAME = "digests.tsv"
 _CHUNK = 1 << 20
-# Paths are written as Python decoded them from the file system (surrogates kept).
-_PATH_ERRORS = "surrogateescape"
 
 Key = tuple[str, int, int]  # path, size in bytes, modification time in nanoseconds
 
@@ -47,7 +46,7 @@ def file_digest(path: Path) -> str:
 def _read(path: Path) -> dict[Key, str]:
     known: dict[Key, str] = {}
     try:
-        with open(path, encoding="utf-8", errors=_PATH_ERRORS, newline="") as handle:
+        with open(path, encoding="utf-8", errors=PATH_ERRORS, newline="") as handle:
             for row in csv.reader(handle, delimiter="\t"):
                 if len(row) == 4 and row[1].isdigit() and row[2].lstrip("-").isdigit():
                     known[(row[0], int(row[1]), int(row[2]))] = row[3]
@@ -92,7 +91,7 @@ class DigestStore:
 
             def write(temporary: Path) -> None:
                 with open(
-                    temporary, "w", encoding="utf-8", errors=_PATH_ERRORS, newline=""
+                    temporary, "w", encoding="utf-8", errors=PATH_ERRORS, newline=""
                 ) as handle:
                     writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
                     writer.writerows(

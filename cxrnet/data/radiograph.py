@@ -15,7 +15,7 @@ import numpy as np
 from cxrnet.data.records import SPLIT_NAMES
 
 if TYPE_CHECKING:
-    from cxrnet.data.synthetic import Film, SyntheticSpec
+    from cxrnet.data.synthetic_spec import Film, SyntheticSpec
 
 # The kinds of film, in the order that seeds their anatomy.
 KINDS = ("normal", "bacteria", "virus")

@@ -13,7 +13,10 @@ from cxrnet.user_errors import DataError
 
 CLASS_NAMES: tuple[str, str] = ("NORMAL", "PNEUMONIA")
 SUBTYPE_NAMES: tuple[str, str, str] = ("normal", "bacteria", "virus")
-UNKNOWN_SUBTYPE = "unknown"
+# The one spelling of what a film does not say: a pneumonia film's kind, its source beside films
+# that name theirs, a subgroup column it lacks.
+UNKNOWN = "unknown"
+UNKNOWN_SUBTYPE = UNKNOWN
 SPLIT_NAMES: tuple[str, str, str] = ("train", "val", "test")
 # The training films data.source_train_size left out: counted and listed in split.csv, never
 # decoded, trained or scored; a manifest's rows of this split are not read.
@@ -21,7 +24,7 @@ UNUSED_SPLIT = "unused"
 # The metadata column naming where a film came from (data.sources, a manifest's source column),
 # and what a film without one counts as beside films with one.
 SOURCE_COLUMN = "source"
-UNKNOWN_SOURCE = "unknown"
+UNKNOWN_SOURCE = UNKNOWN
 # Films PIL decodes, and DICOM files by name. A DICOM file may also have no suffix, or a UID as
 # its name ("1.2.840.113619.2.55.3.1234" ends in ".1234"): is_dicom reads its preamble.
 PIL_SUFFIXES: frozenset[str] = frozenset({".jpeg", ".jpg", ".png"})

@@ -19,10 +19,13 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from cxrnet.training.seeding import epoch_seed
-
 # An index into the dataset and the seed of that draw's augmentation.
 SampleKey = tuple[int, int]
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A distinct seed per (seed, epoch) within numpy's 32-bit range."""
+    return (seed * 1_000_003 + epoch) % 2**32
 
 
 class EpochSampler(Sampler[SampleKey]):

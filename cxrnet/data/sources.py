@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from cxrnet.data.records import SOURCE_COLUMN, Record
+from cxrnet.data.records import SOURCE_COLUMN, UNKNOWN_SOURCE, Record
 from cxrnet.data.synthetic import SyntheticSpec, ensure_synthetic
 from cxrnet.user_errors import DataError
 
@@ -105,6 +105,12 @@ def tag_source(
 def source_of(record: Record) -> str:
     """The film's source ("" for a record never tagged, as in a library call on bare records)."""
     return record.metadata.get(SOURCE_COLUMN, "")
+
+
+def source_name(record: Record) -> str:
+    """The film's source as per-source metrics and monitors name it: ``unknown`` for a film
+    without one."""
+    return source_of(record) or UNKNOWN_SOURCE
 
 
 def train_only_sources(roles: Mapping[str, Any] | None) -> tuple[str, ...]:

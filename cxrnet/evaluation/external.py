@@ -4,7 +4,7 @@ had on validation (what the site would have to recalibrate), how well its probab
 calibrated there, and what it makes of films of classes it was never trained on.
 
 Plain arrays in (the test split's predictions, the other classes' probabilities), numbers and a
-report section out; ``cxrnet.evaluation.checkpoint_eval`` runs the model and writes the files.
+report section out; ``cxrnet.passes.checkpoint_eval`` runs the model and writes the files.
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 
-from cxrnet.evaluation.curves import pr_curve, roc_curve
 from cxrnet.evaluation.probabilities import DEFAULT_THRESHOLD
 from cxrnet.evaluation.report import EvaluationReport, finite
 
@@ -42,13 +41,14 @@ def plot_split(report: EvaluationReport, split: str, path: Path) -> Path:
 def _plot_curves(roc_ax: Axes, pr_ax: Axes, report: EvaluationReport, split: str) -> None:
     """ROC and precision-recall curves, the chosen and the default threshold marked on both."""
     part = report.splits[split]
-    probs, labels = part.predictions.probabilities, part.predictions.labels
+    labels = part.predictions.labels
     m = report.metrics
-    if len(np.unique(labels)) == 2:  # a curve needs both classes
-        fpr, tpr, _ = roc_curve(probs, labels)
+    roc, pr = part.curve("roc"), part.curve("pr")
+    if roc is not None and pr is not None:  # a curve needs both classes
+        fpr, tpr = roc
         roc_ax.plot(fpr, tpr, color="C0", label=f"AUROC {m[f'{split}/auroc']:.3f}")
         roc_ax.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=1)
-        recall, precision, _ = pr_curve(probs, labels)
+        recall, precision = pr
         pr_ax.step(recall, precision, where="post", color="C0")
         pr_ax.plot([], [], color="C0", label=f"AUPRC {m[f'{split}/auprc']:.3f}")
         pr_ax.axhline(labels.mean(), color="0.7", linestyle="--", linewidth=1, label="prevalence")

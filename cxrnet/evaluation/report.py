@@ -17,15 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import Tensor
-from torchmetrics.functional.classification import binary_precision_recall_curve, binary_roc
 
 from cxrnet.data.records import Record, metadata_columns
 from cxrnet.evaluation.bootstrap import PatientDraws, WeightedMetricFn, bootstrap_weighted
 from cxrnet.evaluation.calibration import apply_temperature, fit_temperature, reliability
 from cxrnet.evaluation.confusion import confusion_at_threshold
-from cxrnet.evaluation.curves import RankedScores, auroc, average_precision
+from cxrnet.evaluation.curves import RankedScores, auroc, average_precision, pr_curve, roc_curve
+from cxrnet.evaluation.probabilities import DEFAULT_THRESHOLD
 from cxrnet.evaluation.subgroups import (
     DEFAULT_AGE_BANDS,
     DEFAULT_SHORTCUT_FLAG,
@@ -132,6 +130,21 @@ class SplitReport:
     wrong: list[int] = field(default_factory=list)
     subgroups: SubgroupReport | None = None
 
+    def curve(self, kind: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """The split's ROC curve (x: 1 - specificity, y: sensitivity) or precision-recall curve
+        (x: recall, y: precision), for the figures and the W&B sink alike; None when the split
+        has one class only, where there is no curve."""
+        probs, labels = self.predictions.probabilities, self.predictions.labels
+        if len(np.unique(labels)) < 2:
+            return None
+        if kind == "roc":
+            x, y, _ = roc_curve(probs, labels)
+        elif kind == "pr":
+            x, y, _ = pr_curve(probs, labels)
+        else:
+            raise ValueError(f"curve kind must be 'roc' or 'pr', got {kind!r}")
+        return x, y
+
 
 @dataclass
 class EvaluationReport:
@@ -148,7 +161,7 @@ class EvaluationReport:
 
 def _scores(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
     values: dict[str, float] = {}
-    for suffix, t in (("_at_threshold", threshold), ("", 0.5)):
+    for suffix, t in (("_at_threshold", threshold), ("", DEFAULT_THRESHOLD)):
         for name, value in confusion_at_threshold(probabilities, labels, t).metrics().items():
             values[f"{name}{suffix}"] = value
     values["auroc"] = auroc(probabilities, labels)
@@ -166,7 +179,7 @@ def _resampled_scores(
     def scores(draws: PatientDraws) -> dict[str, np.ndarray]:
         tally = ranked.tally(draws.weights)
         values: dict[str, np.ndarray] = {}
-        for suffix, t in (("_at_threshold", threshold), ("", 0.5)):
+        for suffix, t in (("_at_threshold", threshold), ("", DEFAULT_THRESHOLD)):
             for name, value in tally.confusion(t).metrics().items():
                 values[f"{name}{suffix}"] = value
         values["auroc"] = tally.auroc()
@@ -343,58 +356,3 @@ def read_predictions(path: Path) -> SplitPredictions:
 
 def finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
-
-
-# Tensor helpers for the W&B sink (per-class curves also serve the multiclass task).
-
-
-def predict_classes(probs: Tensor, threshold: float = 0.5) -> Tensor:
-    """Binary: pneumonia when its probability reaches ``threshold``; multiclass: the argmax."""
-    if probs.shape[1] == 2:
-        return (probs[:, 1] >= threshold).long()
-    return probs.argmax(dim=1)
-
-
-def confidently_wrong(probs: Tensor, labels: Tensor, preds: Tensor, k: int) -> list[int]:
-    """Indices of up to ``k`` wrong predictions, most confident (in the wrong class) first."""
-    wrong = (preds != labels).nonzero().flatten()
-    confidence = probs[wrong, preds[wrong]]
-    order = confidence.argsort(descending=True, stable=True)
-    return wrong[order][:k].tolist()
-
-
-def curve_rows(
-    probs: Tensor,
-    labels: Tensor,
-    class_names: Sequence[str],
-    kind: str,
-    max_points: int = 2000,
-) -> list[list[Any]]:
-    """Rows ``[class, x, y]`` of one-vs-rest ROC (``x=fpr``) or PR (``x=recall``) curves.
-
-    Binary tasks plot the positive class only (the other curve is its mirror image). Classes
-    with no positive or no negative image have no curve and are left out.
-    """
-    classes = [1] if probs.shape[1] == 2 else list(range(probs.shape[1]))
-    rows: list[list[Any]] = []
-    for index in classes:
-        target = (labels == index).long()
-        if target.sum() == 0 or target.sum() == len(target):
-            log.warning("no %s curve for %s: the split has one class only", kind, index)
-            continue
-        if kind == "roc":
-            x, y, _ = binary_roc(probs[:, index], target)
-        elif kind == "pr":
-            y, x, _ = binary_precision_recall_curve(probs[:, index], target)
-        else:
-            raise ValueError(f"curve kind must be 'roc' or 'pr', got {kind!r}")
-        keep = _thin(len(x), max_points)
-        rows += [[class_names[index], float(x[i]), float(y[i])] for i in keep]
-    return rows
-
-
-def _thin(n: int, max_points: int) -> list[int]:
-    """At most ``max_points`` evenly spaced indices with both ends kept: W&B tables are capped."""
-    if n <= max_points:
-        return list(range(n))
-    return torch.linspace(0, n - 1, max_points).round().long().unique().tolist()

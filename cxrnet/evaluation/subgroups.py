@@ -21,14 +21,14 @@ from typing import Any, Literal
 
 import numpy as np
 
+from cxrnet.data.records import UNKNOWN
 from cxrnet.evaluation.bootstrap import PatientDraws, WeightedMetricFn, bootstrap_weighted
 from cxrnet.evaluation.confusion import confusion_at_threshold
 from cxrnet.evaluation.curves import RankedScores, auroc
 from cxrnet.user_errors import ConfigError
 
-# The category of a film that lacks the column (or, for age bands, has no readable age):
-# counted as a group of its own, never dropped.
-UNKNOWN = "unknown"
+# The category of a film that lacks the column (or, for age bands, has no readable age),
+# ``UNKNOWN``: counted as a group of its own, never dropped.
 AGE = "age"
 AGE_BAND = "age_band"
 DEFAULT_AGE_BANDS = (18.0, 40.0, 65.0)

@@ -1,1 +1,1 @@
-"""Calling new, unlabelled films: inputs, scorers (PyTorch or ONNX Runtime), export."""
+"""Calling new, unlabelled films: inputs, scorers (PyTorch or ONNX Runtime), export, Grad-CAM."""

@@ -141,7 +141,7 @@ class PredictionSummary:
 def _explain(
     scorer: Scorer, good: list[tuple[int, np.ndarray]], scores: np.ndarray, paths, folder: Path
 ) -> None:
-    from cxrnet.models.gradcam import gradcam, save_overlay
+    from cxrnet.inference.gradcam import gradcam, save_overlay
 
     net = getattr(scorer, "net", None)
     images = torch.from_numpy(np.stack([image for _, image in good]))

@@ -3,7 +3,7 @@
 The manifest names the member checkpoints relative to itself (a moved or copied sweep folder
 still loads), the combination rule, the operating point with its criterion, the preprocessing
 every member shares and the recipe that trained them. ``cxrnet-ensemble``
-(``cxrnet.evaluation.fold_ensemble``) writes it; ``cxrnet-predict`` and ``cxrnet-export`` load it
+(``cxrnet.passes.fold_ensemble``) writes it; ``cxrnet-predict`` and ``cxrnet-export`` load it
 (``cxrnet.inference.ensemble``) wherever they take a checkpoint.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 from cxrnet.data.decode import DecodeParams
 from cxrnet.evaluation.thresholds import OperatingPoint
-from cxrnet.runs import write_json_atomic
+from cxrnet.publish import write_json_atomic
 from cxrnet.user_errors import EnsembleError
 
 MANIFEST_NAME = "ensemble.json"

@@ -30,10 +30,8 @@ from cxrnet.runs.record import (
     RunRecord,
     RunStatus,
     RunStopped,
-    json_safe,
     read_record,
     status_for,
-    write_json_atomic,
     write_record,
 )
 from cxrnet.runs.recorder import RECORDED_PACKAGES, RunRecorder, git_commit, installed_versions
@@ -55,12 +53,10 @@ __all__ = [
     "git_commit",
     "installed_versions",
     "is_job_dir",
-    "json_safe",
     "lookup",
     "overrides_as_dict",
     "parse_value",
     "read_record",
     "status_for",
-    "write_json_atomic",
     "write_record",
 ]

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from cxrnet.publish import write_file
+from cxrnet.publish import write_json_atomic
 
 RECORD_NAME = "metrics.json"
 SCHEMA_VERSION = 2
@@ -115,23 +114,6 @@ class RunRecord:
 
     def replace(self, **changes: Any) -> RunRecord:
         return dataclasses.replace(self, **changes)
-
-
-def json_safe(value: Any) -> Any:
-    """NaN and infinity are not JSON; write them as null rather than an invalid file."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {key: json_safe(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(item) for item in value]
-    return value
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write a JSON file whole or not at all: a reader never sees half a file."""
-    text = json.dumps(json_safe(payload), indent=2, sort_keys=True, default=str, allow_nan=False)
-    write_file(path, lambda temporary: temporary.write_text(text + "\n"))
 
 
 def write_record(record: RunRecord, path: Path | None = None) -> Path:

@@ -58,6 +58,7 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, TrialState
 
 from cxrnet.evaluation.metrics import monitor_mode_for
+from cxrnet.publish import write_json_atomic
 from cxrnet.runs import (
     MISSING,
     Override,
@@ -65,7 +66,6 @@ from cxrnet.runs import (
     RunStopped,
     format_overrides,
     lookup,
-    write_json_atomic,
 )
 from cxrnet.runs.slurm import slurm_job_id
 from cxrnet.search.pruning import ReportToTrial

@@ -33,7 +33,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import optuna
 from filelock import FileLock
@@ -45,10 +45,16 @@ from optuna.trial import FrozenTrial, TrialState
 
 from cxrnet.user_errors import DataError
 
-if TYPE_CHECKING:
-    from cxrnet.search.space import SearchSettings
-
 log = logging.getLogger(__name__)
+
+
+class StorageSettings(Protocol):
+    """The part of ``cxrnet.search.space.SearchSettings`` that picks and opens the storage."""
+
+    storage: str | None
+    heartbeat_s: int | None
+    grace_s: int | None
+
 
 SQLITE = "sqlite"
 JOURNAL = "journal"
@@ -74,7 +80,7 @@ def check_storage_setting(storage: Any) -> None:
     )
 
 
-def storage_location(settings: SearchSettings, study_dir: Path) -> str:
+def storage_location(settings: StorageSettings, study_dir: Path) -> str:
     """The storage as a URL (``journal://`` for the journal file): logs and study.json name it."""
     kind = settings.storage or SQLITE
     if kind == SQLITE:
@@ -91,7 +97,7 @@ def _retry_callback() -> StaleCallback:
     return retry_cls(max_retry=1)
 
 
-def open_storage(settings: SearchSettings, study_dir: Path) -> BaseStorage:
+def open_storage(settings: StorageSettings, study_dir: Path) -> BaseStorage:
     """The study's storage, with heartbeats (and one retry of a dead worker's trial) if asked."""
     location = storage_location(settings, study_dir)
     heartbeat = int(settings.heartbeat_s) if settings.heartbeat_s else None

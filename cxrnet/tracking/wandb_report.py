@@ -12,18 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
+import numpy as np
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 
-from cxrnet.evaluation.report import (
-    EvaluationReport,
-    confidently_wrong,
-    curve_rows,
-    predict_classes,
-)
+from cxrnet.evaluation.report import EvaluationReport, SplitReport
 from cxrnet.evaluation.subgroups import ESTIMATES
 from cxrnet.tracking.wandb_logger import CHECKPOINT_KEY
 
@@ -44,19 +39,18 @@ class WandbReport(Callback):
 
     The report is a sink: the entry point's evaluation pass hands it its ``EvaluationReport``
     (``log_report``): a confusion matrix at the chosen threshold, ROC and precision-recall
-    curves, and a table of the ``top_k_wrong`` most confidently wrong validation images.
+    curves, and a table of the most confidently wrong validation images (``report.top_k_wrong``
+    of them, the ones report.md lists).
     """
 
     def __init__(
         self,
         split_csv: str | None = None,
-        top_k_wrong: int = 16,
         thumbnail_size: int = 128,
         max_curve_points: int = 2000,
     ) -> None:
         super().__init__()
         self.split_csv = Path(split_csv) if split_csv else None
-        self.top_k_wrong = top_k_wrong
         self.thumbnail_size = thumbnail_size
         self.max_curve_points = max_curve_points
 
@@ -103,19 +97,19 @@ class WandbReport(Callback):
         image_of: Callable[[str, int], Tensor],
         split: str = "val",
     ) -> None:
-        """Log what the evaluation pass computed for ``split``: nothing is re-predicted here,
-        and the confusion matrix uses the report's (validation-chosen) threshold."""
+        """Log what the evaluation pass computed for ``split``: the report's calls at its
+        (validation-chosen) threshold, its curves and its most confidently wrong films, the
+        ones report.md shows; nothing is re-predicted or recomputed here."""
         if split not in report.splits:
             log.warning("no %s split in the report: no W&B report", split)
             return
         import wandb
 
-        preds = report.splits[split].predictions
+        part = report.splits[split]
         threshold = report.operating_point.threshold
-        labels = torch.as_tensor(preds.labels)
-        p = torch.as_tensor(preds.probabilities, dtype=torch.float32)
-        probs = torch.stack([1 - p, p], dim=1)
-        calls = predict_classes(probs, threshold)
+        labels = np.asarray(part.predictions.labels)
+        probs = np.asarray(part.predictions.probabilities, dtype=np.float64)
+        calls = (probs >= threshold).astype(np.int64)
         payload: dict[str, Any] = {
             f"{split}/confusion_matrix": wandb.plot.confusion_matrix(
                 y_true=labels.tolist(),
@@ -128,7 +122,7 @@ class WandbReport(Callback):
             ("roc", "False positive rate", "True positive rate", f"ROC curve ({split})"),
             ("pr", "Recall", "Precision", f"Precision-recall curve ({split})"),
         ):
-            rows = curve_rows(probs, labels, class_names, kind, self.max_curve_points)
+            rows = curve_rows(part, kind, class_names[1], self.max_curve_points)
             if rows:
                 payload[f"{split}/{kind}_curve"] = wandb.plot_table(
                     "wandb/area-under-curve/v0",
@@ -139,9 +133,11 @@ class WandbReport(Callback):
         table = wandb.Table(
             columns=["image", "file", "label", "prediction", "p_prediction", "p_label"]
         )
-        for index in confidently_wrong(probs, labels, calls, self.top_k_wrong):
+        for index in part.wrong:
             label, call = int(labels[index]), int(calls[index])
-            file = preds.files[index]
+            p_pneumonia = float(probs[index])
+            p_of = {1: p_pneumonia, 0: 1 - p_pneumonia}
+            file = part.predictions.files[index]
             image = wandb.Image(
                 thumbnail(image_of(split, index), self.thumbnail_size),
                 caption=f"{Path(file).name}: {class_names[label]} as {class_names[call]}",
@@ -151,8 +147,8 @@ class WandbReport(Callback):
                 file,
                 class_names[label],
                 class_names[call],
-                round(float(probs[index, call]), 4),
-                round(float(probs[index, label]), 4),
+                round(p_of[call], 4),
+                round(p_of[label], 4),
             )
         payload[f"{split}/confidently_wrong"] = table
         payload[f"{split}/threshold"] = threshold
@@ -164,6 +160,21 @@ class WandbReport(Callback):
         payload = subgroup_tables(report)
         if payload:
             logger.experiment.log(payload)
+
+
+def curve_rows(part: SplitReport, kind: str, positive: str, max_points: int) -> list[list[Any]]:
+    """Rows ``[positive, x, y]`` of the split's ROC or precision-recall curve, at most
+    ``max_points`` evenly spaced points with both ends kept (W&B tables are capped); none when
+    the split has one class only."""
+    curve = part.curve(kind)
+    if curve is None:
+        log.warning("no %s curve for %s: the split has one class only", kind, positive)
+        return []
+    x, y = curve
+    keep = np.arange(len(x))
+    if len(x) > max_points:
+        keep = np.unique(np.linspace(0, len(x) - 1, max_points).round().astype(np.int64))
+    return [[positive, float(x[i]), float(y[i])] for i in keep]
 
 
 SUBGROUP_COLUMNS = ["category", "films", "pneumonia"] + [

@@ -13,8 +13,9 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from cxrnet.data.sampling import epoch_seed
 from cxrnet.publish import write_file
-from cxrnet.training.seeding import capture_rng, epoch_seed, restore_rng
+from cxrnet.training.seeding import capture_rng, restore_rng
 
 if TYPE_CHECKING:
     import lightning as L

@@ -23,16 +23,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from cxrnet.config import instantiate_group, save_resolved_config
 from cxrnet.data import sources as data_sources
-from cxrnet.data.records import UNKNOWN_SOURCE
 from cxrnet.data.shared_splits import SharedSplits
-from cxrnet.evaluation.evaluation_pass import (
-    check_subgroup_records,
-    report_settings,
-    run_evaluation_pass,
-    threshold_films_for,
-    threshold_rule,
-    with_source_subgroup,
-)
 from cxrnet.evaluation.external import validation_at_threshold
 from cxrnet.evaluation.metric_names import (
     WORST_SOURCE,
@@ -42,14 +33,22 @@ from cxrnet.evaluation.metric_names import (
 )
 from cxrnet.evaluation.model_card import selection_note
 from cxrnet.evaluation.report import NonFinitePredictions
+from cxrnet.hardware import resolve_trainer_precision
 from cxrnet.models.checkpoint import load_checkpoint, stamp_checkpoint
+from cxrnet.passes.evaluation_pass import (
+    check_subgroup_records,
+    report_settings,
+    run_evaluation_pass,
+    threshold_films_for,
+    threshold_rule,
+    with_source_subgroup,
+)
 from cxrnet.runs import RunRecord, RunRecorder, RunStatus, RunStopped
 from cxrnet.runs.folder_lock import run_folder_lock
 from cxrnet.tracking.wandb_logger import finish_wandb_run, wandb_run_defaults
 from cxrnet.tracking.wandb_report import WandbReport
 from cxrnet.training.callbacks import EpochSeed, LastCheckpoint, TrainingDiverged
 from cxrnet.training.ddp import local_ddp_job
-from cxrnet.training.hardware import resolve_trainer_precision
 from cxrnet.training.preflight import check_train_config
 from cxrnet.training.resume import CHECKPOINT_DIR, resolve_checkpoint
 from cxrnet.user_errors import ConfigError
@@ -196,7 +195,7 @@ def _check_source_monitors(cfg: DictConfig, datamodule: Any) -> None:
             labels = {
                 datamodule.label_of(r)
                 for r in datamodule.split_records["val"]
-                if (data_sources.source_of(r) or UNKNOWN_SOURCE) == source
+                if data_sources.source_name(r) == source
             }
             if len(labels) < datamodule.num_classes:
                 raise ConfigError(

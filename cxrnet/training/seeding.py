@@ -1,10 +1,11 @@
-"""Seeds derived from (seed, epoch), and the global generators' states as checkpoint data.
+"""The global generators' states as checkpoint data.
 
 An exact resume needs every random number of the rest of the run to be the one the uninterrupted
 run drew. The training draw (order, weighted sample, augmentation) is a function of (seed, epoch)
-(``cxrnet.data.sampling``); what the network draws (dropout) comes from the global generators,
-reseeded at each epoch's start (``cxrnet.training.callbacks.EpochSeed``) and, for a checkpoint
-written in the middle of an epoch, saved with it and put back (``capture_rng`` / ``restore_rng``).
+(``cxrnet.data.sampling.epoch_seed``); what the network draws (dropout) comes from the global
+generators, reseeded at each epoch's start (``cxrnet.training.callbacks.EpochSeed``) and, for a
+checkpoint written in the middle of an epoch, saved with it and put back (``capture_rng`` /
+``restore_rng``).
 """
 
 from __future__ import annotations
@@ -14,11 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """A distinct seed per (seed, epoch) within numpy's 32-bit range."""
-    return (seed * 1_000_003 + epoch) % 2**32
 
 
 def capture_rng() -> dict[str, Any]:

@@ -36,14 +36,14 @@ from cxrnet.evaluation.bootstrap import PatientDraws, bootstrap_weighted
 from cxrnet.evaluation.calibration import reliability
 from cxrnet.evaluation.confusion import confusion_at
 from cxrnet.evaluation.curves import RankedScores, auroc
-from cxrnet.evaluation.fold_ensemble import (
+from cxrnet.evaluation.report import SplitPredictions, read_predictions
+from cxrnet.evaluation.thresholds import ThresholdRule
+from cxrnet.passes.fold_ensemble import (
     cross_fitted_thresholds,
     find_fold_members,
     fold_validation,
     pooled_out_of_fold,
 )
-from cxrnet.evaluation.report import SplitPredictions, read_predictions
-from cxrnet.evaluation.thresholds import ThresholdRule
 from cxrnet.runs.record import RunRecord, read_record
 
 VIEWS = ("all", "PA", "AP")

@@ -34,7 +34,7 @@ from arms import ARMS, BY_NAME, SMALL_DATA_EPOCHS, Arm  # noqa: E402
 from machine import cpu_name  # noqa: E402
 from prepare import NUM_FOLDS, prepare  # noqa: E402
 
-from cxrnet.evaluation.fold_ensemble import job_checkpoint  # noqa: E402
+from cxrnet.passes.fold_ensemble import job_checkpoint  # noqa: E402
 from cxrnet.runs.results import RunResult, collect_runs  # noqa: E402
 from cxrnet.runs.sweeps import (  # noqa: E402
     console_command,

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from machine import cpu_name, shared_data  # experiments/benchmarks/machine.py, beside this script
 
-from cxrnet.training.hardware import cpu_features, native_bf16
+from cxrnet.hardware import cpu_features, native_bf16
 
 DEFAULT_DATA = shared_data()
 BATCH = 32

@@ -30,14 +30,14 @@ import numpy as np
 from cxrnet.comparison.stat import Stat
 from cxrnet.evaluation.calibration import apply_temperature, fit_temperature
 from cxrnet.evaluation.curves import auroc
-from cxrnet.evaluation.fold_ensemble import (
+from cxrnet.evaluation.report import ReportSettings, SplitPredictions, read_predictions
+from cxrnet.evaluation.thresholds import ThresholdRule, binary_metrics_at, choose_operating_point
+from cxrnet.passes.fold_ensemble import (
     cross_fitted_thresholds,
     cross_validated_metrics,
     mean_over_members,
     pooled_out_of_fold,
 )
-from cxrnet.evaluation.report import ReportSettings, SplitPredictions, read_predictions
-from cxrnet.evaluation.thresholds import ThresholdRule, binary_metrics_at, choose_operating_point
 from cxrnet.runs.results import collect_runs
 
 # The criteria of the operating-point study; the sensitivity criterion keeps >= this floor.
@@ -108,7 +108,7 @@ def _threshold(pred: SplitPredictions, criterion: str) -> float:
 
 def cross_validated(folds: Mapping[int, Job]) -> dict[str, float]:
     """Pooled out-of-fold AUROC and cross-fitted Youden calls of one (variant, seed), with
-    patient bootstrap intervals (cxrnet.evaluation.fold_ensemble, as cxrnet-ensemble reports)."""
+    patient bootstrap intervals (cxrnet.passes.fold_ensemble, as cxrnet-ensemble reports)."""
     parts = [folds[fold].val for fold in sorted(folds)]
     pooled = pooled_out_of_fold(parts)
     return cross_validated_metrics(

@@ -27,11 +27,11 @@ from analysis import _threshold, write_outputs  # noqa: E402
 
 from cxrnet.data.decode import decode  # noqa: E402
 from cxrnet.evaluation.curves import auroc  # noqa: E402
-from cxrnet.evaluation.fold_ensemble import mean_over_members, pooled_out_of_fold  # noqa: E402
 from cxrnet.evaluation.report import SplitPredictions, read_predictions  # noqa: E402
 from cxrnet.evaluation.thresholds import binary_metrics_at  # noqa: E402
 from cxrnet.inference.predict import to_input  # noqa: E402
 from cxrnet.inference.scorers import FlipAveraged, load_scorer  # noqa: E402
+from cxrnet.passes.fold_ensemble import mean_over_members, pooled_out_of_fold  # noqa: E402
 from cxrnet.runs.results import collect_runs  # noqa: E402
 
 BATCH = 128

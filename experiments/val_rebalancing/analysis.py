@@ -28,7 +28,7 @@ from cxrnet.comparison.stat import Stat, finite_stat
 from cxrnet.evaluation.curves import auroc
 from cxrnet.evaluation.report import SplitPredictions, read_predictions
 from cxrnet.evaluation.thresholds import binary_metrics_at, choose_threshold
-from cxrnet.runs import json_safe
+from cxrnet.publish import json_safe
 from cxrnet.runs.results import RunResult, collect_runs
 
 if TYPE_CHECKING:

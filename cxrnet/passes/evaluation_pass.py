@@ -23,7 +23,6 @@ from cxrnet.evaluation.model_card import (
     TTA_NOTE,
     render_model_card,
 )
-from cxrnet.evaluation.predictions import predict_split
 from cxrnet.evaluation.report import (
     EvaluationReport,
     ReportSettings,
@@ -37,7 +36,9 @@ from cxrnet.evaluation.subgroups import check_subgroup_columns, present_columns
 from cxrnet.evaluation.threshold_films import ThresholdFilms
 from cxrnet.evaluation.thresholds import OperatingPoint, ThresholdRule, choose_operating_point
 from cxrnet.models.module import ClassifierModule
+from cxrnet.passes.predictions import predict_split
 from cxrnet.plain_data import plain_data
+from cxrnet.publish import write_text
 from cxrnet.tracking.wandb_report import WandbReport
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,7 @@ def run_evaluation_pass(
         error_figures=errors,
         notes=[*notes, *([TTA_NOTE] if tta else [])],
     )
-    (output_dir / "report.md").write_text(card)
+    write_text(output_dir / "report.md", card)
     _send_to_loggers(report, loggers, wandb_report or WandbReport(), datamodule, model)
     return report
 
@@ -185,7 +186,7 @@ def _error_heatmaps(
 ) -> dict[tuple[str, int], str]:
     """Grad-CAM overlays of each split's most confident errors, as paths relative to the run."""
     try:
-        from cxrnet.models.gradcam import gradcam, save_overlay
+        from cxrnet.inference.gradcam import gradcam, save_overlay
     except ImportError:  # pragma: no cover - captum is an optional extra
         return {}
     written: dict[tuple[str, int], str] = {}

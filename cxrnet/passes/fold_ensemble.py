@@ -30,7 +30,6 @@ from cxrnet.data.decode import DecodeParams
 from cxrnet.evaluation.bootstrap import bootstrap_intervals
 from cxrnet.evaluation.confusion import confusion_at
 from cxrnet.evaluation.curves import auroc
-from cxrnet.evaluation.evaluation_pass import report_settings, threshold_rule
 from cxrnet.evaluation.figures import plot_split
 from cxrnet.evaluation.model_card import DATASET_LIMITS, render_model_card
 from cxrnet.evaluation.probabilities import mean_probability
@@ -49,6 +48,8 @@ from cxrnet.evaluation.thresholds import (
 )
 from cxrnet.models.checkpoint import load_checkpoint, preprocessing_of
 from cxrnet.models.ensemble_manifest import MANIFEST_NAME, EnsembleManifest, write_manifest
+from cxrnet.passes.evaluation_pass import report_settings, threshold_rule
+from cxrnet.publish import write_text
 from cxrnet.runs import Override, lookup
 from cxrnet.runs.results import UNREADABLE, RunResult, collect_runs
 from cxrnet.user_errors import EnsembleError
@@ -423,7 +424,7 @@ def write_fold_ensemble(
         limits=DATASET_LIMITS,
         notes=(*ENSEMBLE_NOTES, _cross_validated_note(report.metrics)),
     )
-    (out / "report.md").write_text(card)
+    write_text(out / "report.md", card)
     manifest = EnsembleManifest(
         members=tuple(
             os.path.relpath(member.checkpoint.resolve(), out.resolve())

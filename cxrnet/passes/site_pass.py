@@ -31,10 +31,10 @@ from cxrnet.evaluation.pointing import (
     score_by_group,
     score_films,
 )
-from cxrnet.evaluation.predictions import predict_probabilities
 from cxrnet.evaluation.report import EvaluationReport, ReportSettings, metadata_columns
 from cxrnet.inference.ensemble import MeanProbabilityNet
 from cxrnet.models.module import ClassifierModule
+from cxrnet.passes.predictions import predict_probabilities
 from cxrnet.publish import write_file
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ def pointing_game(
         chosen = chosen[:max_films]
     if not chosen:
         return None
-    from cxrnet.models.gradcam import gradcam
+    from cxrnet.inference.gradcam import gradcam
 
     dataset = datamodule.datasets["test"]
     images = torch.stack([dataset[index][0] for index, _ in chosen])

@@ -150,12 +150,7 @@ def evaluate_checkpoint(
     """
     from hydra.utils import instantiate
 
-    from cxrnet.evaluation.evaluation_pass import (
-        report_settings,
-        run_evaluation_pass,
-        threshold_films_for,
-        threshold_rule,
-    )
+    from cxrnet.hardware import resolve_trainer_precision
     from cxrnet.models.checkpoint import (
         check_network_of,
         load_checkpoint,
@@ -164,7 +159,12 @@ def evaluate_checkpoint(
     )
     from cxrnet.models.ensemble_manifest import is_manifest
     from cxrnet.models.module import ClassifierModule
-    from cxrnet.training.hardware import resolve_trainer_precision
+    from cxrnet.passes.evaluation_pass import (
+        report_settings,
+        run_evaluation_pass,
+        threshold_films_for,
+        threshold_rule,
+    )
 
     check_stages(cfg.stages)
     ckpt_path = Path(cfg.ckpt_path).expanduser()
@@ -213,7 +213,7 @@ def evaluate_checkpoint(
         )
         metrics = dict(report.metrics)
         if datamodule.unsplit == "test" and "test" in report.splits:
-            from cxrnet.evaluation.site_pass import evaluate_site
+            from cxrnet.passes.site_pass import evaluate_site
 
             metrics |= evaluate_site(
                 model,
@@ -246,13 +246,13 @@ def _evaluate_ensemble_on_site(
     """A fold ensemble (``ensemble.json``) on another site's films, which none of its members
     saw: the mean of their probabilities at the ensemble's operating point, with the site
     report. Its validation sensitivity is the pooled out-of-fold one its threshold was chosen on."""
-    from cxrnet.evaluation.evaluation_pass import report_settings, run_evaluation_pass
-    from cxrnet.evaluation.evaluation_pass import threshold_rule as rule_of
-    from cxrnet.evaluation.site_pass import evaluate_site
     from cxrnet.inference.ensemble import MeanProbabilityNet, load_ensemble
     from cxrnet.models.checkpoint import INFERENCE_KEY
     from cxrnet.models.ensemble_manifest import read_manifest
     from cxrnet.models.module import ClassifierModule
+    from cxrnet.passes.evaluation_pass import report_settings, run_evaluation_pass
+    from cxrnet.passes.evaluation_pass import threshold_rule as rule_of
+    from cxrnet.passes.site_pass import evaluate_site
 
     if bool((cfg.get("threshold") or {}).get("rechoose")):
         raise ConfigError(
