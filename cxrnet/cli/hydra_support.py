@@ -20,6 +20,8 @@ from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
 from cxrnet.cli.exit_codes import USAGE_ERROR_EXIT
+from cxrnet.runs import Override
+from cxrnet.setting_types import check_setting_types
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,30 @@ HYDRA_VERSION = "1.3"
 def job_overrides() -> list[str]:
     """The command-line overrides of the running Hydra job; none outside Hydra."""
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def check_types(cfg: DictConfig, config_name: str) -> None:
+    """Every setting of ``cfg`` has a type its key takes (``cxrnet.setting_types``), compared
+    with ``config_name`` composed with this job's group choices (``experiment=``, ``model/net=``,
+    ...) but none of its values: what conf/ gives each key."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    choices = HydraConfig.get().runtime.choices
+    kept = [
+        text
+        for text in job_overrides()
+        if (override := Override.parse(text)).key in choices and not override.deleted
+    ]
+    if GlobalHydra.instance().is_initialized():
+        reference = compose(config_name=config_name, overrides=kept)
+    else:  # a launcher's worker process that did not carry Hydra's global state over
+        with initialize_config_module("cxrnet.conf", version_base=HYDRA_VERSION):
+            reference = compose(config_name=config_name, overrides=kept)
+    check_setting_types(
+        OmegaConf.to_container(cfg, resolve=False),  # type: ignore[arg-type]
+        OmegaConf.to_container(reference, resolve=False),  # type: ignore[arg-type]
+    )
 
 
 def allowed_network(cfg: DictConfig) -> str | None:

@@ -15,7 +15,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from cxrnet.cli.exit_codes import brief_errors
-from cxrnet.cli.hydra_support import CONFIG_PATH, HYDRA_VERSION, job_overrides, run_hydra
+from cxrnet.cli.hydra_support import (
+    CONFIG_PATH,
+    HYDRA_VERSION,
+    check_types,
+    job_overrides,
+    run_hydra,
+)
 from cxrnet.config import fix_run_stamp, register_resolvers
 from cxrnet.training.ddp import launch_arguments
 from cxrnet.training.preflight import preflight_train
@@ -24,6 +30,7 @@ from cxrnet.training.preflight import preflight_train
 @hydra.main(version_base=HYDRA_VERSION, config_path=CONFIG_PATH, config_name="train")
 @brief_errors
 def _hydra_main(cfg: DictConfig) -> float | None:
+    check_types(cfg, "train")  # a value of the wrong type ends here, before anything is built
     preflight_train(cfg, job_overrides())  # a typo ends here, before torch and Lightning
     from cxrnet.training.run import Launch, run
 
