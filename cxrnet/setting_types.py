@@ -42,8 +42,11 @@ class Accepts:
     kinds: tuple[str, ...]
     minimum: float | None = None
     maximum: float | None = None
+    choices: tuple[object, ...] = ()  # the only values it takes, where it names them
 
     def describe(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(dict.fromkeys(str(choice) for choice in self.choices))
         kinds = " or ".join(self.kinds)
         if self.minimum is not None and self.maximum is not None:
             return f"{kinds} in [{self.minimum:g}, {self.maximum:g}]"
@@ -74,6 +77,24 @@ def kind_of(value: Any) -> str:
 # Keys whose reference alone does not say what they take: null by default, or more than one
 # kind. Patterns match the dotted key (fnmatch); the first that matches decides.
 PROBABILITY = (0.0, 1.0)
+PRECISIONS: tuple[object, ...] = (
+    "auto",
+    "64-true",
+    "32-true",
+    "16-mixed",
+    "bf16-mixed",
+    "16-true",
+    "bf16-true",
+    "transformer-engine",
+    "transformer-engine-float16",
+    "64",
+    "32",
+    "16",
+    "bf16",
+    64,
+    32,
+    16,
+)
 DECLARED: dict[str, Accepts] = {
     "seed": Accepts((INT,)),
     "ckpt_path": Accepts((STR, NULL)),
@@ -102,7 +123,8 @@ DECLARED: dict[str, Accepts] = {
     "callbacks.*.dirpath": Accepts((STR, NULL)),
     "trainer.max_epochs": Accepts((INT, NULL), -1),  # -1: no limit (Lightning)
     "trainer.devices": Accepts((INT, STR, LIST)),
-    "trainer.precision": Accepts((STR, INT)),
+    # Lightning's precisions, and cxrnet's auto (cxrnet.hardware).
+    "trainer.precision": Accepts((STR, INT), choices=PRECISIONS),
     "trainer.num_nodes": Accepts((INT,), 1),
     "threshold.value": Accepts((FLOAT, NULL), *PROBABILITY),
     "threshold.min_sensitivity": Accepts((FLOAT,), *PROBABILITY),
@@ -146,6 +168,8 @@ def _fits(value: Any, accepts: Accepts) -> bool:
     if kind == INT and FLOAT in accepts.kinds:
         kind = FLOAT
     if kind not in accepts.kinds:
+        return False
+    if accepts.choices and value not in accepts.choices:
         return False
     if kind in (INT, FLOAT):
         if isinstance(value, float) and not math.isfinite(value):

@@ -2,8 +2,8 @@
 
 The settings layer (``cxrnet.setting_types``) compares each value with what conf/ gives the
 key; these tests give every leaf key of the default config and of each ``experiment=*`` a value
-of another kind and see it refused, and three of them through ``cxrnet-train``: exit 2, one
-``error:`` line, nothing decoded.
+of another kind and see it refused, and some through ``cxrnet-train``: exit 2, one ``error:``
+line, nothing split or decoded.
 """
 
 from __future__ import annotations
@@ -97,6 +97,12 @@ def test_values_of_a_kind_the_key_takes_pass(tmp_path: Path) -> None:
         ("trainer.max_epochs=abc", "trainer.max_epochs='abc' is not a valid value"),
         ("data.keep_in_val=val", "data.keep_in_val='val' is not a valid value: "),
         ("threshold.value=1.7", "threshold.value takes float or null in [0, 1]"),
+        ("trainer.precision=bogus", "trainer.precision takes one of auto, 64-true, 32-true"),
+        # Checked by cxrnet itself, not by kind: the threshold rule in the preflight, the
+        # data module's own refusal unwrapped from Hydra's "Error in call to target".
+        ("threshold.criterion=bogus", "threshold.criterion must be one of ['youden', 'f1'"),
+        ("data.split=bogus", "data.split must be one of official, stratified, patient, kfold"),
+        ("data.holdout_fraction=0.7", "data.holdout_fraction must be in [0, 0.5), got 0.7"),
     ],
 )
 def test_cxrnet_train_refuses_a_wrong_typed_setting_in_one_line_before_any_data(
@@ -106,5 +112,5 @@ def test_cxrnet_train_refuses_a_wrong_typed_setting_in_one_line_before_any_data(
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("error: ") and message in lines[-1], result.stderr
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in result.stderr and "Error in call to target" not in result.stderr
     assert not list(tmp_path.rglob("split.csv")), "nothing is split or decoded"

@@ -38,7 +38,8 @@ def _job(job_dir: Path) -> tuple[list[str], dict]:
 def test_a_parallel_sweep_puts_each_job_in_its_own_folder_and_survives_a_failure(
     synthetic_root: Path, tmp_path: Path
 ) -> None:
-    """Two jobs at once in worker processes; lr=-1 fails, lr=0.001 trains with a data worker."""
+    """Two jobs at once in worker processes; lr=-1 fails (refused before training, with a failed
+    record), lr=0.001 trains with a data worker."""
     done = subprocess.run(
         _command(
             "-m",
@@ -58,7 +59,8 @@ def test_a_parallel_sweep_puts_each_job_in_its_own_folder_and_survives_a_failure
     )
     # The sweep reports the failed job by exiting non-zero, after every job has run.
     assert done.returncode != 0
-    assert "Invalid learning rate" in done.stderr
+    refused = "model.optimizer.lr=-1 is not a valid value"
+    assert refused in done.stderr
 
     (sweep_dir,) = _sweep_dirs(tmp_path / "logs")  # one sweep, one folder: the uid is cached
     assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["0", "1"]
@@ -69,7 +71,7 @@ def test_a_parallel_sweep_puts_each_job_in_its_own_folder_and_survives_a_failure
     assert completed["metrics"]["val/auroc"] >= 0.0
     overrides, failed = _job(sweep_dir / "1")
     assert "model.optimizer.lr=-1" in overrides
-    assert failed["status"] == "failed" and "Invalid learning rate" in failed["error"]
+    assert failed["status"] == "failed" and refused in failed["error"]
 
     # cxrnet-compare lists the failed job from its metrics.json.
     assert sorted(run.status for run in collect_runs([sweep_dir])) == ["completed", "failed"]

@@ -5,7 +5,8 @@ a wrong setting, a missing file, bad data) prints ``error: <message>`` and exits
 the usual code for a usage error; a run that ended without a result (``TrainingDiverged`` or
 other NaN results, ``RunStopped``, e.g. no checkpoint saved) prints its one line and exits 1.
 Anything else is a fault in cxrnet or the machine and keeps its traceback. A ``_target_`` that
-Hydra's instantiation policy blocks (``os.system``, ``subprocess.run``) is a user error too.
+Hydra's instantiation policy blocks (``os.system``, ``subprocess.run``) is a user error too, and
+so is cxrnet's own refusal of a setting raised while Hydra builds a target.
 ``HYDRA_FULL_ERROR=1`` prints the traceback of user errors too.
 
 Hydra's own ``@hydra.main`` catches every ``Exception`` and exits 1 with a traceback, but lets
@@ -25,7 +26,7 @@ from typing import TypeVar
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from cxrnet.runs import RunStopped
 from cxrnet.user_errors import ConfigError, DataError
@@ -65,6 +66,43 @@ def blocked_target(error: BaseException) -> ConfigError | None:
     )
 
 
+def instantiation_error(
+    error: BaseException, cfg: DictConfig | None = None
+) -> ConfigError | DataError | None:
+    """cxrnet's own refusal of a setting, raised while Hydra builds a ``_target_`` (the data
+    module refusing ``data.split``, the module ``model.label_smoothing``), unwrapped from
+    Hydra's ``Error in call to target ...`` into one line naming the config node; None for any
+    other error (a third-party class's own failure keeps its traceback)."""
+    from hydra.errors import InstantiationException
+
+    cause = error.__cause__
+    if not isinstance(error, InstantiationException) or cause is None:
+        return None
+    if not isinstance(cause, USER_ERRORS) and not (
+        isinstance(cause, ValueError) and _raised_by_cxrnet(cause)
+    ):
+        return None
+    found = re.search(r"full_key: (\S+)", str(error))
+    text, kind = str(cause), DataError if isinstance(cause, DataError) else ConfigError
+    if found is None:
+        return kind(text)
+    key = found.group(1)
+    # "split must be one of ..." from the node at data: "data.split must be one of ...".
+    first = text.split(" ", 1)[0]
+    node = OmegaConf.select(cfg, key) if cfg is not None else None
+    if isinstance(node, DictConfig) and first in node:
+        return kind(f"{key}.{text}")
+    return kind(f"{key}: {text}")
+
+
+def _raised_by_cxrnet(error: BaseException) -> bool:
+    """The error's innermost frame is in cxrnet's own code: cxrnet checking a value it was
+    given, not a fault deeper down."""
+    frames = traceback.extract_tb(error.__traceback__)
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return bool(frames) and os.path.abspath(frames[-1].filename).startswith(package + os.sep)
+
+
 def exit_code_for(error: BaseException) -> int | None:
     """The exit status for an error that ends briefly; None for one that keeps its traceback."""
     if isinstance(error, USER_ERRORS):
@@ -82,7 +120,7 @@ def brief_errors(task: Callable[[DictConfig], T]) -> Callable[[DictConfig], T]:
         try:
             return task(cfg)
         except Exception as error:
-            brief = blocked_target(error) or error
+            brief = blocked_target(error) or instantiation_error(error, cfg) or error
             code = exit_code_for(brief)
             if code is None or _in_multirun():
                 raise

@@ -21,7 +21,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from cxrnet.cli.exit_codes import USAGE_ERROR_EXIT
 from cxrnet.runs import Override
-from cxrnet.setting_types import check_setting_types
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +33,10 @@ def job_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
-def check_types(cfg: DictConfig, config_name: str) -> None:
-    """Every setting of ``cfg`` has a type its key takes (``cxrnet.setting_types``), compared
-    with ``config_name`` composed with this job's group choices (``experiment=``, ``model/net=``,
-    ...) but none of its values: what conf/ gives each key."""
+def reference_config(config_name: str) -> dict[str, Any]:
+    """``config_name`` composed with this job's group choices (``experiment=``, ``model/net=``,
+    ...) but none of its values, as plain data: what conf/ gives each key, the reference
+    ``cxrnet.setting_types.check_setting_types`` compares the job's values with."""
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
@@ -52,10 +51,7 @@ def check_types(cfg: DictConfig, config_name: str) -> None:
     else:  # a launcher's worker process that did not carry Hydra's global state over
         with initialize_config_module("cxrnet.conf", version_base=HYDRA_VERSION):
             reference = compose(config_name=config_name, overrides=kept)
-    check_setting_types(
-        OmegaConf.to_container(cfg, resolve=False),  # type: ignore[arg-type]
-        OmegaConf.to_container(reference, resolve=False),  # type: ignore[arg-type]
-    )
+    return OmegaConf.to_container(reference, resolve=False)  # type: ignore[return-value]
 
 
 def allowed_network(cfg: DictConfig) -> str | None:

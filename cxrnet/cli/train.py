@@ -18,8 +18,8 @@ from cxrnet.cli.exit_codes import brief_errors
 from cxrnet.cli.hydra_support import (
     CONFIG_PATH,
     HYDRA_VERSION,
-    check_types,
     job_overrides,
+    reference_config,
     run_hydra,
 )
 from cxrnet.config import fix_run_stamp, register_resolvers
@@ -30,8 +30,8 @@ from cxrnet.training.preflight import preflight_train
 @hydra.main(version_base=HYDRA_VERSION, config_path=CONFIG_PATH, config_name="train")
 @brief_errors
 def _hydra_main(cfg: DictConfig) -> float | None:
-    check_types(cfg, "train")  # a value of the wrong type ends here, before anything is built
-    preflight_train(cfg, job_overrides())  # a typo ends here, before torch and Lightning
+    # A typo or a value of the wrong kind ends here, before torch and Lightning.
+    preflight_train(cfg, job_overrides(), reference_config("train"))
     from cxrnet.training.run import Launch, run
 
     hydra_cfg = HydraConfig.get()

@@ -14,6 +14,7 @@ from cxrnet.evaluation.confusion import (
     metrics_from_confusion,  # noqa: F401 (imported from here by callers)
     metrics_from_counts,
 )
+from cxrnet.user_errors import ConfigError
 
 Criterion = Literal["youden", "f1", "sensitivity", "specificity", "fixed"]
 CRITERIA: tuple[str, ...] = ("youden", "f1", "sensitivity", "specificity", "fixed")
@@ -42,16 +43,16 @@ class ThresholdRule:
 
     def __post_init__(self) -> None:
         if self.criterion not in CRITERIA:
-            raise ValueError(
+            raise ConfigError(
                 f"threshold.criterion must be one of {list(CRITERIA)}, got {self.criterion!r}"
             )
         for name in ("min_sensitivity", "min_specificity"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"threshold.{name} must be in [0, 1], got {getattr(self, name)}")
+                raise ConfigError(f"threshold.{name} must be in [0, 1], got {getattr(self, name)}")
         if self.criterion == "fixed" and self.value is None:
-            raise ValueError("threshold.criterion=fixed needs threshold.value=<probability>")
+            raise ConfigError("threshold.criterion=fixed needs threshold.value=<probability>")
         if self.value is not None and not (math.isfinite(self.value) and 0.0 <= self.value <= 1.0):
-            raise ValueError(f"threshold.value must be a probability in [0, 1], got {self.value}")
+            raise ConfigError(f"threshold.value must be a probability in [0, 1], got {self.value}")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> ThresholdRule:

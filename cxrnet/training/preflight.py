@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -28,10 +29,12 @@ from cxrnet.evaluation.subgroups import (
     DEFAULT_SHORTCUT_FLAG,
     check_subgroup_settings,
 )
+from cxrnet.evaluation.thresholds import ThresholdRule
 from cxrnet.models.registry import check_model_name
 from cxrnet.plain_data import plain_data
 from cxrnet.publish import unwritable_reason
 from cxrnet.runs import RECORD_NAME, RunRecorder
+from cxrnet.setting_types import check_setting_types
 from cxrnet.tracking.wandb_folders import check_wandb_folders
 from cxrnet.training.resume import resolve_checkpoint
 from cxrnet.user_errors import ConfigError
@@ -114,14 +117,15 @@ def check_report_config(cfg: DictConfig) -> None:
 
 def check_train_config(cfg: DictConfig) -> None:
     """Everything ``cxrnet-train`` can check without data: network, monitor, epochs, the
-    report's subgroup settings, ``data.augment``'s keys and ranges, the checkpoint to resume
-    from, the image cache folder and W&B's own folders; and a warning when the resume is not
-    exact."""
+    report's subgroup settings, the threshold rule, ``data.augment``'s keys and ranges, the
+    checkpoint to resume from, the image cache folder and W&B's own folders; and a warning when
+    the resume is not exact."""
     check_network(cfg)
     check_weights(cfg)
     resolve_monitor(cfg)
     check_epochs(cfg)
     check_report_config(cfg)
+    ThresholdRule.from_mapping(plain_data(cfg.get("threshold")))  # its criterion and values
     check_augment(plain_data(OmegaConf.select(cfg, "data.augment") or {}))
     # ckpt_path=last/auto, or a requeued job's own folder: the checkpoint a resume would load.
     ckpt_path = resolve_checkpoint(cfg.get("ckpt_path"), cfg.paths.output_dir)
@@ -159,8 +163,12 @@ def rank_from_env() -> int:
     return next((int(os.environ[key]) for key in _RANK_ENV if key in os.environ), 0)
 
 
-def preflight_train(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
-    """``check_train_config`` as a ``cxrnet-train`` job's first step, before torch is imported.
+def preflight_train(
+    cfg: DictConfig, overrides: Sequence[str] = (), reference: Mapping[str, Any] | None = None
+) -> None:
+    """``check_train_config`` as a ``cxrnet-train`` job's first step, before torch is imported,
+    after every value's kind and range (``check_setting_types`` against ``reference``, what
+    conf/ gives each key).
 
     A job that fails it leaves a ``failed`` run record with its error (rank 0 writes it), as one
     that fails later in ``cxrnet.training.run.run`` does, so tools list it with the reason. In a
@@ -168,6 +176,8 @@ def preflight_train(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     started, so the record of the run it tried to continue stays as it was.
     """
     try:
+        if reference is not None:
+            check_setting_types(OmegaConf.to_container(cfg, resolve=False), reference)
         check_train_config(cfg)
     except Exception as error:
         output_dir = Path(cfg.paths.output_dir)
