@@ -11,7 +11,8 @@ import torch
 from helpers.console import run_script
 
 from cxrnet.models.checkpoint import load_checkpoint
-from cxrnet.models.module import ClassifierModule, build_component, component_config
+from cxrnet.models.module import ClassifierModule
+from cxrnet.models.optimization import build_component, component_config
 from cxrnet.user_errors import CheckpointError
 
 NET = {"name": "notebook_cnn", "image_size": 32, "widths": [4, 4, 8, 8], "hidden": 8}

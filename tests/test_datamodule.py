@@ -9,7 +9,8 @@ import pytest
 import torch
 from helpers.datamodule import make_dm
 
-from cxrnet.data.datamodule import ChestXRayDataModule, balanced_class_weights
+from cxrnet.data.datamodule import ChestXRayDataModule
+from cxrnet.data.loaders import balanced_class_weights
 from cxrnet.data.sampling import EpochSampler
 from cxrnet.user_errors import DataError
 

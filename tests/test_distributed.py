@@ -12,7 +12,7 @@ from helpers.console import QUICK, run_folder, run_train
 from hydra.utils import instantiate
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 
-from cxrnet.data.datamodule import per_process_batch_size
+from cxrnet.data.loaders import per_process_batch_size
 
 TRAINER_CONFIGS = sorted(
     Path(str(p)).stem

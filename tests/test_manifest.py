@@ -9,7 +9,8 @@ from PIL import Image
 
 from cxrnet.data.manifest import combine_records, load_records, read_manifest
 from cxrnet.data.records import make_record
-from cxrnet.data.splits import SplitConfig, make_splits, write_split_csv
+from cxrnet.data.split_report import write_split_csv
+from cxrnet.data.splits import SplitConfig, make_splits
 from cxrnet.user_errors import DataError
 
 

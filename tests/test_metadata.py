@@ -21,7 +21,8 @@ from cxrnet.data.dicom_header import age_in_years, read_header
 from cxrnet.data.discovery import discover_folders
 from cxrnet.data.manifest import read_manifest
 from cxrnet.data.records import CLASS_NAMES
-from cxrnet.data.splits import SplitConfig, make_splits, write_split_csv
+from cxrnet.data.split_report import write_split_csv
+from cxrnet.data.splits import SplitConfig, make_splits
 from cxrnet.user_errors import DataError
 
 # Eight bytes each: no checkpoint's weights or cached pixels hold them by chance.

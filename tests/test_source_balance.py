@@ -12,7 +12,7 @@ import torch
 from helpers.datamodule import make_dm
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 
-from cxrnet.data.datamodule import balanced_class_weights
+from cxrnet.data.loaders import balanced_class_weights
 from cxrnet.data.sampling import EpochSampler
 from cxrnet.data.source_balance import draw_weights, drawn_class_weights, source_weights
 from cxrnet.data.synthetic import SyntheticSpec, generate_synthetic

@@ -17,7 +17,8 @@ from helpers.two_sources import train_on_two_sources
 from cxrnet.data.manifest import read_manifest
 from cxrnet.data.records import UNUSED_SPLIT, Record, make_record
 from cxrnet.data.sources import tag_source, unnamed_source
-from cxrnet.data.splits import SplitConfig, make_splits, patient_overlap, write_split_csv
+from cxrnet.data.split_report import patient_overlap, write_split_csv
+from cxrnet.data.splits import SplitConfig, make_splits
 from cxrnet.data.synthetic import SyntheticSpec, generate_synthetic
 from cxrnet.user_errors import DataError
 

@@ -12,7 +12,9 @@ from helpers.two_sources import train_on_two_sources
 
 from cxrnet.data.records import Record, make_record
 from cxrnet.data.sources import resolve_data_root, tag_source, train_only_sources
-from cxrnet.data.splits import SplitConfig, build_groups, make_splits, patient_overlap
+from cxrnet.data.split_groups import build_groups
+from cxrnet.data.split_report import patient_overlap
+from cxrnet.data.splits import SplitConfig, make_splits
 from cxrnet.user_errors import DataError
 
 

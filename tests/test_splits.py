@@ -15,17 +15,15 @@ from helpers.real_films import REAL_224, require
 from cxrnet.data.discovery import discover
 from cxrnet.data.duplicates import find_duplicates
 from cxrnet.data.records import Record, make_record
-from cxrnet.data.splits import (
+from cxrnet.data.split_groups import assign_folds, build_groups
+from cxrnet.data.split_report import (
     SPLIT_CSV_COLUMNS,
-    SplitConfig,
-    assign_folds,
-    build_groups,
     count_table,
     format_count_table,
-    make_splits,
     patient_overlap,
     write_split_csv,
 )
+from cxrnet.data.splits import SplitConfig, make_splits
 from cxrnet.user_errors import DataError
 
 

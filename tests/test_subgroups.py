@@ -22,14 +22,8 @@ from cxrnet.evaluation.report import (
     read_predictions,
     write_predictions,
 )
-from cxrnet.evaluation.subgroups import (
-    UNKNOWN,
-    age_bands,
-    age_in_years,
-    band_labels,
-    shortcut_check,
-    subgroup_table,
-)
+from cxrnet.evaluation.subgroup_columns import age_bands, age_in_years, band_labels
+from cxrnet.evaluation.subgroups import UNKNOWN, shortcut_check, subgroup_table
 from cxrnet.evaluation.thresholds import OperatingPoint
 from cxrnet.user_errors import ConfigError
 

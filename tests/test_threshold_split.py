@@ -15,7 +15,8 @@ import pytest
 from helpers.console import QUICK, run_folder, run_train
 
 from cxrnet.data.records import Record, make_record
-from cxrnet.data.splits import SplitConfig, make_splits, patient_overlap
+from cxrnet.data.split_report import patient_overlap
+from cxrnet.data.splits import SplitConfig, make_splits
 from cxrnet.data.synthetic import SyntheticSpec, generate_synthetic
 from cxrnet.evaluation.model_card import selection_note
 from cxrnet.evaluation.report import SplitPredictions

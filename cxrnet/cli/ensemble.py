@@ -1,6 +1,6 @@
 """``cxrnet-ensemble <sweep folder>``: the fold models of a k-fold sweep as one ensemble.
 
-Writes ``<sweep>/ensemble/`` (``cxrnet.passes.fold_ensemble.write_fold_ensemble``).
+Writes ``<sweep>/ensemble/`` (``cxrnet.passes.ensemble_folder.write_fold_ensemble``).
 ``cxrnet-train -m experiment=best_cv`` runs this when its last fold ends (``BuildEnsemble`` in
 ``hydra_callbacks``); after rerunning a failed fold in its folder, run it by hand.
 
@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 
 def _print_summary(ensemble: FoldEnsemble, manifest_path: Path) -> None:
-    from cxrnet.passes.fold_ensemble import CROSS_VALIDATED, HEADLINE, HELD_OUT, metric_cell
+    from cxrnet.passes.ensemble_folder import HEADLINE, metric_cell
+    from cxrnet.passes.fold_ensemble import CROSS_VALIDATED, HELD_OUT
 
     report = ensemble.report
     metrics = report.metrics
@@ -59,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        from cxrnet.passes.fold_ensemble import write_fold_ensemble  # torch, the report
+        from cxrnet.passes.ensemble_folder import write_fold_ensemble  # torch, the report
 
         ensemble, manifest_path = write_fold_ensemble(args.sweep, args.out)
     except Exception as error:

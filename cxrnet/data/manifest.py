@@ -18,6 +18,7 @@ import contextlib
 import csv
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cxrnet.data.dicom_header import header_of
@@ -119,6 +120,17 @@ def _resolve(value: str, csv_dir: Path) -> Path:
     return path if path.is_absolute() else csv_dir / path
 
 
+def _patient_and_metadata(
+    row: Mapping[str, str | None], metadata: Mapping[str, str], path: Path, patient_cell: str
+) -> tuple[str | None, dict[str, str]]:
+    """A film's patient and metadata: its row's further columns, whose blanks (and the columns
+    it lacks) take the values of the film's DICOM header."""
+    values = {name: (row.get(raw) or "").strip() for name, raw in metadata.items()}
+    header = header_of(path)
+    known = {name: value for name, value in values.items() if value}  # the row's values win
+    return patient_cell or header.patient or None, {**header.fields, **known}
+
+
 def _parse_row(
     row: Mapping[str, str | None],
     columns: Mapping[str, str],
@@ -168,19 +180,8 @@ def _parse_row(
         problems.append(f"{unnamed} value(s) in no named column; give every column a header name")
     if problems or path is None or label is None:
         return None, problems
-    values = {name: (row.get(raw) or "").strip() for name, raw in metadata.items()}
-    header = header_of(path)
-    # The row's own values win; its blanks (and columns it lacks) take the header's.
-    known = {name: value for name, value in values.items() if value}
-    patient = cell("patient_id") or header.patient
-    record = make_record(
-        path,
-        label,
-        split,
-        patient=patient or None,
-        subtype=subtype,
-        metadata={**header.fields, **known},
-    )
+    patient, fields = _patient_and_metadata(row, metadata, path, cell("patient_id"))
+    record = make_record(path, label, split, patient=patient, subtype=subtype, metadata=fields)
     if facts is not None and found is not None:
         facts[record.path] = found
     return record, []
@@ -228,17 +229,98 @@ def _parse_other(
     if problems or path is None:
         return None, problems
     # The row's further columns as _parse_row keeps them (its blanks take a DICOM header's).
-    values = {name: (row.get(raw) or "").strip() for name, raw in metadata.items()}
-    header = header_of(path)
-    known = {name: value for name, value in values.items() if value}
-    patient = cell("patient_id") or header.patient or None
-    return other_film(path, raw_label, patient, {**header.fields, **known}), []
+    patient, fields = _patient_and_metadata(row, metadata, path, cell("patient_id"))
+    return other_film(path, raw_label, patient, fields), []
 
 
 def _raise_problems(csv_path: Path, problems: list[str]) -> None:
     listed = "\n  ".join(problems[:_MAX_LISTED])
     more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
     raise DataError(f"manifest {csv_path} has {len(problems)} problem(s):\n  {listed}{more}")
+
+
+@dataclass(frozen=True)
+class _RowReader:
+    """Reads one manifest's rows: its columns, where relative paths start, and the settings."""
+
+    columns: Mapping[str, str]
+    metadata: Mapping[str, str]
+    csv_dir: Path
+    unsplit: str
+    facts: Facts | None
+    real_folders: RealFolders | None
+    # Whether rows of another class are read as OtherFilms (read_manifest's ``others`` given).
+    read_others: bool
+    others_any_split: bool
+
+    def is_unused(self, row: Mapping[str, str | None]) -> bool:
+        """A row of the split ``unused``: a film a source_train_size run left out."""
+        split = row.get(self.columns["split"]) if "split" in self.columns else None
+        return (split or "").strip().lower() == UNUSED_SPLIT
+
+    def film(self, row: Mapping[str, str | None]) -> tuple[Record | OtherFilm | None, list[str]]:
+        """The row's film (a Record, or an OtherFilm of another class), or its problems."""
+        other, problems = (
+            _parse_other(row, self.columns, self.metadata, self.csv_dir, self.others_any_split)
+            if self.read_others
+            else (None, [])
+        )
+        if other is not None or problems:
+            return other, problems
+        return _parse_row(
+            row,
+            self.columns,
+            self.metadata,
+            self.csv_dir,
+            self.unsplit,
+            self.facts,
+            self.real_folders,
+        )
+
+
+@dataclass
+class _Listing:
+    """What a manifest's rows add up to: the records per split, the films of other classes, every
+    problem (each with its line), the line each file was first listed on, the unused rows."""
+
+    # The caller's list (read_manifest's ``others``): the films of other classes are added to it.
+    others: list[OtherFilm]
+    records: dict[str, list[Record]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    first_line: dict[Path, int] = field(default_factory=dict)
+    unused: int = 0
+
+    def add(self, line: int, film: Record | OtherFilm | None, problems: Sequence[str]) -> None:
+        """The film on ``line`` (None when the row has problems); a file listed twice is one."""
+        self.problems.extend(f"line {line}: {problem}" for problem in problems)
+        if film is None:
+            return
+        if film.path in self.first_line:
+            self.problems.append(
+                f"line {line}: {film.path} is already listed on line "
+                f"{self.first_line[film.path]}; list each file once"
+            )
+            return
+        self.first_line[film.path] = line
+        if isinstance(film, OtherFilm):
+            self.others.append(film)
+        else:
+            self.records.setdefault(film.source_split, []).append(film)
+
+    def result(self, csv_path: Path) -> dict[str, list[Record]]:
+        """The records per split, in split order; a DataError listing the problems if any."""
+        if self.problems:
+            _raise_problems(csv_path, self.problems)
+        if self.unused:
+            log.info(
+                "manifest %s: %d row(s) with split=unused (films data.source_train_size left "
+                "out) are not read",
+                csv_path,
+                self.unused,
+            )
+        if not self.records:
+            raise DataError(f"manifest {csv_path} lists no images; add rows path,label")
+        return {split: self.records[split] for split in SPLIT_NAMES if split in self.records}
 
 
 def read_manifest(
@@ -266,67 +348,28 @@ def read_manifest(
         raise DataError(
             f"manifest {csv_path} not found; data.root must name a CSV file or a folder"
         )
-    csv_dir = csv_path.absolute().parent
-    records: dict[str, list[Record]] = {}
-    problems: list[str] = []
-    first_line: dict[Path, int] = {}
-    real_folders = RealFolders() if check_files else None
-    unused = 0
+    listing = _Listing([] if others is None else others)
     # utf-8-sig: spreadsheet programs put a byte-order mark before the header.
     with csv_path.open(newline="", encoding="utf-8-sig", errors=PATH_ERRORS) as handle:
         reader = csv.DictReader(handle)
-        columns = _column_map(reader.fieldnames, csv_path)
-        metadata = _metadata_map(reader.fieldnames, csv_path)
+        rows = _RowReader(
+            columns=_column_map(reader.fieldnames, csv_path),
+            metadata=_metadata_map(reader.fieldnames, csv_path),
+            csv_dir=csv_path.absolute().parent,
+            unsplit=unsplit,
+            facts=facts,
+            real_folders=RealFolders() if check_files else None,
+            read_others=others is not None,
+            others_any_split=others_any_split,
+        )
         for row in reader:
-            line = reader.line_num
             if not any((value or "").strip() for value in row.values() if isinstance(value, str)):
                 continue  # blank lines between blocks are harmless
-            split = row.get(columns["split"]) if "split" in columns else None
-            if (split or "").strip().lower() == UNUSED_SPLIT:
-                unused += 1
+            if rows.is_unused(row):
+                listing.unused += 1
                 continue
-            record: Record | None = None
-            other, row_problems = (
-                _parse_other(row, columns, metadata, csv_dir, others_any_split)
-                if others is not None
-                else (None, [])
-            )
-            if other is not None and other.path in first_line:
-                row_problems.append(
-                    f"{other.path} is already listed on line {first_line[other.path]}; list "
-                    "each file once"
-                )
-            elif other is not None:
-                first_line[other.path] = line
-                others.append(other)
-                continue
-            elif not row_problems:
-                record, row_problems = _parse_row(
-                    row, columns, metadata, csv_dir, unsplit, facts, real_folders
-                )
-            problems.extend(f"line {line}: {problem}" for problem in row_problems)
-            if record is None:
-                continue
-            if record.path in first_line:
-                problems.append(
-                    f"line {line}: {record.path} is already listed on line "
-                    f"{first_line[record.path]}; list each file once"
-                )
-                continue
-            first_line[record.path] = line
-            records.setdefault(record.source_split, []).append(record)
-    if problems:
-        _raise_problems(csv_path, problems)
-    if unused:
-        log.info(
-            "manifest %s: %d row(s) with split=unused (films data.source_train_size left out) "
-            "are not read",
-            csv_path,
-            unused,
-        )
-    if not records:
-        raise DataError(f"manifest {csv_path} lists no images; add rows path,label")
-    return {split: records[split] for split in SPLIT_NAMES if split in records}
+            listing.add(reader.line_num, *rows.film(row))
+    return listing.result(csv_path)
 
 
 def combine_records(*parts: Mapping[str, Sequence[Record]]) -> dict[str, list[Record]]:

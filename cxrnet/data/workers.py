@@ -4,6 +4,7 @@ the process pool that decodes and writes images in parallel (image cache, synthe
 from __future__ import annotations
 
 import ctypes
+import logging
 import multiprocessing
 import os
 import signal
@@ -23,6 +24,8 @@ MAX_DECODE_WORKERS = 32
 # Loader workers only index the uint8 cache and augment; 8 keep a GPU fed at the seed's sizes,
 # and each one holds a copy of the dataset's Python objects.
 MAX_LOADER_WORKERS = 8
+
+log = logging.getLogger(__name__)
 
 
 def available_cpus(environ: Mapping[str, str] | None = None) -> tuple[int, str]:
@@ -105,3 +108,20 @@ def process_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     finally:
         cv2.setNumThreads(previous)
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def data_workers(decode: int | str, load: int | str) -> tuple[int, int]:
+    """``data.decode_workers`` and ``data.num_workers`` as numbers of processes; ``auto`` is the
+    CPUs this job was given (Slurm's share or the affinity mask), capped, and logged."""
+    cpus, cpus_from = available_cpus()
+    decoding = resolve_workers(decode, "data.decode_workers", cpus, MAX_DECODE_WORKERS)
+    loading = resolve_workers(load, "data.num_workers", cpus, MAX_LOADER_WORKERS)
+    if AUTO_WORKERS in (decode, load):
+        log.info(
+            "data workers: %d decoding, %d loading (%d CPUs available, from %s)",
+            decoding,
+            loading,
+            cpus,
+            cpus_from,
+        )
+    return decoding, loading

@@ -18,14 +18,8 @@ from cxrnet.evaluation.bootstrap import PatientDraws, bootstrap_weighted
 from cxrnet.evaluation.confusion import Confusion, confusion_at_threshold
 from cxrnet.evaluation.curves import RankedScores
 from cxrnet.evaluation.report import EvaluationReport, ReportSettings, SplitPredictions
-from cxrnet.evaluation.subgroups import (
-    Estimate,
-    SubgroupReport,
-    SubgroupRow,
-    category_order,
-    subgroup_table,
-    table_values,
-)
+from cxrnet.evaluation.subgroup_columns import category_order, table_values
+from cxrnet.evaluation.subgroups import Estimate, SubgroupReport, SubgroupRow, subgroup_table
 from cxrnet.evaluation.thresholds import OperatingPoint, choose_threshold
 
 # What an operating point is judged by at a site: of the films a reader would see flagged.

@@ -20,7 +20,7 @@ import torch
 from cxrnet.data.decode import DecodeParams
 from cxrnet.data.records import is_dicom
 from cxrnet.evaluation.bootstrap import PatientDraws, bootstrap_weighted
-from cxrnet.evaluation.subgroups import DEFAULT_AGE_BANDS, category_order
+from cxrnet.evaluation.subgroup_columns import DEFAULT_AGE_BANDS, category_order
 from cxrnet.user_errors import DataError
 
 Box = tuple[float, float, float, float]  # x, y, width, height in original pixels

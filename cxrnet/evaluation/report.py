@@ -24,15 +24,13 @@ from cxrnet.evaluation.calibration import apply_temperature, fit_temperature, re
 from cxrnet.evaluation.confusion import confusion_at_threshold
 from cxrnet.evaluation.curves import RankedScores, auroc, average_precision, pr_curve, roc_curve
 from cxrnet.evaluation.probabilities import DEFAULT_THRESHOLD
-from cxrnet.evaluation.subgroups import (
+from cxrnet.evaluation.subgroup_columns import (
     DEFAULT_AGE_BANDS,
-    DEFAULT_SHORTCUT_FLAG,
-    SubgroupReport,
     check_subgroup_columns,
     check_subgroup_settings,
-    evaluate_subgroups,
     present_columns,
 )
+from cxrnet.evaluation.subgroups import DEFAULT_SHORTCUT_FLAG, SubgroupReport, evaluate_subgroups
 from cxrnet.evaluation.thresholds import (
     OperatingPoint,
     ThresholdRule,
@@ -224,17 +222,7 @@ def evaluate_predictions(
     """
     rule = rule or ThresholdRule()
     settings = settings or ReportSettings()
-    if settings.subgroups:
-        # Before any work: a column no film of any split has is a setting to fix.
-        present = {col for preds in predictions.values() for col in present_columns(preds.columns)}
-        check_subgroup_columns(settings.subgroups, sorted(present))
-    for split, preds in predictions.items():
-        bad = int((~np.isfinite(preds.probabilities)).sum())
-        if bad:
-            raise NonFinitePredictions(
-                f"{bad} of {len(preds)} {split} predictions are NaN or infinite (the network "
-                "diverged): no threshold or metric can be reported"
-            )
+    _check_predictions(predictions, settings)
     if operating_point is None:
         if "val" not in predictions:
             raise ValueError("choosing a threshold needs validation predictions (split 'val')")
@@ -250,55 +238,106 @@ def evaluate_predictions(
         metrics["val/temperature"] = temperature
     splits: dict[str, SplitReport] = {}
     for split, preds in predictions.items():
-        probs, labels = preds.probabilities, preds.labels
-        point = _scores(probs, labels, threshold)
-        intervals = bootstrap_weighted(
-            _resampled_scores(probs, labels, threshold),
-            len(preds),
-            groups=preds.patients,
+        splits[split], split_metrics = _split_report(
+            split, preds, threshold, settings, temperature, class_weights
+        )
+        metrics.update(split_metrics)
+    return EvaluationReport(operating_point, metrics, splits, settings, temperature)
+
+
+def _check_predictions(
+    predictions: Mapping[str, SplitPredictions], settings: ReportSettings
+) -> None:
+    """Fail before any work on what no report can be made of: a subgroup column no film of any
+    split has (a setting to fix), or probabilities that are NaN or infinite."""
+    if settings.subgroups:
+        present = {col for preds in predictions.values() for col in present_columns(preds.columns)}
+        check_subgroup_columns(settings.subgroups, sorted(present))
+    for split, preds in predictions.items():
+        bad = int((~np.isfinite(preds.probabilities)).sum())
+        if bad:
+            raise NonFinitePredictions(
+                f"{bad} of {len(preds)} {split} predictions are NaN or infinite (the network "
+                "diverged): no threshold or metric can be reported"
+            )
+
+
+def _split_report(
+    split: str,
+    preds: SplitPredictions,
+    threshold: float,
+    settings: ReportSettings,
+    temperature: float | None = None,
+    class_weights: Sequence[float] | None = None,
+) -> tuple[SplitReport, dict[str, float]]:
+    """One split's report and its metrics (``<split>/<metric>``), in the order the report
+    lists them: scores with bootstrap intervals, loss, sensitivity per subtype, calibration,
+    then the subgroup tables."""
+    probs, labels = preds.probabilities, preds.labels
+    metrics = _scores_with_intervals(split, preds, threshold, settings)
+    metrics[f"{split}/loss"] = weighted_log_loss(probs, labels, class_weights)
+    metrics.update(_subtype_recalls(split, preds, threshold))
+    confusion = confusion_at_threshold(probs, labels, threshold).as_dict()
+    rel = reliability(probs, labels, settings.bins)
+    metrics[f"{split}/ece"] = rel.ece
+    report = SplitReport(preds, confusion, rel.ece, rel)
+    if temperature is not None:
+        calibrated = reliability(apply_temperature(probs, temperature), labels, settings.bins)
+        report.calibrated_ece = calibrated.ece
+        metrics[f"{split}/ece_calibrated"] = calibrated.ece
+    report.wrong = confidently_wrong_indices(probs, labels, threshold, settings.top_k_wrong)
+    if settings.subgroups:
+        report.subgroups = evaluate_subgroups(
+            preds.columns,
+            probs,
+            labels,
+            threshold,
+            preds.patients,
+            names=settings.subgroups,
+            edges=settings.age_bands,
+            flag=settings.shortcut_flag,
             resamples=settings.resamples,
             seed=settings.seed,
             level=settings.level,
         )
-        for name, value in point.items():
-            metrics[f"{split}/{name}"] = value
-            low, high = intervals[name]
-            metrics[f"{split}/{name}_ci_low"] = low
-            metrics[f"{split}/{name}_ci_high"] = high
-        metrics[f"{split}/loss"] = weighted_log_loss(probs, labels, class_weights)
-        subtypes = np.asarray(preds.subtypes)
-        for subtype in SUBTYPES:
-            chosen = subtypes == subtype
-            if chosen.any():
-                caught = float(np.mean(probs[chosen] >= threshold))
-                metrics[f"{split}/recall_{subtype}_at_threshold"] = caught
-                metrics[f"{split}/n_{subtype}"] = float(chosen.sum())
-        confusion = confusion_at_threshold(probs, labels, threshold).as_dict()
-        rel = reliability(probs, labels, settings.bins)
-        metrics[f"{split}/ece"] = rel.ece
-        report = SplitReport(preds, confusion, rel.ece, rel)
-        if temperature is not None:
-            calibrated = reliability(apply_temperature(probs, temperature), labels, settings.bins)
-            report.calibrated_ece = calibrated.ece
-            metrics[f"{split}/ece_calibrated"] = calibrated.ece
-        report.wrong = confidently_wrong_indices(probs, labels, threshold, settings.top_k_wrong)
-        if settings.subgroups:
-            report.subgroups = evaluate_subgroups(
-                preds.columns,
-                probs,
-                labels,
-                threshold,
-                preds.patients,
-                names=settings.subgroups,
-                edges=settings.age_bands,
-                flag=settings.shortcut_flag,
-                resamples=settings.resamples,
-                seed=settings.seed,
-                level=settings.level,
-            )
-            metrics.update(report.subgroups.metrics(split))
-        splits[split] = report
-    return EvaluationReport(operating_point, metrics, splits, settings, temperature)
+        metrics.update(report.subgroups.metrics(split))
+    return report, metrics
+
+
+def _scores_with_intervals(
+    split: str, preds: SplitPredictions, threshold: float, settings: ReportSettings
+) -> dict[str, float]:
+    """``_scores`` of the split, each followed by its patient-bootstrap ``_ci_low``/``_ci_high``."""
+    probs, labels = preds.probabilities, preds.labels
+    point = _scores(probs, labels, threshold)
+    intervals = bootstrap_weighted(
+        _resampled_scores(probs, labels, threshold),
+        len(preds),
+        groups=preds.patients,
+        resamples=settings.resamples,
+        seed=settings.seed,
+        level=settings.level,
+    )
+    metrics: dict[str, float] = {}
+    for name, value in point.items():
+        metrics[f"{split}/{name}"] = value
+        low, high = intervals[name]
+        metrics[f"{split}/{name}_ci_low"] = low
+        metrics[f"{split}/{name}_ci_high"] = high
+    return metrics
+
+
+def _subtype_recalls(split: str, preds: SplitPredictions, threshold: float) -> dict[str, float]:
+    """Sensitivity at the threshold per pneumonia subtype the split has, with its film count."""
+    metrics: dict[str, float] = {}
+    subtypes = np.asarray(preds.subtypes)
+    for subtype in SUBTYPES:
+        chosen = subtypes == subtype
+        if chosen.any():
+            caught = float(np.mean(preds.probabilities[chosen] >= threshold))
+            metrics[f"{split}/recall_{subtype}_at_threshold"] = caught
+            metrics[f"{split}/n_{subtype}"] = float(chosen.sum())
+    return metrics
 
 
 def write_predictions(path: Path, predictions: SplitPredictions, threshold: float) -> None:

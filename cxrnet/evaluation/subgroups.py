@@ -5,7 +5,8 @@ network that tells the views apart while pneumonia is far more common on AP film
 metadata column asked for (view, sex, age band, source ...) every category gets its films,
 prevalence, AUROC and sensitivity and specificity at the chosen threshold, each with a patient
 bootstrap interval; and a shortcut check scores each column alone as a predictor of the label,
-so a confound is written next to the model's score.
+so a confound is written next to the model's score. Which category each film is in (and the
+settings that name the columns) is ``subgroup_columns``.
 
 Plain arrays in, frozen rows out; nothing here knows splits, files or loggers.
 """
@@ -13,11 +14,9 @@ Plain arrays in, frozen rows out; nothing here knows splits, files or loggers.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from itertools import pairwise
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -25,151 +24,17 @@ from cxrnet.data.records import UNKNOWN
 from cxrnet.evaluation.bootstrap import PatientDraws, WeightedMetricFn, bootstrap_weighted
 from cxrnet.evaluation.confusion import confusion_at_threshold
 from cxrnet.evaluation.curves import RankedScores, auroc
-from cxrnet.user_errors import ConfigError
+from cxrnet.evaluation.subgroup_columns import (
+    AGE,
+    AGE_BAND,
+    DEFAULT_AGE_BANDS,
+    category_order,
+    numeric_values,
+    table_values,
+)
 
-# The category of a film that lacks the column (or, for age bands, has no readable age),
-# ``UNKNOWN``: counted as a group of its own, never dropped.
-AGE = "age"
-AGE_BAND = "age_band"
-DEFAULT_AGE_BANDS = (18.0, 40.0, 65.0)
+# A column that alone predicts the label with AUROC at least this is flagged as a shortcut.
 DEFAULT_SHORTCUT_FLAG = 0.7
-
-# DICOM's PatientAge (AS): three digits and a unit, e.g. 045Y, 018M, 006W, 003D.
-_DICOM_AGE = re.compile(r"^\s*(\d{1,3})\s*([YMWD])\s*$", re.IGNORECASE)
-_YEARS_PER = {"Y": 1.0, "M": 1.0 / 12.0, "W": 7.0 / 365.25, "D": 1.0 / 365.25}
-
-
-# --- settings ------------------------------------------------------------------------------
-
-
-def check_subgroup_settings(
-    subgroups: Any, age_bands: Any, shortcut_flag: Any
-) -> tuple[tuple[str, ...], tuple[float, ...], float]:
-    """``report.subgroups``, ``report.age_bands`` and ``report.shortcut_flag`` as plain values,
-    or a ``ConfigError`` naming the setting and the fix. Needs no data, so preflight runs it."""
-    subgroups = () if subgroups is None else subgroups  # report.subgroups=null: none
-    if isinstance(subgroups, str) or not _is_sequence(subgroups):
-        raise ConfigError(
-            f"report.subgroups={subgroups!r} must be a list of metadata column names, e.g. "
-            "report.subgroups=[view,sex,age_band]"
-        )
-    names = tuple(str(name) for name in subgroups)
-    bad = [name for name in names if not name or "/" in name or "=" in name]
-    if bad or len(set(names)) != len(names):
-        raise ConfigError(
-            f"report.subgroups={list(names)} must name each column once, without '/' or '=' "
-            "(they separate the parts of a metric's name)"
-        )
-    if isinstance(age_bands, str) or not _is_sequence(age_bands):
-        raise ConfigError(
-            f"report.age_bands={age_bands!r} must be a list of ages in years, e.g. [18, 40, 65]"
-        )
-    try:
-        edges = tuple(float(edge) for edge in age_bands)
-    except (TypeError, ValueError):
-        edges = ()
-    if (
-        not edges
-        or not all(math.isfinite(edge) for edge in edges)
-        or any(b <= a for a, b in pairwise(edges))
-    ):
-        raise ConfigError(
-            f"report.age_bands={list(age_bands)} must be increasing ages in years (at least "
-            "one), e.g. [18, 40, 65] for <18, 18-39, 40-64 and 65+"
-        )
-    try:
-        flag = float(shortcut_flag)
-    except (TypeError, ValueError):
-        flag = math.nan
-    if not 0.5 <= flag <= 1.0:
-        raise ConfigError(
-            f"report.shortcut_flag={shortcut_flag!r} must be an AUROC between 0.5 and 1 (a "
-            "column at or above it is flagged as a possible shortcut); the default is 0.7"
-        )
-    return names, edges, flag
-
-
-def _is_sequence(value: Any) -> bool:
-    return isinstance(value, Sequence) or (
-        hasattr(value, "__iter__") and not isinstance(value, Mapping)
-    )
-
-
-# --- columns -------------------------------------------------------------------------------
-
-
-def age_in_years(value: str) -> float | None:
-    """A film's age in years: a plain number, or a DICOM age string (045Y, 018M, 006W, 003D);
-    None when it is missing or unreadable."""
-    text = value.strip()
-    match = _DICOM_AGE.match(text)
-    if match:
-        return int(match.group(1)) * _YEARS_PER[match.group(2).upper()]
-    try:
-        years = float(text)
-    except ValueError:
-        return None
-    return years if math.isfinite(years) and years >= 0 else None
-
-
-def band_labels(edges: Sequence[float]) -> tuple[str, ...]:
-    """The bands ``edges`` cut ages into, youngest first: [18, 40, 65] gives <18, 18-39, 40-64
-    and 65+ (whole-year edges read as completed years; others as ``a-<b``)."""
-    labels = [f"<{edges[0]:g}"]
-    for low, high in pairwise(edges):
-        whole = float(low).is_integer() and float(high).is_integer()
-        labels.append(f"{low:g}-{high - 1:g}" if whole else f"{low:g}-<{high:g}")
-    labels.append(f"{edges[-1]:g}+")
-    return tuple(labels)
-
-
-def age_bands(ages: Sequence[str], edges: Sequence[float]) -> tuple[str, ...]:
-    """The band of every film's age (``band_labels``); ``UNKNOWN`` where it has none."""
-    labels = band_labels(edges)
-    years = [age_in_years(age) for age in ages]
-    index = np.searchsorted(np.asarray(edges, dtype=np.float64), [y or 0.0 for y in years], "right")
-    return tuple(UNKNOWN if y is None else labels[i] for y, i in zip(years, index, strict=True))
-
-
-def present_columns(columns: Mapping[str, Sequence[str]]) -> list[str]:
-    """The columns at least one film has a value in."""
-    return sorted(name for name, values in columns.items() if any(values))
-
-
-def check_subgroup_columns(names: Sequence[str], present: Sequence[str]) -> None:
-    """Every column of ``report.subgroups`` is one some film has (``age_band`` needs ``age``);
-    a ``ConfigError`` naming the missing column and the ones the films have otherwise."""
-    available = set(present)
-    for name in names:
-        if name in available or (name == AGE_BAND and AGE in available):
-            continue
-        derived = f" (derived from the films' {AGE} column)" if name == AGE_BAND else ""
-        raise ConfigError(
-            f"report.subgroups names {name!r}{derived}, which no film has; the films' columns "
-            f"are {sorted(available) or 'none'}: name one of them, or add the column to the "
-            "manifest"
-        )
-
-
-def table_values(
-    columns: Mapping[str, Sequence[str]], name: str, n: int, edges: Sequence[float]
-) -> tuple[str, ...]:
-    """Column ``name`` as one category per film (``UNKNOWN`` where a film lacks it, or all
-    ``UNKNOWN`` when these films lack the column another split has); ``age_band`` is derived
-    from ``age`` by ``edges`` unless the films carry it themselves."""
-    raw = columns.get(name, ())
-    if name == AGE_BAND and not any(raw) and any(columns.get(AGE, ())):
-        return age_bands(columns[AGE], edges)
-    return tuple(value.strip() or UNKNOWN for value in (raw if any(raw) else ("",) * n))
-
-
-def numeric_values(values: Sequence[str]) -> np.ndarray | None:
-    """The column as numbers (NaN where missing) when every value given is a number or a
-    DICOM age; None for a categorical column."""
-    numbers = [age_in_years(value) if value.strip() else math.nan for value in values]
-    if any(number is None for number in numbers) or all(map(math.isnan, numbers)):
-        return None
-    return np.asarray(numbers, dtype=np.float64)
 
 
 # --- the table -----------------------------------------------------------------------------
@@ -283,22 +148,6 @@ def subgroup_row(
 
 def _finite_or_none(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
-
-
-def category_order(categories: Sequence[str], column: str, edges: Sequence[float]) -> list[str]:
-    """Categories as a table lists them: age bands youngest first, others sorted, numbers by
-    value; ``UNKNOWN`` last."""
-    bands = band_labels(edges) if column == AGE_BAND else ()
-
-    def key(category: str) -> tuple[int, int, float, str]:
-        if category == UNKNOWN:
-            return (2, 0, 0.0, "")
-        if category in bands:
-            return (0, bands.index(category), 0.0, "")
-        number = age_in_years(category)
-        return (1, 0, number if number is not None else math.inf, category)
-
-    return sorted(set(categories), key=key)
 
 
 def subgroup_table(

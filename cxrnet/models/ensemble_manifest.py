@@ -3,7 +3,7 @@
 The manifest names the member checkpoints relative to itself (a moved or copied sweep folder
 still loads), the combination rule, the operating point with its criterion, the preprocessing
 every member shares and the recipe that trained them. ``cxrnet-ensemble``
-(``cxrnet.passes.fold_ensemble``) writes it; ``cxrnet-predict`` and ``cxrnet-export`` load it
+(``cxrnet.passes.ensemble_folder``) writes it; ``cxrnet-predict`` and ``cxrnet-export`` load it
 (``cxrnet.inference.ensemble``) wherever they take a checkpoint.
 """
 

@@ -1,10 +1,11 @@
-"""The LightningModule: any registered network, weighted BCE / cross-entropy, epoch metrics."""
+"""The LightningModule: any registered network, weighted BCE / cross-entropy, epoch metrics.
+
+Its optimizer, LR scheduler and backbone freezing are built by ``cxrnet.models.optimization``.
+"""
 
 from __future__ import annotations
 
-import functools
-import importlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -12,8 +13,7 @@ import torch.nn.functional as F
 from lightning import LightningModule
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
-from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchmetrics import MaxMetric, MinMetric, SumMetric
 
 from cxrnet.evaluation.metric_names import check_source_monitor, per_source_names
@@ -28,60 +28,23 @@ from cxrnet.evaluation.metrics import (
 from cxrnet.evaluation.probabilities import DEFAULT_THRESHOLD, pneumonia_probability
 from cxrnet.evaluation.source_metrics import SourcePredictions, source_values
 from cxrnet.models.adapt import classifier_name
+from cxrnet.models.optimization import (
+    ComponentConfig,
+    component_config,
+    keep_backbone_statistics,
+    optimizer_settings,
+    set_backbone_trainable,
+)
 from cxrnet.models.registry import create_model
 from cxrnet.models.weights import load_weights
 from cxrnet.plain_data import plain_data
 from cxrnet.user_errors import ConfigError
-
-# ``{"_target_": "torch.optim.Adam", "lr": 1e-3}``, or the partial Hydra makes of it.
-ComponentConfig = Mapping[str, Any] | functools.partial
 
 STAGES = ("train", "val", "test")
 # Where a checkpoint keeps the best monitored validation score reached so far.
 BEST_VAL_KEY = "cxrnet_best_val"
 # Where a checkpoint written in the middle of an epoch keeps that epoch's training metric states.
 TRAIN_EPOCH_KEY = "cxrnet_train_epoch_metrics"
-
-
-def component_config(value: ComponentConfig | Callable[..., Any]) -> dict[str, Any]:
-    """An optimizer or scheduler as plain configuration: its class path and its arguments.
-
-    Hydra's ``_partial_: true`` gives a ``functools.partial``; pickled into a checkpoint that is
-    a callable, which loading would have to import and run. Stored as configuration it is data.
-    """
-    if isinstance(value, functools.partial):
-        target = value.func
-        config = {"_target_": f"{target.__module__}.{target.__qualname__}", **value.keywords}
-    elif isinstance(value, Mapping):
-        config = {str(key): item for key, item in value.items() if key != "_partial_"}
-    elif isinstance(value, type):
-        config = {"_target_": f"{value.__module__}.{value.__qualname__}"}
-    else:
-        raise ConfigError(
-            f"expected an optimizer or scheduler as {{'_target_': 'torch.optim.Adam', ...}} or a "
-            f"functools.partial of a class, got {value!r}"
-        )
-    if not isinstance(config.get("_target_"), str):
-        raise ConfigError(f"optimizer/scheduler config {config} lacks a '_target_' class path")
-    return plain_data(config)  # type: ignore[return-value]
-
-
-def build_component(config: Mapping[str, Any], base: tuple[type, ...], *args: Any) -> Any:
-    """Instantiate ``config`` (from ``component_config``), which must name a subclass of ``base``.
-
-    The class check keeps a checkpoint's stored configuration from calling anything but an
-    optimizer or scheduler.
-    """
-    module_name, _, name = str(config["_target_"]).rpartition(".")
-    try:
-        target = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError, ValueError) as error:
-        raise ConfigError(f"cannot import {config['_target_']!r}: {error}") from error
-    if not (isinstance(target, type) and issubclass(target, base)):
-        names = " or ".join(b.__name__ for b in base)
-        raise ConfigError(f"{config['_target_']!r} is not a subclass of {names}")
-    kwargs = {key: value for key, value in config.items() if key != "_target_"}
-    return target(*args, **kwargs)
 
 
 class ClassifierModule(LightningModule):
@@ -241,15 +204,9 @@ class ClassifierModule(LightningModule):
         return self
 
     def _keep_backbone_statistics(self) -> None:
-        """A frozen backbone's batch norms stay in eval mode: in train mode they would still move
-        their running statistics towards the new films, and frozen means frozen."""
-        if not getattr(self, "freeze_backbone", False):
-            return
-        for name, module in self.net.named_modules():
-            if isinstance(module, torch.nn.modules.batchnorm._NormBase) and not (
-                name == self.head_name or name.startswith(f"{self.head_name}.")
-            ):
-                module.eval()
+        """A frozen backbone's batch norms stay in eval mode (``keep_backbone_statistics``)."""
+        if getattr(self, "freeze_backbone", False):
+            keep_backbone_statistics(self.net, self.head_name)
 
     def setup(self, stage: str) -> None:
         # Validating on other data than it was trained on (cxrnet-eval's validate), the val
@@ -441,31 +398,10 @@ class ClassifierModule(LightningModule):
         }
 
     def configure_optimizers(self) -> Any:
-        optimizer = build_component(self.hparams.optimizer, (Optimizer,), self.parameters())
-        if self.hparams.scheduler is None:
-            return optimizer
-        config = dict(self.hparams.scheduler)
-        # Not an argument of the scheduler: whether it steps per epoch or per training step.
-        interval = config.pop("interval", "epoch")
-        if interval not in ("epoch", "step"):
-            raise ConfigError(f"model.scheduler.interval must be epoch or step, got {interval!r}")
-        if "total_steps" in config and config["total_steps"] is None:
-            # One-cycle schedules span the whole run: its length is known only to the Trainer.
-            config["total_steps"] = int(self.trainer.estimated_stepping_batches)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {
-                "scheduler": build_component(config, (LRScheduler,), optimizer),
-                "monitor": self.hparams.scheduler_monitor,
-                "interval": interval,
-                "frequency": 1,
-            },
-        }
-
-
-def set_backbone_trainable(net: torch.nn.Module, head_name: str, trainable: bool) -> None:
-    """Freeze or unfreeze every parameter outside the head; frozen ones get no gradient, so the
-    optimizer skips them."""
-    for name, parameter in net.named_parameters():
-        if not name.startswith(f"{head_name}."):
-            parameter.requires_grad_(trainable)
+        return optimizer_settings(
+            self.hparams.optimizer,
+            self.hparams.scheduler,
+            self.hparams.scheduler_monitor,
+            self.parameters(),
+            total_steps=lambda: int(self.trainer.estimated_stepping_batches),
+        )

@@ -4,7 +4,7 @@ trained on), or any folder or manifest in the dataset layout; what ``cxrnet-eval
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +15,8 @@ from cxrnet.user_errors import ConfigError
 
 if TYPE_CHECKING:
     from cxrnet.data.datamodule import ChestXRayDataModule
+    from cxrnet.evaluation.thresholds import OperatingPoint
+    from cxrnet.models.module import ClassifierModule
 
 log = logging.getLogger(__name__)
 
@@ -148,23 +150,9 @@ def evaluate_checkpoint(
     Binary checkpoints use their stored operating point (``threshold.rechoose=true`` chooses it
     again on this data's validation split); the subtype task uses the trainer's own passes.
     """
-    from hydra.utils import instantiate
-
-    from cxrnet.hardware import resolve_trainer_precision
-    from cxrnet.models.checkpoint import (
-        check_network_of,
-        load_checkpoint,
-        operating_point_of,
-        validation_of,
-    )
+    from cxrnet.models.checkpoint import check_network_of, load_checkpoint, operating_point_of
     from cxrnet.models.ensemble_manifest import is_manifest
     from cxrnet.models.module import ClassifierModule
-    from cxrnet.passes.evaluation_pass import (
-        report_settings,
-        run_evaluation_pass,
-        threshold_films_for,
-        threshold_rule,
-    )
 
     check_stages(cfg.stages)
     ckpt_path = Path(cfg.ckpt_path).expanduser()
@@ -188,43 +176,76 @@ def evaluate_checkpoint(
     log.info("scoring %s", data_scored)
     datamodule.setup("test")
     stored = operating_point_of(checkpoint) if model.num_classes == 2 else None
-    threshold_cfg = cfg.get("threshold") or {}
     if "val" not in datamodule.datasets:
         _check_without_val(cfg, ckpt_path, datamodule, stored is None and model.num_classes == 2)
-    tta = bool(cfg.get("tta"))
-    if tta and model.num_classes != 2:
+    if bool(cfg.get("tta")) and model.num_classes != 2:
         raise ConfigError("tta=true needs a binary (normal/pneumonia) checkpoint")
     if model.num_classes == 2:
-        rechoose = bool(threshold_cfg.get("rechoose")) or stored is None
-        if stored is None:
-            log.warning("checkpoint %s stores no operating point: choosing one on val", ckpt_path)
-        report = run_evaluation_pass(
+        return _evaluate_binary(cfg, model, datamodule, checkpoint, stored, ckpt_path, data_scored)
+    return _evaluate_by_trainer(cfg, model, datamodule)
+
+
+def _evaluate_binary(
+    cfg: DictConfig,
+    model: ClassifierModule,
+    datamodule: ChestXRayDataModule,
+    checkpoint: Mapping[str, Any],
+    stored: OperatingPoint | None,
+    ckpt_path: Path,
+    data_scored: str,
+) -> dict[str, float]:
+    """A binary checkpoint's evaluation pass at its ``stored`` operating point (or one chosen
+    again on this data's val split), and a test-only site's report."""
+    from cxrnet.models.checkpoint import validation_of
+    from cxrnet.passes.evaluation_pass import (
+        report_settings,
+        run_evaluation_pass,
+        threshold_films_for,
+        threshold_rule,
+    )
+
+    threshold_cfg = cfg.get("threshold") or {}
+    rechoose = bool(threshold_cfg.get("rechoose")) or stored is None
+    if stored is None:
+        log.warning("checkpoint %s stores no operating point: choosing one on val", ckpt_path)
+    tta = bool(cfg.get("tta"))
+    report = run_evaluation_pass(
+        model,
+        datamodule,
+        list(cfg.stages),
+        Path(cfg.paths.output_dir),
+        rule=threshold_rule(threshold_cfg),
+        operating_point=None if rechoose else stored,
+        threshold_films=threshold_films_for(threshold_cfg, datamodule) if rechoose else None,
+        settings=report_settings(cfg.get("report")),
+        checkpoint=str(ckpt_path),
+        tta=tta,
+        data_scored=data_scored,
+    )
+    metrics = dict(report.metrics)
+    if datamodule.unsplit == "test" and "test" in report.splits:
+        from cxrnet.passes.site_pass import evaluate_site
+
+        metrics |= evaluate_site(
             model,
             datamodule,
-            list(cfg.stages),
+            report,
+            validation_of(checkpoint) if not rechoose else {},
             Path(cfg.paths.output_dir),
-            rule=threshold_rule(threshold_cfg),
-            operating_point=None if rechoose else stored,
-            threshold_films=threshold_films_for(threshold_cfg, datamodule) if rechoose else None,
-            settings=report_settings(cfg.get("report")),
-            checkpoint=str(ckpt_path),
+            cfg.get("report"),
             tta=tta,
-            data_scored=data_scored,
         )
-        metrics = dict(report.metrics)
-        if datamodule.unsplit == "test" and "test" in report.splits:
-            from cxrnet.passes.site_pass import evaluate_site
+    return metrics
 
-            metrics |= evaluate_site(
-                model,
-                datamodule,
-                report,
-                validation_of(checkpoint) if not rechoose else {},
-                Path(cfg.paths.output_dir),
-                cfg.get("report"),
-                tta=tta,
-            )
-        return metrics
+
+def _evaluate_by_trainer(
+    cfg: DictConfig, model: ClassifierModule, datamodule: ChestXRayDataModule
+) -> dict[str, float]:
+    """The subtype task: the trainer's own validation and test passes, as training logs them."""
+    from hydra.utils import instantiate
+
+    from cxrnet.hardware import resolve_trainer_precision
+
     resolve_trainer_precision(cfg)
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
     metrics: dict[str, float] = {}

@@ -32,7 +32,7 @@ from cxrnet.evaluation.report import (
     metadata_columns,
     write_predictions,
 )
-from cxrnet.evaluation.subgroups import check_subgroup_columns, present_columns
+from cxrnet.evaluation.subgroup_columns import check_subgroup_columns, present_columns
 from cxrnet.evaluation.threshold_films import ThresholdFilms
 from cxrnet.evaluation.thresholds import OperatingPoint, ThresholdRule, choose_operating_point
 from cxrnet.models.module import ClassifierModule

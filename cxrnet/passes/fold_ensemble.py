@@ -1,10 +1,7 @@
 """The k models of a k-fold sweep as one ensemble: its members checked, its threshold chosen on
-their pooled out-of-fold validation predictions, its held-out predictions and report numbers,
-and the folder ``cxrnet-ensemble`` writes (``write_fold_ensemble``): ``ensemble.json`` (the
-manifest ``cxrnet-predict`` and ``cxrnet-export`` take in place of a checkpoint; written last,
-and atomically, so its presence means the rest is there), ``predictions_oof.csv`` and
-``predictions_test.csv``, ``report.md`` and ``figures/``. The threshold criterion and report
-settings are the sweep's own (``threshold.*`` and ``report.*`` in its ``multirun.yaml``).
+their pooled out-of-fold validation predictions, and its held-out predictions and report
+numbers (``build_fold_ensemble``). The folder ``cxrnet-ensemble`` writes from them is
+``ensemble_folder``'s.
 
 Only what ``cxrnet-train`` wrote in each job folder is read (``metrics.json``, ``config.yaml``,
 ``predictions_val.csv``, ``predictions_test.csv``); no network runs here. Each fold model has
@@ -16,41 +13,28 @@ rule ``cxrnet-predict`` applies to new films).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from omegaconf import OmegaConf
 
-from cxrnet.config import register_resolvers
-from cxrnet.data.decode import DecodeParams
 from cxrnet.evaluation.bootstrap import bootstrap_intervals
 from cxrnet.evaluation.confusion import confusion_at
 from cxrnet.evaluation.curves import auroc
-from cxrnet.evaluation.figures import plot_split
-from cxrnet.evaluation.model_card import DATASET_LIMITS, render_model_card
 from cxrnet.evaluation.probabilities import mean_probability
 from cxrnet.evaluation.report import (
     EvaluationReport,
     ReportSettings,
     SplitPredictions,
     evaluate_predictions,
-    finite,
     read_predictions,
-    write_predictions,
 )
 from cxrnet.evaluation.thresholds import (
     ThresholdRule,
     choose_operating_point,
 )
-from cxrnet.models.checkpoint import load_checkpoint, preprocessing_of
-from cxrnet.models.ensemble_manifest import MANIFEST_NAME, EnsembleManifest, write_manifest
-from cxrnet.passes.evaluation_pass import report_settings, threshold_rule
-from cxrnet.publish import write_text
-from cxrnet.runs import Override, lookup
+from cxrnet.runs import Override
 from cxrnet.runs.results import UNREADABLE, RunResult, collect_runs
 from cxrnet.user_errors import EnsembleError
 
@@ -100,6 +84,24 @@ def find_fold_members(sweep_dir: Path | str) -> tuple[list[FoldMember], int]:
         raise EnsembleError(str(error)) from error
     if not runs:
         raise EnsembleError(f"no job folders in {sweep_dir}: pass the folder cxrnet-train -m wrote")
+    by_fold, k = _one_run_per_fold(runs, sweep_dir)
+    members = []
+    for fold, run in sorted(by_fold.items()):
+        checkpoint = job_checkpoint(run)
+        if checkpoint is None or not checkpoint.is_file():
+            raise EnsembleError(
+                f"fold {fold}: its best checkpoint {checkpoint} is missing; {_rerun_hint(run)}"
+            )
+        members.append(FoldMember(fold, run, checkpoint))
+    return members, k
+
+
+def _one_run_per_fold(
+    runs: Sequence[RunResult], sweep_dir: Path | str
+) -> tuple[dict[int, RunResult], int]:
+    """Each fold's one completed job, by fold, and the sweep's k; otherwise an ``EnsembleError``
+    naming every fold that is unreadable, unfinished or missing (so one rerun fixes them all),
+    or the jobs that make this not one k-fold sweep."""
     by_fold: dict[int, list[RunResult]] = {}
     num_folds: set[int] = set()
     problems: list[str] = []
@@ -142,15 +144,7 @@ def find_fold_members(sweep_dir: Path | str) -> tuple[list[FoldMember], int]:
         )
     if problems:
         raise EnsembleError("the ensemble needs every fold: " + "; ".join(problems))
-    members = []
-    for fold, (run,) in sorted(by_fold.items()):
-        checkpoint = job_checkpoint(run)
-        if checkpoint is None or not checkpoint.is_file():
-            raise EnsembleError(
-                f"fold {fold}: its best checkpoint {checkpoint} is missing; {_rerun_hint(run)}"
-            )
-        members.append(FoldMember(fold, run, checkpoint))
-    return members, k
+    return {fold: run for fold, (run,) in by_fold.items()}, k
 
 
 def job_checkpoint(run: RunResult) -> Path | None:
@@ -320,138 +314,3 @@ def member_overrides(member: FoldMember) -> list[str]:
     """A fold job's command-line overrides without its fold: the recipe every member shares."""
     overrides = member.run.record.overrides if member.run.record else ()
     return [override for override in overrides if Override.parse(override).key != "data.fold"]
-
-
-# --------------------------------------------------------------------------- the folder
-
-ENSEMBLE_DIR = "ensemble"
-SWEEP_CONFIG = "multirun.yaml"  # what Hydra's sweeper saves in every sweep folder
-# What the summary and the card show: (label, cross-validated key, held-out ensemble key).
-HEADLINE = (
-    ("AUROC", "auroc", "auroc"),
-    ("F1", "f1", "f1_at_threshold"),
-    ("sensitivity", "recall", "recall_at_threshold"),
-    ("specificity", "specificity", "specificity_at_threshold"),
-)
-ENSEMBLE_NOTES = (
-    "This model is the mean of the fold models' probabilities (ensemble.json lists them). The "
-    "`test` column is the ensemble itself on the held-out set, which no choice looked at. The "
-    "`oof` column pools every train+val film scored by the one fold model that did not train "
-    "on it: it describes the single fold models, and its threshold metrics are in-sample (the "
-    "threshold was chosen on these predictions); the cross-validated estimate below calls each "
-    "fold at the threshold chosen on the other folds instead.",
-    "The threshold was chosen on the pooled single-model out-of-fold scores and is applied "
-    "unchanged to the ensemble's mean probability, which is usually a little less extreme; "
-    "the `test` column shows how well it carries over.",
-)
-
-
-def sweep_settings(sweep_dir: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """The sweep's ``threshold`` and ``report`` blocks and its experiment, from its
-    ``multirun.yaml``; the members' own records give the rest of the recipe."""
-    path = sweep_dir / SWEEP_CONFIG
-    if not path.is_file():
-        raise EnsembleError(
-            f"{path} does not exist: pass the folder that cxrnet-train -m wrote, which holds it"
-        )
-    register_resolvers()
-    cfg = OmegaConf.load(path)
-
-    def block(key: str) -> dict[str, Any]:
-        node = OmegaConf.select(cfg, key, default=None)
-        return {} if node is None else dict(OmegaConf.to_container(node, resolve=True))
-
-    experiment = OmegaConf.select(cfg, "hydra.runtime.choices.experiment", default=None)
-    return block("threshold"), block("report"), {"experiment": experiment}
-
-
-def _shared_preprocessing(ensemble: FoldEnsemble) -> DecodeParams:
-    found: dict[int, DecodeParams] = {}
-    for member in ensemble.members:
-        found[member.fold] = preprocessing_of(load_checkpoint(member.checkpoint, mmap=True))
-    if len(set(found.values())) > 1:
-        each = ", ".join(f"fold {fold}: {p.as_dict()}" for fold, p in found.items())
-        raise EnsembleError(f"the fold models decode films differently ({each}): not one recipe")
-    return next(iter(found.values()))
-
-
-def _counts(ensemble: FoldEnsemble) -> list[dict[str, Any]]:
-    rows = []
-    names = {OOF: "out-of-fold (train+val)", HELD_OUT: "held-out (test)"}
-    for split, part in ensemble.report.splits.items():
-        labels = part.predictions.labels
-        pneumonia = int(labels.sum())
-        rows.append(
-            {
-                "split": names[split],
-                "NORMAL": len(labels) - pneumonia,
-                "PNEUMONIA": pneumonia,
-                "total": len(labels),
-            }
-        )
-    return rows
-
-
-def write_fold_ensemble(
-    sweep_dir: Path, output_dir: Path | None = None
-) -> tuple[FoldEnsemble, Path]:
-    """Build the sweep's ensemble and write its folder (``<sweep>/ensemble`` by default):
-    predictions, figures, ``report.md`` and, last, the manifest, whose path comes back."""
-    threshold_cfg, report_cfg, recipe = sweep_settings(sweep_dir)
-    ensemble = build_fold_ensemble(
-        sweep_dir, threshold_rule(threshold_cfg), report_settings(report_cfg)
-    )
-    preprocessing = _shared_preprocessing(ensemble)
-    out = output_dir or sweep_dir / ENSEMBLE_DIR
-    out.mkdir(parents=True, exist_ok=True)
-    report = ensemble.report
-    figures = {}
-    for split, part in report.splits.items():
-        threshold = report.operating_point.threshold
-        write_predictions(out / f"predictions_{split}.csv", part.predictions, threshold)
-        figure = plot_split(report, split, out / "figures" / f"{split}.png")
-        figures[split] = str(figure.relative_to(out))
-    manifest_path = out / MANIFEST_NAME
-    first = ensemble.members[0]
-    card = render_model_card(
-        report,
-        checkpoint=f"{manifest_path} (mean of {len(ensemble.members)} fold models)",
-        data_sources=[str(first.run.record.paths.get("data_root")) if first.run.record else ""],
-        counts=_counts(ensemble),
-        preprocessing=preprocessing.as_dict(),
-        network=lookup(first.run.config, "model.net", default=None) or {},
-        figures=figures,
-        limits=DATASET_LIMITS,
-        notes=(*ENSEMBLE_NOTES, _cross_validated_note(report.metrics)),
-    )
-    write_text(out / "report.md", card)
-    manifest = EnsembleManifest(
-        members=tuple(
-            os.path.relpath(member.checkpoint.resolve(), out.resolve())
-            for member in ensemble.members
-        ),
-        operating_point=report.operating_point,
-        preprocessing=preprocessing,
-        folds=tuple(member.fold for member in ensemble.members),
-        recipe={**recipe, "overrides": member_overrides(first)},
-        metrics=report.metrics,
-    )
-    write_manifest(manifest_path, manifest)
-    return ensemble, manifest_path
-
-
-def metric_cell(metrics: Mapping[str, float], key: str) -> str:
-    value = metrics.get(key)
-    if not finite(value):
-        return "-"
-    low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
-    if finite(low) and finite(high):
-        return f"{value:.3f} ({low:.3f}-{high:.3f})"
-    return f"{value:.3f}"
-
-
-def _cross_validated_note(metrics: Mapping[str, float]) -> str:
-    cells = ", ".join(
-        f"{label} {metric_cell(metrics, f'{CROSS_VALIDATED}/{key}')}" for label, key, _ in HEADLINE
-    )
-    return f"Cross-validated (cross-fitted thresholds, 95% patient-bootstrap intervals): {cells}."

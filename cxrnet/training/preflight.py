@@ -24,11 +24,8 @@ from cxrnet.evaluation.metric_names import (
     is_per_source_name,
     monitor_mode_for,
 )
-from cxrnet.evaluation.subgroups import (
-    DEFAULT_AGE_BANDS,
-    DEFAULT_SHORTCUT_FLAG,
-    check_subgroup_settings,
-)
+from cxrnet.evaluation.subgroup_columns import DEFAULT_AGE_BANDS, check_subgroup_settings
+from cxrnet.evaluation.subgroups import DEFAULT_SHORTCUT_FLAG
 from cxrnet.evaluation.thresholds import ThresholdRule
 from cxrnet.models.registry import check_model_name
 from cxrnet.plain_data import plain_data

@@ -101,18 +101,49 @@ def train(
     output_dir = Path(cfg.paths.output_dir)
     if not launch.checked:
         check_train_config(cfg)  # before any data work: a typo costs seconds, not a decode
-    is_rank_zero = rank_zero_only.rank == 0
     ckpt_path = resolve_checkpoint(cfg.get("ckpt_path"), output_dir)
     _fill_wandb_run_defaults(cfg, ckpt_path, launch)
-    if is_rank_zero:
+    if rank_zero_only.rank == 0:
         save_resolved_config(cfg, output_dir)
     L.seed_everything(cfg.seed, workers=True)
-
     root = resolve_data_root(cfg)
+    job = _build_job(cfg, output_dir, root, extra_callbacks)
+    for logger in job.loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    best = _fit(job, ckpt_path)
+    if job.datamodule.num_classes == 2:
+        metrics = _evaluate_binary(
+            cfg, job.trainer, job.model, job.datamodule, best, job.loggers, job.callbacks
+        )
+    else:
+        metrics = _evaluate_multiclass(cfg, job.trainer, job.model, job.datamodule, best, root)
+    paths: dict[str, Any] = {"best_checkpoint": best, "data_root": root}
+    if ckpt_path is not None:
+        paths["resumed_from"] = str(ckpt_path)
+    return {"metrics": metrics, **paths, "world_size": job.trainer.world_size}
+
+
+@dataclass
+class _Job:
+    """What a training job built: its data, model, trainer, callbacks and loggers."""
+
+    datamodule: Any
+    model: Any
+    trainer: L.Trainer
+    callbacks: list[Callback]
+    loggers: list[Any]
+    last: LastCheckpoint
+
+
+def _build_job(
+    cfg: DictConfig, output_dir: Path, root: Any, extra_callbacks: Sequence[Callback]
+) -> _Job:
+    """The data module set up (rank 0 finds, checks and splits the films; other DDP ranks read
+    its splits), then the model, callbacks, loggers and trainer from the config."""
+    is_rank_zero = rank_zero_only.rank == 0
     # Split files and counts are written once, by rank 0.
     report_dir = str(output_dir) if is_rank_zero else None
     datamodule = instantiate(cfg.data, root=root, report_dir=report_dir, seed=cfg.seed)
-    # Under DDP only rank 0 finds, checks and splits the films; the others read its splits.
     shared = SharedSplits.for_this_process(output_dir, rank_zero_only.rank)
     datamodule.shared_splits = shared
     # Until rank 0 has published its splits, the ranks srun started are waiting for them: any
@@ -143,12 +174,15 @@ def train(
         raise
     if is_rank_zero and trainer.world_size > 1:
         shared.publish(datamodule.resolved_splits)
-    for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return _Job(datamodule, model, trainer, callbacks, loggers, last)
 
+
+def _fit(job: _Job, ckpt_path: Path | None) -> str:
+    """Train (resuming from ``ckpt_path``); the best checkpoint's path."""
+    trainer, last = job.trainer, job.last
     # Checkpoints hold plain data only (cxrnet.models.checkpoint): nothing loaded runs code.
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        trainer.fit(job.model, datamodule=job.datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SystemExit as error:
         # Lightning ends a run stopped by SIGTERM with SystemExit(None) (exit code 0) and one
         # stopped by Ctrl-C with SystemExit(1): both are interruptions, not successes or failures.
@@ -166,15 +200,7 @@ def train(
             "no checkpoint was saved (no training epoch finished, or callbacks.model_checkpoint "
             "is off), so the run has no result to report"
         )
-    ckpt = best
-    if datamodule.num_classes == 2:
-        metrics = _evaluate_binary(cfg, trainer, model, datamodule, ckpt, loggers, callbacks)
-    else:
-        metrics = _evaluate_multiclass(cfg, trainer, model, datamodule, ckpt, root)
-    paths: dict[str, Any] = {"best_checkpoint": best, "data_root": root}
-    if ckpt_path is not None:
-        paths["resumed_from"] = str(ckpt_path)
-    return {"metrics": metrics, **paths, "world_size": trainer.world_size}
+    return best
 
 
 def _check_source_monitors(cfg: DictConfig, datamodule: Any) -> None:

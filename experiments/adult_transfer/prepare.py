@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from cxrnet.data.datamodule import ChestXRayDataModule
-from cxrnet.data.splits import write_split_csv
+from cxrnet.data.split_report import write_split_csv
 from cxrnet.publish import write_file
 
 NUM_FOLDS = 5

@@ -32,7 +32,8 @@ from types import ModuleType
 from cxrnet.data.duplicates import check_duplicates
 from cxrnet.data.manifest import load_records
 from cxrnet.data.records import Record
-from cxrnet.data.splits import SplitConfig, count_table, make_splits, write_split_csv
+from cxrnet.data.split_report import count_table, write_split_csv
+from cxrnet.data.splits import SplitConfig, make_splits
 from cxrnet.runs.sweeps import console_command, run_logged, sweep_values
 from cxrnet.runs.sweeps import sweep_command as train_sweep_command
 from cxrnet.user_errors import DataError

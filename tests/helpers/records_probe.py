@@ -19,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from cxrnet.data.datamodule import ChestXRayDataModule
 from cxrnet.data.files import Facts
-from cxrnet.data.records import Record
+from cxrnet.data.film_listing import Listing
 from cxrnet.plain_data import plain_data
 
 
@@ -35,7 +35,7 @@ class ProbedDataModule(ChestXRayDataModule):
     def _probe(self, name: str) -> Path:
         return self.probe_dir / f"{name}_rank{rank_zero_only.rank}"
 
-    def _find_records(self, facts: Facts | None) -> dict[str, list[Record]]:
+    def _find_records(self, facts: Facts | None) -> Listing:
         with self._probe("walks").with_suffix(".txt").open("a") as handle:
             handle.write("walked\n")
         return super()._find_records(facts)
