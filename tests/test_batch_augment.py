@@ -239,6 +239,7 @@ def _completed(done, tmp_path: Path) -> dict:
     return json.loads((run_folder(done.stdout) / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 def test_cxrnet_train_with_on_device_augmentation_runs_to_completion(
     synthetic_root: Path, tmp_path: Path
 ) -> None:

@@ -114,6 +114,7 @@ def test_tasks_that_disagree_on_the_number_of_parts_are_stopped(
         build_shard(films, PARAMS, tmp_path, Shard(0, 3), progress=False)
 
 
+@pytest.mark.slow
 def test_the_console_script_builds_the_cache_a_training_run_reuses(
     synthetic_root: Path, tmp_path: Path
 ) -> None:

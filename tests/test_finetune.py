@@ -37,6 +37,7 @@ def public_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _best_checkpoint(_train(tmp_path_factory.mktemp("public"), "experiment=best"))
 
 
+@pytest.mark.slow
 def test_finetune_starts_from_the_checkpoints_weights(
     public_checkpoint: Path, tmp_path: Path
 ) -> None:
@@ -63,6 +64,7 @@ def test_finetune_starts_from_the_checkpoints_weights(
     assert net["initial_weights"] == str(public_checkpoint)
 
 
+@pytest.mark.slow
 def test_finetune_with_a_frozen_backbone_trains_only_the_head(
     public_checkpoint: Path, tmp_path: Path
 ) -> None:

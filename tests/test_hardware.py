@@ -117,6 +117,7 @@ def test_lightning_builds_a_trainer_with_what_auto_resolves_to_here(compose_cfg,
     assert trainer.precision == resolved == hardware.auto_precision(run_device("auto"))
 
 
+@pytest.mark.slow
 def test_cxrnet_train_with_precision_auto_records_what_it_resolved_to(
     synthetic_root: Path, tmp_path: Path
 ) -> None:

@@ -259,6 +259,7 @@ def test_cxrnet_train_refuses_the_setting_before_reading_any_film(
 # --- a run that uses it ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cxrnet_train_with_intensity_augmentation_runs_to_completion(
     synthetic_root: Path, tmp_path: Path
 ) -> None:

@@ -133,6 +133,7 @@ def test_a_network_from_a_cxrnet_models_entry_point(
     assert model(torch.rand(3, 1, 16, 16)).shape == (3, 2)
 
 
+@pytest.mark.slow
 def test_a_network_by_import_path_trains_from_cxrnet_train(tmp_path: Path) -> None:
     user_code = {"PYTHONPATH": str(_write_user_package(tmp_path / "src"))}
     done = run_train(

@@ -71,6 +71,7 @@ def test_a_bad_value_is_an_error_naming_the_setting(tmp_path: Path) -> None:
         make_dm(manifest, other_classes="skip")
 
 
+@pytest.mark.slow
 def test_cxrnet_train_with_ignore_writes_the_films_to_ignored_csv(tmp_path: Path) -> None:
     manifest, others = site_manifest(tmp_path)
     done = run_train(

@@ -71,6 +71,7 @@ def test_wheel_holds_no_test_data(wheel: Path) -> None:
     assert not [name for name in names if name.startswith("tests/") or name.endswith(".jpeg")]
 
 
+@pytest.mark.slow
 def test_installed_wheel_trains_from_another_folder(wheel: Path, tmp_path: Path) -> None:
     site = tmp_path / "site"
     subprocess.run(

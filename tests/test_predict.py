@@ -88,6 +88,7 @@ def test_training_stores_the_operating_point_and_preprocessing_as_plain_data(tra
         assert low <= trained["metrics"][f"{split}/auroc"] <= high
 
 
+@pytest.mark.slow
 def test_cxrnet_eval_uses_the_stored_threshold_or_rechooses_it(trained) -> None:
     root = trained["root"]
     args = [f"ckpt_path={trained['ckpt']}", "stages=[val,test]", "report.resamples=100"]

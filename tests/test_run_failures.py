@@ -56,6 +56,7 @@ def _error_lines(stderr: str) -> list[str]:
 # ----------------------------------------------------------------------------- divergence
 
 
+@pytest.mark.slow
 def test_a_diverging_run_fails_naming_epoch_step_and_learning_rate(
     synthetic_root: Path, tmp_path: Path
 ) -> None:

@@ -202,6 +202,7 @@ def test_train_monitors_one_source_and_chooses_the_threshold_on_it(
     assert "test/subgroup/source=site/auroc" in metrics["metrics"]
 
 
+@pytest.mark.slow
 def test_train_monitors_the_worst_source(two_sources: Path, tmp_path: Path) -> None:
     run = _train(two_sources, tmp_path, "monitor=val/auroc/worst")
     logged = _logged(run)

@@ -243,6 +243,7 @@ def test_the_datamodule_never_decodes_unused_films(tmp_path: Path) -> None:
     assert {row["split"] for row in again.counts()} == {"train", "val", "test", UNUSED_SPLIT}
 
 
+@pytest.mark.slow
 def test_cxrnet_train_trains_on_the_sized_films_and_lists_the_rest_as_unused(
     tmp_path: Path,
 ) -> None:

@@ -150,6 +150,7 @@ def test_root_and_sources_together_are_an_error_naming_both(tmp_path: Path) -> N
     assert resolve_data_root(None, None, tmp_path, {"a": "/y"}) is None
 
 
+@pytest.mark.slow
 def test_cxrnet_train_on_two_named_sources_writes_the_source_to_split_csv(tmp_path: Path) -> None:
     done, roots, rows = train_on_two_sources(
         tmp_path, ["data.source_balance=equal", "data.split=patient"]
