@@ -34,6 +34,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", str(folder)], check=False)
 
 
+@pytest.mark.slow
 def test_a_full_cache_disk_is_one_error_and_a_failed_record(
     small_disk: Path, synthetic_root: Path, tmp_path: Path
 ) -> None:

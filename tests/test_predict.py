@@ -207,6 +207,7 @@ def test_predict_reads_a_text_list_and_matches_the_training_cache(
     np.testing.assert_allclose(from_files, from_cache, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_export_parity_and_predict_through_onnx_runtime(trained, synthetic_root, tmp_path) -> None:
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
     root = trained["root"]

@@ -73,6 +73,7 @@ def test_a_torn_last_record_is_cut_off_with_a_warning_and_the_search_goes_on(
     assert "torn record" not in again.stdout + again.stderr
 
 
+@pytest.mark.slow
 def test_a_corrupt_record_before_the_last_is_one_error_naming_file_and_line(
     tmp_path: Path,
 ) -> None:

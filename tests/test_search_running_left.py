@@ -15,6 +15,7 @@ optuna = pytest.importorskip("optuna")
 STUDY = "left"
 
 
+@pytest.mark.slow
 def test_a_worker_leaving_a_running_trial_names_it_and_when_it_runs_again(
     tmp_path: Path,
 ) -> None:

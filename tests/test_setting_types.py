@@ -102,7 +102,11 @@ def test_values_of_a_kind_the_key_takes_pass(tmp_path: Path) -> None:
         # Checked by cxrnet itself, not by kind: the threshold rule in the preflight, the
         # data module's own refusal unwrapped from Hydra's "Error in call to target".
         ("threshold.criterion=bogus", "threshold.criterion must be one of ['youden', 'f1'"),
-        ("data.split=bogus", "data.split must be one of official, stratified, patient, kfold"),
+        pytest.param(
+            "data.split=bogus",
+            "data.split must be one of official, stratified, patient, kfold",
+            marks=pytest.mark.slow,  # the data module is built (torch imported): 9 s
+        ),
     ],
 )
 def test_cxrnet_train_refuses_a_wrong_typed_setting_in_one_line_before_any_data(

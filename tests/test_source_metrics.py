@@ -171,6 +171,7 @@ def _train(manifest: Path, tmp_path: Path, *extra: str) -> Path:
     return run_folder(done.stdout)
 
 
+@pytest.mark.slow
 def test_train_monitors_one_source_and_chooses_the_threshold_on_it(
     two_sources: Path, tmp_path: Path
 ) -> None:
