@@ -100,7 +100,7 @@ DECLARED: dict[str, Accepts] = {
     "ckpt_path": Accepts((STR, NULL)),
     "tags": Accepts((LIST,)),
     "data.root": Accepts((STR, NULL)),
-    "data.sources": Accepts((MAPPING, LIST, STR, NULL)),
+    "data.sources": Accepts((MAPPING, NULL)),
     "data.source_roles": Accepts((MAPPING, NULL)),
     "data.source_train_size": Accepts((MAPPING, NULL)),
     "data.pin_memory": Accepts((BOOL, NULL)),
@@ -230,6 +230,6 @@ def _shown(value: Any) -> str:
 def _example(reference: Any, accepts: Accepts) -> str:
     if reference is not None and _fits(reference, accepts):
         return reference if isinstance(reference, str) else _shown(reference)
-    return {INT: "1", FLOAT: "0.5", BOOL: "true", STR: "<text>", LIST: "[a,b]"}.get(
-        accepts.kinds[0], "null"
-    )
+    examples = {INT: "1", FLOAT: "0.5", BOOL: "true", STR: "<text>", LIST: "[a,b]"}
+    examples[MAPPING] = "{name:value}"
+    return examples.get(accepts.kinds[0], "null")

@@ -102,6 +102,9 @@ def test_values_of_a_kind_the_key_takes_pass(tmp_path: Path) -> None:
         # Checked by cxrnet itself, not by kind: the threshold rule in the preflight, the
         # data module's own refusal unwrapped from Hydra's "Error in call to target".
         ("threshold.criterion=bogus", "threshold.criterion must be one of ['youden', 'f1'"),
+        # Hydra's own refusals, seen through the entry point: a key typo, an unknown option.
+        ("data.batchsize=3", "data.batchsize is not a setting of this command"),
+        ("experiment=bogus", "experiment=bogus: no such config in conf/experiment/; experiment"),
         pytest.param(
             "data.split=bogus",
             "data.split must be one of official, stratified, patient, kfold",

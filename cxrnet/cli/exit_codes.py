@@ -87,6 +87,8 @@ def instantiation_error(
     if found is None:
         return kind(text)
     key = found.group(1)
+    if text.startswith(f"{key}."):  # the message names the setting already
+        return kind(text)
     # "split must be one of ..." from the node at data: "data.split must be one of ...".
     first = text.split(" ", 1)[0]
     node = OmegaConf.select(cfg, key) if cfg is not None else None

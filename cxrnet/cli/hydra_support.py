@@ -16,7 +16,11 @@ from typing import Any
 
 import yaml
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import OverrideParseException
+from hydra.errors import (
+    ConfigCompositionException,
+    MissingConfigException,
+    OverrideParseException,
+)
 from omegaconf import DictConfig, OmegaConf
 
 from cxrnet.cli.exit_codes import USAGE_ERROR_EXIT
@@ -74,9 +78,13 @@ def _yaml_error(error: BaseException) -> yaml.YAMLError | None:
 
 
 def unreadable_config_message(error: BaseException) -> str | None:
-    """One line for a config Hydra could not read: an override it cannot parse or a YAML file
-    it cannot load (a YAML tag such as ``!!python/name:os.system``, broken syntax), naming the
-    override or the file and line, and the fix; None for any other error."""
+    """One line for a config Hydra could not read: an override it cannot parse, a key or a
+    config group option that does not exist, or a YAML file it cannot load (a YAML tag such as
+    ``!!python/name:os.system``, broken syntax), naming the override or the file and line, and
+    the fix; None for any other error."""
+    composition = _composition_message(error)
+    if composition is not None:
+        return composition
     if isinstance(error, OverrideParseException):
         override = str(error.override)
         kind = str(error.message).splitlines()[0].split(":", 1)[0]
@@ -107,6 +115,35 @@ def unreadable_config_message(error: BaseException) -> str | None:
             "and give the plain value (a class a setting builds is named by its _target_)"
         )
     return f"{where}: not valid YAML ({problem}); fix the file's syntax"
+
+
+def _composition_message(error: BaseException) -> str | None:
+    """Hydra's refusal of an option no config group has (``experiment=bogus``) or of a key the
+    config lacks (``data.batchsize=3``), as one line; None for any other error."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if isinstance(error, MissingConfigException) and lines:
+        missing = re.search(r"Could not find '([^']+)'", lines[0])
+        if missing is None:
+            return None
+        group, _, option = missing.group(1).rpartition("/")
+        options = []
+        for line in lines[1:]:
+            if line.startswith("Config search path"):
+                break
+            if not line.startswith("Available options"):
+                options.append(line)
+        known = f"; {group} takes one of {', '.join(options)}" if options else ""
+        return f"{group}={option}: no such config in conf/{group}/{known}"
+    override = re.search(r"Could not override '([^']+)'", lines[0]) if lines else None
+    if isinstance(error, ConfigCompositionException) and override is not None:
+        key = override.group(1)
+        cause = str(error.__cause__ or "").strip().splitlines()
+        why = f" ({cause[0]})" if cause else ""
+        return (
+            f"{key} is not a setting of this command{why}: check its spelling (--cfg job prints "
+            f"every setting), or add a new key with +{key}=..."
+        )
+    return None
 
 
 def _brief_unreadable_config(func: Callable[[], Any]) -> Any:
