@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from helpers.compose import compose_in
-from helpers.console import run_train
+from helpers.console import run_script, run_train
 from omegaconf import OmegaConf
 
 from cxrnet.setting_types import (
@@ -121,3 +121,41 @@ def test_cxrnet_train_refuses_a_wrong_typed_setting_in_one_line_before_any_data(
     assert lines[-1].startswith("error: ") and message in lines[-1], result.stderr
     assert "Traceback" not in result.stderr and "Error in call to target" not in result.stderr
     assert not list(tmp_path.rglob("split.csv")), "nothing is split or decoded"
+
+
+@pytest.mark.parametrize(
+    ("config_name", "overrides"),
+    [
+        ("eval", ["ckpt_path=run.ckpt"]),
+        ("predict", ["ckpt_path=run.ckpt", "input=films"]),
+        ("export", ["ckpt_path=run.ckpt"]),
+        ("cache", []),
+        ("search", []),
+    ],
+)
+def test_every_entry_points_own_config_passes_its_check(
+    config_name: str, overrides: list[str], tmp_path: Path
+) -> None:
+    cfg = compose_in(tmp_path, config_name, overrides)
+    values = OmegaConf.to_container(cfg, resolve=False)
+    check_setting_types(values, values)  # type: ignore[arg-type]
+    assert len(list(leaves(values))) > 5  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "message"),
+    [
+        ("cxrnet-eval", ["ckpt_path=run.ckpt", "report.resamples=abc"], "report.resamples="),
+        ("cxrnet-predict", ["ckpt_path=run.ckpt", "input=.", "batch_size=abc"], "batch_size="),
+        ("cxrnet-export", ["ckpt_path=run.ckpt", "overwrite=maybe"], "overwrite="),
+        ("cxrnet-cache", ["data.image_size=abc"], "data.image_size="),
+    ],
+)
+def test_every_entry_point_refuses_a_wrong_typed_setting_in_one_line(
+    script: str, args: list[str], message: str, tmp_path: Path
+) -> None:
+    result = run_script(script, args, tmp_path, timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith(f"error: {message}") and "is not a valid value" in lines[-1]
+    assert "Traceback" not in result.stderr

@@ -7,13 +7,14 @@ import hydra
 from omegaconf import DictConfig
 
 from cxrnet.cli.exit_codes import brief_errors
-from cxrnet.cli.hydra_support import CONFIG_PATH, HYDRA_VERSION
+from cxrnet.cli.hydra_support import CONFIG_PATH, HYDRA_VERSION, check_types
 from cxrnet.config import register_resolvers
 
 
 @hydra.main(version_base=HYDRA_VERSION, config_path=CONFIG_PATH, config_name="cache")
 @brief_errors
 def _hydra_main(cfg: DictConfig) -> None:
+    check_types(cfg)  # before the data: a value of the wrong kind is one line
     from cxrnet.data.cache import prepare_cache
     from cxrnet.data.cache_shards import Shard
 

@@ -11,7 +11,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from cxrnet.cli.exit_codes import brief_errors
-from cxrnet.cli.hydra_support import CONFIG_PATH, HYDRA_VERSION, job_overrides, run_hydra
+from cxrnet.cli.hydra_support import (
+    CONFIG_PATH,
+    HYDRA_VERSION,
+    check_types,
+    job_overrides,
+    run_hydra,
+)
 from cxrnet.config import register_resolvers, save_resolved_config
 from cxrnet.evaluation.metric_names import in_console_summary
 from cxrnet.runs import Override, RunRecorder
@@ -43,6 +49,7 @@ def _hydra_main(cfg: DictConfig) -> None:
     save_resolved_config(cfg, output_dir)
     ckpt_path = str(Path(cfg.ckpt_path).expanduser())
     with RunRecorder(output_dir, "cxrnet-eval", job_overrides()) as recorder:
+        check_types(cfg)  # a value of the wrong kind: a failed record naming it, nothing read
         recorder.update(paths={"ckpt_path": ckpt_path})
         # Here, not at the top: `cxrnet-eval --help` and usage errors need no torch or Lightning.
         from cxrnet.passes.checkpoint_eval import evaluate_checkpoint

@@ -14,6 +14,7 @@ from cxrnet.cli.hydra_support import (
     CONFIG_PATH,
     HYDRA_VERSION,
     allowed_network,
+    check_types,
     job_overrides,
     run_hydra,
 )
@@ -24,6 +25,7 @@ from cxrnet.runs import RunRecorder
 @hydra.main(version_base=HYDRA_VERSION, config_path=CONFIG_PATH, config_name="export")
 @brief_errors
 def _hydra_main(cfg: DictConfig) -> None:
+    check_types(cfg)  # before torch: a value of the wrong kind is one line
     from cxrnet.inference.export import export_checkpoint  # torch, once the config composed
 
     output_dir = Path(cfg.paths.output_dir)

@@ -58,6 +58,15 @@ def reference_config(config_name: str) -> dict[str, Any]:
     return OmegaConf.to_container(reference, resolve=False)  # type: ignore[return-value]
 
 
+def check_types(cfg: DictConfig) -> None:
+    """Every value of the running job's config has a kind (and range) its key takes, compared
+    with what conf/ gives it (``reference_config``); else one ``ConfigError`` naming the key."""
+    from cxrnet.setting_types import check_setting_types
+
+    reference = reference_config(HydraConfig.get().job.config_name)
+    check_setting_types(OmegaConf.to_container(cfg, resolve=False), reference)  # type: ignore[arg-type]
+
+
 def allowed_network(cfg: DictConfig) -> str | None:
     """The ``model.net.name`` the user gave eval/predict/export: the one import path a loaded
     checkpoint may name (``cxrnet.models.registry.check_stored_network``)."""

@@ -18,6 +18,7 @@ from cxrnet.cli.hydra_support import (
     CONFIG_PATH,
     HYDRA_VERSION,
     allowed_network,
+    check_types,
     job_overrides,
     run_hydra,
 )
@@ -86,6 +87,7 @@ def _hydra_main(cfg: DictConfig) -> None:
     output_dir = Path(cfg.paths.output_dir)
     save_resolved_config(cfg, output_dir)
     with RunRecorder(output_dir, "cxrnet-predict", job_overrides()) as recorder:
+        check_types(cfg)  # a value of the wrong kind: a failed record naming it, nothing read
         summary, output = predict(cfg)
         scored = len(summary.rows) - summary.failed
         recorder.complete(
