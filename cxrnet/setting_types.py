@@ -135,6 +135,9 @@ DECLARED: dict[str, Accepts] = {
     "report.top_k_wrong": Accepts((INT,), 0),
     "report.level": Accepts((FLOAT,), 0.0, 1.0),
     "report.pointing_game_max_films": Accepts((INT, NULL), 1),
+    # null: no heartbeat, or no grace period (cxrnet.search.storage).
+    "hparams_search.heartbeat_s": Accepts((INT, NULL), 1),
+    "hparams_search.grace_s": Accepts((INT, NULL), 0),
 }
 
 

@@ -149,6 +149,7 @@ def test_every_entry_points_own_config_passes_its_check(
         ("cxrnet-predict", ["ckpt_path=run.ckpt", "input=.", "batch_size=abc"], "batch_size="),
         ("cxrnet-export", ["ckpt_path=run.ckpt", "overwrite=maybe"], "overwrite="),
         ("cxrnet-cache", ["data.image_size=abc"], "data.image_size="),
+        ("cxrnet-search", ["hparams_search.n_trials=abc"], "hparams_search.n_trials="),
     ],
 )
 def test_every_entry_point_refuses_a_wrong_typed_setting_in_one_line(

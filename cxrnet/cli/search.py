@@ -16,13 +16,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from cxrnet.cli.exit_codes import brief_errors
-from cxrnet.cli.hydra_support import CONFIG_PATH, HYDRA_VERSION, run_hydra
+from cxrnet.cli.hydra_support import CONFIG_PATH, HYDRA_VERSION, check_types, run_hydra
 from cxrnet.config import register_resolvers
 
 
 @hydra.main(version_base=HYDRA_VERSION, config_path=CONFIG_PATH, config_name="search")
 @brief_errors
 def _hydra_main(cfg: DictConfig) -> float | None:
+    check_types(cfg)  # before optuna and torch: a value of the wrong kind is one line
     import optuna  # with torch and Lightning, once the config is good
 
     from cxrnet.search.runner import search
