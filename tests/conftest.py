@@ -17,10 +17,13 @@ from cxrnet.data.synthetic import SyntheticSpec, generate_synthetic
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
-# One thread per test process: the default run has one xdist worker per core, and each worker's
-# training (and every console script it starts, which inherits this) spinning up a thread per
-# core oversubscribed them (16% slower). Set before torch is imported; an explicit setting wins.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+# One thread per test process where xdist runs one worker per core (the default run): each
+# worker's training, and every console script it starts (which inherits this), spinning up a
+# thread per core oversubscribed them (16% slower). The slow tier runs in one process (-n 0)
+# with torch's own thread count, as before. Set before torch is imported; an explicit setting
+# wins.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # Small and deliberately easy (strong opacities, little noise): tests check the pipeline learns,
 # not how hard the default synthetic task is.
