@@ -37,7 +37,8 @@ INT, FLOAT, BOOL, STR, LIST, MAPPING, NULL = (
 
 @dataclass(frozen=True)
 class Accepts:
-    """What one setting takes: some kinds of value, and for numbers the smallest one."""
+    """What one setting takes: some kinds of value, for numbers their range, and where it names
+    them the only values it takes."""
 
     kinds: tuple[str, ...]
     minimum: float | None = None
@@ -161,10 +162,13 @@ def accepts_for(key: str, reference: Any) -> Accepts | None:
         return None
     # An interpolated reference (``${paths.output_dir}/checkpoints``, ``${monitor}``) is text.
     kinds = (FLOAT, INT) if kind == FLOAT else (kind,)
+    if kind == MAPPING:  # a config node null switches off (model.scheduler=null: none)
+        kinds = (MAPPING, NULL)
     return Accepts((*kinds, NULL) if key.startswith(NULLABLE) else kinds)
 
 
-def _fits(value: Any, accepts: Accepts) -> bool:
+def fits(value: Any, accepts: Accepts) -> bool:
+    """``value`` is of a kind (and in the range) ``accepts`` takes."""
     kind = kind_of(value)
     if kind == STR and "${" in value:
         return True  # an interpolation: its kind is its target's, checked there
@@ -210,7 +214,7 @@ def check_setting_types(values: Mapping[str, Any], reference: Mapping[str, Any])
     for key, value in leaves(values):
         present, reference_value = _lookup(reference, key)
         accepts = accepts_for(key, reference_value if present else None)
-        if accepts is None or _fits(value, accepts):
+        if accepts is None or fits(value, accepts):
             continue
         raise ConfigError(
             f"{key}={_shown(value)} is not a valid value: {key} takes {accepts.describe()} "
@@ -231,7 +235,7 @@ def _shown(value: Any) -> str:
 
 
 def _example(reference: Any, accepts: Accepts) -> str:
-    if reference is not None and _fits(reference, accepts):
+    if reference is not None and fits(reference, accepts):
         return reference if isinstance(reference, str) else _shown(reference)
     examples = {INT: "1", FLOAT: "0.5", BOOL: "true", STR: "<text>", LIST: "[a,b]"}
     examples[MAPPING] = "{name:value}"

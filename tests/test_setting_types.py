@@ -19,9 +19,9 @@ from omegaconf import OmegaConf
 
 from cxrnet.setting_types import (
     Accepts,
-    _fits,
     accepts_for,
     check_setting_types,
+    fits,
     leaves,
 )
 from cxrnet.user_errors import ConfigError
@@ -36,7 +36,7 @@ CANDIDATES: tuple[Any, ...] = ("abc", [1, 2], 1.5, True)
 
 
 def wrong_value(accepts: Accepts) -> Any:
-    return next(value for value in CANDIDATES if not _fits(value, accepts))
+    return next(value for value in CANDIDATES if not fits(value, accepts))
 
 
 def plain(tmp_path: Path, overrides: list[str]) -> dict[str, Any]:
@@ -85,6 +85,7 @@ def test_values_of_a_kind_the_key_takes_pass(tmp_path: Path) -> None:
         ("threshold.value", 0.3),
         ("data.augment.rotate", 12.5),
         ("model.net.image_size", "${data.image_size}"),
+        ("model.scheduler", None),  # a config node switched off (README: model.scheduler=null)
     ]:
         check_setting_types(with_value(reference, key, value), reference)
     with pytest.raises(ConfigError, match=r"trainer\.precision takes one of auto, 64-true"):
