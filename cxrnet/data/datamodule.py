@@ -126,9 +126,12 @@ class ChestXRayDataModule(LightningDataModule):
         self.decode_params = settings.decode
         self.batch_size = settings.batch_size
         self.eval_batch_size = settings.eval_batch_size
-        self.decode_workers, self.num_workers = data_workers(decode_workers, num_workers)
+        self.decode_workers, self.num_workers = data_workers(
+            settings.decode_workers, settings.num_workers
+        )
         # Pinned pages only speed up copies to a GPU; on a CPU-only machine they cost memory.
-        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        pin = settings.pin_memory
+        self.pin_memory = torch.cuda.is_available() if pin is None else pin
         self.imbalance = settings.imbalance
         self.device_augment: DeviceAugment | None = None
         self.task = settings.task
