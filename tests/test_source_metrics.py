@@ -253,9 +253,15 @@ def test_per_source_metrics_under_ddp_cover_every_processs_films(
         rows = [row for row in val if row["source"] == name]
         probabilities = np.array([float(row["probability"]) for row in rows])
         labels = np.array([int(row["label"] == "PNEUMONIA") for row in rows])
-        assert len(set(probabilities)) == len(probabilities)  # no ties from the rounding
         expected = _expected(probabilities, labels)
-        for metric in ("auroc", "recall", "specificity"):
+        # The CSV rounds to 6 decimals, so films the model scored apart can tie in it (an
+        # untrained model's scores crowd together); each tied positive-negative pair moves the
+        # AUROC by at most half a pair either way.
+        positives, negatives = probabilities[labels == 1], probabilities[labels == 0]
+        tied = int((positives[:, None] == negatives[None, :]).sum())
+        slack = 0.5 * tied / (len(positives) * len(negatives)) + 1e-4
+        assert logged[f"val/auroc/{name}"] == pytest.approx(expected["auroc"], abs=slack)
+        for metric in ("recall", "specificity"):
             assert logged[f"val/{metric}/{name}"] == pytest.approx(expected[metric], abs=1e-4)
 
 
