@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from cxrnet.data.augment_settings import check_augment
 from cxrnet.data.decode import DecodeParams
+from cxrnet.data.findings import UNCERTAIN_POLICIES, Uncertain, check_finding_names
 from cxrnet.data.source_balance import check_source_balance
 from cxrnet.data.sources import named_sources, train_only_sources, unnamed_source
 from cxrnet.data.splits import SplitConfig
@@ -26,7 +27,7 @@ from cxrnet.user_errors import DataError
 log = logging.getLogger("cxrnet.data.datamodule")
 
 Imbalance = Literal["class_weight", "sampler", "none"]
-Task = Literal["binary", "subtype"]
+Task = Literal["binary", "subtype", "findings"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,10 @@ class DataSettings:
     eval_batch_size: int
     imbalance: Imbalance
     task: Task
+    # data.task=findings: the findings to learn (None: every finding some training film has)
+    # and what an uncertain label becomes (cxrnet.data.findings).
+    findings: tuple[str, ...] | None
+    uncertain: Uncertain
     augment: Mapping[str, Any]  # build_train_transform's arguments (on_device taken out)
     augment_on_device: bool
     source_balance: str | Mapping[str, float]
@@ -96,6 +101,10 @@ class DataSettings:
         values["keep_in_val"] = [str(name) for name in values["keep_in_val"] or ()]
         cache_dir = values["cache_dir"]
         values["cache_dir"] = str(Path(cache_dir).expanduser().absolute()) if cache_dir else None
+        findings = values["findings"]
+        if findings is not None:
+            findings = check_finding_names(plain_data(findings), "data.findings")
+            values["findings"] = list(findings)
         augment = dict(values["augment"])
         on_device = bool(augment.pop("on_device", False))
         settings = cls(
@@ -124,6 +133,8 @@ class DataSettings:
             eval_batch_size=values["eval_batch_size"] or values["batch_size"],
             imbalance=values["imbalance"],
             task=values["task"],
+            findings=findings,
+            uncertain=values["uncertain"],
             augment=augment,
             augment_on_device=on_device,
             source_balance=values["source_balance"],
@@ -148,8 +159,13 @@ def _check_choices(values: Mapping[str, Any]) -> None:
         raise ValueError(
             f"imbalance must be 'class_weight', 'sampler' or 'none', got {values['imbalance']!r}"
         )
-    if values["task"] not in ("binary", "subtype"):
-        raise ValueError(f"task must be 'binary' or 'subtype', got {values['task']!r}")
+    if values["task"] not in ("binary", "subtype", "findings"):
+        raise ValueError(f"task must be 'binary', 'subtype' or 'findings', got {values['task']!r}")
+    if values["uncertain"] not in UNCERTAIN_POLICIES:
+        raise DataError(
+            f"data.uncertain={values['uncertain']!r}: choose ignore (an uncertain label is "
+            "masked like an unlabelled one), positive or negative"
+        )
     if values["batch_size"] < 1:
         raise ValueError(f"batch_size must be >= 1, got {values['batch_size']}")
     if values["unsplit"] not in ("train", "test"):

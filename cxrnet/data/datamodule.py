@@ -23,6 +23,13 @@ from cxrnet.data.duplicates import DuplicateReport, check_duplicates
 from cxrnet.data.files import Facts
 from cxrnet.data.film_listing import Listing, find_films, list_films, scored_as_given
 from cxrnet.data.film_report import check_classes_kept, report_films, warn_small_val
+from cxrnet.data.findings import (
+    Uncertain,
+    check_finding_names,
+    positive_weights,
+    resolve_findings,
+    targets,
+)
 from cxrnet.data.loaders import (
     LoaderOptions,
     TrainingDraw,
@@ -92,6 +99,8 @@ class ChestXRayDataModule(LightningDataModule):
         imbalance: Imbalance = "class_weight",
         augment: Mapping[str, Any] | None = None,
         task: Task = "binary",
+        findings: Sequence[str] | None = None,
+        uncertain: Uncertain = "ignore",
         split: SplitName = "official",
         val_fraction: float = 0.2,
         num_folds: int = 5,
@@ -163,10 +172,41 @@ class ChestXRayDataModule(LightningDataModule):
         # after setup, in ``other_dataset``'s order: scored and reported as their own groups.
         self.others: list[OtherFilm] = []
         self.other_dataset: XRayDataset | None = None
+        # data.task=findings: the findings learnt (data.findings, or what the training films
+        # have), fixed at setup; a checkpoint's model sets them before (``use_findings``).
+        self._findings: tuple[str, ...] | None = self.settings.findings
+
+    def use_findings(self, names: Sequence[str]) -> None:
+        """Serve targets for these findings (a findings model's, scoring other data)."""
+        if self.datasets:
+            raise RuntimeError("use_findings must be called before setup()")
+        self._findings = check_finding_names(names, "the model's findings")
+
+    @property
+    def findings(self) -> tuple[str, ...]:
+        """The findings the targets hold, in order (data.task=findings; empty otherwise)."""
+        if self.task != "findings":
+            return ()
+        self._require_setup()
+        return self._findings or ()
+
+    @property
+    def finding_weights(self) -> list[list[float]] | None:
+        """Per finding, the loss weights of its negative and positive training films when
+        ``imbalance='class_weight'`` (``findings.positive_weights``), else None."""
+        if self.task != "findings" or self.imbalance != "class_weight":
+            return None
+        return positive_weights(self.datasets["train"].targets.numpy()).tolist()
+
+    def finding_targets(self, records: Sequence[Record]) -> np.ndarray:
+        """The films' target rows (N, F) over ``findings``: 1, 0, NaN where unlabelled."""
+        names, policy = self._findings or (), self.settings.uncertain
+        rows = [targets(r.finding_values, r.is_normal, names, policy) for r in records]
+        return np.stack(rows) if rows else np.zeros((0, len(names)), dtype=np.float32)
 
     @property
     def class_names(self) -> tuple[str, ...]:
-        return CLASS_NAMES if self.task == "binary" else SUBTYPE_NAMES
+        return SUBTYPE_NAMES if self.task == "subtype" else CLASS_NAMES
 
     @property
     def num_classes(self) -> int:
@@ -200,7 +240,8 @@ class ChestXRayDataModule(LightningDataModule):
         return tuple(sorted(named)) if len(named) >= 2 else ()
 
     def label_of(self, record: Record) -> int:
-        return record.label if self.task == "binary" else SUBTYPE_NAMES.index(record.subtype)
+        """The film's class index; for data.task=findings, pneumonia's (the triage finding)."""
+        return record.label if self.task != "subtype" else SUBTYPE_NAMES.index(record.subtype)
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
@@ -257,6 +298,8 @@ class ChestXRayDataModule(LightningDataModule):
             self.device_augment = DeviceAugment(AffineRecipe.scaled(**self.settings.augment))
         else:
             train_transform = build_train_transform(**self.settings.augment)
+        if self.task == "findings":
+            self._findings = resolve_findings(self._findings, splits, self.settings.uncertain)
         for split, records in splits.items():
             kept = [record for record in records if record.path in position]
             labels = [self.label_of(record) for record in kept]
@@ -275,6 +318,7 @@ class ChestXRayDataModule(LightningDataModule):
                 labels,
                 [position[record.path] for record in kept],
                 transform=train_transform if split == "train" else None,
+                targets=self.finding_targets(kept) if self.task == "findings" else None,
             )
         if self.others:
             self._load_others()
@@ -381,7 +425,7 @@ class ChestXRayDataModule(LightningDataModule):
         if not train and stored.transform is not None:
             # Predictions on the training split (a report, a threshold) need the films as they
             # are, not this epoch's augmented draw; the images array is shared, not copied.
-            return XRayDataset(stored.images, stored.labels, stored.indices)
+            return XRayDataset(stored.images, stored.labels, stored.indices, targets=stored.targets)
         if train and self.device_augment is not None:
             # uint8 and a seed per image; the hooks below augment the batch on the device.
             return SeededXRayDataset(stored)

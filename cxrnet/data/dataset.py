@@ -34,14 +34,24 @@ class XRayDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         labels: Sequence[int],
         indices: Sequence[int] | None = None,
         transform: Callable[..., dict[str, np.ndarray]] | None = None,
+        targets: np.ndarray | None = None,
     ) -> None:
         self.images = images
         self.indices = np.arange(len(images)) if indices is None else np.asarray(indices)
         self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
         if len(self.labels) != len(self.indices):
             raise ValueError(f"{len(self.labels)} labels for {len(self.indices)} images")
+        # data.task=findings: a float row per film (NaN where unlabelled), served in place of
+        # the label; ``labels`` (pneumonia or not) still drives the weighted draw.
+        self.targets = None if targets is None else torch.as_tensor(targets, dtype=torch.float32)
+        if self.targets is not None and len(self.targets) != len(self.indices):
+            raise ValueError(f"{len(self.targets)} target rows for {len(self.indices)} images")
         self.transform = transform
         self._seeded_with: int | None = None
+
+    def target(self, item: int) -> torch.Tensor:
+        """What the loader serves as the film's target: its label, or its findings row."""
+        return self.labels[item] if self.targets is None else self.targets[item]
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -55,7 +65,7 @@ class XRayDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             else:
                 self._seed_sample(seed)
             image = self.transform(image=np.asarray(image))["image"]
-        return uint8_tensor(image).float().div_(255.0), self.labels[item]
+        return uint8_tensor(image).float().div_(255.0), self.target(item)
 
     def _seed_sample(self, seed: int) -> None:
         if hasattr(self.transform, "set_random_seed"):
@@ -100,6 +110,7 @@ class SeededXRayDataset(Dataset[SeededSample]):
         self.images = dataset.images
         self.indices = dataset.indices
         self.labels = dataset.labels
+        self.target = dataset.target
         self._generator: torch.Generator | None = None
         self._seeded_with: int | None = None
 
@@ -111,7 +122,7 @@ class SeededXRayDataset(Dataset[SeededSample]):
         if seed is None:
             seed = self._next_seed()
         image = uint8_tensor(self.images[self.indices[item]])
-        return SeededSample(image, self.labels[item], int(seed))
+        return SeededSample(image, self.target(item), int(seed))
 
     def _next_seed(self) -> int:
         if self._generator is None or self._seeded_with != torch.initial_seed():

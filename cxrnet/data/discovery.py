@@ -15,6 +15,7 @@ from pathlib import Path
 
 from cxrnet.data.dicom_header import header_of
 from cxrnet.data.files import Facts, RealFolders, entry_facts, facts_or_unreadable
+from cxrnet.data.findings import CLASS_FINDINGS, film_findings
 from cxrnet.data.other_classes import OtherFilm, other_film
 from cxrnet.data.records import (
     CLASS_NAMES,
@@ -190,10 +191,14 @@ def list_images(folder: Path) -> list[Path]:
     return scan_folder(folder)[0]
 
 
-def _record(path: Path, label: int, split: str) -> Record:
-    """A film's record; a DICOM film's patient and view, age and sex come from its header."""
+def _record(path: Path, label: int, split: str, findings: bool = False, klass: str = "") -> Record:
+    """A film's record; a DICOM film's patient and view, age and sex come from its header.
+    ``findings`` (data.task=findings): it carries what its class folder says of its findings."""
     header = header_of(path)
-    return make_record(path, label, split, patient=header.patient, metadata=header.fields)
+    labelled = film_findings(klass or CLASS_NAMES[label]) if findings else ()
+    return make_record(
+        path, label, split, patient=header.patient, metadata=header.fields, findings=labelled
+    )
 
 
 def _scan_split(
@@ -201,10 +206,13 @@ def _scan_split(
     split: str,
     others: list[OtherFilm] | None = None,
     facts: Facts | None = None,
+    finding_classes: bool = False,
 ) -> tuple[list[Record], list[tuple[Path, str]]]:
     """The split's records and ignored files; with ``others``, films in further class folders
     (``OTHER_ABNORMAL``) are added to it instead of being ignored. ``facts`` receives each
-    film's ``FileFacts`` (see ``scan_folder``)."""
+    film's ``FileFacts`` (see ``scan_folder``). ``finding_classes`` (data.task=findings): the
+    folders of ``CLASS_FINDINGS``' further classes hold films to train on, and every record
+    carries its findings."""
     records: list[Record] = []
     ignored: list[tuple[Path, str]] = []
     class_dirs: list[Path] = []
@@ -222,7 +230,7 @@ def _scan_split(
                 f"{_SUFFIXES_TEXT}"
             )
         class_dirs.append(class_dir)
-        records.extend(_record(path, label, split) for path in images)
+        records.extend(_record(path, label, split, finding_classes) for path in images)
         ignored.extend(skipped)
     # Anything beside the class folders (a third class, stray files) is outside the layout.
     for child in sorted(split_dir.iterdir()):
@@ -230,6 +238,13 @@ def _scan_split(
             continue
         if _is_hidden(child):
             reason = "hidden file or __MACOSX content"
+        elif child.is_dir() and finding_classes and child.name.upper() in CLASS_FINDINGS:
+            images, skipped = scan_folder(child, facts)
+            label = int(CLASS_FINDINGS[child.name.upper()]["pneumonia"])
+            klass = child.name.upper()
+            records.extend(_record(path, label, split, True, klass) for path in images)
+            ignored.extend(skipped)
+            continue
         elif child.is_dir() and others is not None:
             images, skipped = scan_folder(child)
             for path in images:
@@ -255,7 +270,10 @@ def _holds_class_folders(folder: Path) -> bool:
 
 
 def discover_folders(
-    root: Path, unsplit: str | None = None, facts: Facts | None = None
+    root: Path,
+    unsplit: str | None = None,
+    facts: Facts | None = None,
+    finding_classes: bool = False,
 ) -> DiscoveryResult:
     """Records per split folder present under ``root`` and the files left out.
 
@@ -274,7 +292,7 @@ def discover_folders(
         and not any(_child_dir(root, split) for split in SPLIT_NAMES)
     ):
         others: list[OtherFilm] = []
-        records, ignored = _scan_split(root, unsplit, others, facts)
+        records, ignored = _scan_split(root, unsplit, others, facts, finding_classes)
         return DiscoveryResult(root, {unsplit: records}, ignored, others)
     split_root = find_split_root(root, ("train",) if unsplit is None else SPLIT_NAMES)
     result = DiscoveryResult(root=split_root, records={})
@@ -284,7 +302,7 @@ def discover_folders(
             continue
         # Only the scored split's: other-class films beside training films are outside it.
         others = result.others if split == unsplit else None
-        records, ignored = _scan_split(split_dir, split, others, facts)
+        records, ignored = _scan_split(split_dir, split, others, facts, finding_classes)
         result.records[split] = records
         result.ignored.extend(ignored)
     return result

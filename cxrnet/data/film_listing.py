@@ -49,6 +49,8 @@ def list_films(settings: DataSettings, facts: Facts | None) -> Listing:
     scored = settings.unsplit == "test"
     ignoring = not scored and settings.other_classes == "ignore"
     others: list[OtherFilm] | None = [] if scored or ignoring else None
+    # data.task=findings trains on the films of OTHER_ABNORMAL and reads every film's findings.
+    findings = settings.task == "findings"
     for source, name in zip(settings.sources, settings.source_names, strict=True):
         if source.suffix.lower() == ".csv":
             manifest = read_manifest(
@@ -58,11 +60,12 @@ def list_films(settings: DataSettings, facts: Facts | None) -> Listing:
                 facts,
                 check_files=facts is not None,
                 others_any_split=ignoring,
+                finding_classes=findings,
             )
             parts.append(tag_source(manifest, source, name))
             continue
         unsplit = None if settings.unsplit == "train" else settings.unsplit
-        result = discover_folders(source, unsplit, facts)
+        result = discover_folders(source, unsplit, facts, findings)
         parts.append(tag_source(result.records, source, name))
         ignored.extend(result.ignored)
         if others is not None:

@@ -1,8 +1,11 @@
 """Records from a CSV manifest instead of folders, so other datasets can be added or combined.
 
 Columns (header names in any case): ``path`` and ``label`` are required; ``patient_id``,
-``split`` and ``subtype`` are optional. ``file`` and ``patient`` are read as ``path`` and
-``patient_id``, so a CSV written by ``write_split_csv`` reads back as the same splits (its
+``split``, ``subtype`` and ``findings`` are optional. ``findings`` lists the film's findings
+beyond its label (``cxrnet.data.findings``: ``effusion|mass=0|nodule=-1``), which
+``data.task=findings`` learns; under that task a label may also be ``OTHER_ABNORMAL``.
+``file`` and ``patient`` are read as ``path`` and ``patient_id``, so a CSV written by
+``write_split_csv`` reads back as the same splits (its
 ``source_split`` column is cxrnet's own and is not read). Every other column (``source``,
 ``age``, ``sex``, ``view``, a site, boxes ...) is the films' metadata: kept on each record
 (``Record.metadata``) under its name stripped and lowercased, an empty cell meaning unknown.
@@ -24,6 +27,13 @@ from pathlib import Path
 from cxrnet.data.dicom_header import header_of
 from cxrnet.data.discovery import discover
 from cxrnet.data.files import Facts, RealFolders, path_facts
+from cxrnet.data.findings import (
+    CLASS_FINDINGS,
+    FINDINGS_COLUMN,
+    film_findings,
+    findings_contradict_class,
+    parse_findings_cell,
+)
 from cxrnet.data.other_classes import OtherFilm, other_film
 from cxrnet.data.records import (
     CLASS_NAMES,
@@ -41,7 +51,7 @@ from cxrnet.user_errors import DataError
 log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("path", "label")
-OPTIONAL_COLUMNS: tuple[str, ...] = ("patient_id", "split", "subtype")
+OPTIONAL_COLUMNS: tuple[str, ...] = ("patient_id", "split", "subtype", FINDINGS_COLUMN)
 _ALIASES = {"file": "path", "patient": "patient_id"}
 # Written by write_split_csv beside split; the split itself is what a re-read starts from.
 _IGNORED_COLUMNS = frozenset({"source_split"})
@@ -111,8 +121,19 @@ def _unnamed_cells(row: Mapping[str | None, object]) -> int:
     return count
 
 
-def _parse_label(value: str) -> int | None:
-    return _LABEL_VALUES.get(value.strip().lower())
+def _parse_label(value: str, finding_classes: bool = False) -> int | None:
+    """The label's class index (pneumonia or not); with ``finding_classes`` (data.task=findings)
+    the further classes of ``CLASS_FINDINGS`` too (OTHER_ABNORMAL: no pneumonia)."""
+    label = _LABEL_VALUES.get(value.strip().lower())
+    if label is None and finding_classes and value.strip().upper() in CLASS_FINDINGS:
+        return int(CLASS_FINDINGS[value.strip().upper()]["pneumonia"])
+    return label
+
+
+def _class_name(raw_label: str, label: int) -> str:
+    """The class a row's label names (``OTHER_ABNORMAL`` kept, 0/1 read as NORMAL/PNEUMONIA)."""
+    raw = raw_label.strip().upper()
+    return raw if raw in CLASS_FINDINGS or raw in CLASS_NAMES else CLASS_NAMES[label]
 
 
 def _resolve(value: str, csv_dir: Path) -> Path:
@@ -139,6 +160,7 @@ def _parse_row(
     unsplit: str,
     facts: Facts | None,
     real_folders: RealFolders | None,
+    finding_classes: bool = False,
 ) -> tuple[Record | None, list[str]]:
     """A record for one CSV row, or the problems with it (without the line prefix).
 
@@ -161,7 +183,7 @@ def _parse_row(
         problems.append(f"file {path} not found (relative paths resolve against {csv_dir})")
     elif path.suffix.lower() not in IMAGE_SUFFIXES:
         problems.append(f"{path} is not an image; expected {', '.join(sorted(IMAGE_SUFFIXES))}")
-    label = _parse_label(raw_label)
+    label = _parse_label(raw_label, finding_classes)
     if label is None:
         problems.append(
             f"label {raw_label!r} is not one of {_ALLOWED_LABELS} (any case)"
@@ -175,13 +197,22 @@ def _parse_row(
         problems.append(f"subtype {cell('subtype')!r} is not one of {', '.join(_SUBTYPES)}")
     elif subtype is not None and label is not None and (label == 0) != (subtype == "normal"):
         problems.append(f"subtype {subtype!r} contradicts label {CLASS_NAMES[label]}")
+    given, finding_problems = parse_findings_cell(cell(FINDINGS_COLUMN))
+    problems.extend(finding_problems)
+    if label is not None and (
+        why := findings_contradict_class(_class_name(raw_label, label), given)
+    ):
+        problems.append(f"findings {cell(FINDINGS_COLUMN)!r} contradict label {raw_label!r}: {why}")
     unnamed = _unnamed_cells(row)
     if unnamed:
         problems.append(f"{unnamed} value(s) in no named column; give every column a header name")
     if problems or path is None or label is None:
         return None, problems
     patient, fields = _patient_and_metadata(row, metadata, path, cell("patient_id"))
-    record = make_record(path, label, split, patient=patient, subtype=subtype, metadata=fields)
+    findings = film_findings(_class_name(raw_label, label), given) if finding_classes else ()
+    record = make_record(
+        path, label, split, patient=patient, subtype=subtype, metadata=fields, findings=findings
+    )
     if facts is not None and found is not None:
         facts[record.path] = found
     return record, []
@@ -252,6 +283,9 @@ class _RowReader:
     # Whether rows of another class are read as OtherFilms (read_manifest's ``others`` given).
     read_others: bool
     others_any_split: bool
+    # data.task=findings: OTHER_ABNORMAL rows are films to train on, and each record carries
+    # its findings (cxrnet.data.findings).
+    finding_classes: bool = False
 
     def is_unused(self, row: Mapping[str, str | None]) -> bool:
         """A row of the split ``unused``: a film a source_train_size run left out."""
@@ -260,9 +294,10 @@ class _RowReader:
 
     def film(self, row: Mapping[str, str | None]) -> tuple[Record | OtherFilm | None, list[str]]:
         """The row's film (a Record, or an OtherFilm of another class), or its problems."""
+        label = (row.get(self.columns["label"]) or "").strip()
         other, problems = (
             _parse_other(row, self.columns, self.metadata, self.csv_dir, self.others_any_split)
-            if self.read_others
+            if self.read_others and _parse_label(label, self.finding_classes) is None
             else (None, [])
         )
         if other is not None or problems:
@@ -275,6 +310,7 @@ class _RowReader:
             self.unsplit,
             self.facts,
             self.real_folders,
+            self.finding_classes,
         )
 
 
@@ -330,12 +366,15 @@ def read_manifest(
     facts: Facts | None = None,
     check_files: bool = True,
     others_any_split: bool = False,
+    finding_classes: bool = False,
 ) -> dict[str, list[Record]]:
     """Records per split listed in ``csv_path``; rows without a split go to ``unsplit``
     (``train``: training data to re-split; ``test``: an external site scored as it is).
     With ``others``, test rows of another class (``OTHER_ABNORMAL``) are added to it rather
     than refused (they are reported as their own group, never as NORMAL or PNEUMONIA); rows of
     any split with ``others_any_split`` (``data.other_classes=ignore``: listed as ignored).
+    ``finding_classes`` (``data.task=findings``): rows of ``CLASS_FINDINGS``' classes
+    (OTHER_ABNORMAL) are films to train on, and each record carries its findings.
 
     Each listed file must exist: one stat per row checks it, and ``facts``, when given,
     receives its ``FileFacts`` from that stat. ``check_files=False`` (a warm start that trusts
@@ -361,6 +400,7 @@ def read_manifest(
             real_folders=RealFolders() if check_files else None,
             read_others=others is not None,
             others_any_split=others_any_split,
+            finding_classes=finding_classes,
         )
         for row in reader:
             if not any((value or "").strip() for value in row.values() if isinstance(value, str)):

@@ -12,6 +12,9 @@ from pathlib import Path
 from cxrnet.user_errors import DataError
 
 CLASS_NAMES: tuple[str, str] = ("NORMAL", "PNEUMONIA")
+# Abnormal films without pneumonia: trained by data.task=findings, scored as their own group by
+# the other tasks (cxrnet.data.other_classes).
+OTHER_ABNORMAL = "OTHER_ABNORMAL"
 SUBTYPE_NAMES: tuple[str, str, str] = ("normal", "bacteria", "virus")
 # The one spelling of what a film does not say: a pneumonia film's kind, its source beside films
 # that name theirs, a subgroup column it lacks.
@@ -68,6 +71,9 @@ class Record:
     # sex, source, boxes ...) as sorted (column, value) pairs: a tuple keeps the record frozen
     # and hashable. Read it through ``metadata``.
     meta: tuple[tuple[str, str], ...] = ()
+    # The findings its source labels (``cxrnet.data.findings``: name and 1, 0 or -1 uncertain)
+    # beyond what NORMAL/PNEUMONIA says; read by data.task=findings only.
+    findings: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         # Records are built from user files and CSVs; a bad one must fail here, not as a
@@ -89,7 +95,21 @@ class Record:
 
     @property
     def class_name(self) -> str:
+        """NORMAL or PNEUMONIA; OTHER_ABNORMAL for a film without pneumonia that has some other
+        finding (data.task=findings trains on those)."""
+        if self.label == 0 and any(value == 1 for _, value in self.findings):
+            return OTHER_ABNORMAL
         return CLASS_NAMES[self.label]
+
+    @property
+    def finding_values(self) -> dict[str, float]:
+        """The findings its source labels, by name (``cxrnet.data.findings``)."""
+        return dict(self.findings)
+
+    @property
+    def is_normal(self) -> bool:
+        """A NORMAL film: absent of every finding it does not name."""
+        return self.class_name == CLASS_NAMES[0]
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -139,6 +159,7 @@ def make_record(
     patient: str | None = None,
     subtype: str | None = None,
     metadata: Mapping[str, str] | None = None,
+    findings: tuple[tuple[str, float], ...] = (),
 ) -> Record:
     """A Record with subtype and patient taken from the file name unless given."""
     path = path if isinstance(path, Path) else Path(path)
@@ -149,6 +170,7 @@ def make_record(
         patient=patient if patient else patient_from_name(path.name),
         source_split=source_split,
         meta=tuple(sorted((metadata or {}).items())),
+        findings=findings,
     )
 
 

@@ -68,11 +68,12 @@ def _record_row(record: Record) -> list[object]:
         record.patient,
         record.source_split,
         [list(pair) for pair in record.meta],
+        [list(pair) for pair in record.findings],
     ]
 
 
 def _row_record(row: Sequence[object]) -> Record:
-    path, label, subtype, patient, source_split, meta = row
+    path, label, subtype, patient, source_split, meta, findings = row
     return Record(
         path=Path(str(path)),
         label=int(label),  # type: ignore[arg-type]
@@ -80,6 +81,7 @@ def _row_record(row: Sequence[object]) -> Record:
         patient=str(patient),
         source_split=str(source_split),
         meta=tuple((str(key), str(value)) for key, value in meta),  # type: ignore[union-attr]
+        findings=tuple((str(k), float(v)) for k, v in findings),  # type: ignore[union-attr]
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+from cxrnet.data.findings import FINDINGS
 from cxrnet.user_errors import ConfigError
 
 MonitorMode = Literal["max", "min"]
@@ -23,6 +24,25 @@ def epoch_metric_names(stage: str, class_names: Sequence[str]) -> list[str]:
     if len(class_names) > 2:
         names += [f"recall_{name.lower()}" for name in class_names]
     return [f"{stage}/{name}" for name in names]
+
+
+# data.task=findings: per finding (``<stage>/<metric>/<finding>``), and the pooled names: the
+# loss over every labelled finding, the mean AUROC and AUPRC over the findings with enough
+# positive films (``findings_in_mean`` of them; ``evaluation.finding_metrics``).
+FINDING_METRICS = ("auroc", "auprc", "recall", "specificity")
+FINDING_POOLED = ("loss", "auroc", "auprc", "findings_in_mean")
+
+
+def finding_metric_names(stage: str, findings: Sequence[str]) -> list[str]:
+    """Every name ``ClassifierModule`` logs at the end of an epoch of a findings model."""
+    pooled = [f"{stage}/{name}" for name in FINDING_POOLED]
+    return pooled + [f"{stage}/{metric}/{name}" for metric in FINDING_METRICS for name in findings]
+
+
+def is_finding_name(name: str) -> bool:
+    """Whether ``name`` is a per-finding metric's (``val/auroc/pneumonia``)."""
+    parts = name.split("/")
+    return len(parts) == 3 and parts[1] in FINDING_METRICS and parts[2] in FINDINGS
 
 
 # Per-source validation metrics (``per_source_names``): the metrics that have one value per
@@ -45,7 +65,8 @@ def is_per_source_name(name: str) -> bool:
     """Whether ``name`` has the form of a per-source metric (``val/auroc/<source>``): which
     sources the data has is known only once it is read (``check_source_monitor``)."""
     parts = name.split("/")
-    return len(parts) == 3 and parts[0] == "val" and parts[1] in SOURCE_METRICS and bool(parts[2])
+    per_source = len(parts) == 3 and parts[0] == "val" and parts[1] in SOURCE_METRICS
+    return per_source and bool(parts[2]) and not is_finding_name(name)
 
 
 def check_source_monitor(monitor: str, sources: Sequence[str], key: str = "monitor") -> None:
@@ -101,4 +122,8 @@ def in_console_summary(key: str) -> bool:
     interval bound, a count, or a row of a subgroup table)."""
     parts = key.split("/")
     in_table = any(part in _TABLE_KEYS for part in parts[1:-1])
+    # A findings model's rows (<split>/finding/<name>/<metric>): its AUROC and threshold only;
+    # the rest of each row is report.md's Findings table.
+    if len(parts) == 4 and parts[1] == "finding" and parts[3] not in ("auroc", "threshold"):
+        return False
     return "_ci_" not in key and "/n_" not in key and not in_table

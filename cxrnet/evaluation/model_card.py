@@ -99,10 +99,12 @@ def render_model_card(
     error_figures: Mapping[tuple[str, int], str] | None = None,
     notes: Sequence[str] = (),
     data_scored: str = "",
+    sections: Sequence[str] = (),
 ) -> str:
     """The card as Markdown; ``notes`` are paragraphs added after the threshold's, for what
     the reader must know to read the numbers (e.g. what each column of an ensemble is).
-    ``data_scored`` says in the header which data the numbers are of (default: the sources)."""
+    ``data_scored`` says in the header which data the numbers are of (default: the sources).
+    ``sections``: further lines after the subgroups (a findings model's per-finding tables)."""
     scored = data_scored or ", ".join(str(source) for source in data_sources)
     lines = [
         "# Model card: pneumonia vs normal on paediatric chest films",
@@ -116,6 +118,7 @@ def render_model_card(
         *_metrics_section(report),
         *_confusion_section(report),
         *_subgroups_section(report),
+        *sections,
     ]
     if figures:
         lines += ["", "## Figures", ""]
@@ -230,7 +233,7 @@ def _finite_or_none(value: float | None) -> float | None:
     return value if finite(value) else None
 
 
-def _subgroup_cells(row: SubgroupRow) -> list[str]:
+def subgroup_cells(row: SubgroupRow) -> list[str]:
     return [
         row.category.replace("|", "\\|"),  # a bar would end the Markdown cell
         str(row.n),
@@ -295,7 +298,7 @@ def _subgroups_section(report: EvaluationReport) -> list[str]:
                 "specificity |",
                 "| --- | --- | --- | --- | --- | --- | --- |",
             ]
-            lines += ["| " + " | ".join(_subgroup_cells(row)) + " |" for row in rows]
+            lines += ["| " + " | ".join(subgroup_cells(row)) + " |" for row in rows]
     return lines
 
 

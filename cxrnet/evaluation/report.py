@@ -151,6 +151,9 @@ class EvaluationReport:
     splits: dict[str, SplitReport]
     settings: ReportSettings
     temperature: float | None = None
+    # data.task=findings: each finding's operating point (the triage finding's is
+    # ``operating_point``), stored with the model (``evaluation.finding_report``).
+    finding_thresholds: dict[str, OperatingPoint] = field(default_factory=dict)
 
     def interval(self, key: str) -> tuple[float, float] | None:
         low, high = self.metrics.get(f"{key}_ci_low"), self.metrics.get(f"{key}_ci_high")
@@ -274,7 +277,7 @@ def _split_report(
     lists them: scores with bootstrap intervals, loss, sensitivity per subtype, calibration,
     then the subgroup tables."""
     probs, labels = preds.probabilities, preds.labels
-    metrics = _scores_with_intervals(split, preds, threshold, settings)
+    metrics = scores_with_intervals(split, preds, threshold, settings)
     metrics[f"{split}/loss"] = weighted_log_loss(probs, labels, class_weights)
     metrics.update(_subtype_recalls(split, preds, threshold))
     confusion = confusion_at_threshold(probs, labels, threshold).as_dict()
@@ -304,7 +307,7 @@ def _split_report(
     return report, metrics
 
 
-def _scores_with_intervals(
+def scores_with_intervals(
     split: str, preds: SplitPredictions, threshold: float, settings: ReportSettings
 ) -> dict[str, float]:
     """``_scores`` of the split, each followed by its patient-bootstrap ``_ci_low``/``_ci_high``."""

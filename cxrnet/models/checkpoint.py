@@ -113,6 +113,14 @@ def operating_point_of(checkpoint: Mapping[str, Any]) -> OperatingPoint | None:
     return None if stored is None else OperatingPoint.from_dict(stored)
 
 
+def finding_points_of(checkpoint: Mapping[str, Any]) -> dict[str, OperatingPoint] | None:
+    """A findings model's stored operating point per finding; None when none is stored."""
+    stored = (checkpoint.get(INFERENCE_KEY) or {}).get("finding_operating_points")
+    if not stored:
+        return None
+    return {str(name): OperatingPoint.from_dict(point) for name, point in stored.items()}
+
+
 def validation_of(checkpoint: Mapping[str, Any]) -> dict[str, float]:
     """What the stored operating point achieved on the validation split (``sensitivity``,
     ``specificity``, films per class); empty for checkpoints stamped before it was stored."""
@@ -125,8 +133,12 @@ def stamp_checkpoint(
     operating_point: OperatingPoint,
     preprocessing: DecodeParams,
     validation: Mapping[str, float] | None = None,
+    finding_points: Mapping[str, OperatingPoint] | None = None,
 ) -> None:
     """Write the operating point and preprocessing into ``path``, replacing the file atomically.
+
+    ``finding_points``: a findings model's operating point per finding (its triage finding's is
+    ``operating_point``), each chosen on the val films that label it.
 
     ``validation``: what the operating point achieved on the validation split, so another
     site can be told which threshold would give it the same sensitivity (``cxrnet-eval``).
@@ -138,4 +150,8 @@ def stamp_checkpoint(
         "preprocessing": preprocessing.as_dict(),
         "validation": {key: float(value) for key, value in (validation or {}).items()},
     }
+    if finding_points:
+        checkpoint[INFERENCE_KEY]["finding_operating_points"] = {
+            name: point.as_dict() for name, point in finding_points.items()
+        }
     write_file(path, lambda temporary: torch.save(checkpoint, temporary))

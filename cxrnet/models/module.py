@@ -5,6 +5,7 @@ Its optimizer, LR scheduler and backbone freezing are built by ``cxrnet.models.o
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,7 +17,12 @@ from torch import Tensor
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchmetrics import MaxMetric, MinMetric, SumMetric
 
-from cxrnet.evaluation.metric_names import check_source_monitor, per_source_names
+from cxrnet.evaluation.finding_metrics import MIN_POSITIVES, FindingPredictions, finding_values
+from cxrnet.evaluation.metric_names import (
+    check_source_monitor,
+    finding_metric_names,
+    per_source_names,
+)
 from cxrnet.evaluation.metrics import (
     WeightedMean,
     classification_metrics,
@@ -28,6 +34,7 @@ from cxrnet.evaluation.metrics import (
 from cxrnet.evaluation.probabilities import DEFAULT_THRESHOLD, pneumonia_probability
 from cxrnet.evaluation.source_metrics import SourcePredictions, source_values
 from cxrnet.models.adapt import classifier_name
+from cxrnet.models.finding_loss import finding_loss
 from cxrnet.models.optimization import (
     ComponentConfig,
     component_config,
@@ -39,6 +46,8 @@ from cxrnet.models.registry import create_model
 from cxrnet.models.weights import load_weights
 from cxrnet.plain_data import plain_data
 from cxrnet.user_errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 STAGES = ("train", "val", "test")
 # Where a checkpoint keeps the best monitored validation score reached so far.
@@ -84,6 +93,9 @@ class ClassifierModule(LightningModule):
         label_smoothing: float = 0.0,
         freeze_backbone: bool = False,
         val_sources: Sequence[str] = (),
+        findings: Sequence[str] = (),
+        finding_weights: Sequence[Sequence[float]] | None = None,
+        min_finding_positives: int = MIN_POSITIVES,
     ) -> None:
         super().__init__()
         # Plain data before save_hyperparameters reads these arguments: the checkpoint then loads
@@ -94,7 +106,14 @@ class ClassifierModule(LightningModule):
         class_names = plain_data(class_names)
         class_weights = None if class_weights is None else plain_data(class_weights)
         val_sources = [str(source) for source in val_sources]
+        findings = [str(name) for name in findings]
+        finding_weights = None if finding_weights is None else plain_data(finding_weights)
+        if findings and val_sources:
+            # Not built yet: a findings model's per-source numbers are report.md's (per finding).
+            log.info("data.task=findings logs no per-source val metrics; report.md has them")
+            val_sources = []
         self.save_hyperparameters(logger=False)
+        self.findings = tuple(findings)
         self.class_names = tuple(class_names)
         self.num_classes = len(self.class_names)
         if self.num_classes < 2:
@@ -102,13 +121,21 @@ class ClassifierModule(LightningModule):
         self._build_net(net, channels_last=channels_last, compile=compile)
         if not 0 <= label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
-        self.register_buffer("class_weights", self._class_weight_tensor(class_weights))
+        self.register_buffer(
+            "class_weights",
+            self._finding_weight_tensor(finding_weights)
+            if self.findings
+            else self._class_weight_tensor(class_weights),
+        )
         self._add_epoch_metrics(threshold)
         self.val_sources = tuple(val_sources)
         self.source_predictions = SourcePredictions() if self.val_sources else None
         check_source_monitor(monitor, self.val_sources)
-        choices = epoch_metric_names("val", self.class_names) + per_source_names(
-            "val", self.val_sources
+        choices = (
+            finding_metric_names("val", self.findings)
+            if self.findings
+            else epoch_metric_names("val", self.class_names)
+            + per_source_names("val", self.val_sources)
         )
         if monitor not in choices:
             raise ConfigError(
@@ -133,7 +160,9 @@ class ClassifierModule(LightningModule):
         weights = net_kwargs.pop("weights", None)
         net_kwargs.pop("initial_weights", None)  # a record only (see on_save_checkpoint)
         self.freeze_backbone_epochs = int(net_kwargs.pop("freeze_backbone_epochs", 0) or 0)
-        net_kwargs["num_outputs"] = 1 if self.num_classes == 2 else self.num_classes
+        net_kwargs["num_outputs"] = len(self.findings) or (
+            1 if self.num_classes == 2 else self.num_classes
+        )
         self.net = create_model(name, **net_kwargs)
         if weights:
             load_weights(self.net, weights)
@@ -152,6 +181,18 @@ class ClassifierModule(LightningModule):
             return torch.ones(self.num_classes)
         return torch.tensor([float(w) for w in class_weights])
 
+    def _finding_weight_tensor(self, weights: Sequence[Sequence[float]] | None) -> Tensor:
+        """(F, 2): each finding's weights of its absent and present films (1 without weights)."""
+        if weights is None:
+            return torch.ones(len(self.findings), 2)
+        tensor = torch.tensor([[float(w) for w in pair] for pair in weights])
+        if tensor.shape != (len(self.findings), 2):
+            raise ValueError(
+                f"finding_weights has shape {tuple(tensor.shape)} for {len(self.findings)} "
+                "findings; expected one (absent, present) pair per finding"
+            )
+        return tensor
+
     def _add_epoch_metrics(self, threshold: float) -> None:
         """Per stage: the classification metrics, the mean loss and the non-finite count."""
         # Keyed "<stage>_": a bare "train" would clash with nn.Module.train. ``threshold`` is
@@ -164,7 +205,9 @@ class ClassifierModule(LightningModule):
         # is caught at the end of the step by FailOnNonFinite, on the loss the progress bar reads.
         self.metrics = torch.nn.ModuleDict(
             {
-                f"{s}_": classification_metrics(self.num_classes, threshold, validate_args=False)
+                f"{s}_": FindingPredictions()
+                if self.findings
+                else classification_metrics(self.num_classes, threshold, validate_args=False)
                 for s in STAGES
             }
         )
@@ -226,16 +269,30 @@ class ClassifierModule(LightningModule):
             )
 
     def probabilities(self, logits: Tensor) -> Tensor:
-        """Pneumonia probability (binary) or class probabilities (multiclass)."""
+        """Pneumonia probability (binary), class probabilities (multiclass) or one probability
+        per finding (findings, in ``findings``' order)."""
+        if self.findings:
+            return torch.sigmoid(logits)
         if self.num_classes == 2:
             return pneumonia_probability(logits)
         return torch.softmax(logits, dim=-1)
 
     def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
-        return self.per_sample_loss(logits, targets).mean()
+        return self._batch_loss(self.per_sample_loss(logits, targets), targets)
+
+    def _batch_loss(self, per_sample: Tensor, targets: Tensor) -> Tensor:
+        """The batch's loss: the mean over films, or (findings) over every labelled finding, so
+        a film that labels ten findings weighs ten times one that labels one."""
+        if not self.findings:
+            return per_sample.mean()
+        labelled = (~torch.isnan(targets)).sum(dim=1)
+        return (per_sample * labelled).sum() / labelled.sum().clamp(min=1)
 
     def per_sample_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
-        """Each film's loss, weighted by its class weight (``loss`` is their mean)."""
+        """Each film's loss, weighted by its class weight (``loss`` is their mean); for findings,
+        the mean of its labelled findings' weighted BCE (``finding_loss``)."""
+        if self.findings:
+            return finding_loss(logits, targets, self.class_weights, self.hparams.label_smoothing)
         if self.num_classes == 2:
             smoothing = self.hparams.label_smoothing
             soft = targets.float() * (1 - smoothing) + smoothing / 2
@@ -253,8 +310,9 @@ class ClassifierModule(LightningModule):
         images, targets, *sources = batch
         logits = self(images)
         per_sample = self.per_sample_loss(logits, targets)
-        loss = per_sample.mean()
-        self.losses[f"{stage}_"].update(loss.detach(), weight=targets.numel())
+        loss = self._batch_loss(per_sample, targets)
+        weight = (~torch.isnan(targets)).sum() if self.findings else targets.numel()
+        self.losses[f"{stage}_"].update(loss.detach(), weight=weight)
         probabilities = self.probabilities(logits.detach())
         finite = torch.isfinite(probabilities).reshape(len(targets), -1).all(dim=1)
         self.non_finite[f"{stage}_"].update((~finite).sum())
@@ -271,7 +329,7 @@ class ClassifierModule(LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss = self._step(batch, "train")
-        self.log("train/loss_step", loss, prog_bar=True, batch_size=batch[1].numel())
+        self.log("train/loss_step", loss, prog_bar=True, batch_size=len(batch[1]))
         return loss
 
     def validation_step(self, batch: Sequence[Tensor], batch_idx: int) -> None:
@@ -288,10 +346,22 @@ class ClassifierModule(LightningModule):
         values: dict[str, float] = {f"{stage}/loss": float(self.losses[f"{stage}_"].compute())}
         if float(self.non_finite[f"{stage}_"].compute()) > 0:
             # No metric from NaN predictions: every name is present, every value NaN.
-            values |= dict.fromkeys(epoch_metric_names(stage, self.class_names), float("nan"))
+            values |= dict.fromkeys(self._epoch_names(stage), float("nan"))
             if self._has_source_predictions(stage):
                 values |= dict.fromkeys(per_source_names(stage, self.val_sources), float("nan"))
             values[f"{stage}/loss"] = float("nan")
+            self._reset_epoch(stage)
+            return values
+        if self.findings:
+            probabilities, targets = self.metrics[f"{stage}_"].compute()
+            values |= finding_values(
+                stage,
+                self.findings,
+                probabilities.double().cpu().numpy(),
+                targets.cpu().numpy(),
+                threshold=float(self.hparams.threshold),
+                min_positives=int(self.hparams.min_finding_positives),
+            )
             self._reset_epoch(stage)
             return values
         for name, value in self.metrics[f"{stage}_"].compute().items():
@@ -312,6 +382,11 @@ class ClassifierModule(LightningModule):
         self._reset_epoch(stage)
         return values
 
+    def _epoch_names(self, stage: str) -> list[str]:
+        if self.findings:
+            return finding_metric_names(stage, self.findings)
+        return epoch_metric_names(stage, self.class_names)
+
     def _has_source_predictions(self, stage: str) -> bool:
         return (
             stage == "val"
@@ -331,8 +406,9 @@ class ClassifierModule(LightningModule):
             # seeing a batch of it: there is nothing to report for that epoch.
             return {}
         values = self.compute_epoch_metrics(stage)
-        # The progress bar shows the pooled numbers; per-source ones (<stage>/<metric>/<source>)
-        # go to the loggers only, or a few sources would fill the terminal.
+        # The progress bar shows the pooled numbers; per-source and per-finding ones
+        # (<stage>/<metric>/<source or finding>) go to the loggers only, or a few sources or
+        # findings would fill the terminal.
         pooled = {key: value for key, value in values.items() if key.count("/") == 1}
         self.log_dict(pooled, prog_bar=stage == "val", sync_dist=False)
         if per_source := {key: value for key, value in values.items() if key not in pooled}:

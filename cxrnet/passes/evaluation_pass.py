@@ -14,9 +14,17 @@ import torch
 from lightning.pytorch.loggers import Logger, WandbLogger
 
 from cxrnet.data.datamodule import ChestXRayDataModule
+from cxrnet.data.findings import TRIAGE_FINDING
 from cxrnet.data.records import SOURCE_COLUMN, Record
 from cxrnet.data.sources import source_of
 from cxrnet.evaluation.figures import plot_split
+from cxrnet.evaluation.finding_card import findings_section
+from cxrnet.evaluation.finding_report import (
+    FindingScores,
+    evaluate_findings,
+    finding_thresholds,
+    write_finding_predictions,
+)
 from cxrnet.evaluation.model_card import (
     DATASET_LIMITS,
     SMALL_VALIDATION_LIMIT,
@@ -36,7 +44,7 @@ from cxrnet.evaluation.subgroup_columns import check_subgroup_columns, present_c
 from cxrnet.evaluation.threshold_films import ThresholdFilms
 from cxrnet.evaluation.thresholds import OperatingPoint, ThresholdRule, choose_operating_point
 from cxrnet.models.module import ClassifierModule
-from cxrnet.passes.predictions import predict_split
+from cxrnet.passes.predictions import predict_findings, predict_split
 from cxrnet.plain_data import plain_data
 from cxrnet.publish import write_text
 from cxrnet.tracking.wandb_report import WandbReport
@@ -110,6 +118,7 @@ def run_evaluation_pass(
     data_scored: str = "",
     notes: Sequence[str] = (),
     threshold_films: ThresholdFilms | None = None,
+    finding_points: Mapping[str, OperatingPoint] | None = None,
 ) -> EvaluationReport:
     """Predict each of ``splits`` once and write predictions, figures and report.md.
 
@@ -119,22 +128,38 @@ def run_evaluation_pass(
     says in the report's header which data this is (by default, its sources); ``notes`` are
     paragraphs for the report's threshold section. ``threshold_films`` (``threshold.films``): the
     val films the threshold is chosen on, when not all of them.
+
+    A findings model (``data.task=findings``): the report is its triage finding's (pneumonia,
+    on the films that label it), plus a Findings section and ``findings_<split>.csv`` for every
+    finding; ``finding_points`` are the stored thresholds per finding (None: chosen on val with
+    ``rule``), returned in the report's ``finding_thresholds``.
     """
     wanted = list(dict.fromkeys([*(["val"] if operating_point is None else []), *splits]))
     settings = settings or ReportSettings()
     records = datamodule.split_records
     check_subgroup_records(settings, (r for split in wanted for r in records.get(split, [])))
     predictions = {}
+    findings = tuple(getattr(model, "findings", ()))
+    scores: dict[str, FindingScores] = {}
+    # The films each split's (triage) predictions are of: a findings model's are those that
+    # label the triage finding.
+    scored: dict[str, list[Record]] = {}
     for split in wanted:
         if split not in datamodule.datasets:
             log.warning("no %s split under %s: not evaluated", split, datamodule.root)
             continue
         loader = datamodule.eval_dataloader(split)
         records = datamodule.split_records[split]
-        predictions[split] = predict_split(model, loader, records, tta=tta)
+        if findings:
+            scores[split] = predict_findings(model, loader, records, findings, tta=tta)
+            predictions[split] = scores[split].of(TRIAGE_FINDING)
+            scored[split] = scores[split].labelling(TRIAGE_FINDING)
+        else:
+            predictions[split] = predict_split(model, loader, records, tta=tta)
+            scored[split] = records
     if operating_point is None and threshold_films and threshold_films.on and "val" in predictions:
         operating_point = operating_point_on_films(
-            predictions["val"], datamodule.split_records["val"], rule, threshold_films
+            predictions["val"], scored["val"], rule, threshold_films
         )
     report = evaluate_predictions(
         predictions, rule, operating_point, settings, model.hparams.get("class_weights")
@@ -146,7 +171,14 @@ def run_evaluation_pass(
         write_predictions(output_dir / f"predictions_{split}.csv", preds, threshold)
         path = plot_split(report, split, output_dir / "figures" / f"{split}.png")
         figures[split] = str(path.relative_to(output_dir))
-    errors = _error_heatmaps(report, datamodule, model, output_dir)
+    sections: list[str] = []
+    if findings:
+        sections = _finding_sections(
+            report, scores, rule, finding_points, settings, output_dir, splits
+        )
+    # Heatmaps index the datasets: only where every film of the split was scored.
+    whole = {s for s in predictions if len(scored[s]) == len(datamodule.split_records[s])}
+    errors = _error_heatmaps(report, datamodule, model, output_dir, whole)
     card = render_model_card(
         report,
         checkpoint=checkpoint,
@@ -159,6 +191,7 @@ def run_evaluation_pass(
         limits=(SMALL_VALIDATION_LIMIT, *DATASET_LIMITS),
         error_figures=errors,
         notes=[*notes, *([TTA_NOTE] if tta else [])],
+        sections=sections,
     )
     write_text(output_dir / "report.md", card)
     _send_to_loggers(report, loggers, wandb_report or WandbReport(), datamodule, model)
@@ -178,11 +211,46 @@ def operating_point_on_films(
     )
 
 
+def _finding_sections(
+    report: EvaluationReport,
+    scores: Mapping[str, FindingScores],
+    rule: ThresholdRule,
+    stored: Mapping[str, OperatingPoint] | None,
+    settings: ReportSettings,
+    output_dir: Path,
+    splits: Sequence[str],
+) -> list[str]:
+    """Each finding's thresholds (stored, or chosen on val), numbers, CSV and report section;
+    the thresholds and metrics go into ``report``."""
+    names = next(iter(scores.values())).names
+    if stored is None:
+        stored = finding_thresholds(scores["val"], rule, TRIAGE_FINDING, report.operating_point)
+    missing = [name for name in names if name not in stored]
+    if missing:
+        raise ValueError(f"no stored threshold for finding(s) {missing}")
+    thresholds = {name: stored[name] for name in names}
+    findings = evaluate_findings(scores, thresholds, settings)
+    report.finding_thresholds = thresholds
+    report.metrics.update(findings.metrics)
+    for split, split_scores in scores.items():
+        write_finding_predictions(output_dir / f"findings_{split}.csv", split_scores, thresholds)
+    shown = [split for split in ("val", *splits) if split in scores]
+    return findings_section(
+        findings,
+        names,
+        list(dict.fromkeys(shown)),
+        TRIAGE_FINDING,
+        settings,
+        f"threshold.criterion={rule.criterion}",
+    )
+
+
 def _error_heatmaps(
     report: EvaluationReport,
     datamodule: ChestXRayDataModule,
     model: ClassifierModule,
     output_dir: Path,
+    splits: set[str],
 ) -> dict[tuple[str, int], str]:
     """Grad-CAM overlays of each split's most confident errors, as paths relative to the run."""
     try:
@@ -191,7 +259,7 @@ def _error_heatmaps(
         return {}
     written: dict[tuple[str, int], str] = {}
     for split, part in report.splits.items():
-        if not part.wrong:
+        if not part.wrong or split not in splits:
             continue
         images = torch.stack([datamodule.datasets[split][i][0] for i in part.wrong])
         try:

@@ -11,6 +11,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from cxrnet.data.records import Record
+from cxrnet.evaluation.finding_report import FindingScores
 from cxrnet.evaluation.report import SplitPredictions
 
 
@@ -49,7 +50,9 @@ def predict_probabilities(
                 labels.append(targets.cpu())
     finally:
         module.train(was_training)
-    return torch.cat(probabilities), torch.cat(labels).long()
+    targets = torch.cat(labels)
+    # A findings model's targets are float rows (NaN: unlabelled), a class model's indices.
+    return torch.cat(probabilities), targets if targets.is_floating_point() else targets.long()
 
 
 def predict_split(
@@ -63,3 +66,26 @@ def predict_split(
     if len(records) != len(labels):
         raise ValueError(f"{len(records)} records for {len(labels)} predictions")
     return SplitPredictions.from_records(probabilities.numpy(), labels.numpy(), records)
+
+
+def predict_findings(
+    module: L.LightningModule,
+    loader: DataLoader,
+    records: Sequence[Record],
+    findings: Sequence[str],
+    *,
+    tta: bool = False,
+) -> FindingScores:
+    """One split's probabilities per finding (a findings model) with the loader's target rows.
+
+    ``records`` must be in the loader's order (a data module's ``split_records``).
+    """
+    probabilities, targets = predict_probabilities(module, loader, tta=tta)
+    if len(records) != len(targets):
+        raise ValueError(f"{len(records)} records for {len(targets)} predictions")
+    return FindingScores(
+        tuple(findings),
+        probabilities.double().numpy(),
+        targets.double().numpy(),
+        tuple(records),
+    )

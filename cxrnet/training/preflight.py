@@ -21,6 +21,8 @@ from cxrnet.data.augment_settings import check_augment
 from cxrnet.data.records import CLASS_NAMES, SUBTYPE_NAMES
 from cxrnet.evaluation.metric_names import (
     epoch_metric_names,
+    finding_metric_names,
+    is_finding_name,
     is_per_source_name,
     monitor_mode_for,
 )
@@ -81,8 +83,15 @@ def resolve_monitor(cfg: DictConfig) -> None:
     are known once the films are read, and ``cxrnet.training.run`` checks it then, before the
     first epoch (``metric_names.check_source_monitor``).
     """
-    class_names = SUBTYPE_NAMES if cfg.data.get("task") == "subtype" else CLASS_NAMES
+    task = cfg.data.get("task")
+    class_names = SUBTYPE_NAMES if task == "subtype" else CLASS_NAMES
     choices = epoch_metric_names("val", class_names)
+    if task == "findings":
+        # Which findings are learnt is known once the films are read (data.findings=null):
+        # the module checks a per-finding name then, before the first epoch.
+        choices = finding_metric_names("val", ())
+        if is_finding_name(str(cfg.monitor)):
+            choices.append(str(cfg.monitor))
     if cfg.monitor not in choices and not is_per_source_name(str(cfg.monitor)):
         raise ConfigError(
             f"monitor={cfg.monitor!r} is not a validation metric the model logs; choose one of "

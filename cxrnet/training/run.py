@@ -154,11 +154,19 @@ def _build_job(
         # At start, not after the last epoch: a threshold.films no val film meets is an error.
         threshold_films_for(cfg.get("threshold"), datamodule)
         _check_source_monitors(cfg, datamodule)
+        # A findings model's outputs and loss weights; a class model's hyperparameters (and
+        # checkpoints) stay as they were without them.
+        findings = (
+            {"findings": list(datamodule.findings), "finding_weights": datamodule.finding_weights}
+            if datamodule.findings
+            else {}
+        )
         model = instantiate(
             cfg.model,
             class_names=list(datamodule.class_names),
             class_weights=datamodule.class_weights,
             val_sources=list(datamodule.val_sources),
+            **findings,
         )
         callbacks = instantiate_group(cfg.get("callbacks"))
         last = next((c for c in callbacks if isinstance(c, LastCheckpoint)), None)
@@ -301,7 +309,11 @@ def _evaluate_binary(
             f"{cfg.monitor} of the best checkpoint {ckpt} is nan: {error}; lower model.optimizer.lr"
         ) from error
     stamp_checkpoint(
-        ckpt, report.operating_point, datamodule.decode_params, validation_at_threshold(report)
+        ckpt,
+        report.operating_point,
+        datamodule.decode_params,
+        validation_at_threshold(report),
+        report.finding_thresholds,
     )
     metrics = dict(report.metrics)
     best = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None

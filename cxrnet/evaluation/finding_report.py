@@ -1,0 +1,196 @@
+"""The per-finding part of a findings model's report (``data.task=findings``).
+
+The triage finding (pneumonia) has the whole report of a binary model: its films are those that
+label pneumonia, and its threshold is the run's operating point. Every finding, the triage one
+too, also gets a row here: AUROC and AUPRC with patient-bootstrap intervals, the threshold
+chosen on the validation films that label it (with the run's threshold rule), sensitivity and
+specificity there, calibration (ECE), and its tables per subgroup (and per source) as the
+triage report has them. Each number is computed on the films that label that finding, never on
+films whose source did not look for it. The mean AUROC and AUPRC are over the findings with
+``MIN_POSITIVES`` positive test films, and the report says how many those were.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cxrnet.data.records import Record
+from cxrnet.data.sources import source_of
+from cxrnet.evaluation.calibration import reliability
+from cxrnet.evaluation.finding_metrics import MIN_POSITIVES
+from cxrnet.evaluation.report import ReportSettings, SplitPredictions, scores_with_intervals
+from cxrnet.evaluation.subgroups import SubgroupReport, evaluate_subgroups
+from cxrnet.evaluation.thresholds import OperatingPoint, ThresholdRule, choose_operating_point
+
+# The numbers of a finding's row, with intervals (as ``scores_with_intervals`` names them).
+_WITH_INTERVALS = ("auroc", "auprc", "recall_at_threshold", "specificity_at_threshold")
+
+
+@dataclass(frozen=True)
+class FindingScores:
+    """One split's probabilities and targets (NaN: unlabelled) per finding, with its films."""
+
+    names: tuple[str, ...]
+    probabilities: np.ndarray  # (N, F)
+    targets: np.ndarray  # (N, F)
+    records: tuple[Record, ...]
+
+    def __post_init__(self) -> None:
+        shape = (len(self.records), len(self.names))
+        if self.probabilities.shape != shape or self.targets.shape != shape:
+            raise ValueError(
+                f"{len(self.records)} films and {len(self.names)} findings need arrays of shape "
+                f"{shape}, got {self.probabilities.shape} and {self.targets.shape}"
+            )
+
+    def labelling(self, name: str) -> list[Record]:
+        """The films that label the finding, in order (those ``of`` scores)."""
+        j = self.names.index(name)
+        return [r for r, t in zip(self.records, self.targets[:, j], strict=True) if not np.isnan(t)]
+
+    def of(self, name: str) -> SplitPredictions:
+        """The finding's probabilities on the films that label it, as a binary split."""
+        j = self.names.index(name)
+        labelled = ~np.isnan(self.targets[:, j])
+        records = [record for record, keep in zip(self.records, labelled, strict=True) if keep]
+        return SplitPredictions.from_records(
+            self.probabilities[labelled, j], self.targets[labelled, j].astype(np.int64), records
+        )
+
+
+@dataclass
+class FindingReport:
+    """Every finding's numbers per split, its validation-chosen threshold, its subgroups."""
+
+    thresholds: dict[str, OperatingPoint]
+    metrics: dict[str, float] = field(default_factory=dict)
+    subgroups: dict[tuple[str, str], SubgroupReport] = field(default_factory=dict)
+    counts: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+
+
+def finding_thresholds(
+    val: FindingScores, rule: ThresholdRule, triage: str, triage_point: OperatingPoint
+) -> dict[str, OperatingPoint]:
+    """Each finding's operating point, chosen by ``rule`` on the val films that label it; the
+    triage finding keeps the run's (``triage_point``, which may be chosen on fewer films)."""
+    points = {}
+    for name in val.names:
+        if name == triage:
+            points[name] = triage_point
+            continue
+        films = val.of(name)
+        if len(np.unique(films.labels)) < 2:
+            points[name] = OperatingPoint(math.nan, rule.criterion, None, "")
+            continue
+        points[name] = choose_operating_point(films.probabilities, films.labels, rule)
+    return points
+
+
+def evaluate_findings(
+    scores: Mapping[str, FindingScores],
+    thresholds: Mapping[str, OperatingPoint],
+    settings: ReportSettings,
+) -> FindingReport:
+    """Every finding's row and subgroup tables on every split of ``scores``."""
+    report = FindingReport(dict(thresholds))
+    for split, split_scores in scores.items():
+        in_mean = []
+        for name in split_scores.names:
+            films = split_scores.of(name)
+            positives = int(films.labels.sum())
+            report.counts[(split, name)] = (positives, len(films) - positives)
+            prefix = f"{split}/finding/{name}"
+            threshold = thresholds[name].threshold
+            if len(films) == 0:
+                continue
+            cut = threshold if math.isfinite(threshold) else 0.5
+            values = scores_with_intervals(split, films, cut, settings)
+            for metric in _WITH_INTERVALS:
+                for suffix in ("", "_ci_low", "_ci_high"):
+                    report.metrics[f"{prefix}/{metric}{suffix}"] = values[
+                        f"{split}/{metric}{suffix}"
+                    ]
+            report.metrics[f"{prefix}/threshold"] = threshold
+            report.metrics[f"{prefix}/n_pos"] = float(positives)
+            report.metrics[f"{prefix}/n_neg"] = float(len(films) - positives)
+            report.metrics[f"{prefix}/ece"] = reliability(
+                films.probabilities, films.labels, settings.bins
+            ).ece
+            if positives >= MIN_POSITIVES and positives < len(films):
+                in_mean.append(name)
+            if settings.subgroups:
+                report.subgroups[(split, name)] = evaluate_subgroups(
+                    films.columns,
+                    films.probabilities,
+                    films.labels,
+                    cut,
+                    films.patients,
+                    names=settings.subgroups,
+                    edges=settings.age_bands,
+                    flag=settings.shortcut_flag,
+                    resamples=settings.resamples,
+                    seed=settings.seed,
+                    level=settings.level,
+                )
+                report.metrics |= {
+                    f"{prefix}/{key.removeprefix(split + '/')}": value
+                    for key, value in report.subgroups[(split, name)].metrics(split).items()
+                }
+        for metric in ("auroc", "auprc"):
+            chosen = [report.metrics[f"{split}/finding/{name}/{metric}"] for name in in_mean]
+            report.metrics[f"{split}/finding_mean/{metric}"] = (
+                float(np.mean(chosen)) if chosen else math.nan
+            )
+        report.metrics[f"{split}/finding_mean/findings"] = float(len(in_mean))
+    return report
+
+
+def finding_names_in_mean(report: FindingReport, split: str, names: Sequence[str]) -> list[str]:
+    """The findings the split's means are over (``MIN_POSITIVES`` positives, a negative)."""
+    return [
+        name
+        for name in names
+        if (counts := report.counts.get((split, name)))
+        and counts[0] >= MIN_POSITIVES
+        and counts[1] > 0
+    ]
+
+
+# The findings CSV's value for a finding its source does not label.
+UNLABELLED = ""
+
+
+def _target_cell(value: float) -> str:
+    return UNLABELLED if math.isnan(value) else str(int(value))
+
+
+def write_finding_predictions(
+    path: Path, scores: FindingScores, thresholds: Mapping[str, OperatingPoint]
+) -> None:
+    """Per film: file, patient, source, then per finding its probability, its label (1, 0,
+    blank where unlabelled) and the call at its threshold; last, ``any_finding``: whether any
+    finding is called (a film for a radiologist's list, whichever finding it is)."""
+    names = scores.names
+    header = ["file", "patient", "source"]
+    for name in names:
+        header += [f"p_{name}", f"label_{name}", f"call_{name}"]
+    header.append("any_finding")
+    cuts = np.array([thresholds[name].threshold for name in names])
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for record, probabilities, targets in zip(
+            scores.records, scores.probabilities, scores.targets, strict=True
+        ):
+            calls = probabilities >= cuts  # a NaN threshold (no val film labels it) calls none
+            row: list[str] = [str(record.path), record.patient, source_of(record)]
+            for j in range(len(names)):
+                row += [f"{probabilities[j]:.6f}", _target_cell(targets[j]), str(int(calls[j]))]
+            row.append(str(int(calls.any())))
+            writer.writerow(row)
