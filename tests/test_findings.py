@@ -202,3 +202,26 @@ def test_default_findings_are_those_the_training_films_have_and_each_needs_both_
     assert resolve_findings(None, {"train": films}, "ignore") == ("pneumonia", "other_finding")
     with pytest.raises(DataError, match=r"effusion \(0 present, 1 absent\)"):
         resolve_findings(["pneumonia", "effusion"], {"train": films}, "ignore")
+
+
+def test_the_wandb_findings_table_holds_the_reports_rows() -> None:
+    from cxrnet.tracking.wandb_report import FINDING_COLUMNS, finding_rows
+
+    metrics = {
+        "test/finding/pneumonia/auroc": 0.9,
+        "test/finding/pneumonia/auroc_ci_low": 0.8,
+        "test/finding/pneumonia/auroc_ci_high": 0.95,
+        "test/finding/pneumonia/n_pos": 10.0,
+        "test/finding/pneumonia/n_neg": 12.0,
+        "test/finding/pneumonia/threshold": 0.4,
+        "test/finding/effusion/auroc": math.nan,
+        "test/finding_mean/auroc": 0.9,
+        "val/finding/pneumonia/auroc": 0.7,
+    }
+    rows = finding_rows(metrics, "test")
+    assert [row[0] for row in rows] == ["pneumonia", "effusion"]
+    pneumonia = dict(zip(FINDING_COLUMNS, rows[0], strict=True))
+    assert pneumonia["present"] == 10 and pneumonia["absent"] == 12
+    assert pneumonia["auroc"] == 0.9 and pneumonia["auroc_ci_low"] == 0.8
+    assert pneumonia["threshold"] == 0.4 and pneumonia["auprc"] is None
+    assert dict(zip(FINDING_COLUMNS, rows[1], strict=True))["auroc"] is None  # NaN: undefined

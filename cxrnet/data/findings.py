@@ -188,6 +188,11 @@ def resolve_findings(
                 f"films have, and none of the {len(train)} has one: give PNEUMONIA (or "
                 "OTHER_ABNORMAL) films, a findings column, or set data.findings"
             )
+    if TRIAGE_FINDING not in chosen:
+        raise DataError(
+            f"data.findings={list(chosen)} lacks {TRIAGE_FINDING}: its output is the triage "
+            "decision (the report's operating point, cxrnet-predict's prediction column); add it"
+        )
     if not train:
         return tuple(chosen)
     rows = np.stack([targets(r.finding_values, r.is_normal, chosen, uncertain) for r in train])

@@ -18,6 +18,12 @@ def pneumonia_probability(logits: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(logits.squeeze(-1))
 
 
+def network_probabilities(logits: torch.Tensor, findings: Sequence[str] = ()) -> torch.Tensor:
+    """A network's logits as what it predicts: (N,) pneumonia probabilities for a binary model,
+    (N, F) for a findings model (one sigmoid per finding; ``findings`` names them)."""
+    return torch.sigmoid(logits) if findings else pneumonia_probability(logits)
+
+
 def mean_probability(probabilities: Sequence[np.ndarray]) -> np.ndarray:
     """The combination rule: each film's mean over the members (one home for train and serve)."""
     return np.mean(np.stack([np.asarray(p, dtype=np.float64) for p in probabilities]), axis=0)

@@ -39,6 +39,12 @@ def load_ensemble(path: Path | str, network: str | None = None) -> EnsembleModel
     members = []
     for member in member_paths(manifest, path):
         model = load_inference_model(member, network)
+        if model.findings:
+            raise EnsembleError(
+                f"ensemble manifest {path}: member {member} is a findings model "
+                f"({', '.join(model.findings)}); fold ensembles of findings models are not "
+                "supported yet: score each fold's checkpoint on its own"
+            )
         if model.preprocessing != manifest.preprocessing:
             raise EnsembleError(
                 f"ensemble manifest {path}: member {member} decodes films with "

@@ -1,7 +1,8 @@
 """Self-contained files for deployment: the network plus its threshold and preprocessing.
 
 ONNX files carry the settings as model metadata (``cxrnet``: JSON), TorchScript files as an
-extra file (``cxrnet.json``). Both output the pneumonia probability, not the logit. A fold
+extra file (``cxrnet.json``). Both output the pneumonia probability, not the logit; a findings
+model's output one probability per finding, their names and thresholds in the metadata. A fold
 ensemble (its ``ensemble.json``) exports as one file whose graph averages its members.
 """
 
@@ -16,10 +17,10 @@ from typing import Literal
 import torch
 from torch import nn
 
-from cxrnet.evaluation.probabilities import pneumonia_probability
+from cxrnet.evaluation.probabilities import network_probabilities
 from cxrnet.inference.ensemble import EnsembleModel, load_ensemble
 from cxrnet.inference.model import InferenceModel, load_inference_model
-from cxrnet.inference.scorers import METADATA_KEY, export_metadata
+from cxrnet.inference.scorers import METADATA_KEY, Findings, export_metadata
 from cxrnet.models.ensemble_manifest import is_manifest, member_paths, read_manifest
 from cxrnet.publish import write_file
 from cxrnet.user_errors import ConfigError
@@ -33,12 +34,13 @@ SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
 class ProbabilityNet(nn.Module):
     """The network with its sigmoid, so an exported file answers in probabilities."""
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: nn.Module, findings: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.net = net
+        self.findings = findings
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return pneumonia_probability(self.net(images))
+        return network_probabilities(self.net(images), self.findings)
 
 
 class MeanProbabilityNet(nn.Module):
@@ -57,7 +59,15 @@ def probability_net(model: Exportable) -> nn.Module:
     """The module an exported file runs: films in, pneumonia probabilities out."""
     if isinstance(model, EnsembleModel):
         return MeanProbabilityNet([member.net for member in model.members]).eval()
-    return ProbabilityNet(model.net).eval()
+    return ProbabilityNet(model.net, model.findings).eval()
+
+
+def _metadata(model: Exportable) -> dict:
+    """``export_metadata`` of the model (a findings model's findings and thresholds too)."""
+    findings = Findings()
+    if isinstance(model, InferenceModel) and model.findings:
+        findings = Findings(model.findings, model.finding_points)
+    return export_metadata(model.preprocessing, model.operating_point, findings)
 
 
 def _example(model: Exportable, batch: int = 2) -> torch.Tensor:
@@ -85,7 +95,7 @@ def export_onnx(model: Exportable, output: Path) -> Path:
     proto = onnx.load(str(output))
     entry = proto.metadata_props.add()
     entry.key = METADATA_KEY
-    entry.value = json.dumps(export_metadata(model.preprocessing, model.operating_point))
+    entry.value = json.dumps(_metadata(model))
     proto.doc_string = "cxrnet pneumonia classifier: input float32 (N,1,S,S) in [0,1]"
     onnx.checker.check_model(proto)
     onnx.save(proto, str(output))
@@ -97,7 +107,7 @@ def export_torchscript(model: Exportable, output: Path) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit is deprecated upstream but still loads anywhere
         traced = torch.jit.trace(wrapped, _example(model))
-    meta = json.dumps(export_metadata(model.preprocessing, model.operating_point))
+    meta = json.dumps(_metadata(model))
     torch.jit.save(traced, str(output), _extra_files={f"{METADATA_KEY}.json": meta})
     return output
 

@@ -46,20 +46,30 @@ def last_conv_layer(net: nn.Module, image_size: int, min_side: int = MIN_SIDE) -
     return wide[-1] if wide else convs[0]
 
 
-class _PneumoniaLogit(nn.Module):
-    """One output per film, so Grad-CAM explains the pneumonia logit whatever the head's shape."""
+class _OneLogit(nn.Module):
+    """One output per film, so Grad-CAM explains one logit whatever the head's shape: the last
+    (pneumonia's in a binary or subtype model) unless ``output`` names another."""
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: nn.Module, output: int | None = None) -> None:
         super().__init__()
         self.net = net
+        self.output = -1 if output is None else output
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images).reshape(images.shape[0], -1)[:, -1:]
+        logits = self.net(images).reshape(images.shape[0], -1)
+        return logits[:, self.output].unsqueeze(1)
 
 
-def gradcam(net: nn.Module, images: torch.Tensor, layer: nn.Module | None = None) -> np.ndarray:
+def gradcam(
+    net: nn.Module,
+    images: torch.Tensor,
+    layer: nn.Module | None = None,
+    output: int | None = None,
+) -> np.ndarray:
     """(N, H, W) heatmaps in [0, 1], upsampled to the input size; where the evidence for
-    pneumonia is (Grad-CAM keeps positive contributions only)."""
+    pneumonia is (Grad-CAM keeps positive contributions only). ``output``: which of the
+    network's outputs to explain (a findings model's finding); None: the last, pneumonia's in a
+    binary or subtype model."""
     try:
         from captum.attr import LayerAttribution, LayerGradCam
     except ImportError as error:
@@ -67,7 +77,7 @@ def gradcam(net: nn.Module, images: torch.Tensor, layer: nn.Module | None = None
     was_training = net.training
     net.eval()
     try:
-        model = _PneumoniaLogit(net)
+        model = _OneLogit(net, output)
         cam = LayerGradCam(model, layer or last_conv_layer(net, images.shape[-1]))
         images = images.detach().clone().requires_grad_(True)
         with torch.enable_grad():

@@ -7,7 +7,7 @@ The preprocessing and the operating point come from the checkpoint's stamp
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +15,11 @@ import torch
 from torch import nn
 
 from cxrnet.data.decode import DecodeParams
-from cxrnet.evaluation.probabilities import DEFAULT_THRESHOLD, pneumonia_probability
+from cxrnet.evaluation.probabilities import DEFAULT_THRESHOLD, network_probabilities
 from cxrnet.evaluation.thresholds import OperatingPoint
 from cxrnet.models.checkpoint import (
     check_network_of,
+    finding_points_of,
     load_checkpoint,
     operating_point_of,
     preprocessing_of,
@@ -36,14 +37,19 @@ class InferenceModel:
     operating_point: OperatingPoint | None
     class_names: tuple[str, ...]
     net_config: dict[str, Any]
+    # A findings model (data.task=findings): its findings in output order, and the operating
+    # point of each (``operating_point`` is the triage finding's).
+    findings: tuple[str, ...] = ()
+    finding_points: dict[str, OperatingPoint] = field(default_factory=dict)
 
     @property
     def threshold(self) -> float:
         return DEFAULT_THRESHOLD if self.operating_point is None else self.operating_point.threshold
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """Pneumonia probability per (N, 1, S, S) image batch in [0, 1]."""
-        return pneumonia_probability(self.net(images))
+        """Pneumonia probability per (N, 1, S, S) image batch in [0, 1]; (N, F), one per
+        finding, for a findings model."""
+        return network_probabilities(self.net(images), self.findings)
 
 
 def load_inference_model(path: Path | str, network: str | None = None) -> InferenceModel:
@@ -90,7 +96,8 @@ def inference_model(checkpoint: Mapping[str, Any], network: str | None = None) -
         kwargs.pop(key, None)
     name = str(kwargs.pop("name"))
     check_stored_network(name, network)
-    net = create_model(name, num_outputs=1, **kwargs)
+    findings = tuple(str(name) for name in hparams.get("findings") or ())
+    net = create_model(name, num_outputs=len(findings) or 1, **kwargs)
     state = {
         key.removeprefix("net."): value
         for key, value in checkpoint["state_dict"].items()
@@ -99,5 +106,11 @@ def inference_model(checkpoint: Mapping[str, Any], network: str | None = None) -
     net.load_state_dict(state)
     net.eval()
     return InferenceModel(
-        net, preprocessing_of(checkpoint), operating_point_of(checkpoint), class_names, net_config
+        net,
+        preprocessing_of(checkpoint),
+        operating_point_of(checkpoint),
+        class_names,
+        net_config,
+        findings,
+        finding_points_of(checkpoint) or {},
     )

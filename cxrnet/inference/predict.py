@@ -18,25 +18,45 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from cxrnet.data.decode import BadImageError, DecodeParams, decode
+from cxrnet.data.findings import TRIAGE_FINDING
 from cxrnet.inference.inputs import Input, UnusableEntry
-from cxrnet.inference.scorers import Scorer, threshold_of
+from cxrnet.inference.scorers import Findings, Scorer, findings_of, threshold_of
 from cxrnet.publish import write_file
 from cxrnet.user_errors import ConfigError
 
 COLUMNS = ("path", "probability", "prediction", "threshold", "error")
+# A findings model's further columns: per finding its probability and the call at its stored
+# threshold, then whether any finding is called (a film for the radiologist's list).
+ANY_FINDING = "any_finding"
+
+
+def finding_columns(findings: Findings) -> list[str]:
+    columns = [f"{kind}_{name}" for name in findings.names for kind in ("p", "call")]
+    return [*columns, ANY_FINDING] if findings.names else []
 
 
 @dataclass(frozen=True)
 class PredictionRow:
+    """One film's row: ``probability`` and ``prediction`` are pneumonia's (a findings model's
+    triage finding), ``findings`` each finding's probability and call at its threshold."""
+
     path: str
     probability: float | None
     prediction: str
     threshold: float
     error: str
+    findings: tuple[tuple[float, bool], ...] = ()
 
-    def as_row(self) -> list[str]:
+    def as_row(self, n_findings: int = 0) -> list[str]:
         probability = "" if self.probability is None else f"{self.probability:.6f}"
-        return [self.path, probability, self.prediction, f"{self.threshold:.6f}", self.error]
+        row = [self.path, probability, self.prediction, f"{self.threshold:.6f}", self.error]
+        if n_findings and not self.findings:  # a film that could not be scored
+            return row + [""] * (2 * n_findings + 1)
+        for p, call in self.findings:
+            row += [f"{p:.6f}", str(int(call))]
+        if self.findings:
+            row.append(str(int(any(call for _, call in self.findings))))
+        return row
 
 
 def check_settings(batch_size: object, num_workers: object) -> None:
@@ -145,11 +165,17 @@ def _explain(
 
     net = getattr(scorer, "net", None)
     images = torch.from_numpy(np.stack([image for _, image in good]))
-    maps = gradcam(net, images.to(next(net.parameters()).device))
-    for (index, image), heatmap, p in zip(good, maps, scores, strict=True):
-        film = (image[0] * 255).round().astype(np.uint8)
-        name = f"{index:06d}_{Path(paths[index]).stem}.png"
-        save_overlay(film, heatmap, folder / name, caption=f"p(pneumonia)={p:.3f}")
+    names = findings_of(scorer).names
+    # A findings model: an overlay per finding, each explaining that finding's output.
+    for output, finding in enumerate(names) if names else [(None, "")]:
+        maps = gradcam(net, images.to(next(net.parameters()).device), output=output)
+        column = scores if output is None else scores[:, output]
+        for (index, image), heatmap, p in zip(good, maps, column, strict=True):
+            film = (image[0] * 255).round().astype(np.uint8)
+            suffix = f"_{finding}" if finding else ""
+            name = f"{index:06d}_{Path(paths[index]).stem}{suffix}.png"
+            caption = f"p({finding or 'pneumonia'})={p:.3f}"
+            save_overlay(film, heatmap, folder / name, caption=caption)
 
 
 def iter_predictions(
@@ -164,6 +190,10 @@ def iter_predictions(
     ``explain_dir``: a Grad-CAM overlay per scored film is written there, numbered by position.
     """
     threshold = threshold_of(scorer)
+    findings = findings_of(scorer)
+    # A findings model's probability column is its triage finding's (pneumonia).
+    triage = findings.names.index(TRIAGE_FINDING) if TRIAGE_FINDING in findings.names else 0
+    cuts = np.array([findings.threshold(name) for name in findings.names])
     loader = DataLoader(
         _Films(paths, scorer.preprocessing),
         batch_size=batch_size,
@@ -174,10 +204,18 @@ def iter_predictions(
     for batch in loader:
         good = [(i, image) for i, image, error in batch if image is not None]
         probabilities: dict[int, float] = {}
+        per_finding: dict[int, tuple[tuple[float, bool], ...]] = {}
         if good:
             images = np.stack([image for _, image in good]).astype(np.float32)
             scores = scorer(images)
-            probabilities = {i: float(p) for (i, _), p in zip(good, scores, strict=True)}
+            if findings.names:
+                for (i, _), row in zip(good, scores, strict=True):
+                    per_finding[i] = tuple(
+                        (float(p), bool(p >= cut)) for p, cut in zip(row, cuts, strict=True)
+                    )
+                probabilities = {i: row[triage][0] for i, row in per_finding.items()}
+            else:
+                probabilities = {i: float(p) for (i, _), p in zip(good, scores, strict=True)}
             if explain_dir is not None:
                 _explain(scorer, good, scores, paths, explain_dir)
         rows = []
@@ -188,7 +226,7 @@ def iter_predictions(
                 continue
             p = probabilities[index]
             call = "PNEUMONIA" if p >= threshold else "NORMAL"
-            rows.append(PredictionRow(path, p, call, threshold, ""))
+            rows.append(PredictionRow(path, p, call, threshold, "", per_finding.get(index, ())))
         yield rows
 
 
@@ -209,7 +247,8 @@ def predict_files(
     from tqdm import tqdm
 
     columns = dict(columns or {})
-    clash = sorted(set(columns) & set(COLUMNS))
+    findings = findings_of(scorer)
+    clash = sorted(set(columns) & {*COLUMNS, *finding_columns(findings)})
     uneven = sorted(name for name, values in columns.items() if len(values) != len(paths))
     if clash or uneven:
         raise ValueError(f"columns {clash} repeat predict's own, {uneven} do not match the paths")
@@ -225,10 +264,11 @@ def predict_files(
             tqdm(total=len(paths), unit="film", disable=not progress, desc="predicting") as bar,
         ):
             writer = csv.writer(handle)
-            writer.writerow([*COLUMNS, *columns])
+            writer.writerow([*COLUMNS, *finding_columns(findings), *columns])
+            n = len(findings.names)
             for batch in iter_predictions(paths, scorer, batch_size, num_workers, explain_dir):
                 writer.writerows(
-                    [*row.as_row(), *(values[len(rows) + i] for values in columns.values())]
+                    [*row.as_row(n), *(values[len(rows) + i] for values in columns.values())]
                     for i, row in enumerate(batch)
                 )
                 rows.extend(batch)

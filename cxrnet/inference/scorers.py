@@ -5,7 +5,8 @@ in PyTorch, a fold ensemble's members (their mean), or an exported ONNX file thr
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -16,7 +17,7 @@ from cxrnet.data.decode import DecodeParams
 from cxrnet.evaluation.probabilities import (
     DEFAULT_THRESHOLD,
     mean_probability,
-    pneumonia_probability,
+    network_probabilities,
 )
 from cxrnet.evaluation.thresholds import OperatingPoint
 from cxrnet.inference.ensemble import ensemble_scorer
@@ -34,12 +35,31 @@ class Scorer(Protocol):
     backend: str
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        """(N, 1, S, S) float32 in [0, 1] to (N,) pneumonia probabilities."""
+        """(N, 1, S, S) float32 in [0, 1] to (N,) pneumonia probabilities, or (N, F) for a
+        findings model (``findings_of``)."""
         ...
 
 
 def threshold_of(scorer: Scorer) -> float:
     return DEFAULT_THRESHOLD if scorer.operating_point is None else scorer.operating_point.threshold
+
+
+@dataclass(frozen=True)
+class Findings:
+    """A findings model's findings in output order, and each one's operating point."""
+
+    names: tuple[str, ...] = ()
+    points: Mapping[str, OperatingPoint] = field(default_factory=dict)
+
+    def threshold(self, name: str) -> float:
+        """The finding's stored threshold; 0.5 where none is stored."""
+        point = self.points.get(name)
+        return DEFAULT_THRESHOLD if point is None else point.threshold
+
+
+def findings_of(scorer: Scorer) -> Findings:
+    """What a scorer's columns are: a findings model's findings, or none (one probability)."""
+    return getattr(scorer, "findings", None) or Findings()
 
 
 def resolve_device(device: str) -> torch.device:
@@ -57,11 +77,13 @@ class TorchScorer:
     operating_point: OperatingPoint | None
     device: torch.device
     backend: str = "pytorch"
+    findings: Findings = field(default_factory=Findings)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             batch = torch.from_numpy(images).to(self.device)
-            return pneumonia_probability(self.net(batch)).float().cpu().numpy()
+            logits = self.net(batch)
+            return network_probabilities(logits, self.findings.names).float().cpu().numpy()
 
 
 @dataclass
@@ -70,28 +92,50 @@ class OnnxScorer:
     preprocessing: DecodeParams
     operating_point: OperatingPoint | None
     backend: str = "onnxruntime"
+    findings: Findings = field(default_factory=Findings)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         name = self.session.get_inputs()[0].name
         (probabilities,) = self.session.run(None, {name: images.astype(np.float32)})
-        return np.asarray(probabilities, dtype=np.float32).reshape(-1)
+        shape = (-1, len(self.findings.names)) if self.findings.names else (-1,)
+        return np.asarray(probabilities, dtype=np.float32).reshape(shape)
 
 
-def export_metadata(preprocessing: DecodeParams, point: OperatingPoint | None) -> dict[str, Any]:
-    return {
+def export_metadata(
+    preprocessing: DecodeParams, point: OperatingPoint | None, findings: Findings = Findings()
+) -> dict[str, Any]:
+    """What an exported file says of itself: preprocessing, operating point, input, output;
+    for a findings model the findings in output order and each one's operating point."""
+    meta: dict[str, Any] = {
         "preprocessing": preprocessing.as_dict(),
         "operating_point": None if point is None else point.as_dict(),
         "input": "float32 (N, 1, S, S), one grey channel scaled to [0, 1]",
         "output": "pneumonia probability (N,)",
     }
+    if findings.names:
+        meta["output"] = f"probability per finding (N, {len(findings.names)}), in findings' order"
+        meta["findings"] = list(findings.names)
+        meta["finding_operating_points"] = {
+            name: point.as_dict() for name, point in findings.points.items()
+        }
+    return meta
 
 
-def _from_metadata(text: str, path: Path) -> tuple[DecodeParams, OperatingPoint | None]:
+def _from_metadata(text: str, path: Path) -> tuple[DecodeParams, OperatingPoint | None, Findings]:
     try:
         meta = json.loads(text)
         point = meta.get("operating_point")
-        return DecodeParams(**meta["preprocessing"]), (
-            None if point is None else OperatingPoint.from_dict(point)
+        findings = Findings(
+            tuple(str(name) for name in meta.get("findings") or ()),
+            {
+                str(name): OperatingPoint.from_dict(value)
+                for name, value in (meta.get("finding_operating_points") or {}).items()
+            },
+        )
+        return (
+            DecodeParams(**meta["preprocessing"]),
+            None if point is None else OperatingPoint.from_dict(point),
+            findings,
         )
     except (ValueError, KeyError, TypeError) as error:
         message = (
@@ -128,8 +172,8 @@ def onnx_scorer(path: Path, device: str = "cpu", threads: int | None = None) -> 
             f"{path} has no '{METADATA_KEY}' metadata (threshold and preprocessing); export it "
             "with cxrnet-export"
         )
-    preprocessing, point = _from_metadata(meta[METADATA_KEY], path)
-    return OnnxScorer(session, preprocessing, point)
+    preprocessing, point, findings = _from_metadata(meta[METADATA_KEY], path)
+    return OnnxScorer(session, preprocessing, point, findings=findings)
 
 
 @dataclass
@@ -154,6 +198,10 @@ class FlipAveraged:
     @property
     def backend(self) -> str:
         return f"{self.scorer.backend}, horizontal-flip averaging"
+
+    @property
+    def findings(self) -> Findings:
+        return findings_of(self.scorer)
 
     @property
     def net(self) -> torch.nn.Module | None:  # Grad-CAM explains the unflipped view
@@ -183,4 +231,10 @@ def _load_scorer(path: Path, device: str, network: str | None) -> Scorer:
         return ensemble_scorer(path, resolve_device(device), network)
     model = load_inference_model(path, network)
     target = resolve_device(device)
-    return TorchScorer(model.net.to(target), model.preprocessing, model.operating_point, target)
+    return TorchScorer(
+        model.net.to(target),
+        model.preprocessing,
+        model.operating_point,
+        target,
+        findings=Findings(model.findings, model.finding_points),
+    )

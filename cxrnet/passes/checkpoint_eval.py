@@ -95,6 +95,10 @@ def datamodule_for(
         elif settings[key] != getattr(stored, key):
             log.warning("data.%s=%s differs from the checkpoint's %s", key, settings[key], stored)
     _check_image_size(cfg, checkpoint, settings["image_size"])
+    if findings := (checkpoint.get("hyper_parameters") or {}).get("findings"):
+        # A findings model scores its own findings on any data: OTHER_ABNORMAL films are read
+        # as films, each film's findings as targets.
+        settings["task"], settings["findings"] = "findings", list(findings)
     # Films the user's data names no split for are an external site's test set, never training
     # films to re-split: a folder of NORMAL/ and PNEUMONIA/, a manifest without a split column.
     settings["unsplit"] = "test"
@@ -174,6 +178,8 @@ def evaluate_checkpoint(
     model.load_state_dict(checkpoint["state_dict"])
     datamodule, data_scored = datamodule_for(cfg, checkpoint, explicit, data_group_chosen)
     log.info("scoring %s", data_scored)
+    if model.findings:
+        datamodule.use_findings(model.findings)
     datamodule.setup("test")
     stored = operating_point_of(checkpoint) if model.num_classes == 2 else None
     if "val" not in datamodule.datasets:
@@ -196,7 +202,7 @@ def _evaluate_binary(
 ) -> dict[str, float]:
     """A binary checkpoint's evaluation pass at its ``stored`` operating point (or one chosen
     again on this data's val split), and a test-only site's report."""
-    from cxrnet.models.checkpoint import validation_of
+    from cxrnet.models.checkpoint import finding_points_of, validation_of
     from cxrnet.passes.evaluation_pass import (
         report_settings,
         run_evaluation_pass,
@@ -216,6 +222,7 @@ def _evaluate_binary(
         Path(cfg.paths.output_dir),
         rule=threshold_rule(threshold_cfg),
         operating_point=None if rechoose else stored,
+        finding_points=None if rechoose else finding_points_of(checkpoint),
         threshold_films=threshold_films_for(threshold_cfg, datamodule) if rechoose else None,
         settings=report_settings(cfg.get("report")),
         checkpoint=str(ckpt_path),

@@ -263,7 +263,9 @@ def _error_heatmaps(
             continue
         images = torch.stack([datamodule.datasets[split][i][0] for i in part.wrong])
         try:
-            maps = gradcam(model.net, images.to(model.device))
+            # A findings model's errors are its triage finding's: explain that output.
+            output = model.findings.index(TRIAGE_FINDING) if model.findings else None
+            maps = gradcam(model.net, images.to(model.device), output=output)
         except ImportError:
             log.warning("captum is not installed: no heatmaps (pip install 'cxrnet[explain]')")
             return written
@@ -293,5 +295,6 @@ def _send_to_loggers(
 
             wandb_report.log_report(logger, report, model.class_names, image_of)
             wandb_report.log_subgroups(logger, report)
+            wandb_report.log_findings(logger, report)
         logger.log_metrics({f"report/{key}": value for key, value in scalars.items()})
         logger.save()

@@ -87,6 +87,12 @@ def find_fold_members(sweep_dir: Path | str) -> tuple[list[FoldMember], int]:
     by_fold, k = _one_run_per_fold(runs, sweep_dir)
     members = []
     for fold, run in sorted(by_fold.items()):
+        if run.value("data.task") == "findings":
+            raise EnsembleError(
+                f"fold {fold} ({run.path}) is a findings model (data.task=findings); fold "
+                "ensembles of findings models are not supported yet: each fold's report.md and "
+                "findings_val.csv hold its numbers"
+            )
         checkpoint = job_checkpoint(run)
         if checkpoint is None or not checkpoint.is_file():
             raise EnsembleError(

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from cxrnet.data.datamodule import ChestXRayDataModule
+from cxrnet.data.findings import TRIAGE_FINDING
 from cxrnet.data.records import PATH_ERRORS
 from cxrnet.evaluation.external import (
     VALIDATION_SOURCE,
@@ -56,6 +57,8 @@ def _other_probabilities(
     if datamodule.other_dataset is None or not datamodule.others:
         return {}
     probabilities, _ = predict_probabilities(model, datamodule.other_dataloader(), tta=tta)
+    if model.findings:  # a findings model flags other-class films by its triage finding
+        probabilities = probabilities[:, model.findings.index(TRIAGE_FINDING)]
     fixed = ["file", "class", "patient", "probability", "prediction"]
     extra = sorted({c for film in datamodule.others for c in film.metadata} - set(fixed))
 
@@ -113,9 +116,13 @@ def pointing_game(
     ensemble = isinstance(model.net, MeanProbabilityNet)
     nets = list(model.net.members) if ensemble else [model.net]
 
+    # A findings model's boxes are pneumonia's: explain its triage output.
+    findings = tuple(getattr(model, "findings", ()))
+    output = findings.index(TRIAGE_FINDING) if findings else None
+
     def heatmaps(batch: torch.Tensor) -> np.ndarray:
         batch = batch.to(model.device)
-        return np.mean([gradcam(net, batch) for net in nets], axis=0)
+        return np.mean([gradcam(net, batch, output=output) for net in nets], axis=0)
 
     films = play(
         images,

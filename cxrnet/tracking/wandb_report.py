@@ -7,7 +7,7 @@ once, and on ranks other than 0 it never touches W&B.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +161,12 @@ class WandbReport(Callback):
         if payload:
             logger.experiment.log(payload)
 
+    def log_findings(self, logger: WandbLogger, report: EvaluationReport) -> None:
+        """A findings model's ``<split>/findings`` tables: report.md's Findings rows."""
+        payload = finding_tables(report)
+        if payload:
+            logger.experiment.log(payload)
+
 
 def curve_rows(part: SplitReport, kind: str, positive: str, max_points: int) -> list[list[Any]]:
     """Rows ``[positive, x, y]`` of the split's ROC or precision-recall curve, at most
@@ -175,6 +181,53 @@ def curve_rows(part: SplitReport, kind: str, positive: str, max_points: int) -> 
     if len(x) > max_points:
         keep = np.unique(np.linspace(0, len(x) - 1, max_points).round().astype(np.int64))
     return [[positive, float(x[i]), float(y[i])] for i in keep]
+
+
+FINDING_METRICS = ("auroc", "auprc", "recall_at_threshold", "specificity_at_threshold")
+FINDING_COLUMNS = ["finding", "present", "absent", "threshold", "ece"] + [
+    f"{name}{part}" for name in FINDING_METRICS for part in ("", "_ci_low", "_ci_high")
+]
+
+
+def finding_rows(metrics: Mapping[str, float], split: str) -> list[list[Any]]:
+    """Rows of ``FINDING_COLUMNS`` for each finding the report's metrics hold for ``split``
+    (``<split>/finding/<name>/...``, ``evaluation.finding_report``), in the order they were
+    computed; undefined values as None (empty in W&B)."""
+    names = list(
+        dict.fromkeys(
+            key.split("/")[2]
+            for key in metrics
+            if key.startswith(f"{split}/finding/") and key.count("/") == 3
+        )
+    )
+    rows = []
+    for name in names:
+        prefix = f"{split}/finding/{name}"
+        row: list[Any] = [
+            name,
+            int(metrics.get(f"{prefix}/n_pos", 0)),
+            int(metrics.get(f"{prefix}/n_neg", 0)),
+        ]
+        cells = FINDING_COLUMNS[3:]
+        row += [_finite(metrics.get(f"{prefix}/{cell}")) for cell in cells]
+        rows.append(row)
+    return rows
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and np.isfinite(value) else None
+
+
+def finding_tables(report: EvaluationReport) -> dict[str, Any]:
+    """``<split>/findings`` W&B tables; none for a model without findings."""
+    import wandb
+
+    payload = {}
+    for split in report.splits:
+        rows = finding_rows(report.metrics, split)
+        if rows:
+            payload[f"{split}/findings"] = wandb.Table(columns=FINDING_COLUMNS, data=rows)
+    return payload
 
 
 SUBGROUP_COLUMNS = ["category", "films", "pneumonia"] + [
