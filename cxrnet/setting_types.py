@@ -104,6 +104,7 @@ DECLARED: dict[str, Accepts] = {
     "data.sources": Accepts((MAPPING, NULL)),
     "data.source_roles": Accepts((MAPPING, NULL)),
     "data.source_train_size": Accepts((MAPPING, NULL)),
+    "data.findings": Accepts((LIST, NULL)),
     "data.pin_memory": Accepts((BOOL, NULL)),
     "data.holdout_seed": Accepts((INT, NULL), 0),
     "data.num_workers": Accepts((INT, STR), 0),

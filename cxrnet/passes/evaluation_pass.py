@@ -264,8 +264,8 @@ def _error_heatmaps(
         images = torch.stack([datamodule.datasets[split][i][0] for i in part.wrong])
         try:
             # A findings model's errors are its triage finding's: explain that output.
-            output = model.findings.index(TRIAGE_FINDING) if model.findings else None
-            maps = gradcam(model.net, images.to(model.device), output=output)
+            which = {"output": model.findings.index(TRIAGE_FINDING)} if model.findings else {}
+            maps = gradcam(model.net, images.to(model.device), **which)
         except ImportError:
             log.warning("captum is not installed: no heatmaps (pip install 'cxrnet[explain]')")
             return written

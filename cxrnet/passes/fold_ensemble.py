@@ -87,12 +87,6 @@ def find_fold_members(sweep_dir: Path | str) -> tuple[list[FoldMember], int]:
     by_fold, k = _one_run_per_fold(runs, sweep_dir)
     members = []
     for fold, run in sorted(by_fold.items()):
-        if run.value("data.task") == "findings":
-            raise EnsembleError(
-                f"fold {fold} ({run.path}) is a findings model (data.task=findings); fold "
-                "ensembles of findings models are not supported yet: each fold's report.md and "
-                "findings_val.csv hold its numbers"
-            )
         checkpoint = job_checkpoint(run)
         if checkpoint is None or not checkpoint.is_file():
             raise EnsembleError(
@@ -294,6 +288,13 @@ def build_fold_ensemble(
     """The ensemble of the sweep's fold models with its operating point and report numbers."""
     settings = settings or ReportSettings()
     members, k = find_fold_members(sweep_dir)
+    for member in members:
+        if member.run.value("data.task") == "findings":
+            raise EnsembleError(
+                f"fold {member.fold} ({member.run.path}) is a findings model (data.task="
+                "findings); fold ensembles of findings models are not supported yet: each "
+                "fold's report.md and findings_val.csv hold its numbers"
+            )
     parts = fold_validation(members)
     oof = pooled_out_of_fold(parts)
     # The threshold is chosen on single-model scores (each film scored by the one fold model

@@ -118,11 +118,11 @@ def pointing_game(
 
     # A findings model's boxes are pneumonia's: explain its triage output.
     findings = tuple(getattr(model, "findings", ()))
-    output = findings.index(TRIAGE_FINDING) if findings else None
+    which = {"output": findings.index(TRIAGE_FINDING)} if findings else {}
 
     def heatmaps(batch: torch.Tensor) -> np.ndarray:
         batch = batch.to(model.device)
-        return np.mean([gradcam(net, batch, output=output) for net in nets], axis=0)
+        return np.mean([gradcam(net, batch, **which) for net in nets], axis=0)
 
     films = play(
         images,

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from arms import ARMS, FEW, LEARNING_CURVE, Arm
+from arms import ARMS, CHOSEN, FEW, LEARNING_CURVE, Arm
 
 from cxrnet.evaluation.bootstrap import PatientDraws, bootstrap_weighted
 from cxrnet.evaluation.calibration import reliability
@@ -303,6 +303,7 @@ def comparisons() -> list[tuple[str, str]]:
     adult films, adult-only and fine-tuning against joint at each size, and joint training
     against the pediatric model it would replace."""
     pairs = [(arm.name, f"joint_{FEW}") for arm in ARMS if arm.group == "variants"]
+    pairs += [(arm.name, CHOSEN) for arm in ARMS if arm.group == "findings"]
     for n in LEARNING_CURVE:
         size = "all" if n is None else str(n)
         pairs.append((f"joint_{size}", "peds_best"))
@@ -335,11 +336,14 @@ def render(results: Sequence[ArmResult], missing: Sequence[str]) -> str:
         ("pediatric", "How far a pediatric-only model carries (every adult film)"),
         ("curve", "Learning curve: joint, adult-only and fine-tuned (5-fold CV)"),
         ("variants", f"What helps with {FEW} adult films per fold (joint training, 5-fold CV)"),
+        ("findings", "Every finding as its own output (issue 28; 5-fold CV)"),
     )
     for group, title in groups:
         chosen = [r for r in results if r.arm.group == group]
         if group == "variants" and f"joint_{FEW}" in by_name:
             chosen.insert(0, by_name[f"joint_{FEW}"])
+        if group == "findings" and chosen and CHOSEN in by_name:
+            chosen.insert(0, by_name[CHOSEN])
         if not chosen:
             continue
         sections.append(f"## {title}\n")

@@ -37,6 +37,9 @@ class Arm:
     overrides: tuple[str, ...] = ()
     experiment: str = "best"
     note: str = ""
+    # What the fold's other four OTHER_ABNORMAL groups are in training: "" (not used),
+    # "negatives" (labelled NORMAL) or "findings" (their own class, data.task=findings).
+    others: str = ""
 
     @property
     def folds(self) -> bool:
@@ -76,7 +79,12 @@ ARMS: tuple[Arm, ...] = (
     _variant("balance", ("data.source_balance=equal",), "sources drawn equally often"),
     _variant("resnet18", ("model/net=resnet18",), "ResNet-18 from scratch"),
     _variant("mobilenet", ("model/net=mobilenet_v3_small",), "MobileNetV3-Small from scratch"),
-    Arm("few_negatives", "variants", "joint", FEW, note="OTHER_ABNORMAL films as negatives"),
+    Arm("few_negatives", "variants", "joint", FEW, note="OTHER_ABNORMAL films as negatives",
+        others="negatives"),
+    # Issue 28: every finding the films label, as separate outputs (pneumonia, other_finding).
+    Arm("findings_all", "findings", "joint", None, ("data.task=findings",),
+        note="findings model (pneumonia, other_finding), every adult film",
+        others="findings"),
 )  # fmt: skip
 
 BY_NAME = {arm.name: arm for arm in ARMS}

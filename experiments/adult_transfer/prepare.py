@@ -12,7 +12,8 @@
 - ``other_train_<k>.csv`` / ``other_val_<k>.csv``: the OTHER_ABNORMAL films in 5 patient groups
   of their own. Fold ``k``'s model is scored on group ``k`` (the flag rate, pooled over folds,
   counts every film once with a model that never trained on it); the arm that trains with them
-  as negatives trains on the other four groups only.
+  as negatives trains on the other four groups only. ``other_findings_<k>.csv``: the same four
+  groups as OTHER_ABNORMAL films, for the findings arms (``data.task=findings``).
 
 Nothing here is committed: the manifests name films in ``../shared`` and live under ``--out``.
 """
@@ -107,6 +108,9 @@ def adult_manifests(rsna_dir: Path, folder: Path) -> None:
         trained = [{**row, "label": "NORMAL"} for i, row in enumerate(others) if group[i] != fold]
         _write_rows(folder / f"other_val_{fold}.csv", ADULT_COLUMNS, held)
         _write_rows(folder / f"other_train_{fold}.csv", ADULT_COLUMNS, trained)
+        # As films with another finding (data.task=findings): their own class kept.
+        findings = [row for i, row in enumerate(others) if group[i] != fold]
+        _write_rows(folder / f"other_findings_{fold}.csv", ADULT_COLUMNS, findings)
 
 
 def prepare(pediatric_root: Path, rsna_dir: Path, out: Path, cache_dir: Path) -> Path:

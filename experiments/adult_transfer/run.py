@@ -75,9 +75,11 @@ def _sources(arm: Arm, manifests: Path) -> list[str]:
         return [f"data.sources={{{peds},{peds_test}}}"]
     if arm.kind in ("adult", "finetune"):
         return [f"data.sources={{{peds_test},{adult}}}"]
-    if arm.name == "few_negatives":
-        # Fold k trains on the OTHER_ABNORMAL films of the other four groups, as NORMAL.
-        other = f"rsna_other:'{manifests}/other_train_${{data.fold}}.csv'"
+    if arm.others:
+        # Fold k trains on the OTHER_ABNORMAL films of the other four groups: as NORMAL, or as
+        # films with another finding (a findings arm).
+        kind = "train" if arm.others == "negatives" else "findings"
+        other = f"rsna_other:'{manifests}/other_{kind}_${{data.fold}}.csv'"
         return [
             f"data.sources={{{peds},{peds_test},{adult},{other}}}",
             "data.source_roles={peds:train,rsna_other:train}",
@@ -197,6 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--only", nargs="*", default=[], help="only these arms, in this order")
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "cxrnet")
     parser.add_argument("--analyze-only", action="store_true")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="where the analysis is written (default: results/ beside this script); a run of "
+        "some arms (--only) keeps the whole study's results apart with its own folder",
+    )
     return parser
 
 
@@ -214,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             failures += run_arm(arm, args, manifests)
     from analysis import write_analysis  # the analysis reads the finished runs only
 
-    write_analysis(args.out)
+    write_analysis(args.out, args.results)
     return 1 if failures else 0
 
 
