@@ -225,3 +225,21 @@ def test_the_wandb_findings_table_holds_the_reports_rows() -> None:
     assert pneumonia["auroc"] == 0.9 and pneumonia["auroc_ci_low"] == 0.8
     assert pneumonia["threshold"] == 0.4 and pneumonia["auprc"] is None
     assert dict(zip(FINDING_COLUMNS, rows[1], strict=True))["auroc"] is None  # NaN: undefined
+
+
+def test_the_count_table_shows_other_abnormal_films_apart_from_normal_ones() -> None:
+    from cxrnet.data.split_report import count_table
+
+    def record(name: str, klass: str) -> object:
+        label = int(klass == "PNEUMONIA")
+        return make_record(Path(name), label, "train", findings=film_findings(klass))
+
+    films = [
+        record("a.png", "NORMAL"),
+        record("b.png", "OTHER_ABNORMAL"),
+        record("c.png", "NORMAL"),
+    ]
+    (row,) = count_table({"train": films})
+    assert (row["NORMAL"], row["PNEUMONIA"], row["OTHER_ABNORMAL"]) == (2, 0, 1)
+    (plain,) = count_table({"train": [make_record(Path("d.png"), 0, "train")]})
+    assert "OTHER_ABNORMAL" not in plain  # binary data: the table as before

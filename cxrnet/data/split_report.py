@@ -15,6 +15,7 @@ from pathlib import Path
 
 from cxrnet.data.records import (
     CLASS_NAMES,
+    OTHER_ABNORMAL,
     PATH_ERRORS,
     SPLIT_NAMES,
     SUBTYPE_NAMES,
@@ -61,20 +62,24 @@ def _ordered(splits: Mapping[str, Sequence[Record]]) -> list[str]:
 
 
 def count_table(splits: Mapping[str, Sequence[Record]]) -> list[dict[str, str | int]]:
-    """One row per split: images, patients, images per class and per subtype."""
+    """One row per split: images, patients, images per class and per subtype (OTHER_ABNORMAL,
+    which data.task=findings trains on, where any film is of it)."""
     with_unknown = any(r.subtype == UNKNOWN_SUBTYPE for items in splits.values() for r in items)
     subtypes = (*SUBTYPE_NAMES, UNKNOWN_SUBTYPE) if with_unknown else SUBTYPE_NAMES
+    every = [r for items in splits.values() for r in items]
+    other = any(r.class_name == OTHER_ABNORMAL for r in every)
+    classes = (*CLASS_NAMES, *([OTHER_ABNORMAL] if other else []))
     rows: list[dict[str, str | int]] = []
     for split in _ordered(splits):
         items = splits[split]
-        labels = Counter(r.label for r in items)
+        labels = Counter(r.class_name for r in items)
         kinds = Counter(r.subtype for r in items)
         row: dict[str, str | int] = {
             "split": split,
             "images": len(items),
             "patients": len({(source_of(r), r.patient) for r in items}),
         }
-        row.update({name: labels.get(label, 0) for label, name in enumerate(CLASS_NAMES)})
+        row.update({name: labels.get(name, 0) for name in classes})
         row.update({name: kinds.get(name, 0) for name in subtypes})
         rows.append(row)
     return rows

@@ -9,6 +9,7 @@ from cxrnet.evaluation.finding_metrics import MIN_POSITIVES
 from cxrnet.evaluation.finding_report import FindingReport, finding_names_in_mean
 from cxrnet.evaluation.model_card import subgroup_cells
 from cxrnet.evaluation.report import ReportSettings
+from cxrnet.evaluation.thresholds import OperatingPoint
 
 
 def _with_interval(metrics: Mapping[str, float], key: str) -> str:
@@ -19,6 +20,10 @@ def _with_interval(metrics: Mapping[str, float], key: str) -> str:
     if not (math.isfinite(low) and math.isfinite(high)):
         return f"{value:.3f}"
     return f"{value:.3f} ({low:.3f}-{high:.3f})"
+
+
+def _threshold_cell(point: OperatingPoint) -> str:
+    return f"{point.threshold:.3f}" + (" (fixed)" if not point.chosen_on else "")
 
 
 def findings_section(
@@ -40,7 +45,8 @@ def findings_section(
         f"the finding ({criterion}); {triage}'s is the run's operating point, the triage "
         f"decision. Intervals: {round(settings.level * 100)}% patient bootstrap "
         f"({settings.resamples} resamples). Means are over the findings with at least "
-        f"{MIN_POSITIVES} present films and one absent in that split.",
+        f"{MIN_POSITIVES} present films and one absent in that split. A finding the val films "
+        "do not label both ways has no threshold to choose: it is called at 0.5 (`fixed`).",
     ]
     for split in splits:
         in_mean = finding_names_in_mean(report, split, names)
@@ -60,12 +66,11 @@ def findings_section(
         for name in names:
             present, absent = report.counts.get((split, name), (0, 0))
             prefix = f"{split}/finding/{name}"
-            threshold = report.thresholds[name].threshold
             ece = metrics.get(f"{prefix}/ece", math.nan)
             lines.append(
                 f"| {name} | {present} / {absent} | {_with_interval(metrics, f'{prefix}/auroc')} "
                 f"| {_with_interval(metrics, f'{prefix}/auprc')} "
-                f"| {'n/a' if not math.isfinite(threshold) else f'{threshold:.3f}'} "
+                f"| {_threshold_cell(report.thresholds[name])} "
                 f"| {_with_interval(metrics, f'{prefix}/recall_at_threshold')} "
                 f"| {_with_interval(metrics, f'{prefix}/specificity_at_threshold')} "
                 f"| {'n/a' if not math.isfinite(ece) else f'{ece:.3f}'} |"

@@ -24,9 +24,14 @@ from cxrnet.data.records import Record
 from cxrnet.data.sources import source_of
 from cxrnet.evaluation.calibration import reliability
 from cxrnet.evaluation.finding_metrics import MIN_POSITIVES
+from cxrnet.evaluation.probabilities import DEFAULT_THRESHOLD
 from cxrnet.evaluation.report import ReportSettings, SplitPredictions, scores_with_intervals
 from cxrnet.evaluation.subgroups import SubgroupReport, evaluate_subgroups
 from cxrnet.evaluation.thresholds import OperatingPoint, ThresholdRule, choose_operating_point
+
+# A finding whose val films do not label it both ways has no threshold to choose: it keeps the
+# default, fixed and chosen on nothing, and the report says so.
+UNCHOSEN = OperatingPoint(DEFAULT_THRESHOLD, "fixed", None, chosen_on="")
 
 # The numbers of a finding's row, with intervals (as ``scores_with_intervals`` names them).
 _WITH_INTERVALS = ("auroc", "auprc", "recall_at_threshold", "specificity_at_threshold")
@@ -86,7 +91,7 @@ def finding_thresholds(
             continue
         films = val.of(name)
         if len(np.unique(films.labels)) < 2:
-            points[name] = OperatingPoint(math.nan, rule.criterion, None, "")
+            points[name] = UNCHOSEN
             continue
         points[name] = choose_operating_point(films.probabilities, films.labels, rule)
     return points
@@ -109,8 +114,7 @@ def evaluate_findings(
             threshold = thresholds[name].threshold
             if len(films) == 0:
                 continue
-            cut = threshold if math.isfinite(threshold) else 0.5
-            values = scores_with_intervals(split, films, cut, settings)
+            values = scores_with_intervals(split, films, threshold, settings)
             for metric in _WITH_INTERVALS:
                 for suffix in ("", "_ci_low", "_ci_high"):
                     report.metrics[f"{prefix}/{metric}{suffix}"] = values[
@@ -129,7 +133,7 @@ def evaluate_findings(
                     films.columns,
                     films.probabilities,
                     films.labels,
-                    cut,
+                    threshold,
                     films.patients,
                     names=settings.subgroups,
                     edges=settings.age_bands,
@@ -168,6 +172,56 @@ UNLABELLED = ""
 
 def _target_cell(value: float) -> str:
     return UNLABELLED if math.isnan(value) else str(int(value))
+
+
+def read_finding_predictions(path: Path) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    """A ``findings_<split>.csv`` back as its findings, probabilities and targets (N, F);
+    a ``ValueError`` naming the file when it is not one ``write_finding_predictions`` wrote."""
+    try:
+        with path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            names = tuple(c[2:] for c in reader.fieldnames or () if c.startswith("p_"))
+            rows = list(reader)
+        probabilities = np.array([[float(r[f"p_{n}"]) for n in names] for r in rows])
+        targets = np.array(
+            [[math.nan if r[f"label_{n}"] == UNLABELLED else float(r[f"label_{n}"]) for n in names]
+             for r in rows]
+        )  # fmt: skip
+    except (OSError, KeyError, ValueError) as error:
+        raise ValueError(f"{path} is not a findings file cxrnet wrote ({error})") from error
+    if not names:
+        raise ValueError(f"{path} is not a findings file cxrnet wrote (no p_<finding> column)")
+    return names, probabilities.reshape(len(rows), len(names)), targets.reshape(len(rows), -1)
+
+
+def pooled_finding_thresholds(
+    parts: Sequence[tuple[tuple[str, ...], np.ndarray, np.ndarray]],
+    rule: ThresholdRule,
+    triage: str,
+    triage_point: OperatingPoint,
+) -> dict[str, OperatingPoint]:
+    """Each finding's operating point chosen by ``rule`` on the folds' pooled out-of-fold
+    findings predictions (``read_finding_predictions`` of each fold's val split), the triage
+    finding keeping ``triage_point``: a fold ensemble's thresholds, as its pneumonia one."""
+    names = parts[0][0]
+    if any(part[0] != names for part in parts):
+        raise ValueError(f"the folds learnt different findings: {sorted({p[0] for p in parts})}")
+    probabilities = np.concatenate([part[1] for part in parts])
+    targets = np.concatenate([part[2] for part in parts])
+    points = {}
+    for j, name in enumerate(names):
+        if name == triage:
+            points[name] = triage_point
+            continue
+        labelled = ~np.isnan(targets[:, j])
+        y = targets[labelled, j].astype(np.int64)
+        if len(np.unique(y)) < 2:
+            points[name] = UNCHOSEN
+            continue
+        points[name] = choose_operating_point(
+            probabilities[labelled, j], y, rule, chosen_on=triage_point.chosen_on
+        )
+    return points
 
 
 def write_finding_predictions(

@@ -47,9 +47,9 @@ class MeanProbabilityNet(nn.Module):
     """The members' probabilities averaged in the graph: the ensemble's rule
     (``cxrnet.evaluation.probabilities.mean_probability``) inside one exported file."""
 
-    def __init__(self, nets: list[nn.Module]) -> None:
+    def __init__(self, nets: list[nn.Module], findings: tuple[str, ...] = ()) -> None:
         super().__init__()
-        self.members = nn.ModuleList(ProbabilityNet(net) for net in nets)
+        self.members = nn.ModuleList(ProbabilityNet(net, findings) for net in nets)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return torch.stack([member(images) for member in self.members]).mean(dim=0)
@@ -58,15 +58,14 @@ class MeanProbabilityNet(nn.Module):
 def probability_net(model: Exportable) -> nn.Module:
     """The module an exported file runs: films in, pneumonia probabilities out."""
     if isinstance(model, EnsembleModel):
-        return MeanProbabilityNet([member.net for member in model.members]).eval()
+        nets = [member.net for member in model.members]
+        return MeanProbabilityNet(nets, model.findings).eval()
     return ProbabilityNet(model.net, model.findings).eval()
 
 
 def _metadata(model: Exportable) -> dict:
     """``export_metadata`` of the model (a findings model's findings and thresholds too)."""
-    findings = Findings()
-    if isinstance(model, InferenceModel) and model.findings:
-        findings = Findings(model.findings, model.finding_points)
+    findings = Findings(model.findings, model.finding_points)
     return export_metadata(model.preprocessing, model.operating_point, findings)
 
 

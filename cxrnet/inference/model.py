@@ -29,6 +29,19 @@ from cxrnet.user_errors import CheckpointError
 
 
 @dataclass(frozen=True)
+class Findings:
+    """A findings model's findings in output order, and each one's operating point."""
+
+    names: tuple[str, ...] = ()
+    points: Mapping[str, OperatingPoint] = field(default_factory=dict)
+
+    def threshold(self, name: str) -> float:
+        """The finding's stored threshold; 0.5 where none is stored."""
+        point = self.points.get(name)
+        return DEFAULT_THRESHOLD if point is None else point.threshold
+
+
+@dataclass(frozen=True)
 class InferenceModel:
     """A bare network with everything needed to call films: no Lightning, no data module."""
 

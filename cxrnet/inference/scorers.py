@@ -5,7 +5,6 @@ in PyTorch, a fold ensemble's members (their mean), or an exported ONNX file thr
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,7 +20,7 @@ from cxrnet.evaluation.probabilities import (
 )
 from cxrnet.evaluation.thresholds import OperatingPoint
 from cxrnet.inference.ensemble import ensemble_scorer
-from cxrnet.inference.model import load_inference_model
+from cxrnet.inference.model import Findings, load_inference_model
 from cxrnet.models.ensemble_manifest import is_manifest
 from cxrnet.user_errors import CheckpointError, ConfigError
 
@@ -42,19 +41,6 @@ class Scorer(Protocol):
 
 def threshold_of(scorer: Scorer) -> float:
     return DEFAULT_THRESHOLD if scorer.operating_point is None else scorer.operating_point.threshold
-
-
-@dataclass(frozen=True)
-class Findings:
-    """A findings model's findings in output order, and each one's operating point."""
-
-    names: tuple[str, ...] = ()
-    points: Mapping[str, OperatingPoint] = field(default_factory=dict)
-
-    def threshold(self, name: str) -> float:
-        """The finding's stored threshold; 0.5 where none is stored."""
-        point = self.points.get(name)
-        return DEFAULT_THRESHOLD if point is None else point.threshold
 
 
 def findings_of(scorer: Scorer) -> Findings:
@@ -102,7 +88,7 @@ class OnnxScorer:
 
 
 def export_metadata(
-    preprocessing: DecodeParams, point: OperatingPoint | None, findings: Findings = Findings()
+    preprocessing: DecodeParams, point: OperatingPoint | None, findings: Findings | None = None
 ) -> dict[str, Any]:
     """What an exported file says of itself: preprocessing, operating point, input, output;
     for a findings model the findings in output order and each one's operating point."""
@@ -112,7 +98,7 @@ def export_metadata(
         "input": "float32 (N, 1, S, S), one grey channel scaled to [0, 1]",
         "output": "pneumonia probability (N,)",
     }
-    if findings.names:
+    if findings is not None and findings.names:
         meta["output"] = f"probability per finding (N, {len(findings.names)}), in findings' order"
         meta["findings"] = list(findings.names)
         meta["finding_operating_points"] = {

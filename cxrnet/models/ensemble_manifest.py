@@ -38,8 +38,26 @@ class EnsembleManifest:
     folds: tuple[int, ...] = ()
     recipe: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    # Members that are findings models: each finding's operating point, chosen on the pooled
+    # out-of-fold predictions (the triage finding's is ``operating_point``), in output order.
+    finding_points: dict[str, OperatingPoint] = field(default_factory=dict)
+
+    @property
+    def findings(self) -> tuple[str, ...]:
+        return tuple(self.finding_points)
 
     def to_json(self) -> dict[str, Any]:
+        findings = (
+            {
+                # The output order: the JSON's keys are written sorted.
+                "findings": list(self.finding_points),
+                "finding_operating_points": {
+                    n: p.as_dict() for n, p in self.finding_points.items()
+                },
+            }
+            if self.finding_points
+            else {}
+        )
         return {
             "kind": MANIFEST_KIND,
             "members": list(self.members),
@@ -49,7 +67,7 @@ class EnsembleManifest:
             "preprocessing": self.preprocessing.as_dict(),
             "recipe": self.recipe,
             "metrics": self.metrics,
-        }
+        } | findings
 
     @classmethod
     def from_json(cls, payload: Mapping[str, Any]) -> EnsembleManifest:
@@ -61,6 +79,10 @@ class EnsembleManifest:
             folds=tuple(int(fold) for fold in payload.get("folds") or ()),
             recipe=dict(payload.get("recipe") or {}),
             metrics=dict(payload.get("metrics") or {}),
+            finding_points={
+                str(name): OperatingPoint.from_dict(payload["finding_operating_points"][name])
+                for name in payload.get("findings") or ()
+            },
         )
 
 

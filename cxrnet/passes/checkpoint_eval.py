@@ -291,15 +291,21 @@ def _evaluate_ensemble_on_site(
     ensemble = load_ensemble(manifest_path, None if allowed is None else str(allowed))
     metrics_stored = read_manifest(manifest_path).metrics
     net_config = dict(ensemble.members[0].net_config)
-    model = ClassifierModule(net=net_config, optimizer={"_target_": "torch.optim.Adam"})
-    model.net = MeanProbabilityNet(tuple(member.net for member in ensemble.members))
-    # What datamodule_for reads of a checkpoint: the network's input size and the decoding.
+    findings = {"findings": list(ensemble.findings)} if ensemble.findings else {}
+    model = ClassifierModule(net=net_config, optimizer={"_target_": "torch.optim.Adam"}, **findings)
+    model.net = MeanProbabilityNet(
+        tuple(member.net for member in ensemble.members), ensemble.findings
+    )
+    # What datamodule_for reads of a checkpoint: the network's input size, the decoding and
+    # (findings members) the findings.
     stamp = {
-        "hyper_parameters": {"net": net_config},
+        "hyper_parameters": {"net": net_config, **findings},
         INFERENCE_KEY: {"preprocessing": ensemble.preprocessing.as_dict()},
     }
     datamodule, data_scored = datamodule_for(cfg, stamp, explicit, data_group_chosen)
     log.info("scoring %s", data_scored)
+    if ensemble.findings:
+        datamodule.use_findings(ensemble.findings)
     datamodule.setup("test")
     if "val" not in datamodule.datasets:
         _check_without_val(cfg, manifest_path, datamodule, False)
@@ -312,6 +318,7 @@ def _evaluate_ensemble_on_site(
         Path(cfg.paths.output_dir),
         rule=rule_of(cfg.get("threshold")),
         operating_point=ensemble.operating_point,
+        finding_points=ensemble.finding_points or None,
         settings=report_settings(cfg.get("report")),
         checkpoint=str(manifest_path),
         tta=tta,

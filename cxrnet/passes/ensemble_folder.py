@@ -148,6 +148,7 @@ def write_fold_ensemble(
         folds=tuple(member.fold for member in ensemble.members),
         recipe={**recipe, "overrides": member_overrides(first)},
         metrics=report.metrics,
+        finding_points=report.finding_thresholds,
     )
     write_manifest(manifest_path, manifest)
     return ensemble, manifest_path

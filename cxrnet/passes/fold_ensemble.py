@@ -19,9 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from cxrnet.data.findings import TRIAGE_FINDING as TRIAGE
 from cxrnet.evaluation.bootstrap import bootstrap_intervals
 from cxrnet.evaluation.confusion import confusion_at
 from cxrnet.evaluation.curves import auroc
+from cxrnet.evaluation.finding_report import pooled_finding_thresholds, read_finding_predictions
 from cxrnet.evaluation.probabilities import mean_probability
 from cxrnet.evaluation.report import (
     EvaluationReport,
@@ -288,13 +290,6 @@ def build_fold_ensemble(
     """The ensemble of the sweep's fold models with its operating point and report numbers."""
     settings = settings or ReportSettings()
     members, k = find_fold_members(sweep_dir)
-    for member in members:
-        if member.run.value("data.task") == "findings":
-            raise EnsembleError(
-                f"fold {member.fold} ({member.run.path}) is a findings model (data.task="
-                "findings); fold ensembles of findings models are not supported yet: each "
-                "fold's report.md and findings_val.csv hold its numbers"
-            )
     parts = fold_validation(members)
     oof = pooled_out_of_fold(parts)
     # The threshold is chosen on single-model scores (each film scored by the one fold model
@@ -314,6 +309,13 @@ def build_fold_ensemble(
     # The oof/*_at_threshold numbers are in-sample (the threshold was chosen on these very
     # predictions); the cross-validated ones call each fold at the other folds' threshold.
     report.metrics |= cross_validated_metrics(oof, cross_fitted, settings)
+    if any(member.run.value("data.task") == "findings" for member in members):
+        # A findings sweep: each finding's threshold on the pooled out-of-fold predictions too.
+        try:
+            parts = [read_finding_predictions(m.run_dir / "findings_val.csv") for m in members]
+            report.finding_thresholds = pooled_finding_thresholds(parts, rule, TRIAGE, point)
+        except ValueError as error:
+            raise EnsembleError(f"{sweep_dir}: {error}; {_rerun_hint(members[0].run)}") from error
     return FoldEnsemble(tuple(members), k, report)
 
 

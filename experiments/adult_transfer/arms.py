@@ -85,6 +85,10 @@ ARMS: tuple[Arm, ...] = (
     Arm("findings_all", "findings", "joint", None, ("data.task=findings",),
         note="findings model (pneumonia, other_finding), every adult film",
         others="findings"),
+    Arm("findings_clahe", "findings", "joint", None, ("data.task=findings", "data.equalize=clahe"),
+        note="the findings model with CLAHE", others="findings"),
+    Arm("findings_128", "findings", "joint", None, ("data.task=findings", "data.image_size=128"),
+        note="the findings model at 128 px", others="findings"),
 )  # fmt: skip
 
 BY_NAME = {arm.name: arm for arm in ARMS}
