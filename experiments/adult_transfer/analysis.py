@@ -26,7 +26,7 @@ import csv
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +67,8 @@ class ArmResult:
     seconds_sd: float
     # The adult films' probabilities (out-of-fold, or the one model's), for paired comparisons.
     predictions: SplitPredictions
+    # Each OTHER_ABNORMAL film's call (path -> called pneumonia) and view, for paired flag rates.
+    other_calls: dict[str, tuple[bool, str]] = field(default_factory=dict)
 
 
 def _subset(predictions: SplitPredictions, mask: np.ndarray) -> SplitPredictions:
@@ -155,6 +157,33 @@ def paired_delta(first: SplitPredictions, second: SplitPredictions) -> dict[str,
     return result
 
 
+def _calls(rows: Sequence[Mapping[str, str]]) -> dict[str, tuple[bool, str]]:
+    return {row["path"]: (row["prediction"] == PNEUMONIA, row.get("view", "")) for row in rows}
+
+
+def paired_flag_delta(first: ArmResult, second: ArmResult) -> dict[str, float]:
+    """The share of OTHER_ABNORMAL films ``first`` flags minus ``second``'s, per view, on the
+    same films (each its own patient), with a paired bootstrap interval."""
+    if set(first.other_calls) != set(second.other_calls) or not first.other_calls:
+        raise ValueError("the two arms scored different OTHER_ABNORMAL films: no paired rate")
+    paths = sorted(first.other_calls)
+    result = {}
+    for view in VIEWS:
+        chosen = [p for p in paths if view == "all" or first.other_calls[p][1] == view]
+        a = np.array([first.other_calls[p][0] for p in chosen], dtype=np.float64)
+        b = np.array([second.other_calls[p][0] for p in chosen], dtype=np.float64)
+
+        def delta(draws: PatientDraws, a=a, b=b) -> dict[str, np.ndarray]:
+            w = draws.weights()
+            total = w.sum(axis=1)
+            return {"delta": (w @ a - w @ b) / np.where(total > 0, total, np.nan)}
+
+        low, high = bootstrap_weighted(delta, len(a), resamples=RESAMPLES, seed=0)["delta"]
+        result[view] = float(a.mean() - b.mean()) if len(a) else math.nan
+        result[f"{view}_low"], result[f"{view}_high"] = float(low), float(high)
+    return result
+
+
 def _flagged(rows: Sequence[Mapping[str, str]]) -> dict[str, float]:
     result = {}
     for view in VIEWS:
@@ -193,7 +222,7 @@ def fold_arm(arm: Arm, folder: Path) -> ArmResult:
     cost = _mean_sd([r.duration_s for r in records])
     return ArmResult(
         arm, len(members), per_view(pooled, thresholds), _flagged(others), len(others),
-        *peds, *cost, pooled,
+        *peds, *cost, pooled, _calls(others),
     )  # fmt: skip
 
 
@@ -322,6 +351,18 @@ def paired_rows(by_name: Mapping[str, ArmResult]) -> dict[tuple[str, str], dict[
     return rows
 
 
+def paired_flag_rows(
+    by_name: Mapping[str, ArmResult],
+) -> dict[tuple[str, str], dict[str, float]]:
+    """The findings arms' flag rates on the OTHER_ABNORMAL films against the reference's."""
+    rows = {}
+    for first, second in comparisons():
+        a, b = by_name.get(first), by_name.get(second)
+        if a and b and a.arm.group == "findings" and a.other_calls and b.other_calls:
+            rows[(first, second)] = paired_flag_delta(a, b)
+    return rows
+
+
 def _delta_cell(values: Mapping[str, float], view: str) -> str:
     return f"{values[view]:+.3f} [{values[f'{view}_low']:+.2f}, {values[f'{view}_high']:+.2f}]"
 
@@ -364,6 +405,19 @@ def render(results: Sequence[ArmResult], missing: Sequence[str]) -> str:
             for (a, b), values in paired.items()
         ]
         sections.append(_table(header, rows))
+    flags = paired_flag_rows(by_name)
+    if flags:
+        sections.append(
+            "\nShare of the OTHER_ABNORMAL films flagged as pneumonia, the arm minus the "
+            "reference, on the same films (each scored by the fold model that never trained on "
+            "it) [95% paired bootstrap interval]:\n"
+        )
+        header = ["arm", "reference", *(f"Δ flagged {view}" for view in VIEWS)]
+        rows = [
+            [f"`{a}`", f"`{b}`", *(_delta_cell(values, view) for view in VIEWS)]
+            for (a, b), values in flags.items()
+        ]
+        sections.append(_table(header, rows))
     if missing:
         sections.append("## Not (yet) available\n\n" + "\n".join(f"- {m}" for m in missing) + "\n")
     return "\n".join(sections)
@@ -389,6 +443,9 @@ def write_analysis(out: Path, results_dir: Path | None = None) -> Path:
     data = as_json(results)
     by_name = {r.arm.name: r for r in results}
     data["paired"] = {f"{a} - {b}": values for (a, b), values in paired_rows(by_name).items()}
+    data["paired_flagged"] = {
+        f"{a} - {b}": values for (a, b), values in paired_flag_rows(by_name).items()
+    }
     payload = json.dumps(data, indent=1, allow_nan=True) + "\n"
     (results_dir / "analysis.json").write_text(payload)
     # Each arm's sweeps (command, exit code, wall time, load), as the runner logged them.

@@ -87,6 +87,9 @@ ARMS: tuple[Arm, ...] = (
         others="findings"),
     Arm("findings_clahe", "findings", "joint", None, ("data.task=findings", "data.equalize=clahe"),
         note="the findings model with CLAHE", others="findings"),
+    Arm("findings_balance", "findings", "joint", None,
+        ("data.task=findings", "data.source_balance=equal"),
+        note="the findings model, its three sources drawn equally often", others="findings"),
     Arm("findings_128", "findings", "joint", None, ("data.task=findings", "data.image_size=128"),
         note="the findings model at 128 px", others="findings"),
 )  # fmt: skip
