@@ -119,3 +119,21 @@ def test_the_flag_rate_counts_pneumonia_calls_per_view() -> None:
     ]
     flagged = analysis._flagged(rows)
     assert flagged == {"all": 0.75, "PA": 0.5, "AP": 1.0}
+
+
+def test_the_paired_flag_rate_is_the_difference_on_the_same_other_abnormal_films() -> None:
+    empty = SplitPredictions(np.zeros(0), np.zeros(0, dtype=np.int64), (), ())
+    calls_a = {f"f{i}.png": (i < 6, "PA" if i % 2 else "AP") for i in range(10)}
+    calls_b = {f"f{i}.png": (i < 3, "PA" if i % 2 else "AP") for i in range(10)}
+
+    def result(calls: dict) -> object:
+        arm = arms.BY_NAME["findings_all"]
+        return analysis.ArmResult(arm, 5, {}, {}, 10, 0, 0, 0, 0, empty, calls)
+
+    delta = analysis.paired_flag_delta(result(calls_a), result(calls_b))
+    assert delta["all"] == pytest.approx(0.6 - 0.3)
+    # PA films are the odd ones: a flags 1, 3, 5, b flags 1 of the five.
+    assert delta["PA"] == pytest.approx(3 / 5 - 1 / 5)
+    assert delta["all_low"] <= delta["all"] <= delta["all_high"]
+    with pytest.raises(ValueError, match="different OTHER_ABNORMAL films"):
+        analysis.paired_flag_delta(result(calls_a), result({"x.png": (True, "PA")}))

@@ -22,7 +22,7 @@ from cxrnet.data.findings import (
     targets,
 )
 from cxrnet.data.manifest import read_manifest
-from cxrnet.data.records import make_record
+from cxrnet.data.records import Record, make_record
 from cxrnet.evaluation.curves import auroc, average_precision
 from cxrnet.evaluation.finding_metrics import finding_values
 from cxrnet.models.finding_loss import finding_loss
@@ -43,6 +43,12 @@ def _image(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.full((8, 8), 100, dtype=np.uint8)).save(path)
     return path
+
+
+def _film(name: str, klass: str) -> Record:
+    """A training film of the class, with the findings its class says."""
+    label = int(klass == "PNEUMONIA")
+    return make_record(Path(name), label, "train", findings=film_findings(klass))
 
 
 def test_a_findings_cell_reads_present_absent_and_uncertain_and_names_its_problems() -> None:
@@ -190,14 +196,10 @@ def test_folders_and_manifests_give_other_abnormal_films_their_findings(tmp_path
 
 
 def test_default_findings_are_those_the_training_films_have_and_each_needs_both_values() -> None:
-    def record(name: str, klass: str) -> object:
-        label = int(klass == "PNEUMONIA")
-        return make_record(Path(name), label, "train", findings=film_findings(klass))
-
     films = [
-        record("a.png", "NORMAL"),
-        record("b.png", "PNEUMONIA"),
-        record("c.png", "OTHER_ABNORMAL"),
+        _film("a.png", "NORMAL"),
+        _film("b.png", "PNEUMONIA"),
+        _film("c.png", "OTHER_ABNORMAL"),
     ]
     assert resolve_findings(None, {"train": films}, "ignore") == ("pneumonia", "other_finding")
     with pytest.raises(DataError, match=r"effusion \(0 present, 1 absent\)"):
@@ -230,14 +232,10 @@ def test_the_wandb_findings_table_holds_the_reports_rows() -> None:
 def test_the_count_table_shows_other_abnormal_films_apart_from_normal_ones() -> None:
     from cxrnet.data.split_report import count_table
 
-    def record(name: str, klass: str) -> object:
-        label = int(klass == "PNEUMONIA")
-        return make_record(Path(name), label, "train", findings=film_findings(klass))
-
     films = [
-        record("a.png", "NORMAL"),
-        record("b.png", "OTHER_ABNORMAL"),
-        record("c.png", "NORMAL"),
+        _film("a.png", "NORMAL"),
+        _film("b.png", "OTHER_ABNORMAL"),
+        _film("c.png", "NORMAL"),
     ]
     (row,) = count_table({"train": films})
     assert (row["NORMAL"], row["PNEUMONIA"], row["OTHER_ABNORMAL"]) == (2, 0, 1)

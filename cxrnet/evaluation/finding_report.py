@@ -25,8 +25,13 @@ from cxrnet.data.sources import source_of
 from cxrnet.evaluation.calibration import reliability
 from cxrnet.evaluation.finding_metrics import MIN_POSITIVES
 from cxrnet.evaluation.probabilities import DEFAULT_THRESHOLD
-from cxrnet.evaluation.report import ReportSettings, SplitPredictions, scores_with_intervals
-from cxrnet.evaluation.subgroups import SubgroupReport, evaluate_subgroups
+from cxrnet.evaluation.report import (
+    ReportSettings,
+    SplitPredictions,
+    scores_with_intervals,
+    subgroups_of,
+)
+from cxrnet.evaluation.subgroups import SubgroupReport
 from cxrnet.evaluation.thresholds import OperatingPoint, ThresholdRule, choose_operating_point
 
 # A finding whose val films do not label it both ways has no threshold to choose: it keeps the
@@ -129,19 +134,7 @@ def evaluate_findings(
             if positives >= MIN_POSITIVES and positives < len(films):
                 in_mean.append(name)
             if settings.subgroups:
-                report.subgroups[(split, name)] = evaluate_subgroups(
-                    films.columns,
-                    films.probabilities,
-                    films.labels,
-                    threshold,
-                    films.patients,
-                    names=settings.subgroups,
-                    edges=settings.age_bands,
-                    flag=settings.shortcut_flag,
-                    resamples=settings.resamples,
-                    seed=settings.seed,
-                    level=settings.level,
-                )
+                report.subgroups[(split, name)] = subgroups_of(films, threshold, settings)
                 report.metrics |= {
                     f"{prefix}/{key.removeprefix(split + '/')}": value
                     for key, value in report.subgroups[(split, name)].metrics(split).items()

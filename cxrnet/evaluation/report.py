@@ -290,21 +290,28 @@ def _split_report(
         metrics[f"{split}/ece_calibrated"] = calibrated.ece
     report.wrong = confidently_wrong_indices(probs, labels, threshold, settings.top_k_wrong)
     if settings.subgroups:
-        report.subgroups = evaluate_subgroups(
-            preds.columns,
-            probs,
-            labels,
-            threshold,
-            preds.patients,
-            names=settings.subgroups,
-            edges=settings.age_bands,
-            flag=settings.shortcut_flag,
-            resamples=settings.resamples,
-            seed=settings.seed,
-            level=settings.level,
-        )
+        report.subgroups = subgroups_of(preds, threshold, settings)
         metrics.update(report.subgroups.metrics(split))
     return report, metrics
+
+
+def subgroups_of(
+    preds: SplitPredictions, threshold: float, settings: ReportSettings
+) -> SubgroupReport:
+    """The split's ``settings.subgroups`` tables and shortcut checks at ``threshold``."""
+    return evaluate_subgroups(
+        preds.columns,
+        preds.probabilities,
+        preds.labels,
+        threshold,
+        preds.patients,
+        names=settings.subgroups,
+        edges=settings.age_bands,
+        flag=settings.shortcut_flag,
+        resamples=settings.resamples,
+        seed=settings.seed,
+        level=settings.level,
+    )
 
 
 def scores_with_intervals(

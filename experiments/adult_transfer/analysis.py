@@ -363,6 +363,15 @@ def paired_flag_rows(
     return rows
 
 
+def _paired_table(what: str, paired: Mapping[tuple[str, str], Mapping[str, float]]) -> str:
+    header = ["arm", "reference", *(f"{what} {view}" for view in VIEWS)]
+    rows = [
+        [f"`{a}`", f"`{b}`", *(_delta_cell(values, view) for view in VIEWS)]
+        for (a, b), values in paired.items()
+    ]
+    return _table(header, rows)
+
+
 def _delta_cell(values: Mapping[str, float], view: str) -> str:
     return f"{values[view]:+.3f} [{values[f'{view}_low']:+.2f}, {values[f'{view}_high']:+.2f}]"
 
@@ -399,12 +408,7 @@ def render(results: Sequence[ArmResult], missing: Sequence[str]) -> str:
             "reference's, [95% paired bootstrap interval]: an interval that excludes 0 is a "
             "difference these 416 films can show.\n"
         )
-        header = ["arm", "reference", *(f"Δ AUROC {view}" for view in VIEWS)]
-        rows = [
-            [f"`{a}`", f"`{b}`", *(_delta_cell(values, view) for view in VIEWS)]
-            for (a, b), values in paired.items()
-        ]
-        sections.append(_table(header, rows))
+        sections.append(_paired_table("Δ AUROC", paired))
     flags = paired_flag_rows(by_name)
     if flags:
         sections.append(
@@ -412,12 +416,7 @@ def render(results: Sequence[ArmResult], missing: Sequence[str]) -> str:
             "reference, on the same films (each scored by the fold model that never trained on "
             "it) [95% paired bootstrap interval]:\n"
         )
-        header = ["arm", "reference", *(f"Δ flagged {view}" for view in VIEWS)]
-        rows = [
-            [f"`{a}`", f"`{b}`", *(_delta_cell(values, view) for view in VIEWS)]
-            for (a, b), values in flags.items()
-        ]
-        sections.append(_table(header, rows))
+        sections.append(_paired_table("Δ flagged", flags))
     if missing:
         sections.append("## Not (yet) available\n\n" + "\n".join(f"- {m}" for m in missing) + "\n")
     return "\n".join(sections)
