@@ -25,7 +25,7 @@ from cxrnet.data.manifest import read_manifest
 from cxrnet.data.records import Record, make_record
 from cxrnet.evaluation.curves import auroc, average_precision
 from cxrnet.evaluation.finding_metrics import finding_values
-from cxrnet.models.finding_loss import finding_loss
+from cxrnet.models.losses import finding_loss
 from cxrnet.models.module import ClassifierModule
 from cxrnet.user_errors import ConfigError, DataError
 

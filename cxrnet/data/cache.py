@@ -18,7 +18,7 @@ relabelling the same files reuses the pixels (index.csv keeps the labels seen at
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -108,6 +108,12 @@ def _bad_files_message(bad: Sequence[tuple[Record, str]], total: int) -> str:
         + "\nReplace or delete these files, or pass on_bad_image='skip' (config: "
         "data.on_bad_image=skip) to leave them out; every skipped file is reported."
     )
+
+
+def decode_order(records: Iterable[Record]) -> list[Record]:
+    """The films in the order they are decoded and cached: by path, whatever the split, so every
+    re-split (each k-fold fold, each seed) shares one cache."""
+    return sorted(records, key=lambda record: str(record.path))
 
 
 def load_images(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,7 +13,7 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from cxrnet.data.batch_augment import DeviceAugment, DeviceBatch
-from cxrnet.data.cache import load_images
+from cxrnet.data.cache import decode_order, load_images
 from cxrnet.data.cache_listing import remember_listing
 from cxrnet.data.data_settings import DataSettings, Imbalance, Task
 from cxrnet.data.dataset import SeededSample, SeededXRayDataset, SourcedDataset, XRayDataset
@@ -23,13 +23,7 @@ from cxrnet.data.duplicates import DuplicateReport, check_duplicates
 from cxrnet.data.files import Facts
 from cxrnet.data.film_listing import Listing, find_films, list_films, scored_as_given
 from cxrnet.data.film_report import check_classes_kept, report_films, warn_small_val
-from cxrnet.data.findings import (
-    Uncertain,
-    check_finding_names,
-    positive_weights,
-    resolve_findings,
-    targets,
-)
+from cxrnet.data.findings import FindingTargets, Uncertain, positive_weights
 from cxrnet.data.loaders import (
     LoaderOptions,
     TrainingDraw,
@@ -64,12 +58,6 @@ from cxrnet.data.workers import AUTO_WORKERS, data_workers
 from cxrnet.user_errors import DataError
 
 log = logging.getLogger(__name__)
-
-
-def decode_order(records: Iterable[Record]) -> list[Record]:
-    """The films in the order they are decoded and cached: by path, whatever the split, so every
-    re-split (each k-fold fold, each seed) shares one cache."""
-    return sorted(records, key=lambda record: str(record.path))
 
 
 class ChestXRayDataModule(LightningDataModule):
@@ -172,37 +160,27 @@ class ChestXRayDataModule(LightningDataModule):
         # after setup, in ``other_dataset``'s order: scored and reported as their own groups.
         self.others: list[OtherFilm] = []
         self.other_dataset: XRayDataset | None = None
-        # data.task=findings: the findings learnt (data.findings, or what the training films
-        # have), fixed at setup; a checkpoint's model sets them before (``use_findings``).
-        self._findings: tuple[str, ...] | None = self.settings.findings
+        # data.task=findings: what the target rows hold.
+        self.finding_targets = FindingTargets(self.settings.findings, self.settings.uncertain)
 
     def use_findings(self, names: Sequence[str]) -> None:
         """Serve targets for these findings (a findings model's, scoring other data)."""
         if self.datasets:
             raise RuntimeError("use_findings must be called before setup()")
-        self._findings = check_finding_names(names, "the model's findings")
+        self.finding_targets.use(names)
 
     @property
     def findings(self) -> tuple[str, ...]:
         """The findings the targets hold, in order (data.task=findings; empty otherwise)."""
-        if self.task != "findings":
-            return ()
-        self._require_setup()
-        return self._findings or ()
+        return (self.finding_targets.names or ()) if self.task == "findings" else ()
 
     @property
     def finding_weights(self) -> list[list[float]] | None:
-        """Per finding, the loss weights of its negative and positive training films when
-        ``imbalance='class_weight'`` (``findings.positive_weights``), else None."""
-        if self.task != "findings" or self.imbalance != "class_weight":
+        """Per finding, the loss weights of its absent and present training films
+        (``findings.positive_weights``) when ``imbalance='class_weight'``, else None."""
+        if not self.findings or self.imbalance != "class_weight":
             return None
         return positive_weights(self.datasets["train"].targets.numpy()).tolist()
-
-    def finding_targets(self, records: Sequence[Record]) -> np.ndarray:
-        """The films' target rows (N, F) over ``findings``: 1, 0, NaN where unlabelled."""
-        names, policy = self._findings or (), self.settings.uncertain
-        rows = [targets(r.finding_values, r.is_normal, names, policy) for r in records]
-        return np.stack(rows) if rows else np.zeros((0, len(names)), dtype=np.float32)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -299,7 +277,7 @@ class ChestXRayDataModule(LightningDataModule):
         else:
             train_transform = build_train_transform(**self.settings.augment)
         if self.task == "findings":
-            self._findings = resolve_findings(self._findings, splits, self.settings.uncertain)
+            self.finding_targets.resolve(splits)
         for split, records in splits.items():
             kept = [record for record in records if record.path in position]
             labels = [self.label_of(record) for record in kept]
@@ -318,7 +296,7 @@ class ChestXRayDataModule(LightningDataModule):
                 labels,
                 [position[record.path] for record in kept],
                 transform=train_transform if split == "train" else None,
-                targets=self.finding_targets(kept) if self.task == "findings" else None,
+                targets=self.finding_targets.rows(kept) if self.task == "findings" else None,
             )
         if self.others:
             self._load_others()
@@ -361,12 +339,8 @@ class ChestXRayDataModule(LightningDataModule):
         """The films of other classes in ``others``' order, as an evaluation loader."""
         if self.other_dataset is None:
             raise DataError(f"no films of classes other than NORMAL/PNEUMONIA under {self.root}")
-        return DataLoader(
-            self.other_dataset,
-            batch_size=self.eval_batch_size,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-        )
+        options = LoaderOptions(self.eval_batch_size, self.num_workers, self.pin_memory, 1)
+        return evaluation_loader(self.other_dataset, options)
 
     def _require_setup(self) -> None:
         if not self.datasets:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -170,6 +171,28 @@ def positive_weights(target_rows: np.ndarray) -> np.ndarray:
             total = positives + negatives
             weights[j] = (total / (2 * negatives), total / (2 * positives))
     return weights
+
+
+@dataclass
+class FindingTargets:
+    """What a data module's target rows hold (``data.task=findings``): the findings, fixed when
+    the films are read (``resolve``; a model scoring other data sets them first, ``use``), and
+    what an uncertain label becomes."""
+
+    names: tuple[str, ...] | None
+    uncertain: Uncertain
+
+    def use(self, names: Sequence[str]) -> None:
+        self.names = check_finding_names(names, "the model's findings")
+
+    def resolve(self, splits: Mapping[str, Sequence[Record]]) -> None:
+        self.names = resolve_findings(self.names, splits, self.uncertain)
+
+    def rows(self, records: Sequence[Record]) -> np.ndarray:
+        """The films' target rows (N, F): 1, 0, NaN where unlabelled."""
+        names = self.names or ()
+        rows = [targets(r.finding_values, r.is_normal, names, self.uncertain) for r in records]
+        return np.stack(rows) if rows else np.zeros((0, len(names)), dtype=np.float32)
 
 
 def resolve_findings(

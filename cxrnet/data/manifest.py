@@ -1,14 +1,12 @@
 """Records from a CSV manifest instead of folders, so other datasets can be added or combined.
 
-Columns (header names in any case): ``path`` and ``label`` are required; ``patient_id``,
-``split``, ``subtype`` and ``findings`` are optional. ``findings`` lists the film's findings
-beyond its label (``cxrnet.data.findings``: ``effusion|mass=0|nodule=-1``), which
-``data.task=findings`` learns; under that task a label may also be ``OTHER_ABNORMAL``.
-``file`` and ``patient`` are read as ``path`` and ``patient_id``, so a CSV written by
-``write_split_csv`` reads back as the same splits (its
-``source_split`` column is cxrnet's own and is not read). Every other column (``source``,
-``age``, ``sex``, ``view``, a site, boxes ...) is the films' metadata: kept on each record
-(``Record.metadata``) under its name stripped and lowercased, an empty cell meaning unknown.
+Columns (header names in any case): ``path`` and ``label`` are required; ``patient_id``, ``split``,
+``subtype`` and ``findings`` (``effusion|mass=0|nodule=-1``: ``cxrnet.data.findings``; under
+``data.task=findings`` a label may be ``OTHER_ABNORMAL`` too) are optional. ``file`` and ``patient``
+are read as ``path`` and ``patient_id``, so a CSV written by ``write_split_csv`` reads back as the
+same splits (its ``source_split`` column is cxrnet's own and is not read). Every other column
+(``source``, ``age``, ``sex``, ``view``, a site, boxes ...) is the films' metadata: kept on each
+record (``Record.metadata``) under its name stripped and lowercased, an empty cell meaning unknown.
 A DICOM film's header fills what its row leaves blank (``dicom_header``): the patient, ``view``,
 ``age`` and ``sex``; the row's own values win. Rows with split ``unused`` (training films that
 ``data.source_train_size`` left out of the run that wrote the split.csv) are not read, and their

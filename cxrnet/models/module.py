@@ -10,7 +10,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from lightning import LightningModule
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
@@ -34,7 +33,13 @@ from cxrnet.evaluation.metrics import (
 from cxrnet.evaluation.probabilities import DEFAULT_THRESHOLD, pneumonia_probability
 from cxrnet.evaluation.source_metrics import SourcePredictions, source_values
 from cxrnet.models.adapt import classifier_name
-from cxrnet.models.finding_loss import finding_loss
+from cxrnet.models.losses import (
+    batch_loss,
+    class_loss,
+    class_weight_tensor,
+    finding_loss,
+    finding_weight_tensor,
+)
 from cxrnet.models.optimization import (
     ComponentConfig,
     component_config,
@@ -71,9 +76,8 @@ class ClassifierModule(LightningModule):
     run faster (experiments/benchmarks/README.md); ``compile`` wraps the network in
     ``torch.compile``. Neither changes the state dict, so checkpoints load either way.
 
-    Binary tasks use one logit and BCE; more classes use softmax and cross-entropy. Class weights,
-    when given, weight each sample's loss by its true class, as Keras' ``class_weight`` does;
-    ``label_smoothing`` moves the targets that far towards the uniform distribution.
+    Binary tasks use one logit and BCE, more classes softmax and cross-entropy, findings one
+    sigmoid per finding with a masked BCE (``cxrnet.models.losses``, with the class weights).
     Metrics are torchmetrics objects accumulated over the whole epoch, never batch averages.
     """
 
@@ -123,9 +127,9 @@ class ClassifierModule(LightningModule):
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
         self.register_buffer(
             "class_weights",
-            self._finding_weight_tensor(finding_weights)
+            finding_weight_tensor(finding_weights, len(self.findings))
             if self.findings
-            else self._class_weight_tensor(class_weights),
+            else class_weight_tensor(class_weights, self.num_classes),
         )
         self._add_epoch_metrics(threshold)
         self.val_sources = tuple(val_sources)
@@ -171,27 +175,6 @@ class ClassifierModule(LightningModule):
         self.net.to(memory_format=self.memory_format)
         if compile:
             self.net.compile()  # in place: parameter names (and checkpoints) stay unprefixed
-
-    def _class_weight_tensor(self, class_weights: Sequence[float] | None) -> Tensor:
-        if class_weights is not None and len(class_weights) != self.num_classes:
-            raise ValueError(
-                f"class_weights has {len(class_weights)} entries for {self.num_classes} classes"
-            )
-        if class_weights is None:
-            return torch.ones(self.num_classes)
-        return torch.tensor([float(w) for w in class_weights])
-
-    def _finding_weight_tensor(self, weights: Sequence[Sequence[float]] | None) -> Tensor:
-        """(F, 2): each finding's weights of its absent and present films (1 without weights)."""
-        if weights is None:
-            return torch.ones(len(self.findings), 2)
-        tensor = torch.tensor([[float(w) for w in pair] for pair in weights])
-        if tensor.shape != (len(self.findings), 2):
-            raise ValueError(
-                f"finding_weights has shape {tuple(tensor.shape)} for {len(self.findings)} "
-                "findings; expected one (absent, present) pair per finding"
-            )
-        return tensor
 
     def _add_epoch_metrics(self, threshold: float) -> None:
         """Per stage: the classification metrics, the mean loss and the non-finite count."""
@@ -278,39 +261,20 @@ class ClassifierModule(LightningModule):
         return torch.softmax(logits, dim=-1)
 
     def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
-        return self._batch_loss(self.per_sample_loss(logits, targets), targets)
-
-    def _batch_loss(self, per_sample: Tensor, targets: Tensor) -> Tensor:
-        """The batch's loss: the mean over films, or (findings) over every labelled finding, so
-        a film that labels ten findings weighs ten times one that labels one."""
-        if not self.findings:
-            return per_sample.mean()
-        labelled = (~torch.isnan(targets)).sum(dim=1)
-        return (per_sample * labelled).sum() / labelled.sum().clamp(min=1)
+        return batch_loss(self.per_sample_loss(logits, targets), targets, bool(self.findings))
 
     def per_sample_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
         """Each film's loss, weighted by its class weight (``loss`` is their mean); for findings,
         the mean of its labelled findings' weighted BCE (``finding_loss``)."""
-        if self.findings:
-            return finding_loss(logits, targets, self.class_weights, self.hparams.label_smoothing)
-        if self.num_classes == 2:
-            smoothing = self.hparams.label_smoothing
-            soft = targets.float() * (1 - smoothing) + smoothing / 2
-            per_sample = F.binary_cross_entropy_with_logits(
-                logits.squeeze(-1), soft, reduction="none"
-            )
-        else:
-            per_sample = F.cross_entropy(
-                logits, targets, reduction="none", label_smoothing=self.hparams.label_smoothing
-            )
-        return per_sample * self.class_weights[targets]
+        loss = finding_loss if self.findings else class_loss
+        return loss(logits, targets, self.class_weights, self.hparams.label_smoothing)
 
     def _step(self, batch: Sequence[Tensor], stage: str) -> Tensor:
         # A val batch of films that name their sources carries each film's source index too.
         images, targets, *sources = batch
         logits = self(images)
         per_sample = self.per_sample_loss(logits, targets)
-        loss = self._batch_loss(per_sample, targets)
+        loss = batch_loss(per_sample, targets, bool(self.findings))
         weight = (~torch.isnan(targets)).sum() if self.findings else targets.numel()
         self.losses[f"{stage}_"].update(loss.detach(), weight=weight)
         probabilities = self.probabilities(logits.detach())
