@@ -201,9 +201,10 @@ def _mapped_file(path: Path, shape: tuple[int, ...]) -> np.memmap:
             return open_memmap(path, mode="r+")
         if error.errno not in (errno.ENOSPC, errno.EDQUOT, *_NO_FALLOCATE):
             raise
+        needed, available = megabytes(size, free)
         raise DataError(
             f"the image cache folder {path.parent.parent} is on a full disk: decoding these "
-            f"images needs {_megabytes(size)} and {_megabytes(free)} is free there; free space "
+            f"images needs {needed} and {available} is free there; free space "
             "there, or set CXRNET_CACHE_DIR (or paths.cache_dir / data.cache_dir) to a folder "
             "on a disk with room"
         ) from None
@@ -218,8 +219,14 @@ def _allocate(path: Path, size: int) -> None:
         os.close(descriptor)
 
 
-def _megabytes(size: int) -> str:
-    return f"{size / 1e6:.1f} MB"
+def megabytes(*sizes: int) -> list[str]:
+    """Byte counts as MB with as many decimals as it takes for different sizes to read
+    differently (0.1 MB needed and 0.1 MB free said nothing), up to single bytes."""
+    for decimals in range(1, 7):
+        texts = [f"{size / 1e6:.{decimals}f} MB" for size in sizes]
+        if len(set(texts)) == len(set(sizes)):
+            return texts
+    return [f"{size} bytes" for size in sizes]
 
 
 def _keep_first_rows(path: Path, rows: int) -> None:

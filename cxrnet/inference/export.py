@@ -29,6 +29,9 @@ Exportable = InferenceModel | EnsembleModel
 
 ExportFormat = Literal["onnx", "torchscript"]
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
+# The names each format's file may have: a TorchScript file named .onnx (or an ONNX one named
+# .pt) is read as the other format by cxrnet-predict and fails there, far from the export.
+ACCEPTED_SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth")}
 
 
 class ProbabilityNet(nn.Module):
@@ -157,6 +160,12 @@ def export_checkpoint(
     if manifest:
         inputs += member_paths(read_manifest(checkpoint), checkpoint)
     check_target(target, inputs, overwrite)
+    if target.suffix.lower() not in ACCEPTED_SUFFIXES[fmt]:
+        raise ConfigError(
+            f"output={target} does not end in {' or '.join(ACCEPTED_SUFFIXES[fmt])}, the suffix "
+            f"of a format={fmt} file; name it {target.with_suffix(SUFFIXES[fmt]).name}, or pass "
+            "the format its name says"
+        )
     model: Exportable
     if manifest:
         model = load_ensemble(checkpoint, network)
