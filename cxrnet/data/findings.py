@@ -69,6 +69,12 @@ _ENTRY = re.compile(r"^(?P<name>[a-z][a-z0-9_]*)(?:=(?P<value>1|0|-1|1\.0|0\.0|-
 _VALUES = {"1": 1.0, "1.0": 1.0, "0": 0.0, "0.0": 0.0, "-1": -1.0, "-1.0": -1.0, "u": -1.0}
 
 
+def triage_output(findings: Sequence[str]) -> int | None:
+    """Which output of a findings model is the triage finding's (pneumonia, which every findings
+    model learns: ``resolve_findings``); None for a class model (no findings)."""
+    return list(findings).index(TRIAGE_FINDING) if findings else None
+
+
 def check_finding_names(names: Iterable[str], where: str) -> tuple[str, ...]:
     """``names`` if each is one of ``FINDINGS`` (no repeats), else a ``DataError`` naming it."""
     names = tuple(str(name) for name in names)

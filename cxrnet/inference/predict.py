@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from cxrnet.data.decode import BadImageError, DecodeParams, decode
-from cxrnet.data.findings import TRIAGE_FINDING
+from cxrnet.data.findings import triage_output
 from cxrnet.inference.inputs import Input, UnusableEntry
 from cxrnet.inference.scorers import Findings, Scorer, findings_of, threshold_of
 from cxrnet.publish import write_file
@@ -192,7 +192,7 @@ def iter_predictions(
     threshold = threshold_of(scorer)
     findings = findings_of(scorer)
     # A findings model's probability column is its triage finding's (pneumonia).
-    triage = findings.names.index(TRIAGE_FINDING) if TRIAGE_FINDING in findings.names else 0
+    triage = triage_output(findings.names)
     cuts = np.array([findings.threshold(name) for name in findings.names])
     loader = DataLoader(
         _Films(paths, scorer.preprocessing),

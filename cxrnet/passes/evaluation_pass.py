@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch.loggers import Logger, WandbLogger
 
 from cxrnet.data.datamodule import ChestXRayDataModule
-from cxrnet.data.findings import TRIAGE_FINDING
+from cxrnet.data.findings import TRIAGE_FINDING, triage_output
 from cxrnet.data.records import SOURCE_COLUMN, Record
 from cxrnet.data.sources import source_of
 from cxrnet.evaluation.figures import plot_split
@@ -264,7 +264,7 @@ def _error_heatmaps(
         images = torch.stack([datamodule.datasets[split][i][0] for i in part.wrong])
         try:
             # A findings model's errors are its triage finding's: explain that output.
-            which = {"output": model.findings.index(TRIAGE_FINDING)} if model.findings else {}
+            which = {"output": triage_output(model.findings)} if model.findings else {}
             maps = gradcam(model.net, images.to(model.device), **which)
         except ImportError:
             log.warning("captum is not installed: no heatmaps (pip install 'cxrnet[explain]')")

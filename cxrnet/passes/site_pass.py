@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from cxrnet.data.datamodule import ChestXRayDataModule
-from cxrnet.data.findings import TRIAGE_FINDING
+from cxrnet.data.findings import triage_output
 from cxrnet.data.records import PATH_ERRORS
 from cxrnet.evaluation.external import (
     VALIDATION_SOURCE,
@@ -58,7 +58,7 @@ def _other_probabilities(
         return {}
     probabilities, _ = predict_probabilities(model, datamodule.other_dataloader(), tta=tta)
     if model.findings:  # a findings model flags other-class films by its triage finding
-        probabilities = probabilities[:, model.findings.index(TRIAGE_FINDING)]
+        probabilities = probabilities[:, triage_output(model.findings)]
     fixed = ["file", "class", "patient", "probability", "prediction"]
     extra = sorted({c for film in datamodule.others for c in film.metadata} - set(fixed))
 
@@ -118,7 +118,7 @@ def pointing_game(
 
     # A findings model's boxes are pneumonia's: explain its triage output.
     findings = tuple(getattr(model, "findings", ()))
-    which = {"output": findings.index(TRIAGE_FINDING)} if findings else {}
+    which = {"output": triage_output(findings)} if findings else {}
 
     def heatmaps(batch: torch.Tensor) -> np.ndarray:
         batch = batch.to(model.device)
