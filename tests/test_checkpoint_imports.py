@@ -129,6 +129,7 @@ def test_torch_hub_and_ensemble_members_are_refused_too(setup, which):
     assert not (setup["tmp"] / "p.csv").exists()
 
 
+@pytest.mark.slow  # a console run the default tier's 5-minute budget leaves to the slow tier
 def test_the_user_allows_the_import_path_by_naming_it(setup):
     tmp = setup["tmp"]
     allow = "model.net.name=marker_net:build"

@@ -335,6 +335,7 @@ def test_a_path_that_is_not_a_manifest_is_refused_by_name(tmp_path: Path) -> Non
         read_manifest(tmp_path / "absent.json")
 
 
+@pytest.mark.slow  # a console run the default tier's 5-minute budget leaves to the slow tier
 def test_cxrnet_eval_points_an_ensemble_to_its_report(tmp_path: Path) -> None:
     manifest = tmp_path / "ensemble.json"
     manifest.write_text("{}")

@@ -47,6 +47,7 @@ def _evaluate(trained: dict, tmp_path: Path, *args: str) -> tuple[dict, str]:
     return json.loads((run_dir / "metrics.json").read_text()), (run_dir / "report.md").read_text()
 
 
+@pytest.mark.slow  # a console run the default tier's 5-minute budget leaves to the slow tier
 def test_eval_caches_in_this_machines_cache_folder(trained: dict, tmp_path: Path) -> None:
     """Row 11: the checkpoint's cache_dir (gone, unmakeable) is not this machine's setting."""
     record, card = _evaluate(trained, tmp_path)
@@ -57,6 +58,7 @@ def test_eval_caches_in_this_machines_cache_folder(trained: dict, tmp_path: Path
     assert "Data scored: the checkpoint's own data" in card
 
 
+@pytest.mark.slow  # a console run the default tier's 5-minute budget leaves to the slow tier
 def test_a_data_setting_without_data_root_scores_the_checkpoints_own_data(
     trained: dict, tmp_path: Path
 ) -> None:
@@ -71,6 +73,7 @@ def test_a_data_setting_without_data_root_scores_the_checkpoints_own_data(
     assert "Data scored: the checkpoint's own data" in card
 
 
+@pytest.mark.slow  # a console run the default tier's 5-minute budget leaves to the slow tier
 def test_the_report_says_which_data_it_scored(
     trained: dict, tmp_path: Path, synthetic_root: Path
 ) -> None:

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from helpers.console import run_folder, run_script
 from helpers.stamped import stamped_checkpoint
@@ -68,12 +69,14 @@ def test_an_ensemble_scores_an_external_site(synthetic_root: Path, tmp_path: Pat
     assert "pooled out-of-fold" in (folder / "report.md").read_text()
 
 
+@pytest.mark.slow  # a console run the default tier's 5-minute budget leaves to the slow tier
 def test_an_ensemble_without_other_data_is_still_refused(tmp_path: Path) -> None:
     done = run_script("cxrnet-eval", [f"ckpt_path={_ensemble(tmp_path)}"], tmp_path)
     assert done.returncode == 2
     assert "is a fold ensemble" in done.stderr and "data.root=" in done.stderr
 
 
+@pytest.mark.slow  # a console run the default tier's 5-minute budget leaves to the slow tier
 def test_an_ensemble_keeps_its_operating_point(synthetic_root: Path, tmp_path: Path) -> None:
     done = run_script(
         "cxrnet-eval",

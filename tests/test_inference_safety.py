@@ -169,6 +169,7 @@ def test_export_onto_the_checkpoint_itself_is_refused(tmp_path) -> None:
     assert ckpt.read_bytes() == before
 
 
+@pytest.mark.slow  # a console run the default tier's 5-minute budget leaves to the slow tier
 def test_an_existing_export_is_replaced_only_with_overwrite(tmp_path) -> None:
     # Before: an existing file was overwritten silently.
     ckpt = plain_checkpoint(tmp_path / "model.ckpt")

@@ -352,6 +352,7 @@ def test_training_writes_the_metadata_to_split_csv_and_the_predictions(site: dic
         assert record.metadata == {k: row[k] for k in ("age", "sex", "source", "view") if row[k]}
 
 
+@pytest.mark.slow  # a console run the default tier's 5-minute budget leaves to the slow tier
 def test_cxrnet_eval_writes_the_metadata_to_its_predictions(site: dict) -> None:
     done = run_script(
         "cxrnet-eval",
@@ -471,6 +472,7 @@ def test_the_fold_ensembles_predictions_keep_the_metadata() -> None:
     assert mean.files == ("a", "b") and mean.columns == {"view": ("PA", "AP")}
 
 
+@pytest.mark.slow  # a console run the default tier's 5-minute budget leaves to the slow tier
 def test_cxrnet_eval_reports_subgroups_of_the_manifests_columns(site: dict) -> None:
     """The subgroup tables from a real manifest's columns and DICOM header fields, through the
     console script: each column's categories in metrics.json (with intervals) and report.md."""

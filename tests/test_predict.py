@@ -115,6 +115,7 @@ def test_cxrnet_eval_uses_the_stored_threshold_or_rechooses_it(trained) -> None:
     assert metrics["val/recall_at_threshold"] == 1.0
 
 
+@pytest.mark.slow  # a console run the default tier's 5-minute budget leaves to the slow tier
 def test_cxrnet_eval_with_a_data_config_and_no_root_uses_synthetic_data(trained) -> None:
     """Issue 10 item 8: no TypeError; other data is decoded at the checkpoint's 32 px."""
     root = trained["root"]
@@ -135,6 +136,7 @@ def test_cxrnet_eval_with_a_data_config_and_no_root_uses_synthetic_data(trained)
     assert "test/auroc: " in done.stdout
 
 
+@pytest.mark.slow  # a console run the default tier's 5-minute budget leaves to the slow tier
 def test_cxrnet_eval_refuses_an_image_size_the_network_cannot_take(trained, synthetic_root):
     root = trained["root"]
     args = [
@@ -259,7 +261,14 @@ def test_export_parity_and_predict_through_onnx_runtime(trained, synthetic_root,
     assert len(rows) == 4 and not any(row["error"] for row in rows)
 
 
-@pytest.mark.parametrize("threshold", [7.5, float("nan"), -0.1])
+@pytest.mark.parametrize(
+    "threshold",
+    [
+        7.5,
+        pytest.param(float("nan"), marks=pytest.mark.slow),
+        pytest.param(-0.1, marks=pytest.mark.slow),
+    ],
+)
 def test_a_stored_threshold_that_is_no_probability_is_refused_naming_the_file(
     trained, synthetic_root, tmp_path, threshold
 ) -> None:

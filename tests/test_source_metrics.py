@@ -218,7 +218,9 @@ def test_train_monitors_the_worst_source(two_sources: Path, tmp_path: Path) -> N
     assert float(state["best_model_score"]) == pytest.approx(min(per_source))
 
 
-@pytest.mark.parametrize("key", ["monitor", "callbacks.model_checkpoint.monitor"])
+@pytest.mark.parametrize(
+    "key", ["monitor", pytest.param("callbacks.model_checkpoint.monitor", marks=pytest.mark.slow)]
+)
 def test_a_monitor_on_a_source_the_data_lacks_stops_before_training(
     two_sources: Path, tmp_path: Path, key: str
 ) -> None:

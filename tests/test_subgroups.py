@@ -318,6 +318,7 @@ def test_wandb_gets_a_table_per_column_and_the_shortcut_check() -> None:
     assert checks["view"][-1] is True
 
 
+@pytest.mark.slow  # a console run the default tier's 5-minute budget leaves to the slow tier
 def test_train_stops_before_training_on_a_column_no_film_has(
     synthetic_root: Path, tmp_path: Path
 ) -> None:

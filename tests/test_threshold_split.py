@@ -266,6 +266,7 @@ def test_train_chooses_the_threshold_on_the_official_val_films(
     )
 
 
+@pytest.mark.slow  # a console run the default tier's 5-minute budget leaves to the slow tier
 def test_a_threshold_filter_no_val_film_meets_is_refused_before_training(
     kaggle_like_folders: Path, tmp_path: Path
 ) -> None:

@@ -33,7 +33,14 @@ def _mistakes(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
 
 
 @pytest.mark.parametrize(
-    "case", ["log dir a file", "run dir under a file", "optimizer os.system", "callback os.remove"]
+    "case",
+    [
+        "log dir a file",
+        "run dir under a file",
+        "optimizer os.system",
+        # The same refusal of another _target_: the slow tier keeps the default under 5 minutes.
+        pytest.param("callback os.remove", marks=pytest.mark.slow),
+    ],
 )
 def test_a_train_mistake_is_one_error_line_and_exit_2(tmp_path, case) -> None:
     args, message = _mistakes(tmp_path)[case]

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from cxrnet.data.augment_settings import check_augment
 from cxrnet.data.decode import DecodeParams
 from cxrnet.data.findings import UNCERTAIN_POLICIES, Uncertain, check_finding_names
+from cxrnet.data.public.formats import PublicSource, public_source
 from cxrnet.data.source_balance import check_source_balance
 from cxrnet.data.sources import named_sources, train_only_sources, unnamed_source
 from cxrnet.data.splits import SplitConfig
@@ -58,6 +59,8 @@ class DataSettings:
 
     sources: tuple[Path, ...]
     source_names: tuple[str | None, ...]
+    # Per source: the public dataset it is (cxrnet.data.public), None for a folder or manifest.
+    public_sources: tuple[PublicSource | None, ...]
     split: SplitConfig
     decode: DecodeParams
     batch_size: int
@@ -89,7 +92,7 @@ class DataSettings:
         checkpoint stores them (normalised; ``report_dir``, this run's folder, left out)."""
         values = dict(arguments)
         _check_choices(values)
-        sources, names = _resolve_sources(values)
+        sources, names, publics = _resolve_sources(values)
         values["source_roles"] = plain_data(values["source_roles"] or {})
         if values["source_train_size"] is not None:
             values["source_train_size"] = plain_data(values["source_train_size"])
@@ -110,6 +113,7 @@ class DataSettings:
         settings = cls(
             sources=sources,
             source_names=names,
+            public_sources=publics,
             split=SplitConfig(
                 values["split"],
                 values["val_fraction"],
@@ -180,9 +184,10 @@ def _check_choices(values: Mapping[str, Any]) -> None:
 
 def _resolve_sources(
     values: dict[str, Any],
-) -> tuple[tuple[Path, ...], tuple[str | None, ...]]:
-    """Every source as an absolute path with its name (None for an unnamed root); ``values``'
-    ``root`` or ``sources`` rewritten as a checkpoint stores them."""
+) -> tuple[tuple[Path, ...], tuple[str | None, ...], tuple[PublicSource | None, ...]]:
+    """Every source as an absolute path with its name (None for an unnamed root) and the public
+    dataset it is (None for a folder or manifest); ``values``' ``root`` or ``sources`` rewritten
+    as a checkpoint stores them."""
     root, sources = values["root"], values["sources"]
     if sources and root:
         raise DataError(
@@ -192,15 +197,20 @@ def _resolve_sources(
     if not sources and not root:
         raise DataError("no data given: set data.root or data.sources")
     if sources:
-        named = named_sources(plain_data(sources))
-        values["sources"] = {name: str(path) for name, path in named.items()}
-        return tuple(named.values()), tuple(named)
+        given = plain_data(sources)
+        named = named_sources(given)
+        publics = {name: public_source(name, given[name]) for name in named}
+        values["sources"] = {
+            name: public.as_setting() if (public := publics[name]) else str(path)
+            for name, path in named.items()
+        }
+        return tuple(named.values()), tuple(named), tuple(publics.values())
     # Any sequence of roots (a Hydra ListConfig too), or one folder or manifest.
     single = isinstance(root, (str, Path))
     paths = tuple(Path(source).expanduser().absolute() for source in ([root] if single else root))
     values["root"] = str(paths[0]) if single else [str(path) for path in paths]
     _warn_shared_source_names(paths)
-    return paths, (None,) * len(paths)
+    return paths, (None,) * len(paths), (None,) * len(paths)
 
 
 def _warn_shared_source_names(roots: Sequence[Path]) -> None:

@@ -19,6 +19,7 @@ from cxrnet.data.discovery import discover_folders
 from cxrnet.data.files import Facts
 from cxrnet.data.manifest import combine_records, read_manifest
 from cxrnet.data.other_classes import OtherFilm
+from cxrnet.data.public.listing import read_public
 from cxrnet.data.records import Record
 from cxrnet.data.sources import tag_source
 from cxrnet.data.splits import SplitConfig
@@ -51,7 +52,22 @@ def list_films(settings: DataSettings, facts: Facts | None) -> Listing:
     others: list[OtherFilm] | None = [] if scored or ignoring else None
     # data.task=findings trains on the films of OTHER_ABNORMAL and reads every film's findings.
     findings = settings.task == "findings"
-    for source, name in zip(settings.sources, settings.source_names, strict=True):
+    sources = zip(settings.sources, settings.source_names, settings.public_sources, strict=True)
+    for source, name, public in sources:
+        if public is not None:
+            found = read_public(
+                public,
+                settings.task,
+                settings.uncertain,
+                scored,
+                facts,
+                skip_missing=settings.on_bad_image == "skip",
+            )
+            parts.append(tag_source(found.records, source, name))
+            ignored.extend(found.ignored)
+            if scored and others is not None:
+                others.extend(found.others)
+            continue
         if source.suffix.lower() == ".csv":
             manifest = read_manifest(
                 source,

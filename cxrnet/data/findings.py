@@ -22,7 +22,7 @@ from typing import Literal
 
 import numpy as np
 
-from cxrnet.data.records import Record
+from cxrnet.data.records import DEVICE_FINDINGS, Record
 from cxrnet.user_errors import DataError
 
 # The findings of the public adult sets (NIH ChestX-ray14, CheXpert/MIMIC-CXR, RSNA, VinDr) under
@@ -132,7 +132,9 @@ def film_findings(
 
 def findings_contradict_class(class_name: str, values: Mapping[str, float]) -> str | None:
     """Why a manifest's findings contradict the row's class label, or None."""
-    positives = sorted(name for name, value in values.items() if value == POSITIVE)
+    positives = sorted(
+        name for name, value in values.items() if value == POSITIVE and name not in DEVICE_FINDINGS
+    )
     if class_name.upper() == NO_FINDING and positives:
         return f"a NORMAL film cannot have the finding(s) {positives}"
     if class_name.upper() == "PNEUMONIA" and values.get("pneumonia", POSITIVE) != POSITIVE:

@@ -15,6 +15,8 @@ CLASS_NAMES: tuple[str, str] = ("NORMAL", "PNEUMONIA")
 # Abnormal films without pneumonia: trained by data.task=findings, scored as their own group by
 # the other tasks (cxrnet.data.other_classes).
 OTHER_ABNORMAL = "OTHER_ABNORMAL"
+# Findings that are not a disease (a tube, a pacemaker): a film with only these is still NORMAL.
+DEVICE_FINDINGS: frozenset[str] = frozenset({"support_devices"})
 SUBTYPE_NAMES: tuple[str, str, str] = ("normal", "bacteria", "virus")
 # The one spelling of what a film does not say: a pneumonia film's kind, its source beside films
 # that name theirs, a subgroup column it lacks.
@@ -97,7 +99,9 @@ class Record:
     def class_name(self) -> str:
         """NORMAL or PNEUMONIA; OTHER_ABNORMAL for a film without pneumonia that has some other
         finding (data.task=findings trains on those)."""
-        if self.label == 0 and any(value == 1 for _, value in self.findings):
+        if self.label == 0 and any(
+            value == 1 for name, value in self.findings if name not in DEVICE_FINDINGS
+        ):
             return OTHER_ABNORMAL
         return CLASS_NAMES[self.label]
 

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from cxrnet.data.public.formats import FORMATS, public_source
 from cxrnet.data.records import SOURCE_COLUMN, UNKNOWN_SOURCE, Record
 from cxrnet.data.synthetic import SyntheticSpec, ensure_synthetic
 from cxrnet.user_errors import DataError
@@ -48,7 +49,8 @@ def resolve_data_root(
 
 
 def named_sources(sources: Mapping[str, Any]) -> dict[str, Path]:
-    """``data.sources`` checked: each name a non-empty word, each a folder or manifest path."""
+    """``data.sources`` checked: each name a non-empty word, each a folder or manifest path, or
+    a public dataset (``cxrnet.data.public.formats.public_source``: its root here)."""
     if not isinstance(sources, Mapping) or not sources:
         raise DataError(
             f"data.sources must map a name to a folder or manifest (data.sources={{kermany: "
@@ -58,10 +60,15 @@ def named_sources(sources: Mapping[str, Any]) -> dict[str, Path]:
     for name, path in sources.items():
         if not isinstance(name, str) or not name.strip() or name != name.strip():
             raise DataError(f"data.sources: source name {name!r} must be a non-empty word")
+        public = public_source(name, path)
+        if public is not None:
+            checked[name] = public.root
+            continue
         if not isinstance(path, (str, Path)) or not str(path).strip():
             raise DataError(
-                f"data.sources.{name}={path!r} must be one folder or CSV manifest; "
-                "give each further folder its own name"
+                f"data.sources.{name}={path!r} must be one folder or CSV manifest, or a public "
+                f"dataset {{format: <{' | '.join(FORMATS)}>, root: <folder>}}; give each "
+                "further folder its own name"
             )
         checked[name] = Path(path).expanduser().absolute()
     return checked

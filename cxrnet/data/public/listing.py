@@ -1,0 +1,144 @@
+"""A public dataset's films as the run uses them: records per split, the films of other classes
+(scored as their own group), and every film left out, with the reason.
+
+What the task takes from a film (``cxrnet.data.public.policy`` says which class it is):
+
+- ``binary`` (and ``subtype``): NORMAL and PNEUMONIA films. OTHER_ABNORMAL films are scored as
+  their own group when the data is a test set, and listed as ignored when it trains.
+- ``findings``: every film with a class or a present finding, with all the findings its
+  dataset labels.
+
+A film the labels list that is not on disk stops the run, naming the dataset, the count and the
+first one; with ``data.on_bad_image=skip`` each is listed as ignored instead.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cxrnet.data.files import Facts, RealFolders, path_facts
+from cxrnet.data.findings import POSITIVE, Uncertain
+from cxrnet.data.other_classes import OtherFilm, other_film
+from cxrnet.data.public.formats import PublicSource
+from cxrnet.data.public.policy import PNEUMONIA, PublicFilm, Skipped, film_class, left_out_reason
+from cxrnet.data.records import DEVICE_FINDINGS, OTHER_ABNORMAL, SPLIT_NAMES, Record, make_record
+from cxrnet.user_errors import DataError
+
+
+@dataclass
+class PublicListing:
+    """Records per split, films of other classes, and the films left out with the reason."""
+
+    records: dict[str, list[Record]] = field(default_factory=dict)
+    others: list[OtherFilm] = field(default_factory=list)
+    ignored: list[tuple[Path, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Use:
+    """How this run uses a dataset's films: the task, uncertain labels, test data or training."""
+
+    task: str
+    uncertain: Uncertain
+    scored: bool  # the data is a test set (cxrnet-eval): other classes are scored
+
+    def outcome(self, film: PublicFilm, source: PublicSource) -> Record | OtherFilm | str:
+        """The film's record, its OtherFilm, or why it is left out."""
+        policy = source.policy
+        if not film.frontal and source.views == "frontal":
+            view = film.metadata.get("view", "unknown")
+            return f"view {view}: frontal films only (the source's views=all reads it)"
+        klass = film_class(policy, film.values, film.normal, self.uncertain)
+        patient = f"{source.format}/{film.patient}"
+        if self.task == "findings":
+            abnormal = any(
+                v == POSITIVE for name, v in film.values.items() if name not in DEVICE_FINDINGS
+            )
+            if klass is None and not abnormal:
+                return left_out_reason(policy, film.values, self.uncertain)
+            return self._record(film, patient, int(klass == PNEUMONIA), findings=True)
+        if klass is None:
+            return left_out_reason(policy, film.values, self.uncertain)
+        if klass == OTHER_ABNORMAL:
+            if self.scored:
+                return other_film(film.path, OTHER_ABNORMAL, patient, film.metadata)
+            return (
+                f"class {OTHER_ABNORMAL}: data.task={self.task} trains NORMAL against PNEUMONIA "
+                "(data.task=findings trains on it)"
+            )
+        return self._record(film, patient, int(klass == PNEUMONIA), findings=False)
+
+    @staticmethod
+    def _record(film: PublicFilm, patient: str, label: int, findings: bool) -> Record:
+        return make_record(
+            film.path,
+            label,
+            film.split,
+            patient=patient,
+            subtype="unknown" if label else "normal",
+            metadata=film.metadata,
+            findings=tuple(sorted(film.values.items())) if findings else (),
+        )
+
+
+def read_public(
+    source: PublicSource,
+    task: str,
+    uncertain: Uncertain,
+    scored: bool,
+    facts: Facts | None,
+    skip_missing: bool,
+) -> PublicListing:
+    """The films of ``source`` this run uses; ``facts`` None stats no film (a warm start that
+    trusts the image cache), else it receives each film's facts and a missing film is reported."""
+    use = _Use(task, uncertain, scored)
+    listing = PublicListing()
+    missing: list[Path] = []
+    real_folders = RealFolders()
+    for film in source.films():
+        if isinstance(film, Skipped):
+            listing.ignored.append((film.path, film.reason))
+            continue
+        outcome = use.outcome(film, source)
+        if isinstance(outcome, str):
+            listing.ignored.append((film.path, outcome))
+            continue
+        if facts is not None:
+            try:
+                facts[film.path] = path_facts(film.path, real_folders)
+            except OSError:
+                missing.append(film.path)
+                continue
+        if isinstance(outcome, OtherFilm):
+            listing.others.append(outcome)
+        else:
+            listing.records.setdefault(outcome.source_split, []).append(outcome)
+    _report_missing(source, missing, skip_missing, listing)
+    if not listing.records and not listing.others:
+        raise DataError(
+            f"{source.policy.dataset}: none of the films under {source.root} is usable by "
+            f"this run ({len(listing.ignored)} left out; first: "
+            f"{listing.ignored[0][1] if listing.ignored else 'none listed'})"
+        )
+    order = [split for split in SPLIT_NAMES if split in listing.records]
+    listing.records = {split: listing.records[split] for split in order}
+    return listing
+
+
+def _report_missing(
+    source: PublicSource, missing: list[Path], skip: bool, listing: PublicListing
+) -> None:
+    if not missing:
+        return
+    if skip:
+        reason = "listed in the dataset's label files but not on disk (data.on_bad_image=skip)"
+        listing.ignored.extend((path, reason) for path in missing)
+        return
+    first = os.fspath(missing[0])
+    raise DataError(
+        f"{source.policy.dataset}: {len(missing)} film(s) its label files list are not under "
+        f"{source.root} (first: {first}); download them, point the source's root at the "
+        "download, or set data.on_bad_image=skip to leave them out, listed in ignored.csv"
+    )

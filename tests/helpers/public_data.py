@@ -1,0 +1,86 @@
+"""The public datasets' real label files, as the test dependency torchxrayvision ships them in
+its ``data/`` folder (located through the installed distribution, never imported, nothing
+downloaded or copied into the repository), and small laid-out downloads built from them: a
+subset of the rows in the dataset's own layout, with a tiny film at every path they list."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import zipfile
+from collections.abc import Iterable, Sequence
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+NIH_LABELS = "Data_Entry_2017_v2020.csv.gz"
+NIH_BOXES = "BBox_List_2017.csv.gz"
+CHEXPERT = "chexpert_train.csv.gz"
+RSNA_LABELS = "kaggle_stage_2_train_labels.csv.zip"
+RSNA_HEADERS = "kaggle_stage_2_train_images_dicom_headers.csv.gz"
+PADCHEST = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz"
+VINDR = "vinbigdata-train.csv.gz"
+
+
+def shipped(name: str) -> Path:
+    """The path of torchxrayvision's copy of the label file ``name``; skips where the test
+    dependency is not installed."""
+    try:
+        dist = metadata.distribution("torchxrayvision")
+    except metadata.PackageNotFoundError:
+        pytest.skip("torchxrayvision (a test dependency: pip install -e '.[test]') is absent")
+    path = Path(str(dist.locate_file(f"torchxrayvision/data/{name}")))
+    if not path.is_file():
+        pytest.skip(f"this torchxrayvision release does not ship {name}")
+    return path
+
+
+def read_shipped(name: str) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of a shipped label file (gzip or one-member zip)."""
+    path = shipped(name)
+    if path.suffix == ".zip":
+        with zipfile.ZipFile(path) as archive:
+            text = archive.read(archive.namelist()[0]).decode("utf-8")
+    else:
+        text = gzip.decompress(path.read_bytes()).decode("utf-8")
+    rows = list(csv.reader(io.StringIO(text)))
+    return rows[0], rows[1:]
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> Path:
+    """``rows`` under ``header`` as ``path`` (gzipped where the name ends in .gz)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    data = buffer.getvalue().encode("utf-8")
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+    return path
+
+
+_FILM_CACHE: dict[str, bytes] = {}
+
+
+def tiny_film(suffix: str = ".png") -> bytes:
+    """An 8x8 grayscale film's bytes (one image, written at every listed path)."""
+    if suffix not in _FILM_CACHE:
+        buffer = io.BytesIO()
+        pixels = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
+        Image.fromarray(pixels).save(buffer, format="PNG" if suffix == ".png" else "JPEG")
+        _FILM_CACHE[suffix] = buffer.getvalue()
+    return _FILM_CACHE[suffix]
+
+
+def lay_films(paths: Iterable[Path]) -> int:
+    """A tiny film at each path (folders made); the count written."""
+    count = 0
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(tiny_film(path.suffix))
+        count += 1
+    return count
