@@ -98,7 +98,7 @@ def test_the_nih_reader_gives_every_film_its_class_patient_view_age_box_and_spli
     for row in rows:
         record = by_name[row["Image Index"]]
         assert record.class_name == _nih_class(row["Finding Labels"])
-        assert record.patient == f"nih/{row['Patient ID']}"
+        assert record.patient == row["Patient ID"]
         assert record.metadata["view"] == row["View Position"]
         assert record.metadata["age"] == str(int(row["Patient Age"]))
         assert record.metadata["sex"] == row["Patient Gender"]
@@ -205,7 +205,7 @@ def test_the_chexpert_reader_keeps_patient_study_view_age_and_the_uncertain_valu
         if record is None:
             continue
         patient, study = row["Path"].split("/")[2:4]
-        assert record.patient == f"chexpert/{patient}"
+        assert record.patient == patient
         assert record.metadata["study"] == f"{patient}/{study}"
         view = "LATERAL" if row["Frontal/Lateral"] == "Lateral" else row["AP/PA"]
         assert record.metadata["view"] == view
@@ -310,7 +310,7 @@ def test_the_vindr_reader_combines_three_readers_by_majority(tmp_path: Path) -> 
     findings = _records(_read("vindr", tmp_path, "findings"))
     assert len(findings) == len(normal | abnormal)
     assert all("pneumonia" not in r.finding_values for r in findings)
-    assert all(r.patient == f"vindr/{r.path.stem}" for r in findings)
+    assert all(r.patient == r.path.stem for r in findings)
 
 
 def test_the_vindr_reader_reads_physionets_global_pneumonia_label(tmp_path: Path) -> None:
@@ -493,7 +493,7 @@ def test_the_mimic_reader_gives_each_image_its_studys_labels_view_and_split(
     for image in usable:
         record = records[image["dicom"]]
         assert record.source_split == names[image["split"]]
-        assert record.patient == f"mimic/{image['subject']}"
+        assert record.patient == image["subject"]
         assert record.metadata["view"] == "PA" and record.metadata["study"] == image["study"]
         assert record.class_name == kind_class[image["kind"]]
     laterals = [path for path, why in listing.ignored if why.startswith("view LATERAL")]

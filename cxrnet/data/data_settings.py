@@ -86,6 +86,15 @@ class DataSettings:
     decode_workers: int | str
     pin_memory: bool | None
 
+    def label_policies(self) -> list[str]:
+        """How each public dataset among the sources maps its labels (the model card's)."""
+        return [
+            f"{name}: {public.policy.describe()}; uncertain labels: data.uncertain="
+            f"{self.uncertain}; views: {public.views}"
+            for name, public in zip(self.source_names, self.public_sources, strict=True)
+            if public is not None
+        ]
+
     @classmethod
     def from_arguments(cls, arguments: Mapping[str, Any]) -> tuple[DataSettings, dict[str, Any]]:
         """The settings from the data module's keyword arguments, and the arguments as a

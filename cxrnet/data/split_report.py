@@ -19,6 +19,7 @@ from cxrnet.data.records import (
     PATH_ERRORS,
     SPLIT_NAMES,
     SUBTYPE_NAMES,
+    UNKNOWN_SOURCE,
     UNKNOWN_SUBTYPE,
     Record,
     metadata_columns,
@@ -82,6 +83,24 @@ def count_table(splits: Mapping[str, Sequence[Record]]) -> list[dict[str, str | 
         row.update({name: labels.get(name, 0) for name in classes})
         row.update({name: kinds.get(name, 0) for name in subtypes})
         rows.append(row)
+    return rows
+
+
+def source_class_table(splits: Mapping[str, Sequence[Record]]) -> list[dict[str, str | int]]:
+    """One row per source and split: its films per class (what a clinician reads per
+    population: which hospital, which dataset, gave how many of each class)."""
+    every = [r for items in splits.values() for r in items]
+    other = any(r.class_name == OTHER_ABNORMAL for r in every)
+    classes = (*CLASS_NAMES, *([OTHER_ABNORMAL] if other else []))
+    rows: list[dict[str, str | int]] = []
+    for source in sorted({source_of(r) or UNKNOWN_SOURCE for r in every}):
+        for split in _ordered(splits):
+            items = [r for r in splits[split] if (source_of(r) or UNKNOWN_SOURCE) == source]
+            if not items:
+                continue
+            labels = Counter(r.class_name for r in items)
+            row: dict[str, str | int] = {"source": source, "split": split, "images": len(items)}
+            rows.append(row | {name: labels.get(name, 0) for name in classes})
     return rows
 
 

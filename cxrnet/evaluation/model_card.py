@@ -100,11 +100,15 @@ def render_model_card(
     notes: Sequence[str] = (),
     data_scored: str = "",
     sections: Sequence[str] = (),
+    policies: Sequence[str] = (),
+    source_counts: Sequence[Mapping[str, Any]] = (),
 ) -> str:
     """The card as Markdown; ``notes`` are paragraphs added after the threshold's, for what
     the reader must know to read the numbers (e.g. what each column of an ensemble is).
     ``data_scored`` says in the header which data the numbers are of (default: the sources).
-    ``sections``: further lines after the subgroups (a findings model's per-finding tables)."""
+    ``sections``: further lines after the subgroups (a findings model's per-finding tables).
+    ``policies``: how each public dataset's labels were mapped (``DataSettings.label_policies``);
+    ``source_counts``: the films per source, split and class (``source_class_table``)."""
     scored = data_scored or ", ".join(str(source) for source in data_sources)
     lines = [
         "# Model card: pneumonia vs normal on paediatric chest films",
@@ -114,6 +118,8 @@ def render_model_card(
         f"Data scored: {scored}",
         "",
         *_data_section(data_sources, counts),
+        *_table("Films per source and class", source_counts),
+        *_listed("Label policy of the public datasets", policies),
         *_recipe_section(report, preprocessing, network, notes),
         *_metrics_section(report),
         *_confusion_section(report),
@@ -136,12 +142,22 @@ def _data_section(data_sources: Sequence[str], counts: Sequence[Mapping[str, Any
         "Sources: " + ", ".join(f"`{source}`" for source in data_sources),
         "",
     ]
-    if counts:
-        columns = list(counts[0])
-        lines += ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
-        lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in counts]
-        lines.append("")
-    return lines
+    return lines + _table("", counts)
+
+
+def _table(title: str, rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """``rows`` as a Markdown table (under ``title``, when given); nothing without rows."""
+    if not rows:
+        return []
+    columns = list(rows[0])
+    lines = [f"{title}:", ""] if title else []
+    lines += ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def _listed(title: str, items: Sequence[str]) -> list[str]:
+    return [f"{title}:", "", *(f"- {item}" for item in items), ""] if items else []
 
 
 def _recipe_section(

@@ -17,6 +17,7 @@ from cxrnet.data.datamodule import ChestXRayDataModule
 from cxrnet.data.findings import TRIAGE_FINDING, triage_output
 from cxrnet.data.records import SOURCE_COLUMN, Record
 from cxrnet.data.sources import source_of
+from cxrnet.data.split_report import source_class_table
 from cxrnet.evaluation.figures import plot_split
 from cxrnet.evaluation.finding_card import findings_section
 from cxrnet.evaluation.finding_report import (
@@ -192,6 +193,8 @@ def run_evaluation_pass(
         error_figures=errors,
         notes=[*notes, *([TTA_NOTE] if tta else [])],
         sections=sections,
+        policies=datamodule.settings.label_policies(),
+        source_counts=source_class_table(datamodule.split_records),
     )
     write_text(output_dir / "report.md", card)
     _send_to_loggers(report, loggers, wandb_report or WandbReport(), datamodule, model)

@@ -63,24 +63,19 @@ def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) 
     return path
 
 
-_FILM_CACHE: dict[str, bytes] = {}
-
-
-def tiny_film(suffix: str = ".png") -> bytes:
-    """An 8x8 grayscale film's bytes (one image, written at every listed path)."""
-    if suffix not in _FILM_CACHE:
-        buffer = io.BytesIO()
-        pixels = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
-        Image.fromarray(pixels).save(buffer, format="PNG" if suffix == ".png" else "JPEG")
-        _FILM_CACHE[suffix] = buffer.getvalue()
-    return _FILM_CACHE[suffix]
+def tiny_film(index: int, suffix: str = ".png") -> bytes:
+    """A 32x32 grayscale film's bytes (the smallest cxrnet decodes), different for each
+    ``index``: byte-identical films in two splits would stop a run."""
+    buffer = io.BytesIO()
+    pixels = np.random.default_rng(index).integers(0, 256, (32, 32), dtype=np.uint8)
+    Image.fromarray(pixels).save(buffer, format="PNG" if suffix == ".png" else "JPEG")
+    return buffer.getvalue()
 
 
 def lay_films(paths: Iterable[Path]) -> int:
-    """A tiny film at each path (folders made); the count written."""
+    """A tiny film at each path (folders made), each different; the count written."""
     count = 0
-    for path in paths:
+    for count, path in enumerate(paths, 1):
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(tiny_film(path.suffix))
-        count += 1
+        path.write_bytes(tiny_film(count, path.suffix))
     return count

@@ -51,7 +51,8 @@ class _Use:
             view = film.metadata.get("view", "unknown")
             return f"view {view}: frontal films only (the source's views=all reads it)"
         klass = film_class(policy, film.values, film.normal, self.uncertain)
-        patient = f"{source.format}/{film.patient}"
+        # The dataset's own patient ID: splits and reports key patients by source as well.
+        patient = film.patient
         if self.task == "findings":
             abnormal = any(
                 v == POSITIVE for name, v in film.values.items() if name not in DEVICE_FINDINGS
