@@ -524,3 +524,20 @@ def test_a_truncated_gzip_label_file_names_the_file(tmp_path: Path) -> None:
     labels.write_bytes(labels.read_bytes()[: len(labels.read_bytes()) // 2])
     with pytest.raises(DataError, match=r"metadata\.csv\.gz cannot be read to the end"):
         _read("mimic", tmp_path)
+
+
+def test_the_docs_dataset_page_names_every_format_and_each_mapping() -> None:
+    from cxrnet.data.public import chexpert, nih, vindr
+    from cxrnet.data.public.formats import FORMATS
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "datasets.md").read_text()
+    for name in FORMATS:
+        assert f"format: {name}, root:" in text, name
+    for policy in (nih.POLICY, chexpert.POLICY):
+        for label, finding in policy.findings.items():
+            assert f"| {label} | {finding} |" in text, label
+    shown = [
+        line for line in text.splitlines() if line.startswith("| ") and "by a majority" in line
+    ]
+    mapped = {line.split(" | ")[1] for line in shown} - {"NORMAL (no finding)"}
+    assert mapped and mapped <= set(vindr.LABELS.values())
