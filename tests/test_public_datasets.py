@@ -541,3 +541,47 @@ def test_the_docs_dataset_page_names_every_format_and_each_mapping() -> None:
     ]
     mapped = {line.split(" | ")[1] for line in shown} - {"NORMAL (no finding)"}
     assert mapped and mapped <= set(vindr.LABELS.values())
+
+
+@pytest.mark.real_data
+@pytest.mark.slow  # 749 real films converted to DICOM (about 750 MB written)
+@pytest.mark.filterwarnings("ignore:Invalid value for VR AS")
+def test_the_rsna_reader_on_the_challenges_layout_gives_rsna_adults_labels(tmp_path: Path) -> None:
+    """``../shared/data/rsna_adult`` laid out as the challenge ships it (its films converted to
+    DICOM, the two label files written from labels.csv) reads back as labels.csv says."""
+    from helpers.rsna import RSNA_ADULT, rsna_rows
+    from PIL import Image
+
+    rows = rsna_rows()
+    images = tmp_path / "stage_2_train_images"
+    images.mkdir()
+    boxes, classes = [], []
+    for row in rows:
+        pid = row["patient_id"]
+        pixels = np.asarray(Image.open(RSNA_ADULT / row["file"]).convert("L"))
+        write_dicom(
+            images / f"{pid}.dcm",
+            pixels,
+            PatientID=pid,
+            PatientAge=row["age"],  # bare years, as the challenge's headers give them
+            PatientSex=row["sex"],
+            ViewPosition=row["view"],
+        )
+        classes.append([pid, row["rsna_class"]])
+        drawn = [box.split() for box in row["boxes"].split(";") if box.strip()]
+        boxes += [[pid, *box, "1"] for box in drawn] or [[pid, "", "", "", "", "0"]]
+    write_csv(tmp_path / "stage_2_detailed_class_info.csv", ["patientId", "class"], classes)
+    header = ["patientId", "x", "y", "width", "height", "Target"]
+    write_csv(tmp_path / "stage_2_train_labels.csv", header, boxes)
+
+    listing = read_public(PublicSource("rsna", tmp_path), "findings", "ignore", False, {}, False)
+    records = {r.patient: r for r in _records(listing)}
+    assert len(records) == len(rows) == 749 and not listing.ignored
+    for row in rows:
+        record = records[row["patient_id"]]
+        assert record.class_name == row["label"]
+        assert record.path == images / f"{row['patient_id']}.dcm"
+        assert record.metadata["view"] == row["view"]
+        assert record.metadata["age"] == row["age"]
+        assert record.metadata["sex"] == row["sex"]
+        assert record.metadata.get("boxes", "") == row["boxes"]
