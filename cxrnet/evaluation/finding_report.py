@@ -133,11 +133,12 @@ def evaluate_findings(
             ).ece
             if positives >= MIN_POSITIVES and positives < len(films):
                 in_mean.append(name)
-            if settings.subgroups:
-                report.subgroups[(split, name)] = subgroups_of(films, threshold, settings)
+            subgroups = subgroups_of(films, threshold, settings)
+            if subgroups is not None:
+                report.subgroups[(split, name)] = subgroups
                 report.metrics |= {
                     f"{prefix}/{key.removeprefix(split + '/')}": value
-                    for key, value in report.subgroups[(split, name)].metrics(split).items()
+                    for key, value in subgroups.metrics(split).items()
                 }
         for metric in ("auroc", "auprc"):
             chosen = [report.metrics[f"{split}/finding/{name}/{metric}"] for name in in_mean]

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from cxrnet.data.records import Record, metadata_columns
+from cxrnet.data.records import SOURCE_COLUMN, Record, metadata_columns
 from cxrnet.evaluation.bootstrap import PatientDraws, WeightedMetricFn, bootstrap_weighted
 from cxrnet.evaluation.calibration import apply_temperature, fit_temperature, reliability
 from cxrnet.evaluation.confusion import confusion_at_threshold
@@ -289,23 +289,38 @@ def _split_report(
         report.calibrated_ece = calibrated.ece
         metrics[f"{split}/ece_calibrated"] = calibrated.ece
     report.wrong = confidently_wrong_indices(probs, labels, threshold, settings.top_k_wrong)
-    if settings.subgroups:
-        report.subgroups = subgroups_of(preds, threshold, settings)
+    report.subgroups = subgroups_of(preds, threshold, settings)
+    if report.subgroups is not None:
         metrics.update(report.subgroups.metrics(split))
     return report, metrics
 
 
+def subgroup_names(preds: SplitPredictions, settings: ReportSettings) -> tuple[str, ...]:
+    """The columns the split is reported by: ``settings.subgroups``, and ``source`` wherever
+    its films come from more than one source (a number over several hospitals or datasets is
+    read per source too, and the source alone is checked as a shortcut)."""
+    names = settings.subgroups
+    sources = preds.columns.get(SOURCE_COLUMN)
+    if sources is not None and len(set(sources)) > 1 and SOURCE_COLUMN not in names:
+        names = (*names, SOURCE_COLUMN)
+    return names
+
+
 def subgroups_of(
     preds: SplitPredictions, threshold: float, settings: ReportSettings
-) -> SubgroupReport:
-    """The split's ``settings.subgroups`` tables and shortcut checks at ``threshold``."""
+) -> SubgroupReport | None:
+    """The split's subgroup tables and shortcut checks at ``threshold`` (``subgroup_names``);
+    None when there is no column to report by."""
+    names = subgroup_names(preds, settings)
+    if not names:
+        return None
     return evaluate_subgroups(
         preds.columns,
         preds.probabilities,
         preds.labels,
         threshold,
         preds.patients,
-        names=settings.subgroups,
+        names=names,
         edges=settings.age_bands,
         flag=settings.shortcut_flag,
         resamples=settings.resamples,
