@@ -90,6 +90,7 @@ def test_skipping_that_empties_a_validation_class_fails_at_setup(synthetic_copy:
         make_dm(synthetic_copy, on_bad_image="skip").setup("fit")
 
 
+@pytest.mark.slow  # a console run the default tier's 5-minute budget leaves to the slow tier
 def test_the_console_script_stops_before_training_when_skipping_empties_a_class(
     synthetic_copy: Path, tmp_path: Path
 ) -> None:

@@ -112,7 +112,9 @@ def test_a_truncated_checkpoint_and_a_missing_one_are_named(tmp_path: Path) -> N
         load_checkpoint(tmp_path / "other.ckpt")
 
 
-@pytest.mark.parametrize("command", ["cxrnet-eval", "cxrnet-train"])
+@pytest.mark.parametrize(
+    "command", [pytest.param("cxrnet-eval", marks=pytest.mark.slow), "cxrnet-train"]
+)
 def test_the_console_scripts_refuse_a_crafted_checkpoint_before_any_data_work(
     tmp_path: Path, command: str
 ) -> None:

@@ -99,7 +99,10 @@ def _commands(s: dict, model: Path) -> dict[str, list[str]]:
     }
 
 
-@pytest.mark.parametrize("command", ["cxrnet-predict", "cxrnet-export", "cxrnet-eval"])
+@pytest.mark.parametrize(
+    "command",
+    ["cxrnet-predict", "cxrnet-export", pytest.param("cxrnet-eval", marks=pytest.mark.slow)],
+)
 def test_a_checkpoint_naming_an_import_path_is_refused_without_importing_it(setup, command):
     # Before: the module was imported and its factory called with the checkpoint's arguments.
     args = _commands(setup, setup["ckpt"])[command]

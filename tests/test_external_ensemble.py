@@ -40,6 +40,7 @@ def _ensemble(folder: Path) -> Path:
     return write_manifest(folder / "ensemble.json", manifest)
 
 
+@pytest.mark.slow  # a console run the default tier's 5-minute budget leaves to the slow tier
 def test_an_ensemble_scores_an_external_site(synthetic_root: Path, tmp_path: Path) -> None:
     site = tmp_path / "site"
     for cls in ("NORMAL", "PNEUMONIA"):

@@ -141,6 +141,7 @@ def test_sampled_floats_are_rounded_to_four_significant_digits() -> None:
 # --------------------------------------------------------------------------- running studies
 
 
+@pytest.mark.slow  # a console run the default tier's 5-minute budget leaves to the slow tier
 def test_a_search_runs_trials_and_a_diverging_one_fails_without_stopping_it(
     run_search, tmp_path: Path
 ) -> None:

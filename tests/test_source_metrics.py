@@ -221,6 +221,7 @@ def test_train_monitors_the_worst_source(two_sources: Path, tmp_path: Path) -> N
 @pytest.mark.parametrize(
     "key", ["monitor", pytest.param("callbacks.model_checkpoint.monitor", marks=pytest.mark.slow)]
 )
+@pytest.mark.slow  # a console run the default tier's 5-minute budget leaves to the slow tier
 def test_a_monitor_on_a_source_the_data_lacks_stops_before_training(
     two_sources: Path, tmp_path: Path, key: str
 ) -> None:

@@ -25,7 +25,7 @@ global generator per batch, which a mid-epoch resume could not reproduce.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -219,6 +219,21 @@ class DeviceAugment:
             drawn = _intensity_params(uniform, self.recipe)
             intensity = IntensityParams(*(values.float() for values in drawn))
         return DeviceBatch(batch.image, batch.label, theta, params.flip, intensity)
+
+    def before_transfer(self, batch: object) -> object:
+        """A data module's ``on_before_batch_transfer``: a training batch's parameters drawn;
+        any other batch as it is."""
+        return self.prepare(batch) if isinstance(batch, SeededSample) else batch
+
+    def after_transfer(self, batch: object, convert: Callable[[Tensor], Tensor]) -> object:
+        """A data module's ``on_after_batch_transfer``: a training batch warped and scaled to
+        [0, 1] on the device, then ``convert``ed (the precision plugin's cast of float inputs,
+        which these images were not yet when it ran); evaluation batches (already float, never
+        augmented) pass unchanged."""
+        if not isinstance(batch, DeviceBatch):
+            return batch
+        images, labels = self.finish(batch)
+        return convert(images), labels
 
     def finish(self, batch: DeviceBatch) -> tuple[Tensor, Tensor]:
         with torch.no_grad():  # not inference_mode: the network trains on the result

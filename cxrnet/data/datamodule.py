@@ -12,11 +12,11 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from cxrnet.data.batch_augment import DeviceAugment, DeviceBatch
+from cxrnet.data.batch_augment import DeviceAugment
 from cxrnet.data.cache import decode_order, load_images
 from cxrnet.data.cache_listing import remember_listing
 from cxrnet.data.data_settings import DataSettings, Imbalance, Task
-from cxrnet.data.dataset import SeededSample, SeededXRayDataset, SourcedDataset, XRayDataset
+from cxrnet.data.dataset import SeededXRayDataset, SourcedDataset, XRayDataset
 from cxrnet.data.decode import DicomWindow, Equalize
 from cxrnet.data.digests import DigestStore
 from cxrnet.data.duplicates import DuplicateReport, check_duplicates
@@ -35,22 +35,11 @@ from cxrnet.data.loaders import (
 )
 from cxrnet.data.other_classes import OtherFilm
 from cxrnet.data.other_films import load_others
-from cxrnet.data.records import (
-    CLASS_NAMES,
-    SUBTYPE_NAMES,
-    UNUSED_SPLIT,
-    Record,
-    check_subtypes,
-)
-from cxrnet.data.sampling import EpochSampler
+from cxrnet.data.records import CLASS_NAMES, SUBTYPE_NAMES, UNUSED_SPLIT, Record, check_subtypes
+from cxrnet.data.sampling import EpochSampler, training_position
 from cxrnet.data.shared_splits import SharedSplits
-from cxrnet.data.source_balance import (
-    source_weights,
-)
-from cxrnet.data.sources import (
-    source_name,
-    source_of,
-)
+from cxrnet.data.source_balance import source_weights
+from cxrnet.data.sources import source_name, source_of
 from cxrnet.data.split_report import count_table
 from cxrnet.data.splits import SplitName, make_splits
 from cxrnet.data.transforms import AffineRecipe, build_train_transform
@@ -58,6 +47,10 @@ from cxrnet.data.workers import AUTO_WORKERS, data_workers
 from cxrnet.user_errors import DataError
 
 log = logging.getLogger(__name__)
+
+
+def _same(images: torch.Tensor) -> torch.Tensor:
+    return images
 
 
 class ChestXRayDataModule(LightningDataModule):
@@ -106,7 +99,7 @@ class ChestXRayDataModule(LightningDataModule):
         min_val_per_class: int = 20,
         keep_in_val: Sequence[str] = (),
         verify_files: bool = True,
-        sources: Mapping[str, str | Path] | None = None,
+        sources: Mapping[str, Any] | None = None,
         source_roles: Mapping[str, str] | None = None,
         source_balance: str | Mapping[str, float] = "none",
         source_train_size: Mapping[str, int | float] | None = None,
@@ -411,15 +404,8 @@ class ChestXRayDataModule(LightningDataModule):
         return trainer.fit_loop.epoch_progress.current.processed if trainer else 0
 
     def state_dict(self) -> dict[str, int]:
-        """Where training stands (saved in every checkpoint): the epoch and how many of its
-        batches are trained, which a resume skips (``data.sampling``)."""
-        trainer, sampler = self.trainer, self._train_sampler
-        if trainer is None or sampler is None:
-            return {}
-        progress = trainer.fit_loop.epoch_loop.batch_progress
-        if progress.is_last_batch:  # the epoch is over: the next one starts from its beginning
-            return {"epoch": sampler.epoch + 1, "batches": 0}
-        return {"epoch": sampler.epoch, "batches": progress.current.processed}
+        """Where training stands: the epoch and its batches trained (``training_position``)."""
+        return training_position(self._train_sampler, self.trainer)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # Lightning restores this before it asks for any loader (even early, for
@@ -429,23 +415,16 @@ class ChestXRayDataModule(LightningDataModule):
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """On the CPU: each training image's augmentation parameters, drawn from its seed."""
-        if isinstance(batch, SeededSample) and self.device_augment is not None:
-            return self.device_augment.prepare(batch)
-        return batch
+        augment = self.device_augment
+        return augment.before_transfer(batch) if augment is not None else batch
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """On the model's device: the training batch warped and scaled to [0, 1] in one call.
-
-        Evaluation batches (already float, never augmented) pass unchanged.
-        """
-        if not isinstance(batch, DeviceBatch) or self.device_augment is None:
+        """On the model's device: the training batch warped and scaled to [0, 1] in one call."""
+        if self.device_augment is None:
             return batch
-        images, labels = self.device_augment.finish(batch)
-        if self.trainer is not None:
-            # What the precision plugin does to float inputs before the transfer (a cast under
-            # "bf16-true"/"16-true"), which these images were not yet when it ran.
-            images = self.trainer.precision_plugin.convert_input(images)
-        return images, labels
+        trainer = self.trainer
+        convert = trainer.precision_plugin.convert_input if trainer is not None else _same
+        return self.device_augment.after_transfer(batch, convert)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

@@ -72,6 +72,17 @@ class EpochSampler(Sampler[SampleKey]):
         yield from zip(order[skip:].tolist(), seeds[skip:].tolist(), strict=True)
 
 
+def training_position(sampler: EpochSampler | None, trainer: Any) -> dict[str, int]:
+    """Where training stands (a data module's ``state_dict``, saved in every checkpoint): the
+    epoch and how many of its batches are trained, which a resume skips; {} before training."""
+    if trainer is None or sampler is None:
+        return {}
+    progress = trainer.fit_loop.epoch_loop.batch_progress
+    if progress.is_last_batch:  # the epoch is over: the next one starts from its beginning
+        return {"epoch": sampler.epoch + 1, "batches": 0}
+    return {"epoch": sampler.epoch, "batches": progress.current.processed}
+
+
 class ResumableLoader(DataLoader):
     """A training loader over an ``EpochSampler``, which tells Lightning it resumes mid-epoch.
 
