@@ -139,25 +139,8 @@ def run_evaluation_pass(
     settings = settings or ReportSettings()
     records = datamodule.split_records
     check_subgroup_records(settings, (r for split in wanted for r in records.get(split, [])))
-    predictions = {}
     findings = tuple(getattr(model, "findings", ()))
-    scores: dict[str, FindingScores] = {}
-    # The films each split's (triage) predictions are of: a findings model's are those that
-    # label the triage finding.
-    scored: dict[str, list[Record]] = {}
-    for split in wanted:
-        if split not in datamodule.datasets:
-            log.warning("no %s split under %s: not evaluated", split, datamodule.root)
-            continue
-        loader = datamodule.eval_dataloader(split)
-        records = datamodule.split_records[split]
-        if findings:
-            scores[split] = predict_findings(model, loader, records, findings, tta=tta)
-            predictions[split] = scores[split].of(TRIAGE_FINDING)
-            scored[split] = scores[split].labelling(TRIAGE_FINDING)
-        else:
-            predictions[split] = predict_split(model, loader, records, tta=tta)
-            scored[split] = records
+    predictions, scores, scored = _predict_splits(model, datamodule, wanted, findings, tta)
     if operating_point is None and threshold_films and threshold_films.on and "val" in predictions:
         operating_point = operating_point_on_films(
             predictions["val"], scored["val"], rule, threshold_films
@@ -165,13 +148,7 @@ def run_evaluation_pass(
     report = evaluate_predictions(
         predictions, rule, operating_point, settings, model.hparams.get("class_weights")
     )
-    output_dir.mkdir(parents=True, exist_ok=True)
-    figures = {}
-    for split, preds in predictions.items():
-        threshold = report.operating_point.threshold
-        write_predictions(output_dir / f"predictions_{split}.csv", preds, threshold)
-        path = plot_split(report, split, output_dir / "figures" / f"{split}.png")
-        figures[split] = str(path.relative_to(output_dir))
+    figures = _write_splits(report, predictions, output_dir)
     sections: list[str] = []
     if findings:
         sections = _finding_sections(
@@ -199,6 +176,49 @@ def run_evaluation_pass(
     write_text(output_dir / "report.md", card)
     _send_to_loggers(report, loggers, wandb_report or WandbReport(), datamodule, model)
     return report
+
+
+def _predict_splits(
+    model: ClassifierModule,
+    datamodule: ChestXRayDataModule,
+    wanted: Sequence[str],
+    findings: Sequence[str],
+    tta: bool,
+) -> tuple[dict[str, SplitPredictions], dict[str, FindingScores], dict[str, list[Record]]]:
+    """Each wanted split the data has, predicted once: its (triage) predictions, a findings
+    model's scores per finding, and the films the predictions are of (a findings model's: those
+    that label the triage finding). A split the data lacks is skipped with a warning."""
+    predictions: dict[str, SplitPredictions] = {}
+    scores: dict[str, FindingScores] = {}
+    scored: dict[str, list[Record]] = {}
+    for split in wanted:
+        if split not in datamodule.datasets:
+            log.warning("no %s split under %s: not evaluated", split, datamodule.root)
+            continue
+        loader = datamodule.eval_dataloader(split)
+        records = datamodule.split_records[split]
+        if findings:
+            scores[split] = predict_findings(model, loader, records, findings, tta=tta)
+            predictions[split] = scores[split].of(TRIAGE_FINDING)
+            scored[split] = scores[split].labelling(TRIAGE_FINDING)
+        else:
+            predictions[split] = predict_split(model, loader, records, tta=tta)
+            scored[split] = records
+    return predictions, scores, scored
+
+
+def _write_splits(
+    report: EvaluationReport, predictions: Mapping[str, SplitPredictions], output_dir: Path
+) -> dict[str, str]:
+    """Each split's predictions CSV and figure; the figures' paths under ``output_dir``."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    figures = {}
+    for split, preds in predictions.items():
+        threshold = report.operating_point.threshold
+        write_predictions(output_dir / f"predictions_{split}.csv", preds, threshold)
+        path = plot_split(report, split, output_dir / "figures" / f"{split}.png")
+        figures[split] = str(path.relative_to(output_dir))
+    return figures
 
 
 def operating_point_on_films(
