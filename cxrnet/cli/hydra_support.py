@@ -172,7 +172,7 @@ def _brief_config_errors() -> Iterator[None]:
     # prints any error and exits 1 (a traceback for YAML files) before an entry point sees it,
     # and offers no hook for it; the errors are caught here inside it instead. SystemExit passes
     # through its ``except Exception``. Should a Hydra release move the function, Hydra's own
-    # report stays, and tests/test_yaml_tags.py fails.
+    # report stays, and tests/console/test_yaml_tags.py fails.
     try:
         from hydra._internal import utils as hydra_internal
     except ImportError:  # pragma: no cover - a Hydra without it

@@ -115,7 +115,7 @@ def build_train_transform(
     if recipe.has_linear_intensity:
         # uint8: x·alpha + beta·255 through a clipped lookup table, truncated to whole levels.
         # About black: albumentations 2.0.8's docstring gives (x - mean)·alpha + mean, but its
-        # code multiplies x (tests/test_intensity_augment.py pins what it does).
+        # code multiplies x (tests/data/test_intensity_augment.py pins what it does).
         transforms.append(
             A.RandomBrightnessContrast(
                 brightness_limit=(-recipe.brightness, recipe.brightness),

@@ -32,7 +32,7 @@ ENTRY_POINT_GROUP = "cxrnet.models"
 
 NetworkFactory = Callable[..., "nn.Module"]
 
-# Every network cxrnet ships, by the module whose import registers it (tests/test_networks.py
+# Every network cxrnet ships, by the module whose import registers it (tests/models/test_networks.py
 # checks that the modules register exactly these).
 BUILTIN_NETWORKS: dict[str, str] = {
     "convnext_tiny": "cxrnet.models.convnext",

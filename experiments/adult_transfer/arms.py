@@ -97,5 +97,5 @@ ARMS: tuple[Arm, ...] = (
 BY_NAME = {arm.name: arm for arm in ARMS}
 
 # The arm experiment=adult was chosen from (conf/experiment/adult.yaml gives the evidence);
-# tests/test_adult_transfer_study.py checks the two agree setting by setting.
+# tests/project/test_adult_transfer_study.py checks the two agree setting by setting.
 CHOSEN = "joint_all"

@@ -64,7 +64,7 @@ PUBLISHED = (
     HOLDOUT_NAME,
     STUDY_NAME,
 )
-# Tiny and fast, for --debug: what tests/test_val_rebalancing.py runs.
+# Tiny and fast, for --debug: what tests/project/test_val_rebalancing.py runs.
 DEBUG_OVERRIDES = (
     "data.image_size=32",
     "data.batch_size=16",

@@ -79,3 +79,38 @@ def lay_films(paths: Iterable[Path]) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(tiny_film(count, path.suffix))
     return count
+
+
+def nih_download(root: Path, patients: int = 400) -> list[dict[str, str]]:
+    """NIH's rows of the first ``patients`` patients and of every film with a box, laid out as
+    images_001/images, images_002/images and a flat images/ folder, with the official lists
+    (patient-disjoint, as NIH's are) written from the patient IDs."""
+    header, rows = read_shipped(NIH_LABELS)
+    box_header, box_rows = read_shipped(NIH_BOXES)
+    boxed = {row[0] for row in box_rows[:150]}
+    firsts = list(dict.fromkeys(row[3] for row in rows))[:patients]
+    wanted = set(firsts) | {row[3] for row in rows if row[0] in boxed}
+    chosen = [row for row in rows if row[3] in wanted]
+    write_csv(root / NIH_LABELS.removesuffix(".gz"), header, chosen)
+    names = {row[0] for row in chosen}
+    write_csv(root / NIH_BOXES, box_header, [row for row in box_rows if row[0] in names])
+    folders = [root / "images_001" / "images", root / "images_002" / "images", root / "images"]
+    lay_films(folders[i % 3] / row[0] for i, row in enumerate(chosen))
+    test = [row[0] for row in chosen if int(row[3]) % 5 == 0]
+    (root / "test_list.txt").write_text("\n".join(test) + "\n")
+    train = [row[0] for row in chosen if int(row[3]) % 5 != 0]
+    (root / "train_val_list.txt").write_text("\n".join(train) + "\n")
+    return [dict(zip(header, row, strict=True)) for row in chosen]
+
+
+def chexpert_download(root: Path, rows_wanted: int = 3000) -> tuple[list[str], list[list[str]]]:
+    """The first rows of CheXpert's train.csv as train.csv, the next 200 as valid.csv (their
+    paths under valid/), in a CheXpert-v1.0-small folder under ``root``."""
+    header, rows = read_shipped(CHEXPERT)
+    train, valid = rows[:rows_wanted], rows[rows_wanted : rows_wanted + 200]
+    valid = [[row[0].replace("/train/", "/valid/"), *row[1:]] for row in valid]
+    folder = root / "CheXpert-v1.0-small"
+    write_csv(folder / "train.csv", header, train)
+    write_csv(folder / "valid.csv", header, valid)
+    lay_films(folder.joinpath(*row[0].split("/")[1:]) for row in [*train, *valid])
+    return header, [*train, *valid]

@@ -15,7 +15,7 @@ SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 REAL_224 = SHARED_DATA / "chest_xray_224"
 ORIGINALS = SHARED_DATA / "originals"
 
-# 32 files chosen for what they hold (tests/test_real_sample.py): 224x224 re-encodes of the
+# 32 files chosen for what they hold (tests/data/test_real_sample.py): 224x224 re-encodes of the
 # IM-/NORMAL2-IM- series, bacterial and viral cases, two byte-identical pairs, patients whose
 # person number repeats across kinds; three full-resolution originals, one of them stored as
 # RGB; and the first four films of each class of the official validation split.

@@ -1,5 +1,5 @@
 """A data module that notes each walk of the data and the records it trained on, per DDP rank,
-for tests/test_ddp_records.py.
+for tests/training/test_ddp_records.py.
 
 Used from the command line (the tests folder on ``PYTHONPATH``):
 

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 from helpers.console import run_train
-from test_public_datasets import _chexpert_download, _nih_download
+from helpers.public_data import chexpert_download, nih_download
 
 
 @pytest.mark.slow  # one training run on three sources
 def test_nih_chexpert_and_a_site_train_together_and_report_per_source(
     synthetic_root: Path, tmp_path: Path
 ) -> None:
-    _nih_download(tmp_path / "nih", patients=150)  # with NIH's own (patient) test split
-    _chexpert_download(tmp_path / "chexpert", 600)
+    nih_download(tmp_path / "nih", patients=150)  # with NIH's own (patient) test split
+    chexpert_download(tmp_path / "chexpert", 600)
     sources = (
         f"data.sources={{nih: {{format: nih, root: {tmp_path / 'nih'}}}, "
         f"chexpert: {{format: chexpert, root: {tmp_path / 'chexpert'}}}, site: {synthetic_root}}}"

@@ -26,7 +26,7 @@ from cxrnet.setting_types import (
 )
 from cxrnet.user_errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXPERIMENTS = sorted(
     str(path.relative_to(REPO / "conf/experiment").with_suffix(""))
     for path in (REPO / "conf/experiment").rglob("*.yaml")

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 from helpers.dicom_films import write_dicom
 from helpers.public_data import (
-    CHEXPERT,
     NIH_BOXES,
-    NIH_LABELS,
     PADCHEST,
     RSNA_HEADERS,
     RSNA_LABELS,
     VINDR,
+    chexpert_download,
     lay_films,
+    nih_download,
     read_shipped,
     write_csv,
 )
@@ -46,28 +46,6 @@ def _records(listing: PublicListing) -> list:
 # --- NIH ChestX-ray14 ----------------------------------------------------------------------
 
 
-def _nih_download(root: Path, patients: int = 400) -> list[dict[str, str]]:
-    """NIH's rows of the first ``patients`` patients and of every film with a box, laid out as
-    images_001/images, images_002/images and a flat images/ folder, with the official lists
-    (patient-disjoint, as NIH's are) written from the patient IDs."""
-    header, rows = read_shipped(NIH_LABELS)
-    box_header, box_rows = read_shipped(NIH_BOXES)
-    boxed = {row[0] for row in box_rows[:150]}
-    firsts = list(dict.fromkeys(row[3] for row in rows))[:patients]
-    wanted = set(firsts) | {row[3] for row in rows if row[0] in boxed}
-    chosen = [row for row in rows if row[3] in wanted]
-    write_csv(root / NIH_LABELS.removesuffix(".gz"), header, chosen)
-    names = {row[0] for row in chosen}
-    write_csv(root / NIH_BOXES, box_header, [row for row in box_rows if row[0] in names])
-    folders = [root / "images_001" / "images", root / "images_002" / "images", root / "images"]
-    lay_films(folders[i % 3] / row[0] for i, row in enumerate(chosen))
-    test = [row[0] for row in chosen if int(row[3]) % 5 == 0]
-    (root / "test_list.txt").write_text("\n".join(test) + "\n")
-    train = [row[0] for row in chosen if int(row[3]) % 5 != 0]
-    (root / "train_val_list.txt").write_text("\n".join(train) + "\n")
-    return [dict(zip(header, row, strict=True)) for row in chosen]
-
-
 def _nih_class(labels: str) -> str:
     names = labels.split("|")
     if "Pneumonia" in names:
@@ -78,7 +56,7 @@ def _nih_class(labels: str) -> str:
 def test_the_nih_reader_gives_every_film_its_class_patient_view_age_box_and_split(
     tmp_path: Path,
 ) -> None:
-    rows = _nih_download(tmp_path)
+    rows = nih_download(tmp_path)
     expected = Counter(_nih_class(row["Finding Labels"]) for row in rows)
     assert expected["PNEUMONIA"] and expected["NORMAL"] and expected["OTHER_ABNORMAL"]
 
@@ -123,7 +101,7 @@ def test_the_nih_reader_gives_every_film_its_class_patient_view_age_box_and_spli
 
 
 def test_the_nih_split_keeps_each_patient_in_one_official_split(tmp_path: Path) -> None:
-    _nih_download(tmp_path)
+    nih_download(tmp_path)
     findings = _records(_read("nih", tmp_path, "findings"))
     splits_of: dict[str, set[str]] = {}
     for record in findings:
@@ -133,19 +111,6 @@ def test_the_nih_split_keeps_each_patient_in_one_official_split(tmp_path: Path) 
 
 
 # --- CheXpert ------------------------------------------------------------------------------
-
-
-def _chexpert_download(root: Path, rows_wanted: int = 3000) -> tuple[list[str], list[list[str]]]:
-    """The first rows of CheXpert's train.csv as train.csv, the next 200 as valid.csv (their
-    paths under valid/), in a CheXpert-v1.0-small folder under ``root``."""
-    header, rows = read_shipped(CHEXPERT)
-    train, valid = rows[:rows_wanted], rows[rows_wanted : rows_wanted + 200]
-    valid = [[row[0].replace("/train/", "/valid/"), *row[1:]] for row in valid]
-    folder = root / "CheXpert-v1.0-small"
-    write_csv(folder / "train.csv", header, train)
-    write_csv(folder / "valid.csv", header, valid)
-    lay_films(folder.joinpath(*row[0].split("/")[1:]) for row in [*train, *valid])
-    return header, [*train, *valid]
 
 
 def _chexpert_class(row: dict[str, str], uncertain: str) -> str | None:
@@ -169,7 +134,7 @@ _CHEXPERT_META = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
 def test_the_chexpert_reader_counts_frontal_films_per_class_under_each_uncertain_policy(
     tmp_path: Path, uncertain: str
 ) -> None:
-    header, rows = _chexpert_download(tmp_path)
+    header, rows = chexpert_download(tmp_path)
     frontal = [dict(zip(header, row, strict=True)) for row in rows if row[3] == "Frontal"]
     expected = Counter(_chexpert_class(row, uncertain) for row in frontal)
 
@@ -195,7 +160,7 @@ def test_the_chexpert_reader_counts_frontal_films_per_class_under_each_uncertain
 def test_the_chexpert_reader_keeps_patient_study_view_age_and_the_uncertain_values(
     tmp_path: Path,
 ) -> None:
-    header, rows = _chexpert_download(tmp_path, 1500)
+    header, rows = chexpert_download(tmp_path, 1500)
     listing = _read("chexpert", tmp_path, "findings", views="all")
     by_path = {str(r.path): r for r in _records(listing)}
     checked = 0
@@ -223,7 +188,7 @@ def test_the_chexpert_reader_keeps_patient_study_view_age_and_the_uncertain_valu
 def test_a_chexpert_csv_of_the_full_download_reads_the_small_downloads_films(
     tmp_path: Path,
 ) -> None:
-    header, rows = _chexpert_download(tmp_path, 300)
+    header, rows = chexpert_download(tmp_path, 300)
     full = [[row[0].replace("CheXpert-v1.0-small", "CheXpert-v1.0"), *row[1:]] for row in rows]
     folder = tmp_path / "CheXpert-v1.0-small"
     write_csv(folder / "train.csv", header, full[:300])
@@ -530,7 +495,7 @@ def test_the_docs_dataset_page_names_every_format_and_each_mapping() -> None:
     from cxrnet.data.public import chexpert, nih, vindr
     from cxrnet.data.public.formats import FORMATS
 
-    text = (Path(__file__).resolve().parents[1] / "docs" / "datasets.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "docs" / "datasets.md").read_text()
     for name in FORMATS:
         assert f"format: {name}, root:" in text, name
     for policy in (nih.POLICY, chexpert.POLICY):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from helpers.console import QUICK, console_script, run_folder, run_train, script_env
 
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).resolve().parents[1]  # tests/, for helpers on PYTHONPATH
 
 
 @pytest.mark.slow  # two trainings, one held at a gate: end to end

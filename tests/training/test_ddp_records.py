@@ -114,7 +114,7 @@ def test_under_ddp_only_rank_0_walks_the_data_and_both_ranks_train_on_its_record
     done = run_train(
         _probed_ddp_args(synthetic_root, tmp_path),
         tmp_path,
-        env={"PYTHONPATH": str(Path(__file__).parent)},
+        env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])},
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     _check_probe(tmp_path / "probe")
@@ -135,7 +135,7 @@ def test_ranks_srun_starts_at_once_wait_for_rank_0s_records(
     script.write_text(f"#!/bin/bash\nsrun {command}\n")
     env = script_env(tmp_path) | {
         "SLURM_CONF": slurm_cluster.env["SLURM_CONF"],
-        "PYTHONPATH": str(Path(__file__).parent),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
     }
     slurm_cluster.env = env
     job = slurm_cluster.sbatch(

@@ -167,7 +167,7 @@ def test_each_network_is_a_config_option(compose_cfg, net: str, network_class: s
 
 
 def test_every_network_config_names_a_network_the_registry_builds(compose_cfg) -> None:
-    folder = Path(__file__).resolve().parents[1] / "conf" / "model" / "net"
+    folder = Path(__file__).resolve().parents[2] / "conf" / "model" / "net"
     for option in sorted(p.stem for p in folder.glob("*.yaml")):
         if option == "custom":
             continue

@@ -15,7 +15,7 @@ from helpers.console import QUICK, run_folder, run_train, start_train
 
 pytestmark = pytest.mark.slow
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]  # tests/, for helpers on PYTHONPATH
 
 
 def _wait_for(pattern: str, folder: Path, process: subprocess.Popen[str], timeout: float = 240):

@@ -160,7 +160,7 @@ def _draws_under_ddp(synthetic_root: Path, tmp_path: Path, imbalance: str) -> li
             f"+callbacks.draws.out_dir={draws}",
         ],
         tmp_path,
-        env={"PYTHONPATH": str(Path(__file__).parent)},
+        env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])},
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     ranks = [json.loads((draws / f"draws_rank{r}.json").read_text()) for r in (0, 1)]

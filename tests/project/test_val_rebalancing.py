@@ -21,7 +21,7 @@ from cxrnet.data.splits import SplitConfig, make_splits
 from cxrnet.evaluation.curves import auroc
 from cxrnet.evaluation.thresholds import binary_metrics_at, choose_threshold
 
-STUDY = Path(__file__).resolve().parents[1] / "experiments" / "val_rebalancing"
+STUDY = Path(__file__).resolve().parents[2] / "experiments" / "val_rebalancing"
 SWEEP_JOBS = {"official": 2, "stratified": 4, "patient": 2, "kfold": 4}  # 2 seeds, 2 folds
 
 

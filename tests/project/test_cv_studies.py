@@ -14,7 +14,7 @@ from helpers.experiment_scripts import load_script
 from cxrnet.evaluation.report import read_predictions
 from cxrnet.evaluation.thresholds import choose_threshold
 
-STUDY = Path(__file__).resolve().parents[1] / "experiments" / "cv_studies"
+STUDY = Path(__file__).resolve().parents[2] / "experiments" / "cv_studies"
 # Tiny and fast; the synthetic set's own test folder is the held-out set here.
 EXTRA = [
     "data.holdout_fraction=0",

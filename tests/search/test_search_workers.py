@@ -2,7 +2,7 @@
 worker stopped by SIGTERM or killed outright, whose trial is run again once.
 
 The Slurm version (two workers as a job array on a real local Slurm) is in
-tests/test_slurm_search.py.
+tests/search/test_slurm_search.py.
 """
 
 from __future__ import annotations
