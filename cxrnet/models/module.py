@@ -181,9 +181,10 @@ class ClassifierModule(LightningModule):
         # Keyed "<stage>_": a bare "train" would clash with nn.Module.train. ``threshold`` is
         # only where the per-epoch monitoring metrics call (0.5); the decision threshold is the
         # operating point the evaluation pass chooses and stores in the checkpoint.
-        # No host synchronisation per step (tests/models/test_module.py counts them): probabilities and
-        # targets come from this module, so torchmetrics' input checks are skipped, and the loss
-        # means and non-finite counts skip their NaN checks (each an ``if tensor.any()``). A NaN
+        # No host synchronisation per step (tests/models/test_module.py counts them):
+        # probabilities and targets come from this module, so torchmetrics' input checks are
+        # skipped, and the loss means and non-finite counts skip their NaN checks (each an
+        # ``if tensor.any()``). A NaN
         # loss then makes the epoch's mean NaN rather than being dropped from it, and divergence
         # is caught at the end of the step by FailOnNonFinite, on the loss the progress bar reads.
         self.metrics = torch.nn.ModuleDict(

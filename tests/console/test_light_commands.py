@@ -86,6 +86,7 @@ def test_resuming_opens_the_checkpoint_before_training(tmp_path: Path) -> None:
     assert str(broken) in result.stderr
 
 
+@pytest.mark.slow  # a console run the default tier's 5-minute budget leaves to the slow tier
 def test_builtin_network_catalogue_matches_the_registrations() -> None:
     """registry.BUILTIN_NETWORKS names exactly what the network modules register, each under
     the module that registers it (a fresh interpreter: no test's own registrations)."""

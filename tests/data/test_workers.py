@@ -35,6 +35,7 @@ def test_a_bad_worker_count_names_the_key(value) -> None:
         resolve_workers(value, "data.decode_workers", 4, 8)
 
 
+@pytest.mark.slow  # a console run the default tier's 5-minute budget leaves to the slow tier
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux affinity masks")
 def test_the_data_module_defaults_follow_a_restricted_affinity_mask(tmp_path) -> None:
     # A process pinned to one core (as taskset or a Slurm binding would) gets one worker of

@@ -1,4 +1,5 @@
-"""A callback that records which training images each DDP rank drew, for tests/training/test_distributed.py.
+"""A callback that records which training images each DDP rank drew (tests/training/
+test_distributed.py).
 
 Added to a cxrnet-train run from the command line (the tests folder on ``PYTHONPATH``):
 

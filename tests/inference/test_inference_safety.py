@@ -85,7 +85,11 @@ def constant_scorer():
 # --- row 3: the output is never one of the inputs, and is replaced whole or not at all ---------
 
 
-@pytest.mark.parametrize("which", ["image", "list", "checkpoint"])
+# One console run each: the default tier keeps the first, the slow tier the rest.
+@pytest.mark.parametrize(
+    "which",
+    ["image", *(pytest.param(w, marks=pytest.mark.slow) for w in ("list", "checkpoint"))],
+)
 def test_an_output_that_is_one_of_the_inputs_is_refused_and_left_alone(tmp_path, films, which):
     # Before: the output was opened for writing first, so the image or list was destroyed.
     ckpt = plain_checkpoint(tmp_path / "model.ckpt")
@@ -262,11 +266,13 @@ def _mistakes(tmp_path: Path, films: Path) -> dict[str, tuple[str, list[str], st
     "case",
     [
         "output under a file",
-        "output onto a folder",
-        "output in /proc",
         "cuda without a GPU",
         "export format=bogus",
-        "corrupt onnx",
+        # Console runs the slow tier keeps (the default tier under 5 minutes).
+        *(
+            pytest.param(case, marks=pytest.mark.slow)
+            for case in ("output onto a folder", "output in /proc", "corrupt onnx")
+        ),
     ],
 )
 def test_a_user_mistake_is_one_error_line_and_exit_2(tmp_path, films, case) -> None:

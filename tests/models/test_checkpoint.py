@@ -133,9 +133,8 @@ def test_the_console_scripts_refuse_a_crafted_checkpoint_before_any_data_work(
     assert "no-data-needed" not in done.stderr
 
 
-@pytest.mark.parametrize(
-    "name", ["missing.ckpt", pytest.param("corrupt.ckpt", marks=pytest.mark.slow)]
-)
+@pytest.mark.slow  # console runs the default tier's 5-minute budget leaves to the slow tier
+@pytest.mark.parametrize("name", ["missing.ckpt", "corrupt.ckpt"])
 def test_cxrnet_eval_names_a_missing_or_corrupt_checkpoint_in_one_line(
     tmp_path: Path, name: str
 ) -> None:
