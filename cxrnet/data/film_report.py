@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,15 +44,23 @@ def report_films(
             log.info("images per split, source %s:\n%s", name, format_count_table(count_table(own)))
     if duplicates is not None:
         log.info("%s", duplicates.summary())
-    # Hundreds of films of another class would bury the log; ignored.csv lists every one.
-    shown = ignored if report_dir is None else ignored[:IGNORED_SHOWN]
+    # Hundreds of films of another class (tens of thousands in a public dataset) would bury the
+    # log: the first few are named, the rest counted per reason; ignored.csv lists every one.
+    shown = ignored[:IGNORED_SHOWN]
     for path, reason in shown:
         log.warning("ignored %s: %s", path, reason)
     if len(shown) < len(ignored):
+        reasons = Counter(reason.split(" (")[0] for _, reason in ignored[len(shown) :])
+        where = (
+            f"every one listed in {report_dir / 'ignored.csv'}"
+            if report_dir is not None
+            else "a data module with a report_dir lists every one in ignored.csv"
+        )
         log.warning(
-            "ignored %d more file(s), every one listed in %s",
+            "ignored %d more file(s) (%s): %s",
             len(ignored) - len(shown),
-            report_dir / "ignored.csv",  # type: ignore[operator]
+            "; ".join(f"{count} {why}" for why, count in reasons.most_common()),
+            where,
         )
     for record, reason in skipped:
         log.warning("skipped %s: %s", record.path, reason)

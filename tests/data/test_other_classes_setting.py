@@ -60,9 +60,24 @@ def test_the_log_names_ten_ignored_films_and_counts_the_rest_listed_in_ignored_c
     with caplog.at_level(logging.WARNING):
         dm.setup("fit")
     assert caplog.text.count("ignored /") == 10
-    assert "ignored 4 more file(s), every one listed in" in caplog.text
+    assert "ignored 4 more file(s) (4 class OTHER_ABNORMAL: neither NORMAL nor PNEUMONIA): " in (
+        caplog.text
+    )
+    assert f"every one listed in {tmp_path / 'run' / 'ignored.csv'}" in caplog.text
     with (tmp_path / "run" / "ignored.csv").open(newline="") as handle:
         assert len(list(csv.DictReader(handle))) == len(others) == 14
+
+
+def test_without_a_report_folder_the_log_still_names_ten_and_counts_the_rest_per_reason(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    manifest, _ = site_manifest(tmp_path, n_other=14)
+    dm = make_dm(manifest, split="patient", other_classes="ignore")
+    with caplog.at_level(logging.WARNING):
+        dm.setup("fit")
+    assert caplog.text.count("ignored /") == 10
+    assert "ignored 4 more file(s) (4 class OTHER_ABNORMAL" in caplog.text
+    assert "a data module with a report_dir lists every one in ignored.csv" in caplog.text
 
 
 def test_a_bad_value_is_an_error_naming_the_setting(tmp_path: Path) -> None:
