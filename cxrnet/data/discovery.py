@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cxrnet.data.dicom_header import header_of
-from cxrnet.data.files import Facts, RealFolders, entry_facts, facts_or_unreadable
+from cxrnet.data.files import Facts, RealFolders, child_path, entry_facts, facts_or_unreadable
 from cxrnet.data.findings import CLASS_FINDINGS, film_findings
 from cxrnet.data.other_classes import OtherFilm, other_film
 from cxrnet.data.records import (
@@ -122,15 +122,6 @@ def find_split_root(root: Path, splits: tuple[str, ...] = ("train",)) -> Path:
     )
 
 
-# pathlib's own constructor of a child path from a listed name (what rglob uses): a Path parsed
-# from a string costs several times more, and a walk builds one per film.
-_MAKE_CHILD = getattr(Path, "_make_child_relpath", None)
-
-
-def _child(folder: Path, name: str) -> Path:
-    return _MAKE_CHILD(folder, name) if _MAKE_CHILD is not None else folder / name
-
-
 def scan_folder(
     folder: Path, facts: Facts | None = None
 ) -> tuple[list[Path], list[tuple[Path, str]]]:
@@ -157,7 +148,7 @@ def scan_folder(
             here = (*parts, entry.name)
             inside_hidden = hidden or _is_hidden_name(entry.name)
             if entry.is_dir(follow_symlinks=False):
-                walk(_child(current, entry.name), here, inside_hidden)
+                walk(child_path(current, entry.name), here, inside_hidden)
                 continue
             if not entry.is_file():  # follows a link: a link to a folder is not walked
                 if entry.is_symlink() and not os.path.exists(entry.path):
@@ -166,7 +157,7 @@ def scan_folder(
                     reason = f"broken symbolic link (its target {target} is gone)"
                     ignored.append((here, Path(entry.path), reason))
                 continue
-            path = _child(current, entry.name)
+            path = child_path(current, entry.name)
             if inside_hidden:
                 ignored.append((here, path, "hidden file or __MACOSX content"))
             elif is_image_file(path):

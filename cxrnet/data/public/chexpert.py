@@ -70,8 +70,10 @@ def observation_values(dataset: str, path: Path, row: Row) -> tuple[dict[str, fl
 def _film_path(root: Path, listed: str) -> Path:
     """The film a CSV path names, under ``root`` whichever download the CSV came from: its
     first part is the download's folder name, which ``root`` replaces."""
-    parts = listed.replace("\\", "/").split("/")
-    return root.joinpath(*parts[1:]) if parts[0].startswith("CheXpert") else root.joinpath(*parts)
+    relative = listed.replace("\\", "/")
+    if relative.startswith("CheXpert"):
+        relative = relative.partition("/")[2]
+    return Path(f"{root}/{relative}")  # one parse, not a join per part
 
 
 def read(root: Path) -> Iterator[PublicFilm]:

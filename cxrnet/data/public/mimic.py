@@ -48,12 +48,13 @@ def read(root: Path) -> Iterator[PublicFilm | Skipped]:
                 raise bad_value(DATASET, split_path, row, "split", " or ".join(_SPLITS))
             split[row["dicom_id"]] = _SPLITS[row["split"]]
     columns = ("dicom_id", "subject_id", "study_id", "ViewPosition")
+    files = root / "files"
     for row in read_rows(DATASET, meta_path, columns):
         subject, study = row["subject_id"], row["study_id"]
         if not subject.isdigit() or not study.isdigit():
             raise bad_value(DATASET, meta_path, row, "subject_id", "a number (and study_id too)")
-        film = root / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}"
-        film = film / f"{row['dicom_id']}.jpg"
+        # One parse, not a join per part: 377,110 paths.
+        film = Path(f"{files}/p{subject[:2]}/p{subject}/s{study}/{row['dicom_id']}.jpg")
         if study not in studies:
             yield Skipped(film, f"study {study} has no row in {labels_path.name}")
             continue

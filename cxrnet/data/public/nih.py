@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from cxrnet.data.dicom_header import age_in_years
+from cxrnet.data.files import child_path
 from cxrnet.data.public.policy import LabelPolicy, PublicFilm
 from cxrnet.data.public.tables import bad_value, find_label_file, read_rows
 from cxrnet.user_errors import DataError
@@ -110,6 +111,7 @@ def read(root: Path) -> Iterator[PublicFilm]:
     where = image_folders(root)
     split = _official_split(root)
     boxes = _boxes(root)
+    default = root / "images"  # where a film no folder holds is looked for (and reported)
     for row in read_rows(DATASET, path, _COLUMNS):
         name = row["Image Index"]
         labels = [label.strip() for label in row["Finding Labels"].split("|")]
@@ -142,5 +144,5 @@ def read(root: Path) -> Iterator[PublicFilm]:
             if pneumonia:
                 metadata["boxes"] = ";".join(pneumonia)
             metadata["finding_boxes"] = ";".join(f"{f} {text}" for f, text in film_boxes)
-        folder = where.get(name, root / "images")
-        yield PublicFilm(folder / name, row["Patient ID"], film_split, values, normal, metadata)
+        film = child_path(where.get(name, default), name)
+        yield PublicFilm(film, row["Patient ID"], film_split, values, normal, metadata)

@@ -98,7 +98,7 @@ def read(root: Path) -> Iterator[PublicFilm | Skipped]:
     path = find_label_file(DATASET, root, (_FILE,))
     assert path is not None
     for row in read_rows(DATASET, path, _COLUMNS):
-        film = root / row["ImageDir"] / row["ImageID"]
+        film = Path(f"{root}/{row['ImageDir']}/{row['ImageID']}")  # one parse per film
         labels = _labels(path, row)
         if labels is None or _EXCLUDE in labels:
             why = "no labels" if labels is None else "labelled 'exclude'"

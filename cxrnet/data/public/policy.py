@@ -83,6 +83,13 @@ class Skipped:
     reason: str
 
 
+def is_abnormal(values: Mapping[str, float]) -> bool:
+    """Some finding present, support devices aside."""
+    if POSITIVE not in values.values():  # most films: one scan in C
+        return False
+    return any(v == POSITIVE for name, v in values.items() if name not in DEVICE_FINDINGS)
+
+
 def film_class(
     policy: LabelPolicy, values: Mapping[str, float], normal: bool, uncertain: Uncertain
 ) -> str | None:
@@ -95,7 +102,7 @@ def film_class(
             return None
     if pneumonia == POSITIVE:
         return PNEUMONIA
-    if any(v == POSITIVE for name, v in values.items() if name not in DEVICE_FINDINGS):
+    if is_abnormal(values):
         # Abnormal without pneumonia, if the film's labels say pneumonia is absent (or the
         # dataset's reports would have mentioned it).
         return OTHER_ABNORMAL if pneumonia == NEGATIVE or policy.unmentioned_absent else None
@@ -111,7 +118,6 @@ def left_out_reason(policy: LabelPolicy, values: Mapping[str, float], uncertain:
             "pneumonia uncertain (data.uncertain=ignore leaves it out; positive or negative "
             "would count it)"
         )
-    abnormal = any(v == POSITIVE for name, v in values.items() if name not in DEVICE_FINDINGS)
-    if abnormal and TRIAGE_FINDING not in values:
+    if is_abnormal(values) and TRIAGE_FINDING not in values:
         return f"abnormal, and {policy.dataset} does not say whether it has pneumonia"
     return f"{policy.dataset} labels it neither normal nor with any present finding"

@@ -14,7 +14,6 @@ import gzip
 import io
 import zipfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -57,12 +56,15 @@ def _open_text(path: Path) -> IO[str]:
     return path.open(encoding="utf-8-sig", newline="")
 
 
-@dataclass(frozen=True)
 class Row:
-    """One data row: its line in the file (for messages) and its cells by column name."""
+    """One data row: its line in the file (for messages) and its cells by column name. A plain
+    class with slots: a reader builds one per row, hundreds of thousands of them."""
 
-    line: int
-    cells: dict[str, str]
+    __slots__ = ("cells", "line")
+
+    def __init__(self, line: int, cells: dict[str, str]) -> None:
+        self.line = line
+        self.cells = cells
 
     def __getitem__(self, column: str) -> str:
         return self.cells[column]
@@ -96,8 +98,8 @@ def read_rows(dataset: str, path: Path, required: Sequence[str]) -> Iterator[Row
                         f"header's {width} columns; the file looks truncated or damaged: "
                         "download it again"
                     )
-                # cells[width:] are empty (checked above): zip stops at the header's end.
-                values = (cell.strip() for cell in cells[:width])
+                # cells[width:] are empty (checked above).
+                values = map(str.strip, cells[:width])
                 yield Row(reader.line_num, dict(zip(header, values, strict=True)))
     except (csv.Error, EOFError, OSError, UnicodeDecodeError, zipfile.BadZipFile) as error:
         raise DataError(
