@@ -26,6 +26,12 @@ log = logging.getLogger("cxrnet.data.datamodule")
 IGNORED_SHOWN = 10
 
 
+def ignored_reasons(ignored: Sequence[tuple[Path, str]]) -> list[tuple[str, int]]:
+    """The files left out counted per reason (its text before any parenthesis), most first: what
+    the log and the model card say of ignored.csv."""
+    return Counter(reason.split(" (")[0] for _, reason in ignored).most_common()
+
+
 def report_films(
     splits: Mapping[str, list[Record]],
     duplicates: DuplicateReport | None,
@@ -50,7 +56,7 @@ def report_films(
     for path, reason in shown:
         log.warning("ignored %s: %s", path, reason)
     if len(shown) < len(ignored):
-        reasons = Counter(reason.split(" (")[0] for _, reason in ignored[len(shown) :])
+        reasons = ignored_reasons(ignored[len(shown) :])
         where = (
             f"every one listed in {report_dir / 'ignored.csv'}"
             if report_dir is not None
@@ -59,7 +65,7 @@ def report_films(
         log.warning(
             "ignored %d more file(s) (%s): %s",
             len(ignored) - len(shown),
-            "; ".join(f"{count} {why}" for why, count in reasons.most_common()),
+            "; ".join(f"{count} {why}" for why, count in reasons),
             where,
         )
     for record, reason in skipped:

@@ -102,13 +102,15 @@ def render_model_card(
     sections: Sequence[str] = (),
     policies: Sequence[str] = (),
     source_counts: Sequence[Mapping[str, Any]] = (),
+    left_out: Sequence[tuple[str, int]] = (),
 ) -> str:
     """The card as Markdown; ``notes`` are paragraphs added after the threshold's, for what
     the reader must know to read the numbers (e.g. what each column of an ensemble is).
     ``data_scored`` says in the header which data the numbers are of (default: the sources).
     ``sections``: further lines after the subgroups (a findings model's per-finding tables).
     ``policies``: how each public dataset's labels were mapped (``DataSettings.label_policies``);
-    ``source_counts``: the films per source, split and class (``source_class_table``)."""
+    ``source_counts``: the films per source, split and class (``source_class_table``);
+    ``left_out``: the files the data left out, counted per reason (listed in ignored.csv)."""
     scored = data_scored or ", ".join(str(source) for source in data_sources)
     lines = [
         "# Model card: pneumonia vs normal on paediatric chest films",
@@ -120,6 +122,10 @@ def render_model_card(
         *_data_section(data_sources, counts),
         *_table("Films per source and class", source_counts),
         *_listed("Label policy of the public datasets", policies),
+        *_listed(
+            "Files left out, every one listed in ignored.csv",
+            [f"{count:,}: {reason}" for reason, count in left_out],
+        ),
         *_recipe_section(report, preprocessing, network, notes),
         *_metrics_section(report),
         *_confusion_section(report),

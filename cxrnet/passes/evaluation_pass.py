@@ -14,6 +14,7 @@ import torch
 from lightning.pytorch.loggers import Logger, WandbLogger
 
 from cxrnet.data.datamodule import ChestXRayDataModule
+from cxrnet.data.film_report import ignored_reasons
 from cxrnet.data.findings import TRIAGE_FINDING, triage_output
 from cxrnet.data.records import SOURCE_COLUMN, Record
 from cxrnet.data.sources import source_of
@@ -172,6 +173,7 @@ def run_evaluation_pass(
         sections=sections,
         policies=datamodule.settings.label_policies(),
         source_counts=source_class_table(datamodule.split_records),
+        left_out=ignored_reasons(datamodule.ignored),
     )
     write_text(output_dir / "report.md", card)
     _send_to_loggers(report, loggers, wandb_report or WandbReport(), datamodule, model)

@@ -52,6 +52,12 @@ def test_nih_chexpert_and_a_site_train_together_and_report_per_source(
     assert "- nih: NIH ChestX-ray14: PNEUMONIA = 'Pneumonia' present" in report
     assert "- chexpert: CheXpert: PNEUMONIA = 'Pneumonia' present" in report
     assert "data.split=patient" in report and "site" in report
+    # NIH's and CheXpert's OTHER_ABNORMAL films and CheXpert's laterals, counted per reason.
+    with (run / "ignored.csv").open(newline="") as handle:
+        reasons = [row["reason"].split(" (")[0] for row in csv.DictReader(handle)]
+    left_out = report.split("Files left out, every one listed in ignored.csv:")[1]
+    for reason in set(reasons):
+        assert f"{reasons.count(reason):,}: {reason}" in left_out
     metrics = json.loads((run / "metrics.json").read_text())
     flat = metrics.get("metrics", metrics)
     for split in ("val", "test"):
