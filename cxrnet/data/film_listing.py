@@ -62,6 +62,7 @@ def list_films(settings: DataSettings, facts: Facts | None) -> Listing:
                 scored,
                 facts,
                 skip_missing=settings.on_bad_image == "skip",
+                cache_dir=settings.cache_dir,
             )
             parts.append(tag_source(found.records, source, name))
             ignored.extend(found.ignored)

@@ -6,6 +6,7 @@ following PhysioNet's documentation."""
 
 from __future__ import annotations
 
+import os
 import random
 from collections import Counter
 from pathlib import Path
@@ -550,3 +551,34 @@ def test_the_rsna_reader_on_the_challenges_layout_gives_rsna_adults_labels(tmp_p
         assert record.metadata["age"] == row["age"]
         assert record.metadata["sex"] == row["sex"]
         assert record.metadata.get("boxes", "") == row["boxes"]
+
+
+def test_a_second_start_reads_the_kept_listing_and_a_changed_label_file_is_parsed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = _mimic_download(tmp_path / "mimic")
+    source = PublicSource("mimic", tmp_path / "mimic")
+    cache = tmp_path / "cache"
+
+    def read(facts: dict | None) -> PublicListing:
+        return read_public(source, "findings", "ignore", False, facts, False, cache_dir=cache)
+
+    first = read({})
+    (kept,) = (cache / "public_listings").iterdir()
+    parsed = PublicSource.films
+    monkeypatch.setattr(PublicSource, "films", lambda self: pytest.fail("parsed again"))
+    for facts in ({}, None):  # a start that stats the films, and one that trusts the cache
+        again = read(facts)
+        assert again.records == first.records and again.ignored == first.ignored
+    # A film gone since is still found missing: the films are stat'ed, only the labels kept.
+    used = next(i for i in images if i["view"] == "PA" and i["kind"] != "uncertain")
+    next((tmp_path / "mimic").rglob(f"{used['dicom']}.jpg")).unlink()
+    with pytest.raises(DataError, match=r"1 film\(s\) its label files list are not under"):
+        read({})
+    # A label file edited gives another key: parsed again, kept beside the first.
+    labels = tmp_path / "mimic" / "mimic-cxr-2.0.0-split.csv.gz"
+    labels.write_bytes(labels.read_bytes() + b"")
+    os.utime(labels, ns=(1, 1))
+    monkeypatch.setattr(PublicSource, "films", parsed)
+    read(None)
+    assert {p.name for p in (cache / "public_listings").iterdir()} > {kept.name}

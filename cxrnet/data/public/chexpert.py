@@ -45,6 +45,7 @@ POLICY = LabelPolicy(
     NO_FINDING,
     UNCERTAIN_NOTE + "; frontal films only unless views=all",
     unmentioned_absent=True,
+    files=("train.csv", "valid.csv"),
 )
 _VALUES = {"1.0": POSITIVE, "1": POSITIVE, "0.0": NEGATIVE, "0": NEGATIVE}
 _VALUES |= {"-1.0": UNCERTAIN, "-1": UNCERTAIN}

@@ -24,7 +24,9 @@ from pathlib import Path
 from cxrnet.data.files import Facts, RealFolders, path_facts
 from cxrnet.data.findings import Uncertain
 from cxrnet.data.other_classes import OtherFilm, other_film
+from cxrnet.data.public import listing_cache
 from cxrnet.data.public.formats import PublicSource
+from cxrnet.data.public.listing_cache import listing_key
 from cxrnet.data.public.policy import (
     PNEUMONIA,
     PublicFilm,
@@ -98,11 +100,24 @@ def read_public(
     scored: bool,
     facts: Facts | None,
     skip_missing: bool,
+    cache_dir: Path | None = None,
 ) -> PublicListing:
     """The films of ``source`` this run uses; ``facts`` None stats no film (a warm start that
-    trusts the image cache), else it receives each film's facts and a missing film is reported."""
+    trusts the image cache), else it receives each film's facts and a missing film is reported.
+    With ``cache_dir``, the listing is kept there and a later start with the same label files
+    reads it back instead of parsing them (``listing_cache``)."""
+    use = _Use(task, uncertain, scored)
     with _collector_paused():
-        return _read(source, _Use(task, uncertain, scored), facts, skip_missing)
+        stored = None
+        if cache_dir is not None:
+            key = listing_key(source, (task, uncertain, scored), source.policy.files)
+            stored = cache_dir / listing_cache.FOLDER / f"{key}.json"
+        listing = _stored(stored)
+        if listing is None:
+            listing = _parse(source, use)
+            if stored is not None:
+                listing_cache.store(stored, listing.records, listing.others, listing.ignored)
+        return _checked(source, listing, facts, skip_missing)
 
 
 @contextlib.contextmanager
@@ -119,13 +134,21 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _read(
-    source: PublicSource, use: _Use, facts: Facts | None, skip_missing: bool
-) -> PublicListing:
-    """``read_public``'s work, with the collector paused."""
+def _stored(path: Path | None) -> PublicListing | None:
+    """The listing kept at ``path``; None where there is none (or none to trust)."""
+    if path is None:
+        return None
+    try:
+        records, others, ignored = listing_cache.load(path)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return PublicListing(records, others, ignored)
+
+
+def _parse(source: PublicSource, use: _Use) -> PublicListing:
+    """Every film the label files list, as this run uses it: a record, another class's film, or
+    left out with the reason. No film is stat'ed here."""
     listing = PublicListing()
-    missing: list[Path] = []
-    real_folders = RealFolders()
     for film in source.films():
         if isinstance(film, Skipped):
             listing.ignored.append((film.path, film.reason))
@@ -133,26 +156,48 @@ def _read(
         outcome = use.outcome(film, source)
         if isinstance(outcome, str):
             listing.ignored.append((film.path, outcome))
-            continue
-        if facts is not None:
-            try:
-                facts[film.path] = path_facts(film.path, real_folders)
-            except OSError:
-                missing.append(film.path)
-                continue
-        if isinstance(outcome, OtherFilm):
+        elif isinstance(outcome, OtherFilm):
             listing.others.append(outcome)
         else:
             listing.records.setdefault(outcome.source_split, []).append(outcome)
-    _report_missing(source, missing, skip_missing, listing)
+    order = [split for split in SPLIT_NAMES if split in listing.records]
+    listing.records = {split: listing.records[split] for split in order}
+    return listing
+
+
+def _checked(
+    source: PublicSource, listing: PublicListing, facts: Facts | None, skip_missing: bool
+) -> PublicListing:
+    """``listing`` with each film's facts in ``facts`` (when given: one stat each), a missing
+    film reported or, skipping, left out; a ``DataError`` when no film is left to use."""
+    if facts is not None:
+        missing: list[Path] = []
+        real_folders = RealFolders()
+
+        def present(path: Path) -> bool:
+            try:
+                facts[path] = path_facts(path, real_folders)
+            except OSError:
+                missing.append(path)
+                return False
+            return True
+
+        listing = PublicListing(
+            {
+                split: [r for r in items if present(r.path)]
+                for split, items in listing.records.items()
+            },
+            [film for film in listing.others if present(film.path)],
+            list(listing.ignored),
+        )
+        _report_missing(source, missing, skip_missing, listing)
+        listing.records = {split: items for split, items in listing.records.items() if items}
     if not listing.records and not listing.others:
         raise DataError(
             f"{source.policy.dataset}: none of the films under {source.root} is usable by "
             f"this run ({len(listing.ignored)} left out; first: "
             f"{listing.ignored[0][1] if listing.ignored else 'none listed'})"
         )
-    order = [split for split in SPLIT_NAMES if split in listing.records]
-    listing.records = {split: listing.records[split] for split in order}
     return listing
 
 

@@ -18,6 +18,7 @@ from cxrnet.data.public.policy import LabelPolicy, PublicFilm, Skipped
 from cxrnet.data.public.tables import bad_value, find_label_file, read_rows
 
 DATASET = "MIMIC-CXR-JPG"
+_PREFIX = "mimic-cxr-2.0.0-"
 POLICY = LabelPolicy(
     DATASET,
     OBSERVATIONS,
@@ -25,8 +26,8 @@ POLICY = LabelPolicy(
     UNCERTAIN_NOTE + "; labels are per study; view from the metadata's ViewPosition, PA and AP "
     "frontal",
     unmentioned_absent=True,
+    files=(_PREFIX + "chexpert.csv", _PREFIX + "metadata.csv", _PREFIX + "split.csv"),
 )
-_PREFIX = "mimic-cxr-2.0.0-"
 _SPLITS = {"train": "train", "validate": "val", "test": "test"}
 _FRONTAL = frozenset({"PA", "AP"})
 

@@ -20,6 +20,7 @@ from cxrnet.data.public.tables import bad_value, find_label_file, read_rows
 from cxrnet.user_errors import DataError
 
 DATASET = "NIH ChestX-ray14"
+_LABELS = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
 POLICY = LabelPolicy(
     DATASET,
     {
@@ -41,8 +42,8 @@ POLICY = LabelPolicy(
     "No Finding",
     "every film labels all 14 findings (a label not listed is absent); text-mined, no uncertain "
     "values; boxes of BBox_List_2017.csv kept (pneumonia's as boxes)",
+    files=(*_LABELS, "BBox_List_2017.csv", "train_val_list.txt", "test_list.txt"),
 )
-_LABELS = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
 _COLUMNS = ("Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age")
 _SEX, _VIEW = "Patient Gender", "View Position"
 _SEXES = {"M": "M", "F": "F"}

@@ -17,6 +17,7 @@ from cxrnet.data.public.policy import LabelPolicy, PublicFilm, Skipped
 from cxrnet.data.public.tables import Row, bad_value, find_label_file, read_rows
 
 DATASET = "PadChest"
+_FILE = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv"
 _GROUPS: dict[str, tuple[str, ...]] = {
     "pneumonia": ("pneumonia", "atypical pneumonia"),
     "atelectasis": (
@@ -63,8 +64,8 @@ POLICY = LabelPolicy(
     "a label not listed is absent; every label outside cxrnet's findings (COPD signs, aortic "
     "elongation, scoliosis ...) is other_finding; 'unchanged' and 'suboptimal study' are no "
     "finding; 'exclude' films are left out; frontal = PA, AP and AP_horizontal",
+    files=(_FILE,),
 )
-_FILE = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv"
 _COLUMNS = ("ImageID", "ImageDir", "PatientID", "StudyID", "Projection", "Labels")
 _FRONTAL = frozenset({"PA", "AP", "AP_horizontal"})
 _SEXES = frozenset({"M", "F", "O"})

@@ -46,6 +46,9 @@ class LabelPolicy:
     # (CheXpert, MIMIC): pneumonia blank on an abnormal film then makes it OTHER_ABNORMAL.
     # Otherwise such a film is left out of the binary task: its pneumonia is unknown.
     unmentioned_absent: bool = False
+    # The label files its reader may read (each also .gz or .zip): a listing kept from an
+    # earlier start is trusted only while these are as they were (``listing_cache``).
+    files: tuple[str, ...] = ()
 
     @property
     def pneumonia(self) -> str:

@@ -1,0 +1,90 @@
+"""A public dataset's listing kept beside the image cache, so a second start reads its films back
+instead of parsing the label files (and the DICOM headers of RSNA and VinDr) again.
+
+The key is everything the listing depends on: the dataset, its root and views, the task, the
+uncertain policy, whether the data is scored as a test set, and the name, size and modification
+time of every label file the reader may read. A label file edited, replaced or added gives
+another key, and the files are parsed again. The films themselves are trusted as the image cache
+trusts them: their facts are still stat'ed unless ``data.verify_files=false``.
+
+Stored as JSON (plain data, nothing a load could execute), written whole or not at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cxrnet.data.other_classes import OtherFilm
+from cxrnet.data.public.formats import PublicSource
+from cxrnet.data.public.tables import find_label_file
+from cxrnet.data.records import Record
+from cxrnet.publish import write_text
+
+_VERSION = 1
+FOLDER = "public_listings"
+
+
+def listing_key(source: PublicSource, use: Sequence[object], label_files: Sequence[str]) -> str:
+    """The digest naming a listing: the source, the run's use of it, its label files' stats."""
+    stats = []
+    for name in label_files:
+        path = find_label_file(source.policy.dataset, source.root, (name,), required=False)
+        if path is not None:
+            info = path.stat()
+            stats.append([str(path), info.st_size, info.st_mtime_ns])
+    text = json.dumps([_VERSION, source.as_setting(), [str(u) for u in use], stats])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def load(path: Path) -> tuple[dict[str, list[Record]], list[OtherFilm], list[tuple[Path, str]]]:
+    """The listing stored at ``path``; FileNotFoundError (or ValueError) where there is none to
+    trust, and the caller parses the label files."""
+    data = json.loads(path.read_text(encoding="utf-8"))  # ASCII: json.dumps escapes the rest
+    if data.get("version") != _VERSION:
+        raise ValueError("another version")
+    records = {
+        split: [
+            Record(Path(p), label, subtype, patient, split_, _pairs(meta), _pairs(findings))
+            for p, label, subtype, patient, split_, meta, findings in rows
+        ]
+        for split, rows in data["records"].items()
+    }
+    others = [
+        OtherFilm(Path(p), klass, patient, _pairs(meta))
+        for p, klass, patient, meta in data["others"]
+    ]
+    ignored = [(Path(p), reason) for p, reason in data["ignored"]]
+    return records, others, ignored
+
+
+def store(
+    path: Path,
+    records: dict[str, list[Record]],
+    others: Sequence[OtherFilm],
+    ignored: Sequence[tuple[Path, str]],
+) -> None:
+    """The listing at ``path``, written whole; a cache that cannot be written is only slower."""
+    data: dict[str, Any] = {
+        "version": _VERSION,
+        "records": {
+            split: [
+                [str(r.path), r.label, r.subtype, r.patient, r.source_split, r.meta, r.findings]
+                for r in items
+            ]
+            for split, items in records.items()
+        },
+        "others": [[str(f.path), f.class_name, f.patient, f.meta] for f in others],
+        "ignored": [[str(p), reason] for p, reason in ignored],
+    }
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text(path, json.dumps(data, separators=(",", ":")))
+
+
+def _pairs(items: list[list[Any]]) -> tuple[tuple[Any, Any], ...]:
+    return tuple((name, value) for name, value in items)
