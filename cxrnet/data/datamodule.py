@@ -13,6 +13,7 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from cxrnet.data.batch_augment import DeviceAugment
+from cxrnet.data.bulk import collector_paused
 from cxrnet.data.cache import decode_order, load_images
 from cxrnet.data.cache_listing import remember_listing
 from cxrnet.data.data_settings import DataSettings, Imbalance, Task
@@ -215,6 +216,10 @@ class ChestXRayDataModule(LightningDataModule):
         return record.label if self.task != "subtype" else SUBTYPE_NAMES.index(record.subtype)
 
     def setup(self, stage: str | None = None) -> None:
+        with collector_paused():  # hundreds of thousands of records built and kept (data.bulk)
+            self._setup(stage)
+
+    def _setup(self, stage: str | None) -> None:
         if self.datasets:
             return
         if self.shared_splits is not None and self.shared_splits.receives:

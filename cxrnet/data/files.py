@@ -107,3 +107,28 @@ _MAKE_CHILD = getattr(Path, "_make_child_relpath", None)
 def child_path(folder: Path, name: str) -> Path:
     """``folder / name`` for a plain file name (no separator), built the fast way."""
     return _MAKE_CHILD(folder, name) if _MAKE_CHILD is not None else folder / name
+
+
+class PathBuilder:
+    """Paths of many films, each folder built once from its parent: ``Path(text)`` parses the
+    whole text every time (about 10 us a film, seconds for a public dataset's 377,110, where
+    MIMIC's 227,827 studies each have a folder of their own). Takes the text of a normalised
+    path (``str`` of a ``Path``)."""
+
+    def __init__(self) -> None:
+        self._folders: dict[str, Path] = {}
+
+    def __call__(self, text: str) -> Path:
+        cut = max(text.rfind("/"), text.rfind(os.sep))
+        if cut <= 0:
+            return Path(text)
+        return child_path(self._folder(text[:cut]), text[cut + 1 :])
+
+    def _folder(self, text: str) -> Path:
+        folder = self._folders.get(text)
+        if folder is None:
+            cut = max(text.rfind("/"), text.rfind(os.sep))
+            parent = self._folder(text[:cut]) if cut > 0 else None
+            folder = child_path(parent, text[cut + 1 :]) if parent else Path(text)
+            self._folders[text] = folder
+        return folder

@@ -63,6 +63,7 @@ def list_films(settings: DataSettings, facts: Facts | None) -> Listing:
                 facts,
                 skip_missing=settings.on_bad_image == "skip",
                 cache_dir=settings.cache_dir,
+                name=name,
             )
             parts.append(tag_source(found.records, source, name))
             ignored.extend(found.ignored)

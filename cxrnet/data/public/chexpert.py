@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from cxrnet.data.files import PathBuilder
 from cxrnet.data.findings import NEGATIVE, POSITIVE, UNCERTAIN
 from cxrnet.data.public.policy import LabelPolicy, PublicFilm
 from cxrnet.data.public.tables import Row, bad_value, find_label_file, read_rows
@@ -68,13 +69,13 @@ def observation_values(dataset: str, path: Path, row: Row) -> tuple[dict[str, fl
     return values, row[NO_FINDING] in ("1.0", "1")
 
 
-def _film_path(root: Path, listed: str) -> Path:
+def _film_path(root: Path, listed: str, path: PathBuilder) -> Path:
     """The film a CSV path names, under ``root`` whichever download the CSV came from: its
     first part is the download's folder name, which ``root`` replaces."""
     relative = listed.replace("\\", "/")
     if relative.startswith("CheXpert"):
         relative = relative.partition("/")[2]
-    return Path(f"{root}/{relative}")  # one parse, not a join per part
+    return path(f"{root}/{relative}")
 
 
 def read(root: Path) -> Iterator[PublicFilm]:
@@ -84,6 +85,7 @@ def read(root: Path) -> Iterator[PublicFilm]:
         path = find_label_file(DATASET, root, (name,), required=split == "train")
         if path is None:
             continue
+        film_path = PathBuilder()  # each study's folder parsed once
         for row in read_rows(DATASET, path, _COLUMNS):
             values, normal = observation_values(DATASET, path, row)
             parts = row["Path"].replace("\\", "/").split("/")
@@ -106,6 +108,6 @@ def read(root: Path) -> Iterator[PublicFilm]:
                 if not row["Age"].isdigit():
                     raise bad_value(DATASET, path, row, "Age", "an age in years")
                 metadata["age"] = row["Age"]
-            film = _film_path(path.parent, row["Path"])
+            film = _film_path(path.parent, row["Path"], film_path)
             frontal = row["Frontal/Lateral"] == "Frontal"
             yield PublicFilm(film, patient, split, values, normal, metadata, frontal)

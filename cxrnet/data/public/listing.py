@@ -14,13 +14,11 @@ first one; with ``data.on_bad_image=skip`` each is listed as ignored instead.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cxrnet.data.bulk import collector_paused
 from cxrnet.data.files import Facts, RealFolders, path_facts
 from cxrnet.data.findings import Uncertain
 from cxrnet.data.other_classes import OtherFilm, other_film
@@ -35,7 +33,13 @@ from cxrnet.data.public.policy import (
     is_abnormal,
     left_out_reason,
 )
-from cxrnet.data.records import OTHER_ABNORMAL, SPLIT_NAMES, Record, make_record
+from cxrnet.data.records import (
+    OTHER_ABNORMAL,
+    SOURCE_COLUMN,
+    SPLIT_NAMES,
+    Record,
+    make_record,
+)
 from cxrnet.user_errors import DataError
 
 
@@ -55,6 +59,12 @@ class _Use:
     task: str
     uncertain: Uncertain
     scored: bool  # the data is a test set (cxrnet-eval): other classes are scored
+    # The source's name, written into each film's metadata here (``sources.tag_source`` would
+    # otherwise copy every record once more to add it).
+    name: str | None = None
+
+    def metadata(self, film: PublicFilm) -> dict[str, str]:
+        return {**film.metadata, SOURCE_COLUMN: self.name} if self.name else dict(film.metadata)
 
     def outcome(self, film: PublicFilm, source: PublicSource) -> Record | OtherFilm | str:
         """The film's record, its OtherFilm, or why it is left out."""
@@ -73,22 +83,21 @@ class _Use:
             return left_out_reason(policy, film.values, self.uncertain)
         if klass == OTHER_ABNORMAL:
             if self.scored:
-                return other_film(film.path, OTHER_ABNORMAL, patient, film.metadata)
+                return other_film(film.path, OTHER_ABNORMAL, patient, self.metadata(film))
             return (
                 f"class {OTHER_ABNORMAL}: data.task={self.task} trains NORMAL against PNEUMONIA "
                 "(data.task=findings trains on it)"
             )
         return self._record(film, patient, int(klass == PNEUMONIA), findings=False)
 
-    @staticmethod
-    def _record(film: PublicFilm, patient: str, label: int, findings: bool) -> Record:
+    def _record(self, film: PublicFilm, patient: str, label: int, findings: bool) -> Record:
         return make_record(
             film.path,
             label,
             film.split,
             patient=patient,
             subtype="unknown" if label else "normal",
-            metadata=film.metadata,
+            metadata=self.metadata(film),
             findings=tuple(sorted(film.values.items())) if findings else (),
         )
 
@@ -101,16 +110,18 @@ def read_public(
     facts: Facts | None,
     skip_missing: bool,
     cache_dir: Path | None = None,
+    name: str | None = None,
 ) -> PublicListing:
     """The films of ``source`` this run uses; ``facts`` None stats no film (a warm start that
     trusts the image cache), else it receives each film's facts and a missing film is reported.
     With ``cache_dir``, the listing is kept there and a later start with the same label files
-    reads it back instead of parsing them (``listing_cache``)."""
-    use = _Use(task, uncertain, scored)
-    with _collector_paused():
+    reads it back instead of parsing them (``listing_cache``). ``name``: the source's name,
+    each film's ``source``."""
+    use = _Use(task, uncertain, scored, name)
+    with collector_paused():
         stored = None
         if cache_dir is not None:
-            key = listing_key(source, (task, uncertain, scored), source.policy.files)
+            key = listing_key(source, (task, uncertain, scored, name), source.policy.files)
             stored = cache_dir / listing_cache.FOLDER / f"{key}.json"
         listing = _stored(stored)
         if listing is None:
@@ -118,20 +129,6 @@ def read_public(
             if stored is not None:
                 listing_cache.store(stored, listing.records, listing.others, listing.ignored)
         return _checked(source, listing, facts, skip_missing)
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """The cyclic garbage collector off while a dataset's films are built: hundreds of
-    thousands of new objects, none in a cycle, would trigger full collections that scan them
-    all again and again (a third of NIH's reading time)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _stored(path: Path | None) -> PublicListing | None:

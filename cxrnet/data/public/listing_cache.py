@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cxrnet.data.files import PathBuilder
 from cxrnet.data.other_classes import OtherFilm
 from cxrnet.data.public.formats import PublicSource
 from cxrnet.data.public.tables import find_label_file
@@ -41,24 +42,25 @@ def listing_key(source: PublicSource, use: Sequence[object], label_files: Sequen
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def load(path: Path) -> tuple[dict[str, list[Record]], list[OtherFilm], list[tuple[Path, str]]]:
-    """The listing stored at ``path``; FileNotFoundError (or ValueError) where there is none to
+def load(stored: Path) -> tuple[dict[str, list[Record]], list[OtherFilm], list[tuple[Path, str]]]:
+    """The listing stored at ``stored``; FileNotFoundError (or ValueError) where there is none to
     trust, and the caller parses the label files."""
-    data = json.loads(path.read_text(encoding="utf-8"))  # ASCII: json.dumps escapes the rest
+    data = json.loads(stored.read_text(encoding="utf-8"))  # ASCII: json.dumps escapes the rest
     if data.get("version") != _VERSION:
         raise ValueError("another version")
+    path = PathBuilder()
     records = {
         split: [
-            Record(Path(p), label, subtype, patient, split_, _pairs(meta), _pairs(findings))
+            Record(path(p), label, subtype, patient, split_, _pairs(meta), _pairs(findings))
             for p, label, subtype, patient, split_, meta, findings in rows
         ]
         for split, rows in data["records"].items()
     }
     others = [
-        OtherFilm(Path(p), klass, patient, _pairs(meta))
+        OtherFilm(path(p), klass, patient, _pairs(meta))
         for p, klass, patient, meta in data["others"]
     ]
-    ignored = [(Path(p), reason) for p, reason in data["ignored"]]
+    ignored = [(path(p), reason) for p, reason in data["ignored"]]
     return records, others, ignored
 
 

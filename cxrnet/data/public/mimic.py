@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from cxrnet.data.files import PathBuilder
 from cxrnet.data.public.chexpert import NO_FINDING, OBSERVATIONS, UNCERTAIN_NOTE, observation_values
 from cxrnet.data.public.policy import LabelPolicy, PublicFilm, Skipped
 from cxrnet.data.public.tables import bad_value, find_label_file, read_rows
@@ -50,12 +51,12 @@ def read(root: Path) -> Iterator[PublicFilm | Skipped]:
             split[row["dicom_id"]] = _SPLITS[row["split"]]
     columns = ("dicom_id", "subject_id", "study_id", "ViewPosition")
     files = root / "files"
+    path = PathBuilder()  # each study's folder parsed once: 377,110 paths
     for row in read_rows(DATASET, meta_path, columns):
         subject, study = row["subject_id"], row["study_id"]
         if not subject.isdigit() or not study.isdigit():
             raise bad_value(DATASET, meta_path, row, "subject_id", "a number (and study_id too)")
-        # One parse, not a join per part: 377,110 paths.
-        film = Path(f"{files}/p{subject[:2]}/p{subject}/s{study}/{row['dicom_id']}.jpg")
+        film = path(f"{files}/p{subject[:2]}/p{subject}/s{study}/{row['dicom_id']}.jpg")
         if study not in studies:
             yield Skipped(film, f"study {study} has no row in {labels_path.name}")
             continue

@@ -12,6 +12,7 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
+from cxrnet.data.files import PathBuilder
 from cxrnet.data.findings import NEGATIVE, POSITIVE
 from cxrnet.data.public.policy import LabelPolicy, PublicFilm, Skipped
 from cxrnet.data.public.tables import Row, bad_value, find_label_file, read_rows
@@ -98,8 +99,9 @@ def read(root: Path) -> Iterator[PublicFilm | Skipped]:
     """Every film of PadChest's label file under ``root``."""
     path = find_label_file(DATASET, root, (_FILE,))
     assert path is not None
+    film_path = PathBuilder()  # each ImageDir parsed once
     for row in read_rows(DATASET, path, _COLUMNS):
-        film = Path(f"{root}/{row['ImageDir']}/{row['ImageID']}")  # one parse per film
+        film = film_path(f"{root}/{row['ImageDir']}/{row['ImageID']}")
         labels = _labels(path, row)
         if labels is None or _EXCLUDE in labels:
             why = "no labels" if labels is None else "labelled 'exclude'"
