@@ -48,7 +48,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_scale import render, slopes, stand_in, timed  # beside this script
+from bench_scale import (  # beside this script
+    evaluate_splits,
+    render,
+    slopes,
+    stand_in,
+    timed,
+    train_epoch,
+)
 from machine import run_facts
 from PIL import Image
 
@@ -180,15 +187,11 @@ def lay_dataset(name: str, root: Path, size: int) -> int:
 
 def one(name: str, root: Path, cache: Path, n: int, rows: list[dict[str, Any]]) -> Any:
     """Every phase of one dataset at one size; the warm data module."""
-    import torch
 
     from cxrnet.data.datamodule import ChestXRayDataModule
     from cxrnet.data.public.formats import PublicSource
     from cxrnet.data.public.listing import read_public
     from cxrnet.data.splits import SplitConfig, make_splits
-    from cxrnet.evaluation.bootstrap import bootstrap_weighted
-    from cxrnet.evaluation.report import _resampled_scores
-    from cxrnet.evaluation.thresholds import choose_threshold
 
     source = PublicSource(name, root, "all")
 
@@ -224,35 +227,12 @@ def one(name: str, root: Path, cache: Path, n: int, rows: list[dict[str, Any]]) 
     dm = add("warm start (verify_files=false)", lambda: setup(False))
     add("warm start (verify_files=true)", lambda: setup(True))
     net = stand_in()
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-
-    def epoch() -> int:
-        seen = 0
-        for images, labels in dm.train_dataloader():
-            optimizer.zero_grad()
-            loss_fn(net(images).squeeze(1), labels.float()).backward()
-            optimizer.step()
-            seen += len(labels)
-        return seen
-
     rows.append(fresh_warm_start(name, root, cache, n, verify=False))
     rows.append(fresh_warm_start(name, root, cache, n, verify=True))
-    add(f"one epoch at {TRAIN_SIZE} px", epoch)
+    add(f"one epoch at {TRAIN_SIZE} px", lambda: train_epoch(dm, net))
 
     def evaluate() -> Any:
-        probabilities, labels, patients = [], [], []
-        with torch.inference_mode():
-            for split in ("val", "test"):
-                if split not in dm.split_records:
-                    continue
-                for images, batch_labels in dm.eval_dataloader(split):
-                    probabilities.append(torch.sigmoid(net(images).squeeze(1)).numpy())
-                    labels.append(batch_labels.numpy())
-                patients += [record.patient for record in dm.split_records[split]]
-        p, y = np.concatenate(probabilities).astype(np.float64), np.concatenate(labels)
-        threshold = choose_threshold(p, y, "youden")
-        return bootstrap_weighted(_resampled_scores(p, y, threshold), len(p), patients, 1000, 0)
+        return evaluate_splits(dm, net, [s for s in ("val", "test") if s in dm.split_records])
 
     add("evaluation (val + test, threshold, bootstrap 1000)", evaluate)
     return dm

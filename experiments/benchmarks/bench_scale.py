@@ -144,9 +144,6 @@ def one_size(
     from cxrnet.data.duplicates import check_duplicates
     from cxrnet.data.files import Facts
     from cxrnet.data.splits import SplitConfig, make_splits
-    from cxrnet.evaluation.bootstrap import bootstrap_weighted
-    from cxrnet.evaluation.report import _resampled_scores
-    from cxrnet.evaluation.thresholds import choose_threshold
     from cxrnet.inference.predict import predict_files
     from cxrnet.inference.scorers import TorchScorer
 
@@ -201,34 +198,10 @@ def one_size(
         return _counted(rows, count)
 
     net = stand_in()
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-
-    def epoch() -> int:
-        seen = 0
-        for images, labels in dm.train_dataloader():
-            optimizer.zero_grad()
-            loss = loss_fn(net(images).squeeze(1), labels.float())
-            loss.backward()
-            optimizer.step()
-            seen += len(labels)
-        return seen
-
-    rows.append(timed(f"one epoch at {TRAIN_SIZE} px", n, epoch)[0])
+    rows.append(timed(f"one epoch at {TRAIN_SIZE} px", n, lambda: train_epoch(dm, net))[0])
 
     def evaluate() -> Any:
-        probabilities, labels, patients = [], [], []
-        with torch.inference_mode():
-            for split in dm.split_records:
-                for images, batch_labels in dm.eval_dataloader(split):
-                    probabilities.append(torch.sigmoid(net(images).squeeze(1)).numpy())
-                    labels.append(batch_labels.numpy())
-                patients += [record.patient for record in dm.split_records[split]]
-        p, y = np.concatenate(probabilities).astype(np.float64), np.concatenate(labels)
-        threshold = choose_threshold(p, y, "youden")
-        scores = _resampled_scores(p, y, threshold)
-        workers = max(1, decode_workers)
-        return bootstrap_weighted(scores, len(p), patients, 1000, 0, workers=workers)
+        return evaluate_splits(dm, net, list(dm.split_records), max(1, decode_workers))
 
     rows.append(timed("evaluation (+ threshold, bootstrap 1000)", n, evaluate)[0])
     net.eval()
@@ -243,6 +216,44 @@ def one_size(
         )
     rows.append(row)
     return _counted(rows, count)
+
+
+def train_epoch(dm: Any, net: Any) -> int:
+    """One epoch of the data module's training loader through ``net`` (Adam, BCE); the films
+    seen."""
+    import torch
+
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    seen = 0
+    for images, labels in dm.train_dataloader():
+        optimizer.zero_grad()
+        loss_fn(net(images).squeeze(1), labels.float()).backward()
+        optimizer.step()
+        seen += len(labels)
+    return seen
+
+
+def evaluate_splits(dm: Any, net: Any, splits: list[str], workers: int = 1) -> Any:
+    """The evaluation pass's arithmetic over ``splits``: every film scored from the cache, the
+    Youden threshold, the report's 1000-resample patient bootstrap."""
+    import torch
+
+    from cxrnet.evaluation.bootstrap import bootstrap_weighted
+    from cxrnet.evaluation.report import _resampled_scores
+    from cxrnet.evaluation.thresholds import choose_threshold
+
+    probabilities, labels, patients = [], [], []
+    with torch.inference_mode():
+        for split in splits:
+            for images, batch_labels in dm.eval_dataloader(split):
+                probabilities.append(torch.sigmoid(net(images).squeeze(1)).numpy())
+                labels.append(batch_labels.numpy())
+            patients += [record.patient for record in dm.split_records[split]]
+    p, y = np.concatenate(probabilities).astype(np.float64), np.concatenate(labels)
+    threshold = choose_threshold(p, y, "youden")
+    scores = _resampled_scores(p, y, threshold)
+    return bootstrap_weighted(scores, len(p), patients, 1000, 0, workers=workers)
 
 
 def _counted(rows: list[dict[str, Any]], films: int) -> list[dict[str, Any]]:

@@ -124,11 +124,14 @@ def read_public(
             key = listing_key(source, (task, uncertain, scored, name), source.policy.files)
             stored = cache_dir / listing_cache.FOLDER / f"{key}.json"
         listing = _stored(stored)
+        parsed = listing is None
         if listing is None:
             listing = _parse(source, use)
-            if stored is not None:
-                listing_cache.store(stored, listing.records, listing.others, listing.ignored)
-        return _checked(source, listing, facts, skip_missing)
+        checked = _checked(source, listing, facts, skip_missing)
+        # Kept only once the films check out: a start that fails leaves nothing in the cache.
+        if parsed and stored is not None:
+            listing_cache.store(stored, listing.records, listing.others, listing.ignored)
+        return checked
 
 
 def _stored(path: Path | None) -> PublicListing | None:
