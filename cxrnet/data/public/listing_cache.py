@@ -2,10 +2,12 @@
 instead of parsing the label files (and the DICOM headers of RSNA and VinDr) again.
 
 The key is everything the listing depends on: the dataset, its root and views, the task, the
-uncertain policy, whether the data is scored as a test set, and the name, size and modification
-time of every label file the reader may read. A label file edited, replaced or added gives
-another key, and the files are parsed again. The films themselves are trusted as the image cache
-trusts them: their facts are still stat'ed unless ``data.verify_files=false``.
+uncertain policy, whether the data is scored as a test set, the name, size and modification
+time of every label file the reader may read, and the code that reads them (the source of the
+readers, the policy and the records), so a cxrnet whose readers changed parses again. A label
+file edited, replaced or added gives another key, and the files are parsed again. The films
+themselves are trusted as the image cache trusts them: their facts are still stat'ed unless
+``data.verify_files=false``.
 
 Stored as JSON (plain data, nothing a load could execute), written whole or not at all.
 """
@@ -13,6 +15,7 @@ Stored as JSON (plain data, nothing a load could execute), written whole or not 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -38,8 +41,20 @@ def listing_key(source: PublicSource, use: Sequence[object], label_files: Sequen
         if path is not None:
             info = path.stat()
             stats.append([str(path), info.st_size, info.st_mtime_ns])
-    text = json.dumps([_VERSION, source.as_setting(), [str(u) for u in use], stats])
+    text = json.dumps([_VERSION, _code(), source.as_setting(), [str(u) for u in use], stats])
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+@functools.cache
+def _code() -> str:
+    """A digest of the code a listing comes from: every module of ``cxrnet.data.public`` and
+    the records and findings modules it builds on (read once per process)."""
+    here = Path(__file__).resolve().parent
+    files = [*sorted(here.glob("*.py")), here.parent / "records.py", here.parent / "findings.py"]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def load(stored: Path) -> tuple[dict[str, list[Record]], list[OtherFilm], list[tuple[Path, str]]]:
