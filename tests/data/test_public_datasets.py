@@ -27,6 +27,7 @@ from helpers.public_data import (
     write_csv,
 )
 
+from cxrnet.data.public import listing_cache
 from cxrnet.data.public.formats import PublicSource
 from cxrnet.data.public.listing import PublicListing, read_public
 from cxrnet.user_errors import DataError
@@ -582,3 +583,8 @@ def test_a_second_start_reads_the_kept_listing_and_a_changed_label_file_is_parse
     monkeypatch.setattr(PublicSource, "films", parsed)
     read(None)
     assert {p.name for p in (cache / "public_listings").iterdir()} > {kept.name}
+    # So does other reader code: a listing an older cxrnet kept is not trusted.
+    before = len(list((cache / "public_listings").iterdir()))
+    monkeypatch.setattr(listing_cache, "_code", lambda: "another cxrnet")
+    read(None)
+    assert len(list((cache / "public_listings").iterdir())) == before + 1
