@@ -67,7 +67,7 @@ def list_films(settings: DataSettings, facts: Facts | None) -> Listing:
             )
             parts.append(tag_source(found.records, source, name))
             ignored.extend(found.ignored)
-            if scored and others is not None:
+            if others is not None:  # a public reader has other-class films only when scored
                 others.extend(found.others)
             continue
         if source.suffix.lower() == ".csv":

@@ -92,7 +92,7 @@ def tag_source(
     for split, items in records.items():
         out = []
         for record in items:
-            given = record.metadata.get(SOURCE_COLUMN, "")
+            given = source_of(record)
             if name is not None and given and given != name:
                 raise DataError(
                     f"{origin}: the film {record.path} has source={given!r} in its source "
