@@ -16,8 +16,7 @@ from typing import Any
 
 from cxrnet.data.duplicates import DuplicateReport
 from cxrnet.data.records import PATH_ERRORS, Record
-from cxrnet.data.sources import source_of
-from cxrnet.data.split_report import count_table, format_count_table, write_split_csv
+from cxrnet.data.split_report import by_source, count_table, format_count_table, write_split_csv
 from cxrnet.user_errors import DataError
 
 log = logging.getLogger("cxrnet.data.datamodule")
@@ -43,10 +42,9 @@ def report_films(
     given). ``duplicates`` None: this process received its splits and checked nothing."""
     counts = count_table(splits)
     log.info("images per split:\n%s", format_count_table(counts))
-    names = sorted({source_of(record) for records in splits.values() for record in records})
-    if len(names) > 1:  # the same counts per source: one table can hide a source's lack
-        for name in names:
-            own = {s: [r for r in records if source_of(r) == name] for s, records in splits.items()}
+    sources = by_source(splits)
+    if len(sources) > 1:  # the same counts per source: one table can hide a source's lack
+        for name, own in sources.items():
             log.info("images per split, source %s:\n%s", name, format_count_table(count_table(own)))
     if duplicates is not None:
         log.info("%s", duplicates.summary())

@@ -67,9 +67,7 @@ def count_table(splits: Mapping[str, Sequence[Record]]) -> list[dict[str, str | 
     which data.task=findings trains on, where any film is of it)."""
     with_unknown = any(r.subtype == UNKNOWN_SUBTYPE for items in splits.values() for r in items)
     subtypes = (*SUBTYPE_NAMES, UNKNOWN_SUBTYPE) if with_unknown else SUBTYPE_NAMES
-    every = [r for items in splits.values() for r in items]
-    other = any(r.class_name == OTHER_ABNORMAL for r in every)
-    classes = (*CLASS_NAMES, *([OTHER_ABNORMAL] if other else []))
+    classes = _classes(splits)
     rows: list[dict[str, str | int]] = []
     for split in _ordered(splits):
         items = splits[split]
@@ -86,22 +84,39 @@ def count_table(splits: Mapping[str, Sequence[Record]]) -> list[dict[str, str | 
     return rows
 
 
+def by_source(splits: Mapping[str, Sequence[Record]]) -> dict[str, dict[str, list[Record]]]:
+    """Each source's own splits (every split, empty where the source has no film in it), by
+    source name (``unknown`` for films without one), sorted."""
+    names = sorted({source_of(r) or UNKNOWN_SOURCE for items in splits.values() for r in items})
+    return {
+        name: {
+            split: [r for r in items if (source_of(r) or UNKNOWN_SOURCE) == name]
+            for split, items in splits.items()
+        }
+        for name in names
+    }
+
+
 def source_class_table(splits: Mapping[str, Sequence[Record]]) -> list[dict[str, str | int]]:
-    """One row per source and split: its films per class (what a clinician reads per
-    population: which hospital, which dataset, gave how many of each class)."""
-    every = [r for items in splits.values() for r in items]
-    other = any(r.class_name == OTHER_ABNORMAL for r in every)
-    classes = (*CLASS_NAMES, *([OTHER_ABNORMAL] if other else []))
+    """One row per source and split it has films in: its films per class (what a clinician
+    reads per population: which hospital, which dataset, gave how many of each class)."""
+    classes = _classes(splits)  # the same columns for every source
     rows: list[dict[str, str | int]] = []
-    for source in sorted({source_of(r) or UNKNOWN_SOURCE for r in every}):
-        for split in _ordered(splits):
-            items = [r for r in splits[split] if (source_of(r) or UNKNOWN_SOURCE) == source]
-            if not items:
-                continue
-            labels = Counter(r.class_name for r in items)
-            row: dict[str, str | int] = {"source": source, "split": split, "images": len(items)}
-            rows.append(row | {name: labels.get(name, 0) for name in classes})
+    for source, own in by_source(splits).items():
+        for split in _ordered(own):
+            if own[split]:
+                labels = Counter(r.class_name for r in own[split])
+                row: dict[str, str | int] = {"source": source, "split": split}
+                row["images"] = len(own[split])
+                rows.append(row | {name: labels.get(name, 0) for name in classes})
     return rows
+
+
+def _classes(splits: Mapping[str, Sequence[Record]]) -> tuple[str, ...]:
+    """The class columns: NORMAL, PNEUMONIA, and OTHER_ABNORMAL (which data.task=findings trains
+    on) where any film is of it."""
+    other = any(r.class_name == OTHER_ABNORMAL for items in splits.values() for r in items)
+    return (*CLASS_NAMES, *([OTHER_ABNORMAL] if other else []))
 
 
 def format_count_table(rows: Sequence[Mapping[str, str | int]]) -> str:
