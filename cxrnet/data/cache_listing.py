@@ -17,32 +17,42 @@ after every start that opened or built a cache, so verified starts keep it curre
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from cxrnet.data.cache_entry import CACHE_FORMAT, COMPLETE_FILE, INDEX_FILE
+from cxrnet.data.cache_entry import CACHE_FORMAT, COMPLETE_FILE, read_index
 from cxrnet.data.decode import DecodeParams, decoder_fingerprint
 from cxrnet.data.files import Facts, FileFacts
-from cxrnet.data.records import PATH_ERRORS, Record
+from cxrnet.data.records import Record
 from cxrnet.publish import write_file
 
 log = logging.getLogger(__name__)
 LISTINGS_FOLDER = "listings"
 
 
+# The last listing's digest: a start looks its listing up, then notes it again once the cache
+# is open, and the films are the same (the decoder's versions cannot change within a process).
+_last: tuple[dict[str, object], list[str], str] | None = None
+
+
 def _pointer(records: Sequence[Record], params: DecodeParams, cache_dir: Path) -> Path:
+    global _last
     paths = [str(record.path) for record in records]
-    payload = {
-        "format": CACHE_FORMAT,
-        "params": params.as_dict(),
-        "decoder": decoder_fingerprint(paths),
-        "paths": paths,
-    }
-    digest = hashlib.sha256(json.dumps(payload, separators=(",", ":")).encode()).hexdigest()
+    settings = params.as_dict()
+    if _last is not None and _last[0] == settings and _last[1] == paths:
+        digest = _last[2]
+    else:
+        payload = {
+            "format": CACHE_FORMAT,
+            "params": settings,
+            "decoder": decoder_fingerprint(paths),
+            "paths": paths,
+        }
+        digest = hashlib.sha256(json.dumps(payload, separators=(",", ":")).encode()).hexdigest()
+        _last = (settings, paths, digest)
     return Path(cache_dir) / LISTINGS_FOLDER / digest[:32]
 
 
@@ -79,13 +89,8 @@ def trusted_facts(records: Sequence[Record], params: DecodeParams, cache_dir: Pa
     entry = Path(cache_dir) / name
     if not name or not (entry / COMPLETE_FILE).is_file():
         return None
-    with open(entry / INDEX_FILE, encoding="utf-8", errors=PATH_ERRORS, newline="") as handle:
-        rows = csv.reader(handle)
-        header = next(rows, [])
-        if not {"path", "size", "mtime_ns"} <= set(header):
-            return None
-        at = [header.index(column) for column in ("path", "size", "mtime_ns")]
-        facts = [FileFacts(row[at[0]], int(row[at[1]]), int(row[at[2]])) for row in rows]
-    if len(facts) != len(records):
+    index = read_index(entry)
+    if index is None or len(index.paths) != len(records):
         return None  # not the cache this listing was keyed to (edited by hand?): check files
+    facts = map(FileFacts, index.paths, index.sizes, index.mtimes)
     return {record.path: found for record, found in zip(records, facts, strict=True)}

@@ -22,6 +22,7 @@ import pytest
 from cxrnet.data import cache_listing
 from cxrnet.data.datamodule import ChestXRayDataModule
 from cxrnet.data.records import CLASS_NAMES, SPLIT_NAMES
+from cxrnet.user_errors import DataError
 
 
 class _CountedEntry:
@@ -224,3 +225,17 @@ def test_a_cache_folder_this_job_cannot_write_still_serves_it(
         assert again.split_records == built.split_records
         np.testing.assert_array_equal(_pixels(again), _pixels(built))
     assert not (cache / cache_listing.LISTINGS_FOLDER).exists()
+
+
+def test_a_damaged_cache_index_is_trusted_for_nothing(synthetic_copy: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    _setup(synthetic_copy, cache)
+    (name,) = _cache_entries(cache)
+    entry = cache / name
+    index = entry / "index.csv"
+    text = index.read_text()
+    index.write_text(text[: text.rindex(",", 0, len(text) - 2)] + "\n")  # the last row cut short
+    # No film's facts are taken from it, and the folder is named with what to do.
+    for verify_files in (False, True):
+        with pytest.raises(DataError, match=rf"image cache {entry} does not list .*delete that"):
+            _setup(synthetic_copy, cache, verify_files=verify_files)
