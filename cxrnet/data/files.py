@@ -13,17 +13,18 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 # Size and time of a file that cannot be stat'ed: it keys the cache all the same, and decoding
 # it then reports why it cannot be read.
 UNREADABLE = -1
 
 
-@dataclass(frozen=True, slots=True)
-class FileFacts:
-    """One file as the cache key and the digest store name it."""
+class FileFacts(NamedTuple):
+    """One file as the cache key and the digest store name it (a named tuple: a warm start
+    builds one per film, hundreds of thousands in a public dataset, from the cache's index)."""
 
     path: str  # resolved: symbolic links and ``..`` followed, as ``Path.resolve()`` gives it
     size: int  # bytes; UNREADABLE when the file cannot be stat'ed
@@ -123,6 +124,21 @@ class PathBuilder:
         if cut <= 0:
             return Path(text)
         return child_path(self._folder(text[:cut]), text[cut + 1 :])
+
+    def many(self, texts: Iterable[str]) -> list[Path]:
+        """The paths of ``texts`` (each normalised), in order: ``__call__`` without a call per
+        film, for a listing's hundreds of thousands."""
+        folders = self._folders
+        make = child_path if _MAKE_CHILD is None else _MAKE_CHILD
+        paths: list[Path] = []
+        for text in texts:
+            head, _, name = text.rpartition(os.sep)
+            folder = folders.get(head) if head else None
+            if folder is None:
+                paths.append(self(text))  # a root's child, or the first film of its folder
+                continue
+            paths.append(make(folder, name))
+        return paths
 
     def _folder(self, text: str) -> Path:
         folder = self._folders.get(text)

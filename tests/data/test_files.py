@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cxrnet.data.discovery import scan_folder
-from cxrnet.data.files import UNREADABLE, facts_or_unreadable, path_facts
+from cxrnet.data.files import UNREADABLE, PathBuilder, facts_or_unreadable, path_facts
 
 
 @pytest.fixture
@@ -55,3 +55,19 @@ def test_a_folder_or_a_missing_file_has_no_facts(tmp_path: Path) -> None:
         UNREADABLE,
         False,
     )
+
+
+def test_a_path_builder_gives_the_paths_pathlib_parses(tmp_path: Path) -> None:
+    texts = [
+        str(tmp_path / "files" / "p10" / "p10000032" / "s50414267" / "a.jpg"),
+        str(tmp_path / "files" / "p10" / "p10000032" / "s50414267" / "b.jpg"),
+        str(tmp_path / "files" / "p11" / "c.jpg"),
+        str(tmp_path / "d.png"),
+        "/e.png",
+        "relative/f.png",
+        "g.png",
+    ]
+    builder = PathBuilder()
+    many = builder.many(texts)
+    assert many == [Path(text) for text in texts] == [builder(text) for text in texts]
+    assert [str(path) for path in many] == texts

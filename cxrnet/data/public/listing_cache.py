@@ -19,6 +19,7 @@ import functools
 import hashlib
 import json
 from collections.abc import Sequence
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from cxrnet.data.public.tables import find_label_file
 from cxrnet.data.records import Record
 from cxrnet.publish import write_text
 
-_VERSION = 1
+_VERSION = 2
 FOLDER = "public_listings"
 
 
@@ -65,17 +66,36 @@ def load(stored: Path) -> tuple[dict[str, list[Record]], list[OtherFilm], list[t
         raise ValueError("another version")
     path = PathBuilder()
     records = {
-        split: [
-            Record(path(p), label, subtype, patient, split_, _pairs(meta), _pairs(findings))
-            for p, label, subtype, patient, split_, meta, findings in rows
-        ]
+        # Column by column: map builds a split's hundred thousand records without a Python
+        # frame per film (the warm start of a public dataset is mostly this and its paths).
+        split: list(
+            map(
+                Record,
+                path.many(rows["path"]),
+                rows["label"],
+                rows["subtype"],
+                rows["patient"],
+                repeat(split),
+                map(_items, rows["meta"]),
+                map(_items, rows["findings"]),
+            )
+        )
         for split, rows in data["records"].items()
     }
-    others = [
-        OtherFilm(path(p), klass, patient, _pairs(meta))
-        for p, klass, patient, meta in data["others"]
-    ]
-    ignored = [(path(p), reason) for p, reason in data["ignored"]]
+    rows = data["others"]
+    others = list(
+        map(
+            OtherFilm,
+            path.many(rows["path"]),
+            rows["class"],
+            rows["patient"],
+            map(_items, rows["meta"]),
+        )
+    )
+    rows = data["ignored"]
+    ignored = list(
+        zip(path.many(rows["path"]), map(rows["reasons"].__getitem__, rows["reason"]), strict=True)
+    )
     return records, others, ignored
 
 
@@ -85,23 +105,39 @@ def store(
     others: Sequence[OtherFilm],
     ignored: Sequence[tuple[Path, str]],
 ) -> None:
-    """The listing at ``path``, written whole; a cache that cannot be written is only slower."""
+    """The listing at ``path``, written whole; a cache that cannot be written is only slower.
+    Stored in columns, and each reason for leaving a film out once."""
+    reasons = list(dict.fromkeys(reason for _, reason in ignored))
+    number = {reason: i for i, reason in enumerate(reasons)}
     data: dict[str, Any] = {
         "version": _VERSION,
         "records": {
-            split: [
-                [str(r.path), r.label, r.subtype, r.patient, r.source_split, r.meta, r.findings]
-                for r in items
-            ]
+            split: {
+                "path": [str(r.path) for r in items],
+                "label": [r.label for r in items],
+                "subtype": [r.subtype for r in items],
+                "patient": [r.patient for r in items],
+                "meta": [dict(r.meta) for r in items],
+                "findings": [dict(r.findings) for r in items],
+            }
             for split, items in records.items()
         },
-        "others": [[str(f.path), f.class_name, f.patient, f.meta] for f in others],
-        "ignored": [[str(p), reason] for p, reason in ignored],
+        "others": {
+            "path": [str(f.path) for f in others],
+            "class": [f.class_name for f in others],
+            "patient": [f.patient for f in others],
+            "meta": [dict(f.meta) for f in others],
+        },
+        "ignored": {
+            "path": [str(p) for p, _ in ignored],
+            "reason": [number[reason] for _, reason in ignored],
+            "reasons": reasons,
+        },
     }
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text(path, json.dumps(data, separators=(",", ":")))
 
 
-def _pairs(items: list[list[Any]]) -> tuple[tuple[Any, Any], ...]:
-    return tuple((name, value) for name, value in items)
+def _items(values: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(values.items())
