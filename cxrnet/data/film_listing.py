@@ -17,11 +17,11 @@ from cxrnet.data.cache_listing import trusted_facts
 from cxrnet.data.data_settings import DataSettings
 from cxrnet.data.discovery import discover_folders
 from cxrnet.data.files import Facts
-from cxrnet.data.manifest import combine_records, read_manifest
+from cxrnet.data.manifest import read_manifest
 from cxrnet.data.other_classes import OtherFilm
 from cxrnet.data.public.listing import read_public
 from cxrnet.data.records import Record
-from cxrnet.data.sources import tag_source
+from cxrnet.data.sources import combine_records, tag_source
 from cxrnet.data.splits import SplitConfig
 from cxrnet.user_errors import DataError
 

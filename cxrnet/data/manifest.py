@@ -44,6 +44,7 @@ from cxrnet.data.records import (
     Record,
     make_record,
 )
+from cxrnet.data.sources import combine_records
 from cxrnet.user_errors import DataError
 
 log = logging.getLogger(__name__)
@@ -408,33 +409,6 @@ def read_manifest(
                 continue
             listing.add(reader.line_num, *rows.film(row))
     return listing.result(csv_path)
-
-
-def combine_records(*parts: Mapping[str, Sequence[Record]]) -> dict[str, list[Record]]:
-    """Concatenate record sets split by split (manifests, folders or both).
-
-    The same file in two parts is an error: it would count twice, or leak across splits.
-    """
-    combined: dict[str, list[Record]] = {}
-    seen: dict[Path, str] = {}
-    clashes: list[str] = []
-    for part in parts:
-        for split, items in part.items():
-            for record in items:
-                key = record.path.absolute()
-                if key in seen:
-                    clashes.append(f"{record.path} (in {seen[key]} and {split})")
-                    continue
-                seen[key] = split
-                combined.setdefault(split, []).append(record)
-    if clashes:
-        listed = "\n  ".join(clashes[:_MAX_LISTED])
-        raise DataError(
-            f"{len(clashes)} file(s) appear in more than one of the combined sources:\n  "
-            f"{listed}\nList each file in one source only."
-        )
-    known = [s for s in SPLIT_NAMES if s in combined]
-    return {split: combined[split] for split in [*known, *sorted(set(combined) - set(known))]}
 
 
 def load_records(sources: Path | str | Sequence[Path | str]) -> dict[str, list[Record]]:

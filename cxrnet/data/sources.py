@@ -5,13 +5,14 @@ use; and which source each film comes from (its ``source`` metadata)."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from cxrnet.data.public.formats import FORMATS, public_source
-from cxrnet.data.records import SOURCE_COLUMN, UNKNOWN_SOURCE, Record
+from cxrnet.data.records import SOURCE_COLUMN, SPLIT_NAMES, UNKNOWN_SOURCE, Record
 from cxrnet.data.synthetic import SyntheticSpec, ensure_synthetic
 from cxrnet.user_errors import DataError
 
@@ -142,3 +143,42 @@ def train_only_sources(roles: Mapping[str, Any] | None) -> tuple[str, ...]:
                 "or train (training only: never in val or test)"
             )
     return tuple(sorted(str(name) for name, role in roles.items() if role == "train"))
+
+
+# The clashes an error names one by one.
+_CLASHES_LISTED = 20
+
+
+def combine_records(*parts: Mapping[str, Sequence[Record]]) -> dict[str, list[Record]]:
+    """Concatenate record sets split by split (manifests, folders or both).
+
+    The same file in two parts is an error: it would count twice, or leak across splits.
+    """
+    combined: dict[str, list[Record]] = {}
+    # Keyed by text, as paths compare (case folded where the system folds it): a Path hashes a
+    # tuple of its parts. One set operation per part and split, and a loop only to name the
+    # clashes: a public dataset is hundreds of thousands of films.
+    seen: dict[str, str] = {}
+    clashes: list[str] = []
+    for part in parts:
+        for split, items in part.items():
+            keys = [os.path.normcase(record.path.absolute()) for record in items]
+            fresh = dict.fromkeys(keys, split)
+            if len(fresh) == len(keys) and seen.keys().isdisjoint(fresh):
+                seen.update(fresh)
+                combined.setdefault(split, []).extend(items)
+                continue
+            for record, key in zip(items, keys, strict=True):
+                if key in seen:
+                    clashes.append(f"{record.path} (in {seen[key]} and {split})")
+                    continue
+                seen[key] = split
+                combined.setdefault(split, []).append(record)
+    if clashes:
+        listed = "\n  ".join(clashes[:_CLASHES_LISTED])
+        raise DataError(
+            f"{len(clashes)} file(s) appear in more than one of the combined sources:\n  "
+            f"{listed}\nList each file in one source only."
+        )
+    known = [s for s in SPLIT_NAMES if s in combined]
+    return {split: combined[split] for split in [*known, *sorted(set(combined) - set(known))]}

@@ -44,16 +44,19 @@ def records_of(groups: Sequence[Sequence[Record]], indices: Iterable[int]) -> li
 
 
 class _UnionFind:
+    """Nodes joined into sets; a node never joined is its own set and is not stored (most
+    patients are joined to nothing, and a public dataset has tens of thousands)."""
+
     def __init__(self) -> None:
         self.parent: dict[str, str] = {}
 
     def find(self, node: str) -> str:
-        self.parent.setdefault(node, node)
+        parent = self.parent
         root = node
-        while self.parent[root] != root:
-            root = self.parent[root]
-        while self.parent[node] != root:  # path compression
-            self.parent[node], node = root, self.parent[node]
+        while (up := parent.get(root, root)) != root:
+            root = up
+        while node != root:  # path compression
+            parent[node], node = root, parent[node]
         return root
 
     def union(self, first: str, second: str) -> None:
@@ -76,21 +79,20 @@ def build_groups(
     node_of_path: dict[str, str] = {}
     union = _UnionFind()
     for record in records:
-        path = path_key(record)
-        patient = f"{source_of(record)}\x00{record.patient}"
-        node = f"patient:{patient}" if by_patient else f"file:{path}"
-        if path in node_of_path:
-            union.union(node_of_path[path], node)
-        else:
-            node_of_path[path] = node
-        union.find(node)
+        path = str(record.path)
+        node = f"patient:{source_of(record)}\x00{record.patient}" if by_patient else f"file:{path}"
+        first = node_of_path.setdefault(path, node)
+        if first != node:
+            union.union(first, node)
     for group in duplicates:
         nodes = [node_of_path[path_key(r)] for r in group if path_key(r) in node_of_path]
         for node in nodes[1:]:
             union.union(nodes[0], node)
     members: dict[str, list[Record]] = defaultdict(list)
+    find = union.find if union.parent else None  # nothing joined: every node is its own set
     for record in records:
-        members[union.find(node_of_path[path_key(record)])].append(record)
+        node = node_of_path[str(record.path)]
+        members[find(node) if find else node].append(record)
     groups = [sorted(group, key=path_key) for group in members.values()]
     return sorted(groups, key=lambda group: path_key(group[0]))
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from cxrnet.data.manifest import combine_records, load_records, read_manifest
+from cxrnet.data.manifest import load_records, read_manifest
 from cxrnet.data.records import make_record
+from cxrnet.data.sources import combine_records
 from cxrnet.data.split_report import write_split_csv
 from cxrnet.data.splits import SplitConfig, make_splits
 from cxrnet.user_errors import DataError
@@ -190,3 +192,27 @@ def test_written_split_reads_back_as_the_same_split(tmp_path: Path) -> None:
         assert [(r.path, r.label, r.subtype, r.patient) for r in pinned[split]] == [
             (r.path, r.label, r.subtype, r.patient) for r in splits[split]
         ]
+
+
+def test_combining_names_each_clash_and_keeps_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fast path (one set per part and split) must still name every clash, relative and
+    # absolute spellings of one file included, and keep each file once.
+    for name in ("IM-0001-0001.jpeg", "IM-0002-0001.jpeg"):
+        image(tmp_path / "one" / name)
+    first = manifest(
+        tmp_path / "one" / "m.csv",
+        "path,label,split\nIM-0001-0001.jpeg,NORMAL,train\nIM-0002-0001.jpeg,NORMAL,train\n",
+    )
+    records = read_manifest(first)["train"]
+    monkeypatch.chdir(tmp_path)
+    again = [replace(records[1], path=records[1].path.relative_to(tmp_path))]
+    with pytest.raises(
+        DataError, match=r"^1 file\(s\).*\n  .*IM-0002-0001.jpeg \(in train and val\)"
+    ):
+        combine_records({"train": records}, {"val": again})
+    assert combine_records({"train": records[:1]}, {"val": records[1:]}) == {
+        "train": records[:1],
+        "val": records[1:],
+    }
