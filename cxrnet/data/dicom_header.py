@@ -9,6 +9,7 @@ never quoted in a message (it could be anything a scanner was typed into).
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from collections.abc import Mapping
@@ -47,6 +48,20 @@ def age_in_years(value: str) -> str | None:
     if years == int(years):
         return str(int(years))
     return f"{years:.2f}".rstrip("0").rstrip(".")
+
+
+def years_of_age(value: str) -> float | None:
+    """A film's age in years as a number: a plain number, or a DICOM Age String (045Y, 018M,
+    006W, 003D); None when it is missing, negative or unreadable."""
+    text = value.strip()
+    match = _AGE.match(text)
+    if match is not None:
+        return int(match.group("number")) * _YEARS_PER_UNIT[(match.group("unit") or "Y").upper()]
+    try:
+        years = float(text)
+    except ValueError:
+        return None
+    return years if math.isfinite(years) and years >= 0 else None
 
 
 def _text(dataset: object, keyword: str) -> str:

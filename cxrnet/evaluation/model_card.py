@@ -6,24 +6,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from cxrnet.data.population import DataDescription
 from cxrnet.evaluation.probabilities import DEFAULT_THRESHOLD
 from cxrnet.evaluation.report import THRESHOLD_METRICS, EvaluationReport, finite
 from cxrnet.evaluation.subgroups import Estimate, SubgroupRow
-
-# The known limits every model card lists: the official validation split (which a k-fold sweep
-# never uses), then the dataset's own.
-SMALL_VALIDATION_LIMIT = (
-    "The official validation split has 16 films; thresholds and intervals from it are too "
-    "uncertain to use. Use a patient-grouped split (data.split=patient) or a held-out set."
-)
-DATASET_LIMITS = (
-    "Single centre (Guangzhou), paediatric patients aged 1-5, anterior-posterior films: no "
-    "evidence about adults, other hospitals or other devices.",
-    "Normal and pneumonia films differ in original size and aspect ratio; squashing to a "
-    "square can leave a shortcut a network may learn (data.resize=letterbox avoids it).",
-    "Labels come from the dataset's folder names, graded by two physicians; no radiology "
-    "reports or follow-up.",
-)
 
 TTA_NOTE = (
     "Test-time augmentation: every probability here is the mean of the film's and its mirror "
@@ -103,6 +89,7 @@ def render_model_card(
     policies: Sequence[str] = (),
     source_counts: Sequence[Mapping[str, Any]] = (),
     left_out: Sequence[tuple[str, int]] = (),
+    data: DataDescription | None = None,
 ) -> str:
     """The card as Markdown; ``notes`` are paragraphs added after the threshold's, for what
     the reader must know to read the numbers (e.g. what each column of an ensemble is).
@@ -110,11 +97,15 @@ def render_model_card(
     ``sections``: further lines after the subgroups (a findings model's per-finding tables).
     ``policies``: how each public dataset's labels were mapped (``DataSettings.label_policies``);
     ``source_counts``: the films per source, split and class (``source_class_table``);
-    ``left_out``: the files the data left out, counted per reason (listed in ignored.csv)."""
+    ``left_out``: the files the data left out, counted per reason (listed in ignored.csv).
+    ``data``: what the films are (``cxrnet.data.population``): the title, a banner under it,
+    and the limits listed before ``limits``."""
+    data = data or DataDescription("chest films", "", ())
     scored = data_scored or ", ".join(str(source) for source in data_sources)
     lines = [
-        "# Model card: pneumonia vs normal on paediatric chest films",
+        f"# Model card: pneumonia vs normal on {data.title}",
         "",
+        *([data.banner, ""] if data.banner else []),
         f"Checkpoint: `{checkpoint}`",
         "",
         f"Data scored: {scored}",
@@ -137,7 +128,7 @@ def render_model_card(
         lines += [f"![{split}]({path})" for split, path in figures.items()]
     lines += _errors_section(report, error_figures)
     lines += ["", "## Known limits", ""]
-    lines += [f"- {limit}" for limit in limits]
+    lines += [f"- {limit}" for limit in (*data.limits, *limits)]
     return "\n".join(lines) + "\n"
 
 

@@ -9,13 +9,13 @@ the categories in. The tables and the shortcut check themselves are in ``subgrou
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from itertools import pairwise
 from typing import Any
 
 import numpy as np
 
+from cxrnet.data.dicom_header import years_of_age as age_in_years
 from cxrnet.data.records import UNKNOWN
 from cxrnet.user_errors import ConfigError
 
@@ -24,10 +24,6 @@ from cxrnet.user_errors import ConfigError
 AGE = "age"
 AGE_BAND = "age_band"
 DEFAULT_AGE_BANDS = (18.0, 40.0, 65.0)
-
-# DICOM's PatientAge (AS): three digits and a unit, e.g. 045Y, 018M, 006W, 003D.
-_DICOM_AGE = re.compile(r"^\s*(\d{1,3})\s*([YMWD])\s*$", re.IGNORECASE)
-_YEARS_PER = {"Y": 1.0, "M": 1.0 / 12.0, "W": 7.0 / 365.25, "D": 1.0 / 365.25}
 
 
 # --- settings ------------------------------------------------------------------------------
@@ -87,20 +83,6 @@ def _is_sequence(value: Any) -> bool:
 
 
 # --- columns -------------------------------------------------------------------------------
-
-
-def age_in_years(value: str) -> float | None:
-    """A film's age in years: a plain number, or a DICOM age string (045Y, 018M, 006W, 003D);
-    None when it is missing or unreadable."""
-    text = value.strip()
-    match = _DICOM_AGE.match(text)
-    if match:
-        return int(match.group(1)) * _YEARS_PER[match.group(2).upper()]
-    try:
-        years = float(text)
-    except ValueError:
-        return None
-    return years if math.isfinite(years) and years >= 0 else None
 
 
 def band_labels(edges: Sequence[float]) -> tuple[str, ...]:

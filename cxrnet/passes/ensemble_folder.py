@@ -19,8 +19,10 @@ from omegaconf import OmegaConf
 
 from cxrnet.config import register_resolvers
 from cxrnet.data.decode import DecodeParams
+from cxrnet.data.population import SYNTHETIC, DataDescription, describe_data, is_synthetic
+from cxrnet.data.sources import unnamed_source
 from cxrnet.evaluation.figures import plot_split
-from cxrnet.evaluation.model_card import DATASET_LIMITS, render_model_card
+from cxrnet.evaluation.model_card import render_model_card
 from cxrnet.evaluation.report import finite, write_predictions
 from cxrnet.models.checkpoint import load_checkpoint, preprocessing_of
 from cxrnet.models.ensemble_manifest import MANIFEST_NAME, EnsembleManifest, write_manifest
@@ -134,7 +136,7 @@ def write_fold_ensemble(
         preprocessing=preprocessing.as_dict(),
         network=lookup(first.run.config, "model.net", default=None) or {},
         figures=figures,
-        limits=DATASET_LIMITS,
+        data=_described(first.run.record.paths.get("data_root") if first.run.record else None),
         notes=(*ENSEMBLE_NOTES, _cross_validated_note(report.metrics)),
     )
     write_text(out / "report.md", card)
@@ -171,3 +173,15 @@ def _cross_validated_note(metrics: Mapping[str, float]) -> str:
         f"{label} {metric_cell(metrics, f'{CROSS_VALIDATED}/{key}')}" for label, key, _ in HEADLINE
     )
     return f"Cross-validated (cross-fitted thresholds, 95% patient-bootstrap intervals): {cells}."
+
+
+def _described(data_root: object) -> DataDescription:
+    """What the folds' films are, from the data root the runs recorded (a fold ensemble's card
+    has the sweep's records, not its films): synthetic or named by its folder."""
+    roots = data_root if isinstance(data_root, list) else [data_root] if data_root else []
+    kinds = {
+        unnamed_source(Path(root)): SYNTHETIC if is_synthetic(root) else ""
+        for root in roots
+        if isinstance(root, str)
+    }
+    return describe_data(kinds, {})

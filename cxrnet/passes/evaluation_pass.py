@@ -16,6 +16,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from cxrnet.data.datamodule import ChestXRayDataModule
 from cxrnet.data.film_report import ignored_reasons
 from cxrnet.data.findings import TRIAGE_FINDING, triage_output
+from cxrnet.data.population import describe_run_data
 from cxrnet.data.records import SOURCE_COLUMN, Record
 from cxrnet.data.sources import source_of
 from cxrnet.data.split_report import source_class_table
@@ -28,8 +29,6 @@ from cxrnet.evaluation.finding_report import (
     write_finding_predictions,
 )
 from cxrnet.evaluation.model_card import (
-    DATASET_LIMITS,
-    SMALL_VALIDATION_LIMIT,
     TTA_NOTE,
     render_model_card,
 )
@@ -167,7 +166,7 @@ def run_evaluation_pass(
         preprocessing=datamodule.decode_params.as_dict(),
         network=dict(model.hparams["net"]),
         figures=figures,
-        limits=(SMALL_VALIDATION_LIMIT, *DATASET_LIMITS),
+        data=describe_run_data(datamodule.settings, datamodule.split_records),
         error_figures=errors,
         notes=[*notes, *([TTA_NOTE] if tta else [])],
         sections=sections,

@@ -125,6 +125,12 @@ def test_console_script_runs_from_any_directory_on_generated_synthetic_data(tmp_
     run_dir = Path(done.stdout.split("run folder: ")[1].split()[0])
     assert (run_dir / "metrics.json").is_file()
     assert list((tmp_path / "cache" / "synthetic").glob("synthetic-*"))
+    # The quick start's card says what its films are, and no real dataset's limits.
+    card = (run_dir / "report.md").read_text()
+    title, _, banner = card.splitlines()[:3]
+    assert title == "# Model card: pneumonia vs normal on SYNTHETIC films (not patients)"
+    assert banner.startswith("**Synthetic films, not patients.**")
+    assert "Guangzhou" not in card and "Kermany" not in card
 
 
 def test_metrics_file_is_valid_json_even_with_nan(tmp_path: Path) -> None:

@@ -201,6 +201,11 @@ def test_train_monitors_one_source_and_chooses_the_threshold_on_it(
     # Two sources: the report shows each one's numbers without being asked to.
     report = (run / "report.md").read_text()
     assert "### val: by source" in report and "### test: by source" in report
+    # Its title names what the films are: both sources, generated, with their counts.
+    assert report.splitlines()[0] == (
+        "# Model card: pneumonia vs normal on SYNTHETIC films (not patients): "
+        "public (48 films) and site (48 films)"
+    )
     assert "test/subgroup/source=site/auroc" in metrics["metrics"]
 
 

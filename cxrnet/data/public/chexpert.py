@@ -46,6 +46,10 @@ POLICY = LabelPolicy(
     NO_FINDING,
     UNCERTAIN_NOTE + "; frontal films only unless views=all",
     unmentioned_absent=True,
+    labelled=(
+        "by the CheXpert labeler from the radiology reports (uncertain mentions as -1); "
+        "Stanford Hospital"
+    ),
     files=("train.csv", "valid.csv"),
 )
 _VALUES = {"1.0": POSITIVE, "1": POSITIVE, "0.0": NEGATIVE, "0": NEGATIVE}

@@ -27,6 +27,10 @@ POLICY = LabelPolicy(
     UNCERTAIN_NOTE + "; labels are per study; view from the metadata's ViewPosition, PA and AP "
     "frontal",
     unmentioned_absent=True,
+    labelled=(
+        "by the CheXpert labeler from the radiology reports, one set per study; Beth Israel "
+        "Deaconess Medical Center, Boston, mostly emergency and intensive care"
+    ),
     files=(_PREFIX + "chexpert.csv", _PREFIX + "metadata.csv", _PREFIX + "split.csv"),
 )
 _SPLITS = {"train": "train", "validate": "val", "test": "test"}

@@ -65,6 +65,10 @@ POLICY = LabelPolicy(
     "a label not listed is absent; every label outside cxrnet's findings (COPD signs, aortic "
     "elongation, scoliosis ...) is other_finding; 'unchanged' and 'suboptimal study' are no "
     "finding; 'exclude' films are left out; frontal = PA, AP and AP_horizontal",
+    labelled=(
+        "27% of the reports labelled by physicians, the rest by a network trained on them; "
+        "Hospital San Juan, Alicante"
+    ),
     files=(_FILE,),
 )
 _COLUMNS = ("ImageID", "ImageDir", "PatientID", "StudyID", "Projection", "Labels")

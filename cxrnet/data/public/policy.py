@@ -49,6 +49,8 @@ class LabelPolicy:
     # The label files its reader may read (each also .gz or .zip): a listing kept from an
     # earlier start is trusted only while these are as they were (``listing_cache``).
     files: tuple[str, ...] = ()
+    # Who or what labelled the films, and where they come from: the model card's limits.
+    labelled: str = ""
 
     @property
     def pneumonia(self) -> str:

@@ -27,6 +27,7 @@ POLICY = LabelPolicy(
     "Normal",
     "'No Lung Opacity / Not Normal' is pneumonia absent with other_finding present; opacity "
     "boxes kept; view, age and sex from the DICOM header",
+    labelled="opacity boxes drawn by radiologists on films of NIH ChestX-ray14",
     files=("stage_2_train_labels.csv", "stage_2_detailed_class_info.csv"),
 )
 _OTHER = "No Lung Opacity / Not Normal"

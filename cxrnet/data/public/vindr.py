@@ -60,6 +60,7 @@ POLICY = LabelPolicy(
     "a label is present when more than half of the film's readers mark it, absent otherwise; "
     "normal when more than half say 'No finding'; Kaggle's VinBigData files have no pneumonia "
     "label, so their abnormal films are left out of the binary task",
+    labelled="by three radiologists per training film; hospitals in Hanoi",
     files=(
         "image_labels_train.csv",
         "image_labels_test.csv",
