@@ -17,6 +17,7 @@ import numpy as np
 from cxrnet.evaluation.bootstrap import PatientDraws, bootstrap_weighted
 from cxrnet.evaluation.confusion import Confusion, confusion_at_threshold
 from cxrnet.evaluation.curves import RankedScores
+from cxrnet.evaluation.proportions import METHOD, confusion_counts, widened
 from cxrnet.evaluation.report import EvaluationReport, ReportSettings, SplitPredictions
 from cxrnet.evaluation.subgroup_columns import category_order, table_values
 from cxrnet.evaluation.subgroups import Estimate, SubgroupReport, SubgroupRow, subgroup_table
@@ -127,6 +128,16 @@ def operating_point_at(
         seed=settings.seed,
         level=settings.level,
     )
+    counts = confusion_counts(confusion_at_threshold(probs, labels, threshold))
+    total = counts["accuracy"][1]
+    exact = {
+        "sensitivity": counts["recall"],
+        "specificity": counts["specificity"],
+        "ppv": counts["precision"],
+        "flagged": (counts["precision"][1], total),
+    }
+    for name, (successes, trials) in exact.items():
+        intervals[name] = widened(intervals[name], successes, trials, settings.level)
     return SiteOperatingPoint(threshold, {k: float(v) for k, v in point.items()}, intervals)
 
 
@@ -165,6 +176,8 @@ def flagged_fraction(
         level=settings.level,
     )
     flagged = {key: float(np.mean(flags)) for key, flags in called.items()}
+    for key, flags in called.items():
+        intervals[key] = widened(intervals[key], int(flags.sum()), len(flags), settings.level)
     return OtherClassResult(name, len(probabilities), flagged, intervals)
 
 
@@ -342,7 +355,7 @@ def render_site_section(site: SiteReport, level: float, figure: str = "") -> str
         "## This site (external validation)",
         "",
         "Every film here is a test film: nothing of this site chose the model, its threshold "
-        f"or its calibration. Intervals: {level:.0%} patient bootstrap.",
+        f"or its calibration. Intervals: {level:.0%} {METHOD}.",
         "",
         "### Operating point",
         "",

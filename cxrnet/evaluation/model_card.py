@@ -8,6 +8,7 @@ from typing import Any
 
 from cxrnet.data.population import DataDescription
 from cxrnet.evaluation.probabilities import DEFAULT_THRESHOLD
+from cxrnet.evaluation.proportions import METHOD
 from cxrnet.evaluation.report import THRESHOLD_METRICS, EvaluationReport, finite
 from cxrnet.evaluation.subgroups import Estimate, SubgroupRow
 
@@ -190,8 +191,8 @@ def _metrics_section(report: EvaluationReport) -> list[str]:
     lines = [
         "## Metrics",
         "",
-        f"Point estimate ({round(s.level * 100)}% bootstrap interval: {s.resamples} resamples "
-        f"of patients, seed {s.seed}).",
+        f"Point estimate ({round(s.level * 100)}% interval: {METHOD}; {s.resamples} "
+        f"resamples of patients, seed {s.seed}).",
         "",
     ]
     splits = list(report.splits)
@@ -271,7 +272,7 @@ def _subgroups_section(report: EvaluationReport) -> list[str]:
         "",
         "Each category's films alone, at the chosen threshold "
         f"{report.operating_point.threshold:.3f}"
-        f" ({round(s.level * 100)}% bootstrap interval: {s.resamples} resamples of the "
+        f" ({round(s.level * 100)}% interval: {METHOD}; {s.resamples} resamples of the "
         "category's patients). Films lacking a column are counted under `unknown`.",
         "",
         "### Shortcut check",

@@ -20,6 +20,7 @@ import torch
 from cxrnet.data.decode import DecodeParams
 from cxrnet.data.records import is_dicom
 from cxrnet.evaluation.bootstrap import PatientDraws, bootstrap_weighted
+from cxrnet.evaluation.proportions import widened
 from cxrnet.evaluation.subgroup_columns import DEFAULT_AGE_BANDS, category_order
 from cxrnet.user_errors import DataError
 
@@ -195,6 +196,7 @@ def score_films(
         seed=seed,
         level=level,
     )["hit_rate"]
+    interval = widened(interval, int(hits.sum()), len(films), level)  # exact at 0 and 1
     chance = float(np.mean([film.chance for film in films]))
     return PointingResult(tuple(films), float(hits.mean()), interval, chance)
 

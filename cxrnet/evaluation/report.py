@@ -24,6 +24,7 @@ from cxrnet.evaluation.calibration import apply_temperature, fit_temperature, re
 from cxrnet.evaluation.confusion import confusion_at_threshold
 from cxrnet.evaluation.curves import RankedScores, auroc, average_precision, pr_curve, roc_curve
 from cxrnet.evaluation.probabilities import DEFAULT_THRESHOLD
+from cxrnet.evaluation.proportions import confusion_counts, widened
 from cxrnet.evaluation.subgroup_columns import (
     DEFAULT_AGE_BANDS,
     check_subgroup_columns,
@@ -332,7 +333,8 @@ def subgroups_of(
 def scores_with_intervals(
     split: str, preds: SplitPredictions, threshold: float, settings: ReportSettings
 ) -> dict[str, float]:
-    """``_scores`` of the split, each followed by its patient-bootstrap ``_ci_low``/``_ci_high``."""
+    """``_scores`` of the split, each followed by its patient-bootstrap ``_ci_low``/``_ci_high``
+    (a proportion's widened to its exact interval: ``proportions``)."""
     probs, labels = preds.probabilities, preds.labels
     point = _scores(probs, labels, threshold)
     intervals = bootstrap_weighted(
@@ -343,6 +345,11 @@ def scores_with_intervals(
         seed=settings.seed,
         level=settings.level,
     )
+    for suffix, t in (("_at_threshold", threshold), ("", DEFAULT_THRESHOLD)):
+        counts = confusion_counts(confusion_at_threshold(probs, labels, t))
+        for name, (successes, trials) in counts.items():
+            key = f"{name}{suffix}"
+            intervals[key] = widened(intervals[key], successes, trials, settings.level)
     metrics: dict[str, float] = {}
     for name, value in point.items():
         metrics[f"{split}/{name}"] = value

@@ -24,6 +24,7 @@ from cxrnet.data.records import UNKNOWN
 from cxrnet.evaluation.bootstrap import PatientDraws, WeightedMetricFn, bootstrap_weighted
 from cxrnet.evaluation.confusion import confusion_at_threshold
 from cxrnet.evaluation.curves import RankedScores, auroc
+from cxrnet.evaluation.proportions import widened
 from cxrnet.evaluation.subgroup_columns import (
     AGE,
     AGE_BAND,
@@ -136,6 +137,15 @@ def subgroup_row(
         seed=seed,
         level=level,
     )
+    # The proportions' intervals widened to their exact ones (``proportions``): a category of
+    # 5 films all called right is not a sensitivity of 1.000 (1.000-1.000).
+    counts = {
+        "prevalence": (n_pos, n),
+        "sensitivity": (c.tp, c.tp + c.fn),
+        "specificity": (c.tn, c.tn + c.fp),
+    }
+    for name, (successes, trials) in counts.items():
+        intervals[name] = widened(intervals[name], int(successes), int(trials), level)
     estimates = {}
     for name, value in points.items():
         if math.isnan(value):

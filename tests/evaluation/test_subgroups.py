@@ -16,6 +16,7 @@ from helpers.console import QUICK, run_train
 from cxrnet.data.records import make_record
 from cxrnet.evaluation.curves import auroc
 from cxrnet.evaluation.model_card import render_model_card
+from cxrnet.evaluation.proportions import widened
 from cxrnet.evaluation.report import (
     ReportSettings,
     SplitPredictions,
@@ -102,6 +103,11 @@ def test_subgroup_intervals_equal_a_resampling_done_by_hand() -> None:
     resamples, seed = 60, 7
     pa = _table(resamples, seed)["PA"]
     expected = _by_hand_intervals(np.asarray(VIEWS) == "PA", resamples, seed, 0.95)
+    # The proportions' intervals then contain their exact ones (PA: 2 pneumonia of 5 films,
+    # both caught; 2 of 3 normal films cleared).
+    for name, (successes, trials) in {"prev": (2, 5), "sens": (2, 2), "spec": (2, 3)}.items():
+        expected[name] = widened(expected[name], successes, trials)
+    assert expected["sens"] == pytest.approx((0.025**0.5, 1.0))
     for name, estimate in (
         ("prev", pa.prevalence),
         ("auroc", pa.auroc),
