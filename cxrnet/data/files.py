@@ -41,7 +41,11 @@ Facts = dict[Path, FileFacts]
 
 class RealFolders:
     """``os.path.realpath`` of folders, each asked once: the files in a folder that are not
-    links themselves resolve to the folder's real path and their name, with no further call."""
+    links themselves resolve to the folder's real path and their name, with no further call.
+
+    A folder that is no link resolves to its parent's real path and its name: one ``lstat``
+    per new folder, where ``realpath`` takes one per part of the path (MIMIC-CXR has a folder
+    per study, 227,827 of them, each eight parts deep)."""
 
     def __init__(self) -> None:
         self._known: dict[str, str] = {}
@@ -49,8 +53,18 @@ class RealFolders:
     def __call__(self, folder: str) -> str:
         real = self._known.get(folder)
         if real is None:
-            real = self._known[folder] = os.path.realpath(folder)
+            real = self._known[folder] = self._resolve(folder)
         return real
+
+    def _resolve(self, folder: str) -> str:
+        parent, name = os.path.split(folder)
+        if name in ("", ".", "..") or not parent or parent == folder:
+            return os.path.realpath(folder)  # a root, or a part realpath must work out
+        try:
+            link = stat.S_ISLNK(os.lstat(folder).st_mode)
+        except OSError:
+            link = True  # realpath says what it can of a folder that is not there
+        return os.path.realpath(folder) if link else os.path.join(self(parent), name)
 
 
 def entry_facts(entry: os.DirEntry[str], real_folder: str) -> FileFacts:

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from cxrnet.data.discovery import scan_folder
-from cxrnet.data.files import UNREADABLE, PathBuilder, facts_or_unreadable, path_facts
+from cxrnet.data.files import (
+    UNREADABLE,
+    PathBuilder,
+    RealFolders,
+    facts_or_unreadable,
+    path_facts,
+)
 
 
 @pytest.fixture
@@ -71,3 +77,24 @@ def test_a_path_builder_gives_the_paths_pathlib_parses(tmp_path: Path) -> None:
     many = builder.many(texts)
     assert many == [Path(text) for text in texts] == [builder(text) for text in texts]
     assert [str(path) for path in many] == texts
+
+
+def test_real_folders_agree_with_realpath_through_links_and_dots(tmp_path: Path) -> None:
+    (tmp_path / "real" / "s1" / "deep").mkdir(parents=True)
+    (tmp_path / "real" / "s2").mkdir()
+    (tmp_path / "via").symlink_to(tmp_path / "real")  # a linked folder above
+    (tmp_path / "real" / "s3").symlink_to(tmp_path / "real" / "s1")  # a linked folder itself
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    folders = [
+        tmp_path / "real" / "s1" / "deep",
+        tmp_path / "via" / "s1" / "deep",
+        tmp_path / "via" / "s3" / "deep",
+        tmp_path / "via" / "s2" / ".." / "s1",
+        tmp_path / "real" / "." / "s2",
+        tmp_path / "dangling" / "x",
+        tmp_path / "absent" / "y",
+        Path("/"),
+    ]
+    real_folders = RealFolders()
+    for folder in folders:
+        assert real_folders(str(folder)) == os.path.realpath(folder), folder
