@@ -69,6 +69,18 @@ class BuildEnsemble(Callback):
             raise SystemExit(code)
 
 
+class SweepFolder(Callback):
+    """A sweep names its folder when it starts (every job's run folder is below it) and, when
+    every job has ended, the command that compares its runs."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        print(f"sweep folder: {Path(str(config.hydra.sweep.dir)).expanduser().absolute()}")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        folder = Path(str(config.hydra.sweep.dir)).expanduser().absolute()
+        print(f"\nsweep folder: {folder}\nnext: cxrnet-compare {folder}   (its runs side by side)")
+
+
 class CheckOutputFolder(Callback):
     """A run (or sweep) folder that cannot be made is one ``error:`` line and exit 2.
 

@@ -123,6 +123,17 @@ def test_console_script_runs_from_any_directory_on_generated_synthetic_data(tmp_
     assert any(line.split()[0] == "auroc" for line in done.stdout.splitlines() if line.strip())
     assert "run folder: " in done.stdout
     run_dir = Path(done.stdout.split("run folder: ")[1].split()[0])
+    # It ends with where its files are and what to run next, and nothing after that.
+    best = json.loads((run_dir / "metrics.json").read_text())["paths"]["best_checkpoint"]
+    assert done.stdout.rstrip().splitlines()[-5:] == [
+        f"run folder: {run_dir}",
+        f"report: {run_dir / 'report.md'}",
+        f"best checkpoint: {best}",
+        f"next: cxrnet-eval ckpt_path={best} data.root=<another site's films>   "
+        "(external validation)",
+        f"      cxrnet-predict ckpt_path={best} input=<films>   (a probability and a call per "
+        "film)",
+    ]
     assert (run_dir / "metrics.json").is_file()
     assert list((tmp_path / "cache" / "synthetic").glob("synthetic-*"))
     # The quick start's card says what its films are, and no real dataset's limits.
@@ -226,3 +237,31 @@ def test_early_stopping_from_the_config_ends_training(compose_cfg, synthetic_roo
     with (run_dir / "csv" / "metrics.csv").open() as handle:
         epochs = {row["epoch"] for row in csv.DictReader(handle) if row.get("train/loss")}
     assert sorted(epochs, key=int) == ["0", "1"]  # trained 2 of the 6 epochs allowed
+
+
+@pytest.mark.slow
+def test_a_sweep_names_its_folder_and_the_compare_command(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    done = run_train(
+        [
+            "-m",
+            "debug=fast",
+            f"data.root={synthetic_root}",
+            "seed=1,2",
+            f"paths.log_dir={tmp_path}",
+        ],
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (sweep,) = tmp_path.glob("*/multiruns/*")
+    lines = done.stdout.rstrip().splitlines()
+    assert lines[0] == f"sweep folder: {sweep}"
+    assert lines[-2:] == [
+        f"sweep folder: {sweep}",
+        f"next: cxrnet-compare {sweep}   (its runs side by side)",
+    ]
+    # Each job ended with its own report.
+    assert [line for line in lines if line.startswith("report: ")] == [
+        f"report: {sweep / job / 'report.md'}" for job in "01"
+    ]
