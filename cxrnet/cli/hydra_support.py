@@ -24,6 +24,7 @@ from hydra.errors import (
 from omegaconf import DictConfig, OmegaConf
 
 from cxrnet.cli.exit_codes import USAGE_ERROR_EXIT
+from cxrnet.cli.quiet import silence_known_noise
 from cxrnet.runs import Override
 
 log = logging.getLogger(__name__)
@@ -197,5 +198,6 @@ def run_hydra(hydra_main: Callable[[], object]) -> None:
     """Call a ``@hydra.main`` function; an override Hydra cannot parse or a YAML config it cannot
     load ends with one ``error:`` line naming it and exit 2 (``HYDRA_FULL_ERROR=1``: Hydra's
     traceback), like every other user error (``cxrnet.cli.exit_codes``)."""
+    silence_known_noise()
     with _brief_config_errors():
         hydra_main()

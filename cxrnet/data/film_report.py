@@ -21,7 +21,7 @@ from cxrnet.user_errors import DataError
 
 log = logging.getLogger("cxrnet.data.datamodule")
 
-# The ignored files the log names one by one when ignored.csv lists them all.
+# The ignored files the log names one by one when no run folder's ignored.csv lists them.
 IGNORED_SHOWN = 10
 
 
@@ -49,8 +49,9 @@ def report_films(
     if duplicates is not None:
         log.info("%s", duplicates.summary())
     # Hundreds of films of another class (tens of thousands in a public dataset) would bury the
-    # log: the first few are named, the rest counted per reason; ignored.csv lists every one.
-    shown = ignored[:IGNORED_SHOWN]
+    # log: with a run folder, one line counts them per reason and names ignored.csv, which
+    # lists every one; without one, the first few are named and the rest counted.
+    shown = [] if report_dir is not None else ignored[:IGNORED_SHOWN]
     for path, reason in shown:
         log.warning("ignored %s: %s", path, reason)
     if len(shown) < len(ignored):
@@ -61,8 +62,9 @@ def report_films(
             else "a data module with a report_dir lists every one in ignored.csv"
         )
         log.warning(
-            "ignored %d more file(s) (%s): %s",
+            "ignored %d %sfile(s) (%s): %s",
             len(ignored) - len(shown),
+            "more " if shown else "",
             "; ".join(f"{count} {why}" for why, count in reasons),
             where,
         )
