@@ -70,6 +70,7 @@ def list_films(settings: DataSettings, facts: Facts | None) -> Listing:
             if others is not None:  # a public reader has other-class films only when scored
                 others.extend(found.others)
             continue
+        _check_source_exists(source, name)
         if source.suffix.lower() == ".csv":
             manifest = read_manifest(
                 source,
@@ -96,6 +97,20 @@ def list_films(settings: DataSettings, facts: Facts | None) -> Listing:
         )  # fmt: skip
         others = []
     return Listing(combine_records(*parts), facts, ignored, others or [])
+
+
+def _check_source_exists(source: Path, name: str | None) -> None:
+    """A source that is not there, named by the setting that gave it: ``data.sources.<name>``
+    for a named source (the user never wrote ``data.root``), ``data.root`` otherwise."""
+    if source.exists():
+        return
+    setting = f"data.sources.{name}" if name is not None else "data.root"
+    what = "manifest" if source.suffix.lower() == ".csv" else "folder"
+    raise DataError(
+        f"{setting}={source}: no such {what}; point {setting} at the {what} as it is on this "
+        "machine (docs/datasets.md says where each public dataset comes from and how to write "
+        "a site's manifest)"
+    )
 
 
 def find_films(settings: DataSettings, walk: Callable[[Facts | None], Listing]) -> Listing:

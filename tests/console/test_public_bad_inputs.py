@@ -91,3 +91,28 @@ def test_missing_films_skipped_are_each_listed_in_ignored_csv(tmp_path: Path) ->
         ignored = {row["file"]: row["reason"] for row in csv.DictReader(handle)}
     for path in gone:
         assert ignored[str(path)].startswith("listed in the dataset's label files but not on disk")
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        (
+            "data.sources={site: <tmp>/site/labels.csv}",
+            "data.sources.site=<tmp>/site/labels.csv: no such manifest",
+        ),
+        (
+            "data.sources={peds: <tmp>/chest_xray}",
+            "data.sources.peds=<tmp>/chest_xray: no such folder",
+        ),
+        ("data.root=<tmp>/chest_xray", "data.root=<tmp>/chest_xray: no such folder"),
+    ],
+    ids=["named-manifest", "named-folder", "root"],
+)
+def test_a_missing_source_is_named_by_the_setting_that_gave_it(
+    tmp_path: Path, source: str, expected: str
+) -> None:
+    done = run_train(["debug=fast", source.replace("<tmp>", str(tmp_path))], tmp_path)
+    assert done.returncode == 2, done.stderr[-3000:]
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert line.startswith(f"error: {expected.replace('<tmp>', str(tmp_path))}; point ")
+    assert "docs/datasets.md" in line

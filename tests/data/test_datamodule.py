@@ -127,7 +127,7 @@ def test_root_without_images_says_what_was_expected(tmp_path: Path) -> None:
 
 
 def test_missing_root_names_the_setting(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"does not exist.*data\.root"):
+    with pytest.raises(DataError, match=r"^data\.root=.*nowhere: no such folder; point data\.root"):
         make_dm(tmp_path / "nowhere").setup("fit")
 
 

@@ -78,7 +78,7 @@ def test_training_stores_the_operating_point_and_preprocessing_as_plain_data(tra
     }
     run_dir = trained["run_dir"]
     card = (run_dir / "report.md").read_text()
-    assert "## Decision threshold" in card and "bootstrap interval" in card
+    assert "## Decision threshold" in card and "patient-bootstrap percentile interval" in card
     for link in card.split("[heatmap](")[1:]:
         assert (run_dir / link.split(")")[0]).is_file()
     for split in ("val", "test"):

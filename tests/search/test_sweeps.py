@@ -131,7 +131,7 @@ def test_the_basic_launcher_runs_every_job_even_after_one_fails(tmp_path: Path) 
     for number, root in enumerate(missing):
         overrides, metrics = _job(sweep_dir / str(number))
         assert f"data.root={root}" in overrides
-        assert metrics["status"] == "failed" and "does not exist" in metrics["error"]
+        assert metrics["status"] == "failed" and "no such folder" in metrics["error"]
 
 
 @pytest.mark.slow
