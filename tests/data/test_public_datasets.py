@@ -576,15 +576,19 @@ def test_a_second_start_reads_the_kept_listing_and_a_changed_label_file_is_parse
     next((tmp_path / "mimic").rglob(f"{used['dicom']}.jpg")).unlink()
     with pytest.raises(DataError, match=r"1 film\(s\) its label files list are not under"):
         read({})
-    # A label file edited gives another key: parsed again, kept beside the first.
+    # A label file edited gives another key: parsed again, and the new listing replaces the
+    # old one (never to be read again); another use of the source keeps its own.
     labels = tmp_path / "mimic" / "mimic-cxr-2.0.0-split.csv.gz"
     labels.write_bytes(labels.read_bytes() + b"")
     os.utime(labels, ns=(1, 1))
     monkeypatch.setattr(PublicSource, "films", parsed)
+    read_public(source, "binary", "ignore", False, None, False, cache_dir=cache)
     read(None)
-    assert {p.name for p in (cache / "public_listings").iterdir()} > {kept.name}
+    names = {p.name for p in (cache / "public_listings").iterdir()}
+    assert len(names) == 2 and kept.name not in names
+    (edited,) = [n for n in names if n.split("-")[0] == kept.name.split("-")[0]]
     # So does other reader code: a listing an older cxrnet kept is not trusted.
-    before = len(list((cache / "public_listings").iterdir()))
     monkeypatch.setattr(listing_cache, "_code", lambda: "another cxrnet")
     read(None)
-    assert len(list((cache / "public_listings").iterdir())) == before + 1
+    names_now = {p.name for p in (cache / "public_listings").iterdir()}
+    assert len(names_now) == 2 and edited not in names_now

@@ -35,15 +35,22 @@ FOLDER = "public_listings"
 
 
 def listing_key(source: PublicSource, use: Sequence[object], label_files: Sequence[str]) -> str:
-    """The digest naming a listing: the source, the run's use of it, its label files' stats."""
+    """The name of a listing: ``<use>-<content>``, a digest of the source and the run's use of
+    it, then one of the label files' stats and the code reading them. A source read the same
+    way has one listing: a new one replaces the others of its use (``store``)."""
     stats = []
     for name in label_files:
         path = find_label_file(source.policy.dataset, source.root, (name,), required=False)
         if path is not None:
             info = path.stat()
             stats.append([str(path), info.st_size, info.st_mtime_ns])
-    text = json.dumps([_VERSION, _code(), source.as_setting(), [str(u) for u in use], stats])
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    purpose = json.dumps([source.as_setting(), [str(u) for u in use]])
+    content = json.dumps([_VERSION, _code(), stats])
+    return f"{_digest(purpose)}-{_digest(content)}"
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @functools.cache
@@ -137,6 +144,12 @@ def store(
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text(path, json.dumps(data, separators=(",", ":")))
+        # The listings this one replaces (label files edited, another cxrnet): tens of MB each
+        # for a large dataset, never to be read again.
+        purpose = path.name.split("-")[0]
+        for older in path.parent.glob(f"{purpose}-*.json"):
+            if older != path:
+                older.unlink(missing_ok=True)
 
 
 def _items(values: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
