@@ -1,11 +1,15 @@
-"""One plot panel per swept key: the sort metric, mean ± std, against the key's values."""
+"""One plot panel per swept key: the sort metric with its interval against the key's values."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from cxrnet.comparison.render import format_cell
+from cxrnet.comparison.stat import LEVEL, Stat
 from cxrnet.comparison.summary import Row, Summary, value_sort_key
 from cxrnet.runs import Value
 
@@ -39,7 +43,7 @@ def _plot_key(ax: Axes, summary: Summary, key: str) -> None:
         ax.errorbar(
             xs,
             [s.mean for s in stats],
-            yerr=[s.std or 0.0 for s in stats],
+            yerr=_bars(stats),
             marker="o",
             capsize=3,
             linestyle="-" if numeric else "none",
@@ -55,7 +59,7 @@ def _plot_key(ax: Axes, summary: Summary, key: str) -> None:
         ax.set_xticks(range(len(categories)), labels, rotation=rotation)
         ax.set_xlim(-0.5, len(categories) - 0.5)
     ax.set_xlabel(key)
-    ax.set_ylabel(summary.sort)
+    _honest_axis(ax, summary)
     ax.grid(alpha=0.3)
     if 1 < len(names) <= 12:
         ax.legend(fontsize="small")
@@ -80,15 +84,40 @@ def build_figure(summary: Summary) -> Figure:
         axes[0].errorbar(
             range(len(stats)),
             [s.mean for s in stats],
-            yerr=[s.std or 0.0 for s in stats],
+            yerr=_bars(stats),
             marker="o",
             capsize=3,
             linestyle="none",
         )
         axes[0].set_xticks(range(len(stats)), ["all jobs"] * len(stats))
-        axes[0].set_ylabel(summary.sort)
+        _honest_axis(axes[0], summary)
     for ax in axes[panels:]:
         ax.set_visible(False)
-    over = ", ".join(summary.fold_keys)
-    fig.suptitle(f"{summary.sort}: mean ± std over {over}" if over else summary.sort)
+    over = ", ".join(summary.fold_keys) or "repeats"
+    fig.suptitle(
+        f"{summary.sort}: mean and {round(LEVEL * 100)}% interval (t over {over}; "
+        "a single run: its bootstrap interval)"
+    )
     return fig
+
+
+def _bars(stats: Sequence[Stat]) -> np.ndarray:
+    """Error bars below and above each mean: its interval, or nothing where it has none."""
+    below = [s.mean - s.low if s.low is not None else 0.0 for s in stats]
+    above = [s.high - s.mean if s.high is not None else 0.0 for s in stats]
+    return np.array([below, above])
+
+
+def _honest_axis(ax: Axes, summary: Summary) -> None:
+    """The sort metric's axis from 0 to 1 where it is a rate or an area (every value and interval
+    end within them): a zoomed axis makes a gap of 0.02 look like a result."""
+    ax.set_ylabel(summary.sort)
+    ends = [
+        value
+        for row in summary.rows
+        if (stat := row.stats.get(summary.sort)) is not None
+        for value in (stat.mean, stat.low, stat.high)
+        if value is not None
+    ]
+    if ends and min(ends) >= 0.0 and max(ends) <= 1.0:
+        ax.set_ylim(0.0, 1.0)

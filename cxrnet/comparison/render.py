@@ -11,7 +11,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TextIO
 
-from cxrnet.comparison.stat import Stat
+from cxrnet.comparison.stat import LEVEL, Stat
 from cxrnet.comparison.summary import Summary
 from cxrnet.runs import Value
 from cxrnet.runs.results import RunResult
@@ -21,8 +21,15 @@ CSV_NAME, MARKDOWN_NAME, PLOT_NAME = "comparison.csv", "comparison.md", "compari
 UNSET = "(default)"
 # Three decimals, as results are usually quoted; the CSV keeps ten significant digits.
 DIGITS = 3
-# The terminal shows the sort metric and these, where the jobs have them; the files show all.
-PREFERRED_METRICS = ("val/auroc", "val/f1", "val/recall", "val/specificity", "test/auroc")
+# The terminal and the compact table show the sort metric and these, where the jobs have them;
+# the files show all. At each run's own threshold: at 0.5 a run's calls can all be one class.
+PREFERRED_METRICS = (
+    "val/auroc",
+    "val/f1_at_threshold",
+    "val/recall_at_threshold",
+    "val/specificity_at_threshold",
+    "test/auroc",
+)
 TERMINAL_METRICS = 5
 MIN_KEY_WIDTH = 8
 GAP = "  "
@@ -60,12 +67,13 @@ def _header(summary: Summary, metric: str) -> str:
     return f"{metric} {_sort_arrow(summary)}" if metric == summary.sort else metric
 
 
-def _display_rows(summary: Summary) -> list[list[str]]:
-    """Each row's cells as shown: swept values, n, then ``mean ± std`` per metric."""
+def _display_rows(summary: Summary, metrics: Sequence[str] | None = None) -> list[list[str]]:
+    """Each row's cells as shown: swept values, n, then ``mean ± std`` per metric (every
+    compared metric, or ``metrics``)."""
     return [
         [format_cell(row.config[key]) for key in summary.keys]
         + [str(row.n)]
-        + [format_stat(row.stats.get(m), row.n) for m in summary.metrics]
+        + [format_stat(row.stats.get(m), row.n) for m in (metrics or summary.metrics)]
         for row in summary.rows
     ]
 
@@ -87,6 +95,9 @@ def terminal_metrics(summary: Summary, requested: Sequence[str] | None = None) -
     for metric in (*PREFERRED_METRICS, *summary.metrics):
         if len(chosen) >= TERMINAL_METRICS:
             break
+        # A metric at 0.5 gives way to its twin at the run's own threshold.
+        if f"{metric}_at_threshold" in summary.metrics:
+            continue
         if metric in summary.metrics and metric not in chosen:
             chosen.append(metric)
     return chosen
@@ -104,12 +115,7 @@ def table_lines(
     swept keys' cells are shortened, never below ``MIN_KEY_WIDTH``."""
     keys = list(summary.keys)
     header = [*keys, "n", *(_header(summary, m) for m in metrics)]
-    rows = [
-        [format_cell(row.config[key]) for key in keys]
-        + [str(row.n)]
-        + [format_stat(row.stats.get(m), row.n) for m in metrics]
-        for row in summary.rows
-    ]
+    rows = _display_rows(summary, metrics)
     widths = [max(len(cells[i]) for cells in [header, *rows]) for i in range(len(header))]
     shown = len(header)
     first_metric = len(keys) + 1
@@ -145,6 +151,34 @@ def _output_width(stream: TextIO) -> int | None:
     return int(columns) if columns.isdigit() else None
 
 
+def ranking_note(summary: Summary) -> str | None:
+    """What the order of the two best configurations is worth on the sort metric: a sentence
+    when their intervals overlap or one has none; None when they are apart (or one row)."""
+    if len(summary.rows) < 2:
+        return None
+    first, second = (row.stats.get(summary.sort) for row in summary.rows[:2])
+    if first is None or second is None:
+        return None
+    overlap = first.overlaps(second)
+    if overlap is None:
+        return (
+            f"The two best configurations on {summary.sort} ({first.text()} and "
+            f"{second.text()}) have no interval to compare (single runs that stored none): "
+            "their order may be noise."
+        )
+    if not overlap:
+        return None
+    return (
+        f"The two best configurations' intervals on {summary.sort} overlap ({_span(first)} and "
+        f"{_span(second)}): their order is not evidence that one is better. Repeat them "
+        "over seeds, or compare on more validation films."
+    )
+
+
+def _span(stat: Stat) -> str:
+    return f"{stat.low:.{DIGITS}f}-{stat.high:.{DIGITS}f}"
+
+
 def print_summary(
     summary: Summary, metrics: Sequence[str] | None = None, stream: TextIO | None = None
 ) -> None:
@@ -160,6 +194,9 @@ def print_summary(
     more = len(summary.metrics) - len(shown) + len(hidden)
     if more:
         print(f"(+{more} more metrics in the CSV and Markdown files; --show picks)", file=stream)
+    note = ranking_note(summary)
+    if note:
+        print(note, file=stream)
     print_problems(summary.problems, stream)
 
 
@@ -188,7 +225,7 @@ def write_csv(summary: Summary, path: Path) -> Path:
     """One row per configuration; full-precision means, std empty where n == 1."""
     header = [*summary.keys, "n"]
     for metric in summary.metrics:
-        header += [f"{metric}_mean", f"{metric}_std"]
+        header += [f"{metric}_mean", f"{metric}_std", f"{metric}_low", f"{metric}_high"]
     header.append("jobs")
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -200,6 +237,9 @@ def write_csv(summary: Summary, path: Path) -> Path:
                 stat = row.stats.get(metric)
                 cells.append("" if stat is None else _csv_number(stat.mean))
                 cells.append("" if stat is None or stat.std is None else _csv_number(stat.std))
+                for end in ("low", "high"):
+                    value = None if stat is None else getattr(stat, end)
+                    cells.append("" if value is None else _csv_number(value))
             cells.append(";".join(_relative(job, path.parent) for job in row.runs))
             writer.writerow(cells)
     return path
@@ -224,9 +264,20 @@ def render_markdown(summary: Summary, out_dir: Path, plot_name: str = PLOT_NAME)
         "",
         f"{summary.n_completed} completed jobs in {len(summary.rows)} configurations, sorted by "
         f"`{summary.sort}` ({order}). Cells are mean ± sample std over the jobs that differ only "
-        f"in {folded}; n counts them.",
+        f"in {folded} (n counts them); a single run shows its value and its own "
+        f"{round(LEVEL * 100)}% bootstrap interval [low, high] where its metrics.json has one.",
         "",
     ]
+    note = ranking_note(summary)
+    if note:
+        lines += [f"**{note}**", ""]
+    compact = terminal_metrics(summary)
+    lines += _md_table(
+        [*summary.keys, "n", *(_header(summary, m) for m in compact)],
+        _display_rows(summary, compact),
+        right_from=len(summary.keys),
+    )
+    lines += ["", "## Every metric", ""]
     header = [*summary.keys, "n", *(_header(summary, m) for m in summary.metrics)]
     lines += _md_table(header, _display_rows(summary), right_from=len(summary.keys))
     lines += ["", f"![{summary.sort} against each swept key]({plot_name})", ""]

@@ -15,6 +15,8 @@ from cxrnet.runs.results import RunResult
 # Runs that differ only in these keys are repeats of one configuration.
 DEFAULT_FOLD_KEYS = ("seed", "data.split_seed")
 DEFAULT_METRIC_PREFIXES = ("val/", "test/")
+# The ends of the bootstrap interval a run stores beside a metric (cxrnet.evaluation.report).
+CI_LOW, CI_HIGH = "_ci_low", "_ci_high"
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,12 @@ def _available_metrics(runs: Sequence[RunResult]) -> list[str]:
 
 def _select_metrics(requested: Sequence[str] | None, available: list[str]) -> list[str]:
     if not requested:
-        ranked = [m for m in available if m.startswith(DEFAULT_METRIC_PREFIXES)]
+        # A metric's interval ends are shown with it, not as columns of their own.
+        ranked = [
+            m
+            for m in available
+            if m.startswith(DEFAULT_METRIC_PREFIXES) and not m.endswith((CI_LOW, CI_HIGH))
+        ]
         rank = {prefix: i for i, prefix in enumerate(DEFAULT_METRIC_PREFIXES)}
         ranked.sort(key=lambda m: (rank[m.split("/")[0] + "/"], m))
         return ranked or available
@@ -95,10 +102,17 @@ def _default_sort(runs: Sequence[RunResult], chosen: list[str], explicit: bool) 
 def _make_row(config: dict[str, Value], members: list[RunResult], metrics: list[str]) -> Row:
     stats = {}
     for metric in metrics:
-        stat = finite_stat([run.metrics[metric] for run in members if metric in run.metrics])
+        values = [run.metrics[metric] for run in members if metric in run.metrics]
+        stat = finite_stat(values, _own_interval(members[0], metric) if len(values) == 1 else None)
         if stat is not None:
             stats[metric] = stat
     return Row(config, stats, tuple(run.path for run in members))
+
+
+def _own_interval(run: RunResult, metric: str) -> tuple[float, float] | None:
+    """The bootstrap interval a run stored beside ``metric`` (``<metric>_ci_low/_ci_high``)."""
+    low, high = run.metrics.get(f"{metric}{CI_LOW}"), run.metrics.get(f"{metric}{CI_HIGH}")
+    return None if low is None or high is None else (low, high)
 
 
 def summarize(

@@ -19,10 +19,12 @@ from cxrnet.comparison.render import (
     CSV_NAME,
     MARKDOWN_NAME,
     PLOT_NAME,
+    ranking_note,
     table_lines,
     terminal_metrics,
 )
 from cxrnet.comparison.report import write_report
+from cxrnet.comparison.stat import finite_stat
 from cxrnet.comparison.summary import summarize
 from cxrnet.runs import overrides_as_dict
 from cxrnet.runs.results import UNFINISHED, collect_runs
@@ -213,7 +215,8 @@ def test_main_out_metrics_and_fold_keys(sweep: Path, tmp_path: Path) -> None:
     rows = read_csv(out / CSV_NAME)
     assert len(rows) == 12  # nothing folded: each seed is its own configuration
     assert list(rows[0]) == ["data.split", "data.val_fraction", "seed", "n",
-                             "val/auroc_mean", "val/auroc_std", "jobs"]  # fmt: skip
+                             "val/auroc_mean", "val/auroc_std", "val/auroc_low", "val/auroc_high",
+                             "jobs"]  # fmt: skip
     assert {row["n"] for row in rows} == {"1"}
     assert not (sweep / CSV_NAME).exists()
 
@@ -329,3 +332,70 @@ def test_the_terminal_table_fits_the_width_and_shows_the_monitor_first(sweep: Pa
     # Even a very narrow terminal keeps every row and the monitor, shortening the keys.
     tiny, _ = table_lines(summary, shown, width=30)
     assert len(tiny) == 6 and "0.960" in tiny[2]
+
+
+def _single(folder: Path, seed: int, auroc: float, low: float, high: float) -> Path:
+    metrics = completed(
+        auroc,
+        **{"val/auroc_ci_low": low, "val/auroc_ci_high": high},
+        **{"val/f1_at_threshold": 0.7, "val/recall_at_threshold": 0.8, "val/f1": 0.0},
+    )
+    return write_job(folder, [f"model.net.name=net{seed}"], metrics)
+
+
+def test_single_runs_show_their_interval_and_an_overlap_is_said(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The issue's case: 0.479 against 0.458 on 16 validation films, intervals 0.18-0.79.
+    _single(tmp_path / "0", 0, 0.479, 0.18, 0.79)
+    _single(tmp_path / "1", 1, 0.458, 0.15, 0.76)
+    assert main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "0.479 [0.180, 0.790]" in out and "0.458 [0.150, 0.760]" in out
+    note = (
+        "The two best configurations' intervals on val/auroc overlap (0.180-0.790 and "
+        "0.150-0.760): their order is not evidence that one is better."
+    )
+    assert note in out
+    markdown = (tmp_path / MARKDOWN_NAME).read_text()
+    assert f"**{note}" in markdown
+    # The compact table comes first, with the metrics at each run's own threshold, not at 0.5;
+    # the interval ends are no columns of their own.
+    compact = markdown.split("## Every metric")[0]
+    assert "val/f1_at_threshold" in compact and "| val/f1 |" not in compact
+    assert "_ci_low" not in markdown
+    rows = read_csv(tmp_path / CSV_NAME)
+    assert [(r["val/auroc_low"], r["val/auroc_high"]) for r in rows] == [
+        ("0.18", "0.79"),
+        ("0.15", "0.76"),
+    ]
+
+
+def test_runs_apart_get_no_note_and_repeats_a_t_interval(tmp_path: Path) -> None:
+    _single(tmp_path / "0", 0, 0.95, 0.90, 0.99)
+    _single(tmp_path / "1", 1, 0.60, 0.50, 0.70)
+    summary = summarize(collect_runs([tmp_path / "0", tmp_path / "1"]))
+    assert ranking_note(summary) is None
+    # Three seeds 0.90, 0.92, 0.94: mean 0.92, std 0.02, t(0.975, 2) = 4.303 -> +-0.0497.
+    stat = finite_stat([0.90, 0.92, 0.94])
+    assert stat is not None and stat.interval == pytest.approx(
+        (0.92 - 0.04969, 0.92 + 0.04969), abs=1e-4
+    )
+    lone = finite_stat([0.5])
+    assert lone is not None and lone.interval is None and lone.text() == "0.500"
+
+
+def test_the_plot_draws_rates_on_the_whole_0_to_1_axis_with_interval_bars(tmp_path: Path) -> None:
+    _single(tmp_path / "0", 0, 0.479, 0.18, 0.79)
+    _single(tmp_path / "1", 1, 0.458, 0.15, 0.76)
+    summary = summarize(collect_runs([tmp_path / "0", tmp_path / "1"]))
+    figure = build_figure(summary)
+    (axis,) = [ax for ax in figure.axes if ax.get_visible()]
+    assert axis.get_ylim() == (0.0, 1.0)  # not zoomed onto a gap of 0.02
+    (bars,) = [c for c in axis.containers]
+    segments = bars.lines[2][0].get_segments()
+    assert sorted((round(s[0][1], 3), round(s[1][1], 3)) for s in segments) == [
+        (0.15, 0.76),
+        (0.18, 0.79),
+    ]
+    assert "interval" in figure.get_suptitle()
