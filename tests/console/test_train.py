@@ -97,11 +97,11 @@ def test_eval_reproduces_the_test_metrics_from_the_checkpoint(trained, compose_c
 
 def test_a_failing_run_writes_a_failed_metrics_file(compose_cfg, tmp_path: Path) -> None:
     cfg = compose_cfg("train", [*QUICK, f"data.root={tmp_path / 'missing'}"])
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(ValueError, match="no such folder"):
         run(cfg)
     metrics = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     assert metrics["status"] == "failed"
-    assert "does not exist" in metrics["error"]
+    assert "no such folder" in metrics["error"]
 
 
 def test_no_test_folder_trains_and_skips_testing(compose_cfg, synthetic_copy: Path) -> None:
