@@ -11,6 +11,7 @@ from cxrnet.evaluation.probabilities import DEFAULT_THRESHOLD
 from cxrnet.evaluation.proportions import METHOD
 from cxrnet.evaluation.report import THRESHOLD_METRICS, EvaluationReport, finite
 from cxrnet.evaluation.subgroups import Estimate, SubgroupRow
+from cxrnet.evaluation.threshold_stability import extreme_threshold_note
 
 TTA_NOTE = (
     "Test-time augmentation: every probability here is the mean of the film's and its mirror "
@@ -180,6 +181,12 @@ def _recipe_section(
         "probability is at least the threshold. It is stored with the model and used unchanged "
         "on every other split.",
         "",
+        *(
+            [report.threshold_interval.describe(), ""]
+            if report.threshold_interval is not None
+            else []
+        ),
+        *([note, ""] if (note := extreme_threshold_note(report.operating_point.threshold)) else []),
         *(line for note in notes for line in (note, "")),
     ]
 
@@ -208,15 +215,21 @@ def _metrics_section(report: EvaluationReport) -> list[str]:
     for name, label in (("auroc", "AUROC"), ("auprc", "AUPRC")):
         cells = [_cell(report, f"{split}/{name}") for split in splits]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    rows = [
+        f"| {split} | {subtype} | {int(report.metrics[f'{split}/n_{subtype}'])} "
+        f"| {report.metrics[key]:.3f} |"
+        for split in splits
+        for subtype in ("bacteria", "virus")
+        if (key := f"{split}/recall_{subtype}_at_threshold") in report.metrics
+    ]
     lines += ["", "### Sensitivity per pneumonia subtype (at the chosen threshold)", ""]
-    lines += ["| split | subtype | films | sensitivity |", "| --- | --- | --- | --- |"]
-    for split in splits:
-        for subtype in ("bacteria", "virus"):
-            key = f"{split}/recall_{subtype}_at_threshold"
-            if key in report.metrics:
-                n = int(report.metrics[f"{split}/n_{subtype}"])
-                lines.append(f"| {split} | {subtype} | {n} | {report.metrics[key]:.3f} |")
-    return lines
+    if not rows:  # an empty table would read as a result; say why there is none
+        return [
+            *lines,
+            "None: no pneumonia film scored here is labelled bacteria or virus (the Kermany "
+            "set's file names are the only source of subtypes).",
+        ]
+    return [*lines, "| split | subtype | films | sensitivity |", "| --- | --- | --- | --- |", *rows]
 
 
 def _confusion_section(report: EvaluationReport) -> list[str]:

@@ -32,6 +32,7 @@ from cxrnet.evaluation.subgroup_columns import (
     present_columns,
 )
 from cxrnet.evaluation.subgroups import DEFAULT_SHORTCUT_FLAG, SubgroupReport, evaluate_subgroups
+from cxrnet.evaluation.threshold_stability import ThresholdInterval, threshold_interval
 from cxrnet.evaluation.thresholds import (
     OperatingPoint,
     ThresholdRule,
@@ -155,6 +156,9 @@ class EvaluationReport:
     # data.task=findings: each finding's operating point (the triage finding's is
     # ``operating_point``), stored with the model (``evaluation.finding_report``).
     finding_thresholds: dict[str, OperatingPoint] = field(default_factory=dict)
+    # How far the threshold would move on resamples of the films that chose it (None where it
+    # was given, not chosen here: a stored or fixed threshold).
+    threshold_interval: ThresholdInterval | None = None
 
     def interval(self, key: str) -> tuple[float, float] | None:
         low, high = self.metrics.get(f"{key}_ci_low"), self.metrics.get(f"{key}_ci_high")
@@ -227,17 +231,26 @@ def evaluate_predictions(
     rule = rule or ThresholdRule()
     settings = settings or ReportSettings()
     _check_predictions(predictions, settings)
+    stability = None
     if operating_point is None:
         if "val" not in predictions:
             raise ValueError("choosing a threshold needs validation predictions (split 'val')")
         val = predictions["val"]
         operating_point = choose_operating_point(val.probabilities, val.labels, rule)
+        stability = threshold_interval(
+            val.probabilities, val.labels, val.patients, rule, settings.seed, settings.level
+        )
     threshold = operating_point.threshold
     temperature = None
     if settings.calibrate and "val" in predictions:
         val = predictions["val"]
         temperature = fit_temperature(val.probabilities, val.labels)
     metrics: dict[str, float] = {"val/threshold": threshold}
+    if stability is not None:
+        metrics["val/threshold_ci_low"], metrics["val/threshold_ci_high"] = (
+            stability.low,
+            stability.high,
+        )
     if temperature is not None:
         metrics["val/temperature"] = temperature
     splits: dict[str, SplitReport] = {}
@@ -246,7 +259,9 @@ def evaluate_predictions(
             split, preds, threshold, settings, temperature, class_weights
         )
         metrics.update(split_metrics)
-    return EvaluationReport(operating_point, metrics, splits, settings, temperature)
+    return EvaluationReport(
+        operating_point, metrics, splits, settings, temperature, threshold_interval=stability
+    )
 
 
 def _check_predictions(
