@@ -40,6 +40,7 @@ def predict(cfg: DictConfig) -> tuple[PredictionSummary, Path]:
     from cxrnet.inference.inputs import input_columns, read_inputs
     from cxrnet.inference.predict import check_output, check_settings, predict_files
     from cxrnet.inference.scorers import load_scorer
+    from cxrnet.passes.seen_pass import seen_films_at
 
     # Every check that can refuse the command runs before the model or a film is opened.
     check_settings(cfg.batch_size, cfg.num_workers)
@@ -75,6 +76,7 @@ def predict(cfg: DictConfig) -> tuple[PredictionSummary, Path]:
         progress=cfg.progress,
         explain_dir=explain_dir,
         columns=columns,
+        seen=seen_films_at(ckpt_path),
     )
     if explain_dir is not None:
         print(f"heatmaps: {explain_dir}")

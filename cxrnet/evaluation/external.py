@@ -349,13 +349,20 @@ def _cell(point: SiteOperatingPoint, name: str) -> str:
     return f"{point.values[name]:.3f} ({low:.3f}-{high:.3f})"
 
 
-def render_site_section(site: SiteReport, level: float, figure: str = "") -> str:
-    """The report.md section: operating points, calibration and other classes at the site."""
+# What the site section says when nobody compared its films with the model's own.
+UNCHECKED = "Whether the model saw any of these films was not checked."
+
+
+def render_site_section(
+    site: SiteReport, level: float, figure: str = "", provenance: str = UNCHECKED
+) -> str:
+    """The report.md section: operating points, calibration and other classes at the site.
+    ``provenance``: what was checked of the films against the ones the model saw
+    (``cxrnet.data.seen_films.SeenCheck.sentence``)."""
     lines = [
         "## This site (external validation)",
         "",
-        "Every film here is a test film: nothing of this site chose the model, its threshold "
-        f"or its calibration. Intervals: {level:.0%} {METHOD}.",
+        f"{provenance} Intervals: {level:.0%} {METHOD}.",
         "",
         "### Operating point",
         "",

@@ -38,9 +38,9 @@ class UnusableEntry:
 Input = Path | UnusableEntry
 # A film's further columns, one value per input in the inputs' order.
 Columns = dict[str, tuple[str, ...]]
-# The names predict's own columns take (cxrnet.inference.predict.COLUMNS; repeated here as the
-# listing must not import torch): a manifest column of one of them is kept as input_<name>.
-_OUTPUT_COLUMNS = frozenset({"path", "probability", "prediction", "threshold", "error"})
+# Predict's own columns, in order (here, not in cxrnet.inference.predict: the listing must not
+# import torch): a manifest column of one of them is kept as input_<name>.
+OUTPUT_COLUMNS = ("path", "probability", "prediction", "threshold", "error", "seen")
 # The manifest columns that already say what a header field would (matched in any case).
 _SAME_AS = {PATIENT: ("patient", "patient_id"), VIEW: (VIEW,), AGE: (AGE,), SEX: (SEX,)}
 
@@ -59,7 +59,7 @@ def _listed(path: Path) -> list[Path]:
 
 def _output_name(raw: str) -> str:
     name = raw.strip()
-    while name.lower() in _OUTPUT_COLUMNS:
+    while name.lower() in OUTPUT_COLUMNS:
         name = f"input_{name}"
     return name
 

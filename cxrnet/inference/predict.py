@@ -19,12 +19,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from cxrnet.data.decode import BadImageError, DecodeParams, decode
 from cxrnet.data.findings import triage_output
-from cxrnet.inference.inputs import Input, UnusableEntry
+from cxrnet.data.seen_films import ROLE_WORDS, SeenFilms, pixel_digest
+from cxrnet.inference.inputs import OUTPUT_COLUMNS, Input, UnusableEntry
 from cxrnet.inference.scorers import Findings, Scorer, findings_of, threshold_of
 from cxrnet.publish import write_file
 from cxrnet.user_errors import ConfigError
 
-COLUMNS = ("path", "probability", "prediction", "threshold", "error")
+COLUMNS = OUTPUT_COLUMNS
+# The seen column where the model records no films it saw (ONNX, an older checkpoint).
+NOT_RECORDED = "not recorded"
 # A findings model's further columns: per finding its probability and the call at its stored
 # threshold, then whether any finding is called (a film for the radiologist's list).
 ANY_FINDING = "any_finding"
@@ -46,10 +49,14 @@ class PredictionRow:
     threshold: float
     error: str
     findings: tuple[tuple[float, bool], ...] = ()
+    # What the film was to the model, by its pixels: "trained the model", "chose its
+    # checkpoint", "chose its threshold", "" (new to it) or NOT_RECORDED.
+    seen: str = ""
 
     def as_row(self, n_findings: int = 0) -> list[str]:
         probability = "" if self.probability is None else f"{self.probability:.6f}"
         row = [self.path, probability, self.prediction, f"{self.threshold:.6f}", self.error]
+        row.append(self.seen)
         if n_findings and not self.findings:  # a film that could not be scored
             return row + [""] * (2 * n_findings + 1)
         for p, call in self.findings:
@@ -118,7 +125,9 @@ def to_input(image: np.ndarray) -> np.ndarray:
     return (image.astype(np.float32) / 255.0)[None]
 
 
-class _Films(Dataset[tuple[int, np.ndarray | None, str]]):
+class _Films(Dataset[tuple[int, np.ndarray | None, str, str]]):
+    """Each film decoded as the network takes it, with its error and its pixels' digest."""
+
     def __init__(self, paths: Sequence[Input], params: DecodeParams) -> None:
         self.paths = list(paths)
         self.params = params
@@ -126,16 +135,17 @@ class _Films(Dataset[tuple[int, np.ndarray | None, str]]):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, str]:
+    def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, str, str]:
         path = self.paths[index]
         if isinstance(path, UnusableEntry):
-            return index, None, path.reason
+            return index, None, path.reason, ""
         try:
-            return index, to_input(decode(path, self.params)), ""
+            image = decode(path, self.params)
         except BadImageError as error:
-            return index, None, error.reason
+            return index, None, error.reason, ""
         except OSError as error:  # missing or unreadable listed file
-            return index, None, f"{type(error).__name__}: {error.strerror or error}"
+            return index, None, f"{type(error).__name__}: {error.strerror or error}", ""
+        return index, to_input(image), "", pixel_digest(image)
 
 
 def _keep_as_list(batch: list[tuple[int, np.ndarray | None, str]]) -> list:
@@ -184,10 +194,13 @@ def iter_predictions(
     batch_size: int = 64,
     num_workers: int = 0,
     explain_dir: Path | None = None,
+    seen: SeenFilms | None = None,
 ) -> Iterator[list[PredictionRow]]:
     """Rows batch by batch, in the order of ``paths``; decoding runs in ``num_workers``.
 
     ``explain_dir``: a Grad-CAM overlay per scored film is written there, numbered by position.
+    ``seen``: the films the model saw (``cxrnet.passes.seen_pass.seen_films_at``), for each
+    row's ``seen`` column; None: not recorded.
     """
     threshold = threshold_of(scorer)
     findings = findings_of(scorer)
@@ -202,7 +215,7 @@ def iter_predictions(
         collate_fn=_keep_as_list,
     )
     for batch in loader:
-        good = [(i, image) for i, image, error in batch if image is not None]
+        good = [(i, image) for i, image, _, _ in batch if image is not None]
         probabilities: dict[int, float] = {}
         per_finding: dict[int, tuple[tuple[float, bool], ...]] = {}
         if good:
@@ -219,14 +232,16 @@ def iter_predictions(
             if explain_dir is not None:
                 _explain(scorer, good, scores, paths, explain_dir)
         rows = []
-        for index, _, error in batch:
+        for index, _, error, digest in batch:
             path = str(paths[index])
             if error:
                 rows.append(PredictionRow(path, None, "", threshold, error))
                 continue
             p = probabilities[index]
             call = "PNEUMONIA" if p >= threshold else "NORMAL"
-            rows.append(PredictionRow(path, p, call, threshold, "", per_finding.get(index, ())))
+            role = NOT_RECORDED if seen is None else ROLE_WORDS.get(seen.role_of_digest(digest), "")
+            findings_row = per_finding.get(index, ())
+            rows.append(PredictionRow(path, p, call, threshold, "", findings_row, role))
         yield rows
 
 
@@ -239,6 +254,7 @@ def predict_files(
     progress: bool = True,
     explain_dir: Path | None = None,
     columns: Mapping[str, Sequence[str]] | None = None,
+    seen: SeenFilms | None = None,
 ) -> PredictionSummary:
     """Score ``paths`` and write ``output`` (CSV, ``COLUMNS``, then ``columns``: the films'
     further columns, one value per path, as ``input_columns`` gives them): rows go to a temporary
@@ -266,7 +282,8 @@ def predict_files(
             writer = csv.writer(handle)
             writer.writerow([*COLUMNS, *finding_columns(findings), *columns])
             n = len(findings.names)
-            for batch in iter_predictions(paths, scorer, batch_size, num_workers, explain_dir):
+            batches = iter_predictions(paths, scorer, batch_size, num_workers, explain_dir, seen)
+            for batch in batches:
                 writer.writerows(
                     [*row.as_row(n), *(values[len(rows) + i] for values in columns.values())]
                     for i, row in enumerate(batch)

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from cxrnet.data.decode import DecodeParams
+from cxrnet.data.seen_films import SeenFilms
 from cxrnet.evaluation.thresholds import OperatingPoint
 from cxrnet.models.registry import UntrustedNetwork, check_stored_network
 from cxrnet.publish import write_file
@@ -121,6 +122,11 @@ def finding_points_of(checkpoint: Mapping[str, Any]) -> dict[str, OperatingPoint
     return {str(name): OperatingPoint.from_dict(point) for name, point in stored.items()}
 
 
+def seen_films_of(checkpoint: Mapping[str, Any]) -> SeenFilms | None:
+    """The films the checkpoint saw; None for one stamped before they were recorded."""
+    return SeenFilms.from_dict((checkpoint.get(INFERENCE_KEY) or {}).get("seen_films"))
+
+
 def validation_of(checkpoint: Mapping[str, Any]) -> dict[str, float]:
     """What the stored operating point achieved on the validation split (``sensitivity``,
     ``specificity``, films per class); empty for checkpoints stamped before it was stored."""
@@ -134,8 +140,12 @@ def stamp_checkpoint(
     preprocessing: DecodeParams,
     validation: Mapping[str, float] | None = None,
     finding_points: Mapping[str, OperatingPoint] | None = None,
+    seen: SeenFilms | None = None,
 ) -> None:
     """Write the operating point and preprocessing into ``path``, replacing the file atomically.
+
+    ``seen``: the films that trained the model, chose its checkpoint and its threshold (their
+    pixel digests and patients), so that no later report scores them as new films.
 
     ``finding_points``: a findings model's operating point per finding (its triage finding's is
     ``operating_point``), each chosen on the val films that label it.
@@ -150,6 +160,8 @@ def stamp_checkpoint(
         "preprocessing": preprocessing.as_dict(),
         "validation": {key: float(value) for key, value in (validation or {}).items()},
     }
+    if seen is not None:
+        checkpoint[INFERENCE_KEY]["seen_films"] = seen.as_dict()
     if finding_points:
         checkpoint[INFERENCE_KEY]["finding_operating_points"] = {
             name: point.as_dict() for name, point in finding_points.items()

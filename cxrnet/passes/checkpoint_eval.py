@@ -15,10 +15,14 @@ from cxrnet.user_errors import ConfigError
 
 if TYPE_CHECKING:
     from cxrnet.data.datamodule import ChestXRayDataModule
+    from cxrnet.data.seen_films import SeenCheck
     from cxrnet.evaluation.thresholds import OperatingPoint
     from cxrnet.models.module import ClassifierModule
 
 log = logging.getLogger(__name__)
+# data.seen_films (conf/eval.yaml): what is done with films the model saw; read here, never
+# passed to the data module.
+SEEN_KEY = "seen_films"
 
 
 def _check_image_size(cfg: DictConfig, checkpoint: dict[str, Any], image_size: int) -> None:
@@ -56,6 +60,7 @@ def _checkpoint_data(
         settings[key] = given[key]
     if "image_size" in explicit:
         _check_image_size(cfg, checkpoint, settings["image_size"])
+    settings.pop(SEEN_KEY, None)  # the evaluation's, not the data module's
     datamodule = ChestXRayDataModule(**settings)
     sources = ", ".join(str(source) for source in datamodule.sources)
     return datamodule, f"the checkpoint's own data ({sources})"
@@ -86,6 +91,7 @@ def datamodule_for(
     stored = preprocessing_of(checkpoint)
     settings = OmegaConf.to_container(cfg.data, resolve=True)
     settings.pop("_target_", None)
+    settings.pop(SEEN_KEY, None)
     if not data_group_chosen:
         # data.root alone (conf/eval.yaml): the data module's defaults, this machine's cache.
         settings.setdefault("cache_dir", str(Path(cfg.paths.cache_dir).expanduser() / "images"))
@@ -154,9 +160,15 @@ def evaluate_checkpoint(
     Binary checkpoints use their stored operating point (``threshold.rechoose=true`` chooses it
     again on this data's validation split); the subtype task uses the trainer's own passes.
     """
-    from cxrnet.models.checkpoint import check_network_of, load_checkpoint, operating_point_of
+    from cxrnet.models.checkpoint import (
+        check_network_of,
+        load_checkpoint,
+        operating_point_of,
+        seen_films_of,
+    )
     from cxrnet.models.ensemble_manifest import is_manifest
     from cxrnet.models.module import ClassifierModule
+    from cxrnet.passes.seen_pass import check_seen_films
 
     check_stages(cfg.stages)
     ckpt_path = Path(cfg.ckpt_path).expanduser()
@@ -181,14 +193,24 @@ def evaluate_checkpoint(
     if model.findings:
         datamodule.use_findings(model.findings)
     datamodule.setup("test")
+    seen = check_seen_films(
+        datamodule, seen_films_of(checkpoint), _seen_policy(cfg), Path(cfg.paths.output_dir)
+    )
     stored = operating_point_of(checkpoint) if model.num_classes == 2 else None
     if "val" not in datamodule.datasets:
         _check_without_val(cfg, ckpt_path, datamodule, stored is None and model.num_classes == 2)
     if bool(cfg.get("tta")) and model.num_classes != 2:
         raise ConfigError("tta=true needs a binary (normal/pneumonia) checkpoint")
     if model.num_classes == 2:
-        return _evaluate_binary(cfg, model, datamodule, checkpoint, stored, ckpt_path, data_scored)
+        return _evaluate_binary(
+            cfg, model, datamodule, checkpoint, stored, ckpt_path, data_scored, seen
+        )
     return _evaluate_by_trainer(cfg, model, datamodule)
+
+
+def _seen_policy(cfg: DictConfig) -> str:
+    """``data.seen_films``: what is done with films the model saw (conf/eval.yaml)."""
+    return str(OmegaConf.select(cfg, f"data.{SEEN_KEY}", default="exclude"))
 
 
 def _evaluate_binary(
@@ -199,9 +221,11 @@ def _evaluate_binary(
     stored: OperatingPoint | None,
     ckpt_path: Path,
     data_scored: str,
+    seen: SeenCheck | None = None,
 ) -> dict[str, float]:
     """A binary checkpoint's evaluation pass at its ``stored`` operating point (or one chosen
-    again on this data's val split), and a test-only site's report."""
+    again on this data's val split), and a test-only site's report (``seen``: what the
+    comparison with the films the model saw found)."""
     from cxrnet.models.checkpoint import finding_points_of, validation_of
     from cxrnet.passes.evaluation_pass import (
         report_settings,
@@ -241,6 +265,7 @@ def _evaluate_binary(
             Path(cfg.paths.output_dir),
             cfg.get("report"),
             tta=tta,
+            seen=seen,
         )
     return metrics
 
@@ -280,6 +305,7 @@ def _evaluate_ensemble_on_site(
     from cxrnet.models.module import ClassifierModule
     from cxrnet.passes.evaluation_pass import report_settings, run_evaluation_pass
     from cxrnet.passes.evaluation_pass import threshold_rule as rule_of
+    from cxrnet.passes.seen_pass import check_seen_films, seen_films_at
     from cxrnet.passes.site_pass import evaluate_site
 
     if bool((cfg.get("threshold") or {}).get("rechoose")):
@@ -307,6 +333,9 @@ def _evaluate_ensemble_on_site(
     if ensemble.findings:
         datamodule.use_findings(ensemble.findings)
     datamodule.setup("test")
+    seen = check_seen_films(
+        datamodule, seen_films_at(manifest_path), _seen_policy(cfg), Path(cfg.paths.output_dir)
+    )
     if "val" not in datamodule.datasets:
         _check_without_val(cfg, manifest_path, datamodule, False)
     tta = bool(cfg.get("tta"))
@@ -348,4 +377,5 @@ def _evaluate_ensemble_on_site(
             "the ensemble's sensitivity on its members' pooled out-of-fold predictions at its "
             "threshold"
         ),
+        seen=seen,
     )

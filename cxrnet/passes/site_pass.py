@@ -17,7 +17,9 @@ import torch
 from cxrnet.data.datamodule import ChestXRayDataModule
 from cxrnet.data.findings import triage_output
 from cxrnet.data.records import PATH_ERRORS
+from cxrnet.data.seen_films import SeenCheck
 from cxrnet.evaluation.external import (
+    UNCHECKED,
     VALIDATION_SOURCE,
     OtherFilms,
     group_values,
@@ -163,6 +165,7 @@ def evaluate_site(
     options: Mapping[str, Any] | None = None,
     tta: bool = False,
     validation_source: str = VALIDATION_SOURCE,
+    seen: SeenCheck | None = None,
 ) -> dict[str, float]:
     """The site section of ``output_dir/report.md`` and its metrics, from the evaluation pass's
     test predictions. ``options``: the ``report`` config (``pointing_game``,
@@ -179,8 +182,13 @@ def evaluate_site(
         _other_probabilities(model, datamodule, tta, report.operating_point.threshold, output_dir),
         validation_source,
     )
-    metrics = site.metrics()
-    section = render_site_section(site, settings.level, figure="figures/test.png")
+    metrics = site.metrics() | (seen.metrics() if seen is not None else {})
+    section = render_site_section(
+        site,
+        settings.level,
+        figure="figures/test.png",
+        provenance=seen.sentence() if seen is not None else UNCHECKED,
+    )
     if site.others:
         section += f"\nPer film: [{OTHER_PREDICTIONS}]({OTHER_PREDICTIONS}).\n"
     if options.get("pointing_game", True):

@@ -28,7 +28,6 @@ from cxrnet.evaluation.external import validation_at_threshold
 from cxrnet.evaluation.metric_names import (
     WORST_SOURCE,
     check_source_monitor,
-    in_console_summary,
     is_per_source_name,
 )
 from cxrnet.evaluation.model_card import selection_note
@@ -43,6 +42,7 @@ from cxrnet.passes.evaluation_pass import (
     threshold_rule,
     with_source_subgroup,
 )
+from cxrnet.passes.seen_pass import seen_in_training
 from cxrnet.runs import RunRecord, RunRecorder, RunStatus, RunStopped
 from cxrnet.runs.folder_lock import run_folder_lock
 from cxrnet.tracking.wandb_logger import finish_wandb_run, wandb_run_defaults
@@ -51,6 +51,7 @@ from cxrnet.training.callbacks import EpochSeed, LastCheckpoint, TrainingDiverge
 from cxrnet.training.ddp import local_ddp_job
 from cxrnet.training.preflight import check_train_config
 from cxrnet.training.resume import CHECKPOINT_DIR, resolve_checkpoint
+from cxrnet.training.summary import print_summary
 from cxrnet.user_errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -308,12 +309,14 @@ def _evaluate_binary(
         raise TrainingDiverged(
             f"{cfg.monitor} of the best checkpoint {ckpt} is nan: {error}; lower model.optimizer.lr"
         ) from error
+    threshold_records = [r for r in val_records if films.matches(r)] if films.on else val_records
     stamp_checkpoint(
         ckpt,
         report.operating_point,
         datamodule.decode_params,
         validation_at_threshold(report),
         report.finding_thresholds,
+        seen_in_training(datamodule, threshold_records),
     )
     metrics = dict(report.metrics)
     best = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
@@ -413,46 +416,3 @@ def _fill_wandb_run_defaults(cfg: DictConfig, ckpt_path: Path | None, launch: La
         for key, value in defaults.items():
             if wandb_cfg.get(key) is None:
                 wandb_cfg[key] = value
-
-
-def print_summary(record: RunRecord) -> None:
-    """A metric-by-split table of the best checkpoint, then where everything went."""
-    metrics = record.metrics
-    splits = [s for s in ("val", "test") if any(k.startswith(f"{s}/") for k in metrics)]
-    # Intervals and counts live in metrics.json and report.md; the table keeps point estimates.
-    names = sorted(
-        {
-            key.split("/", 1)[1]
-            for key in metrics
-            if key.split("/", 1)[0] in splits and in_console_summary(key)
-        }
-    )
-    if names:
-        width = max(len(name) for name in names)
-        print(f"\n{'metric':<{width}}  " + "  ".join(f"{split:>8}" for split in splits))
-        for name in names:
-            cells = [metrics.get(f"{split}/{name}") for split in splits]
-            row = "  ".join("       -" if c is None else f"{c:8.4f}" for c in cells)
-            print(f"{name:<{width}}  {row}")
-    print()
-    for line in closing_lines(record):
-        print(line)
-
-
-def closing_lines(record: RunRecord) -> list[str]:
-    """Where the run's files are and what to run next: its folder, its report, and the commands
-    that score the best checkpoint on another site's films and on new films."""
-    run_dir = Path(record.run_dir)
-    best = record.paths.get("best_checkpoint")
-    lines = [f"run folder: {run_dir}"]
-    if (run_dir / "report.md").is_file():
-        lines.append(f"report: {run_dir / 'report.md'}")
-    if best:
-        lines += [
-            f"best checkpoint: {best}",
-            f"next: cxrnet-eval ckpt_path={best} data.root=<another site's films>   "
-            "(external validation)",
-            f"      cxrnet-predict ckpt_path={best} input=<films>   (a probability and a call "
-            "per film)",
-        ]
-    return lines

@@ -142,8 +142,9 @@ def test_any_value_can_be_overridden(compose_cfg) -> None:
 def test_eval_config_requires_a_checkpoint(compose_cfg) -> None:
     cfg = compose_cfg("eval", [])
     assert cfg.stages == ["test"]
-    # No data group: data.root alone names other data (an external site's films).
-    assert OmegaConf.to_container(cfg.data) == {"root": None}
+    # No data group: data.root alone names other data (an external site's films); films the
+    # model saw are left out of the numbers unless asked.
+    assert OmegaConf.to_container(cfg.data) == {"root": None, "seen_films": "exclude"}
 
 
 @pytest.mark.parametrize(

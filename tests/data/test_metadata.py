@@ -385,6 +385,7 @@ def test_predict_from_a_manifest_keeps_its_columns_and_adds_the_header(site: dic
         "prediction",
         "threshold",
         "error",
+        "seen",
         "label",
         "split",
         "Source",
@@ -427,7 +428,7 @@ def test_predict_on_a_dicom_folder_gives_the_header_columns(site: dict) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = _rows(output)
-    assert list(rows[0])[5:] == ["patient", "view", "age", "sex"]
+    assert list(rows[0])[6:] == ["patient", "view", "age", "sex"]
     assert len(rows) == len(list(site["dicom_dir"].glob("*.dcm")))
     for row in rows:
         number = int(Path(row["path"]).stem)

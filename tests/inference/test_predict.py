@@ -172,7 +172,8 @@ def test_cxrnet_predict_on_a_folder_with_a_corrupt_file(trained, synthetic_root)
     assert "1 files could not be read" in done.stderr
     assert "images/s" in done.stdout
     rows = _read_csv(output)
-    assert list(rows[0]) == ["path", "probability", "prediction", "threshold", "error"]
+    assert list(rows[0]) == ["path", "probability", "prediction", "threshold", "error", "seen"]
+    assert {row["seen"] for row in rows} == {""}, "test films: none of them seen by the model"
     assert [row["path"] for row in rows] == [str(f) for f in files], "sorted, every file"
     heatmaps = sorted((root / "predictions_heatmaps").glob("*.png"))
     assert len(heatmaps) == len(files) - 1, "one Grad-CAM overlay per scored film"
