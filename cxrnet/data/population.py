@@ -94,8 +94,9 @@ def describe_data(
             films[source_name(record)].append(record)
     names = sorted(set(films) | set(kinds))
     kind = {name: kinds.get(name) or _kind_of_films(films.get(name, ())) for name in names}
-    parts = [_population(name, kind[name], films.get(name, ())) for name in names]
     synthetic = bool(names) and all(kind[name] == SYNTHETIC for name in names)
+    # Among real sources a generated one is marked in the title; all generated, the title is.
+    parts = [_population(name, kind[name], films.get(name, ()), not synthetic) for name in names]
     title = " and ".join(parts) or "chest films"
     if synthetic:
         title = "SYNTHETIC films (not patients)" + (f": {title}" if len(names) > 1 else "")
@@ -133,10 +134,11 @@ def _kind_of_films(films: Sequence[Record]) -> str:
     return ""
 
 
-def _population(name: str, kind: str, films: Sequence[Record]) -> str:
-    if kind == SYNTHETIC:
-        return f"{name} ({len(films):,} films)" if films else name
+def _population(name: str, kind: str, films: Sequence[Record], mark: bool = False) -> str:
     what = [f"{len(films):,} films"] if films else []
+    if kind == SYNTHETIC:
+        what = ["SYNTHETIC", *what] if mark else what
+        return f"{name} ({', '.join(what)})" if what else name
     if kind == KERMANY:
         what.insert(0, "paediatric, Kermany et al.")
     elif kind:

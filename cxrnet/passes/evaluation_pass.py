@@ -43,6 +43,7 @@ from cxrnet.evaluation.report import (
 )
 from cxrnet.evaluation.subgroup_columns import check_subgroup_columns, present_columns
 from cxrnet.evaluation.threshold_films import ThresholdFilms
+from cxrnet.evaluation.threshold_stability import threshold_interval
 from cxrnet.evaluation.thresholds import OperatingPoint, ThresholdRule, choose_operating_point
 from cxrnet.models.module import ClassifierModule
 from cxrnet.passes.predictions import predict_findings, predict_split
@@ -141,13 +142,20 @@ def run_evaluation_pass(
     check_subgroup_records(settings, (r for split in wanted for r in records.get(split, [])))
     findings = tuple(getattr(model, "findings", ()))
     predictions, scores, scored = _predict_splits(model, datamodule, wanted, findings, tta)
-    if operating_point is None and threshold_films and threshold_films.on and "val" in predictions:
+    chosen_on_films = bool(
+        operating_point is None and threshold_films and threshold_films.on and "val" in predictions
+    )
+    if chosen_on_films:
         operating_point = operating_point_on_films(
             predictions["val"], scored["val"], rule, threshold_films
         )
     report = evaluate_predictions(
         predictions, rule, operating_point, settings, model.hparams.get("class_weights")
     )
+    if chosen_on_films and threshold_films is not None:  # chosen above, on some val films
+        report = _with_interval_on_films(
+            report, predictions["val"], scored["val"], rule, threshold_films
+        )
     figures = _write_splits(report, predictions, output_dir)
     sections: list[str] = []
     if findings:
@@ -220,6 +228,29 @@ def _write_splits(
         path = plot_split(report, split, output_dir / "figures" / f"{split}.png")
         figures[split] = str(path.relative_to(output_dir))
     return figures
+
+
+def _with_interval_on_films(
+    report: EvaluationReport,
+    val: SplitPredictions,
+    records: Sequence[Record],
+    rule: ThresholdRule,
+    films: ThresholdFilms,
+) -> EvaluationReport:
+    """``report`` with the interval of its threshold over the val films that chose it."""
+    mask = films.select(records, val.labels)
+    patients = None if val.patients is None else list(np.asarray(val.patients)[mask])
+    settings = report.settings
+    stability = threshold_interval(
+        val.probabilities[mask], val.labels[mask], patients, rule, settings.seed, settings.level
+    )
+    if stability is None:
+        return report
+    metrics = report.metrics | {
+        "val/threshold_ci_low": stability.low,
+        "val/threshold_ci_high": stability.high,
+    }
+    return dataclasses.replace(report, metrics=metrics, threshold_interval=stability)
 
 
 def operating_point_on_films(

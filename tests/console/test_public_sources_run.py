@@ -48,6 +48,10 @@ def test_nih_chexpert_and_a_site_train_together_and_report_per_source(
     every = {"train", "val", "test"}
     assert by_source == {"nih": every, "chexpert": {"train"}, "site": every}
     report = (run / "report.md").read_text()
+    # The title names each source with what it is and its films (the site's are generated).
+    title = report.splitlines()[0]
+    assert title.startswith("# Model card: pneumonia vs normal on chexpert (CheXpert, ")
+    assert " and nih (NIH ChestX-ray14, " in title and " and site (SYNTHETIC, " in title
     assert "Films per source and class" in report
     assert "- nih: NIH ChestX-ray14: PNEUMONIA = 'Pneumonia' present" in report
     assert "- chexpert: CheXpert: PNEUMONIA = 'Pneumonia' present" in report

@@ -86,5 +86,5 @@ def test_a_run_s_settings_name_its_synthetic_and_public_sources(
     ).settings
     assert source_kinds(settings) == {"quick": SYNTHETIC, "nih": "NIH ChestX-ray14"}
     described = describe_run_data(settings, {})
-    assert described.title == "nih (NIH ChestX-ray14) and quick"
+    assert described.title == "nih (NIH ChestX-ray14) and quick (SYNTHETIC)"
     assert f"nih: NIH ChestX-ray14, labelled {NIH.labelled}." in described.limits

@@ -264,6 +264,10 @@ def test_train_chooses_the_threshold_on_the_official_val_films(
         "Threshold chosen on: the 16 films of that val split with threshold.films="
         "{source_split: val} (8 NORMAL, 8 PNEUMONIA) (threshold.criterion=youden)." in card
     )
+    # Its interval is over those 16 films alone (their patients resampled).
+    low, high = metrics["val/threshold_ci_low"], metrics["val/threshold_ci_high"]
+    assert low <= expected <= high
+    assert f"the rule chose between {low:.4f} and {high:.4f}" in card
 
 
 @pytest.mark.slow  # a console run the default tier's 5-minute budget leaves to the slow tier
