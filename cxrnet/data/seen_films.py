@@ -16,6 +16,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -122,7 +123,7 @@ class SeenCheck:
     policy: str
     checked: bool = True  # False: the checkpoint stores no seen films (trained before they were)
 
-    @property
+    @cached_property
     def counts(self) -> Counter[str]:
         return Counter(role for role in self.roles if role)
 

@@ -35,15 +35,12 @@ def seen_in_training(
     """The films that trained the model (train), chose its checkpoint (val) and its threshold
     (``threshold_records``, the val films that chose it), by their decoded pixels."""
     chosen = {record.path for record in threshold_records}
+    val = _films(datamodule, "val")
     return SeenFilms.of(
         {
             "trained": _films(datamodule, "train"),
-            "checkpoint": _films(datamodule, "val"),
-            "threshold": [
-                (record, image)
-                for record, image in _films(datamodule, "val")
-                if record.path in chosen
-            ],
+            "checkpoint": val,
+            "threshold": [(record, image) for record, image in val if record.path in chosen],
         }
     )
 
