@@ -48,7 +48,42 @@ def dicom_fingerprint() -> dict[str, object]:
     return {**versions, "percentile_window": list(PERCENTILE_WINDOW)}
 
 
+# What a file named .dcm may really be, by its first bytes: read with force, such a file gives
+# a dataset without pixels, and "no PixelData element" would hide the real reason.
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "JPEG", "jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "PNG", "png"),
+    (b"II*\x00", "TIFF", "tiff"),
+    (b"MM\x00*", "TIFF", "tiff"),
+    (b"BM", "BMP", "bmp"),
+    (b"GIF8", "GIF", "gif"),
+)
+
+
+def _not_dicom_reason(path: Path) -> str | None:
+    """Why a file is no DICOM at all (empty, or another image format), from its first bytes;
+    None when it may be DICOM (or cannot be read: pydicom then says why)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return None
+    if not head:
+        return "empty file (0 bytes): not a DICOM film; export it again or remove it"
+    if head[128:132] == b"DICM":
+        return None
+    for magic, kind, suffix in _SIGNATURES:
+        if head.startswith(magic):
+            return (
+                f"not a DICOM file: a {kind} image named {path.suffix}; rename it "
+                f".{suffix} (cxrnet reads {kind} films as they are)"
+            )
+    return None
+
+
 def _read_dataset(path: Path) -> pydicom.Dataset:
+    if (reason := _not_dicom_reason(path)) is not None:
+        raise BadImageError(path, reason)
     try:
         # force only for a .dcm name: such files sometimes lack the 128-byte preamble, while a
         # suffix-less file was recognised by that very preamble.

@@ -290,3 +290,23 @@ def test_a_stored_threshold_that_is_no_probability_is_refused_naming_the_file(
         assert "must be a probability in [0, 1]" in done.stderr
         assert "Traceback" not in done.stderr
     assert not output.exists() and not (tmp_path / "model.onnx").exists()
+
+
+def test_issue_31_row_12_an_empty_dcm_and_a_jpeg_named_dcm_get_their_true_reason(
+    trained, synthetic_root, tmp_path
+) -> None:
+    folder = tmp_path / "films"
+    folder.mkdir()
+    good = sorted((synthetic_root / "test").rglob("*.jpeg"))[0]
+    shutil.copy(good, folder / "good.jpeg")
+    (folder / "empty.dcm").write_bytes(b"")
+    shutil.copy(good, folder / "renamed.dcm")  # a JPEG under a DICOM name
+    output = tmp_path / "predictions.csv"
+    args = [f"ckpt_path={trained['ckpt']}", f"input={folder}", f"output={output}"]
+    done = _run("cxrnet-predict", [*args, f"paths.log_dir={tmp_path}"], tmp_path, tmp_path / "c")
+    assert done.returncode == 3, done.stderr[-3000:]
+    errors = {Path(row["path"]).name: row["error"] for row in _read_csv(output)}
+    assert errors["good.jpeg"] == ""
+    assert "empty file (0 bytes): not a DICOM film" in errors["empty.dcm"]
+    assert "not a DICOM file: a JPEG image named .dcm; rename it .jpeg" in errors["renamed.dcm"]
+    assert "PixelData" not in errors["empty.dcm"] + errors["renamed.dcm"]
