@@ -105,15 +105,24 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
+def small_val_counts(labels: Sequence[int], class_names: Sequence[str], minimum: int) -> str | None:
+    """The val films per class ("8 NORMAL, 8 PNEUMONIA") when a class has fewer than
+    ``minimum`` (data.min_val_per_class); None when each has enough. What the start's warning
+    and the model card's limit both say."""
+    per_class = [list(labels).count(i) for i in range(len(class_names))]
+    if min(per_class) >= minimum:
+        return None
+    return ", ".join(f"{n} {name}" for n, name in zip(per_class, class_names, strict=True))
+
+
 def warn_small_val(
     labels: Sequence[int], class_names: Sequence[str], minimum: int, split: str
 ) -> None:
     """The official Kaggle val split has 8+8 films: one seed of experiment=best kept epoch 0
     of 6 because val AUROC there was 0.94 and never higher (issue 20 row 15)."""
-    per_class = [list(labels).count(i) for i in range(len(class_names))]
-    if min(per_class) >= minimum:
+    counts = small_val_counts(labels, class_names, minimum)
+    if counts is None:
         return
-    counts = ", ".join(f"{n} {name}" for n, name in zip(per_class, class_names, strict=True))
     log.warning(
         "the val split (data.split=%s) has %s films, fewer than data.min_val_per_class=%d "
         "of each class: the checkpoint and the threshold chosen on it cannot tell epochs "

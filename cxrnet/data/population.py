@@ -12,6 +12,7 @@ from pathlib import Path
 
 from cxrnet.data.data_settings import DataSettings
 from cxrnet.data.dicom_header import AGE, years_of_age
+from cxrnet.data.film_report import small_val_counts
 from cxrnet.data.records import CLASS_NAMES, Record
 from cxrnet.data.sources import source_name, unnamed_source
 from cxrnet.data.synthetic import MARKER_NAME
@@ -161,10 +162,9 @@ def _ages(films: Sequence[Record]) -> list[float]:
 def _val_limits(val: Sequence[Record], minimum: int) -> list[str]:
     if not val:
         return []
-    per_class = [sum(record.label == i for record in val) for i in range(len(CLASS_NAMES))]
-    if min(per_class) >= minimum:
+    counts = small_val_counts([record.label for record in val], CLASS_NAMES, minimum)
+    if counts is None:
         return []
-    counts = ", ".join(f"{n} {name}" for n, name in zip(per_class, CLASS_NAMES, strict=True))
     return [
         f"The val split has {len(val)} films ({counts}), fewer than data.min_val_per_class="
         f"{minimum} of a class: the checkpoint and threshold chosen on it are too uncertain to "

@@ -247,10 +247,7 @@ def evaluate_predictions(
         temperature = fit_temperature(val.probabilities, val.labels)
     metrics: dict[str, float] = {"val/threshold": threshold}
     if stability is not None:
-        metrics["val/threshold_ci_low"], metrics["val/threshold_ci_high"] = (
-            stability.low,
-            stability.high,
-        )
+        metrics |= stability.metrics()
     if temperature is not None:
         metrics["val/temperature"] = temperature
     splits: dict[str, SplitReport] = {}

@@ -39,6 +39,10 @@ class ThresholdInterval:
     resamples: int
     level: float
 
+    def metrics(self) -> dict[str, float]:
+        """The interval's ends as ``metrics.json`` keys them."""
+        return {"val/threshold_ci_low": self.low, "val/threshold_ci_high": self.high}
+
     @property
     def unstable(self) -> bool:
         moves = (abs(b - a) for a, b in (self.sensitivity, self.specificity))

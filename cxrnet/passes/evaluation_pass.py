@@ -246,10 +246,7 @@ def _with_interval_on_films(
     )
     if stability is None:
         return report
-    metrics = report.metrics | {
-        "val/threshold_ci_low": stability.low,
-        "val/threshold_ci_high": stability.high,
-    }
+    metrics = report.metrics | stability.metrics()
     return dataclasses.replace(report, metrics=metrics, threshold_interval=stability)
 
 
