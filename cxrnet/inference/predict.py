@@ -126,11 +126,13 @@ def to_input(image: np.ndarray) -> np.ndarray:
 
 
 class _Films(Dataset[tuple[int, np.ndarray | None, str, str]]):
-    """Each film decoded as the network takes it, with its error and its pixels' digest."""
+    """Each film decoded as the network takes it, with its error and (``digest``: when there are
+    seen films to compare it with) its pixels' digest."""
 
-    def __init__(self, paths: Sequence[Input], params: DecodeParams) -> None:
+    def __init__(self, paths: Sequence[Input], params: DecodeParams, digest: bool) -> None:
         self.paths = list(paths)
         self.params = params
+        self.digest = digest
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -145,7 +147,7 @@ class _Films(Dataset[tuple[int, np.ndarray | None, str, str]]):
             return index, None, error.reason, ""
         except OSError as error:  # missing or unreadable listed file
             return index, None, f"{type(error).__name__}: {error.strerror or error}", ""
-        return index, to_input(image), "", pixel_digest(image)
+        return index, to_input(image), "", pixel_digest(image) if self.digest else ""
 
 
 def _keep_as_list(batch: list[tuple[int, np.ndarray | None, str]]) -> list:
@@ -208,7 +210,7 @@ def iter_predictions(
     triage = triage_output(findings.names)
     cuts = np.array([findings.threshold(name) for name in findings.names])
     loader = DataLoader(
-        _Films(paths, scorer.preprocessing),
+        _Films(paths, scorer.preprocessing, digest=seen is not None),
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
